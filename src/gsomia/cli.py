@@ -50,6 +50,8 @@ def parse_instant(text: str, option: str = "--at") -> datetime:
         raise InvalidInput(f"{option}: {text!r} is not an ISO 8601 instant such as 2019-11-23T00:00:00+09:00") from None
     if at.tzinfo is None:
         raise InvalidInput(f"{option}: {text!r} has no UTC offset; write e.g. {raw}+09:00 or {raw}Z")
+    if not 1 < at.year < 9999:  # shown in another zone, year 1 or 9999 can leave the calendar
+        raise InvalidInput(f"{option}: {text!r} is out of range (years 0002 to 9998)")
     return at
 
 

@@ -109,7 +109,10 @@ def _bounds(agreement: Agreement, upto: datetime) -> list[datetime]:
     while bounds[-1] <= upto and len(bounds) < _MAX_TERMS:
         k = len(bounds)
         years = term.initial_years + (k - 1) * term.renewal_years
-        bounds.append((start + relativedelta(years=years)).astimezone(UTC))
+        try:
+            bounds.append((start + relativedelta(years=years)).astimezone(UTC))
+        except (ValueError, OverflowError):  # past year 9999: ``term_at`` refuses what lies beyond
+            break
     return bounds
 
 
@@ -127,8 +130,19 @@ def term_at(agreement: Agreement, at: datetime) -> tuple[datetime, datetime | No
 def notice_deadline(agreement: Agreement, term_end: datetime) -> datetime:
     """The instant a notice must precede to stop the renewal at ``term_end``."""
     assert agreement.term is not None
-    local_end = agreement.local(term_end)
-    return (local_end - relativedelta(days=agreement.term.notice_days)).astimezone(UTC)
+    deadlines: dict[datetime, datetime] = agreement.cache.setdefault("deadlines", {})
+    deadline = deadlines.get(term_end)
+    if deadline is None:
+        local_end = agreement.local(term_end)
+        try:
+            deadline = (local_end - relativedelta(days=agreement.term.notice_days)).astimezone(UTC)
+        except (ValueError, OverflowError):
+            raise InvalidInput(
+                f"{agreement.source}: term.notice_days: {agreement.term.notice_days} days before "
+                f"{local_end.isoformat()} is before year 1"
+            ) from None
+        deadlines[term_end] = deadline
+    return deadline
 
 
 def effective_end(agreement: Agreement, notified_at: datetime) -> datetime:

@@ -1,0 +1,206 @@
+"""A party's node keys: one KEM key to receive data keys, one or two signature keys.
+
+Two suites, chosen by the agreement file (``[protection].suite``):
+
+- ``classic``: HPKE with X25519 for key wrapping, Ed25519 signatures.
+- ``pq-hybrid``: HPKE with the ML-KEM-768 + X25519 hybrid KEM, and both Ed25519
+  and ML-DSA-65 signatures (both must verify). Classified material must stay
+  secret for decades; a quantum computer that breaks X25519 later would open
+  anything recorded today ("harvest now, decrypt later"). The hybrid stays secure
+  while either component does.
+
+Everything here is pyca/cryptography; this module only names, bundles and
+serialises keys. Key files are JSON (base64 of raw key bytes or seeds).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.hazmat.primitives import hpke
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PrivateKey, MLDSA65PublicKey
+from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM768PrivateKey, MLKEM768PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+from gsomia.agreement.terms import SUITES, Suite
+from gsomia.errors import GsomiaError
+
+
+class KeyFileInvalid(GsomiaError):
+    """A key file that is malformed, of the wrong kind, or for the wrong suite."""
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
+
+
+def _unb64(data: dict[str, Any], key: str, what: str) -> bytes:
+    value = data.get(key)
+    if not isinstance(value, str):
+        raise KeyFileInvalid(f"{what}: missing {key}")
+    try:
+        return base64.b64decode(value, validate=True)
+    except ValueError:
+        raise KeyFileInvalid(f"{what}: {key} is not base64") from None
+
+
+def kem_suite(suite: Suite) -> hpke.Suite:
+    """The HPKE suite (RFC 9180) each protection suite wraps data keys with."""
+    kem = hpke.KEM.X25519 if suite == "classic" else hpke.KEM.MLKEM768_X25519
+    return hpke.Suite(kem, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
+
+
+@dataclass(frozen=True, eq=False)
+class PublicKeys:
+    party: str
+    suite: Suite
+    x25519: X25519PublicKey
+    ed25519: Ed25519PublicKey
+    mlkem: MLKEM768PublicKey | None = None
+    mldsa: MLDSA65PublicKey | None = None
+
+    def to_bytes(self) -> bytes:
+        data: dict[str, Any] = {
+            "kind": "gsomia-public-key",
+            "v": 1,
+            "party": self.party,
+            "suite": self.suite,
+            "x25519": _b64(self.x25519.public_bytes_raw()),
+            "ed25519": _b64(self.ed25519.public_bytes_raw()),
+        }
+        if self.mlkem is not None and self.mldsa is not None:
+            data["mlkem768"] = _b64(self.mlkem.public_bytes_raw())
+            data["mldsa65"] = _b64(self.mldsa.public_bytes_raw())
+        return json.dumps(data, sort_keys=True, separators=(",", ":")).encode("ascii")
+
+    @property
+    def kid(self) -> str:
+        """Key id: SHA-256 of the canonical public key file, first 128 bits in hex."""
+        return hashlib.sha256(self.to_bytes()).hexdigest()[:32]
+
+    def kem_key(self) -> X25519PublicKey | hpke.MLKEM768X25519PublicKey:
+        if self.suite == "classic":
+            return self.x25519
+        assert self.mlkem is not None
+        return hpke.MLKEM768X25519PublicKey(self.mlkem, self.x25519)
+
+    @classmethod
+    def from_bytes(cls, raw: bytes, what: str = "public key") -> PublicKeys:
+        data = _load_json(raw, what, "gsomia-public-key")
+        party, suite = _party_suite(data, what)
+        try:
+            pq = suite == "pq-hybrid"
+            return cls(
+                party=party,
+                suite=suite,
+                x25519=X25519PublicKey.from_public_bytes(_unb64(data, "x25519", what)),
+                ed25519=Ed25519PublicKey.from_public_bytes(_unb64(data, "ed25519", what)),
+                mlkem=MLKEM768PublicKey.from_public_bytes(_unb64(data, "mlkem768", what)) if pq else None,
+                mldsa=MLDSA65PublicKey.from_public_bytes(_unb64(data, "mldsa65", what)) if pq else None,
+            )
+        except ValueError as exc:
+            raise KeyFileInvalid(f"{what}: a key has the wrong length or form ({exc})") from None
+
+
+@dataclass(frozen=True, eq=False)
+class PrivateKeys:
+    party: str
+    suite: Suite
+    x25519: X25519PrivateKey
+    ed25519: Ed25519PrivateKey
+    mlkem: MLKEM768PrivateKey | None = None
+    mldsa: MLDSA65PrivateKey | None = None
+
+    def public(self) -> PublicKeys:
+        return PublicKeys(
+            party=self.party,
+            suite=self.suite,
+            x25519=self.x25519.public_key(),
+            ed25519=self.ed25519.public_key(),
+            mlkem=None if self.mlkem is None else self.mlkem.public_key(),
+            mldsa=None if self.mldsa is None else self.mldsa.public_key(),
+        )
+
+    def kem_key(self) -> X25519PrivateKey | hpke.MLKEM768X25519PrivateKey:
+        if self.suite == "classic":
+            return self.x25519
+        assert self.mlkem is not None
+        return hpke.MLKEM768X25519PrivateKey(self.mlkem, self.x25519)
+
+    def to_bytes(self) -> bytes:
+        data: dict[str, Any] = {
+            "kind": "gsomia-private-key",
+            "v": 1,
+            "party": self.party,
+            "suite": self.suite,
+            "x25519": _b64(self.x25519.private_bytes_raw()),
+            "ed25519": _b64(self.ed25519.private_bytes_raw()),
+        }
+        if self.mlkem is not None and self.mldsa is not None:
+            data["mlkem768"] = _b64(self.mlkem.private_bytes_raw())  # the 64-byte seed
+            data["mldsa65"] = _b64(self.mldsa.private_bytes_raw())  # the 32-byte seed
+        return json.dumps(data, sort_keys=True, separators=(",", ":")).encode("ascii")
+
+    @classmethod
+    def from_bytes(cls, raw: bytes, what: str = "private key") -> PrivateKeys:
+        data = _load_json(raw, what, "gsomia-private-key")
+        party, suite = _party_suite(data, what)
+        try:
+            pq = suite == "pq-hybrid"
+            return cls(
+                party=party,
+                suite=suite,
+                x25519=X25519PrivateKey.from_private_bytes(_unb64(data, "x25519", what)),
+                ed25519=Ed25519PrivateKey.from_private_bytes(_unb64(data, "ed25519", what)),
+                mlkem=MLKEM768PrivateKey.from_seed_bytes(_unb64(data, "mlkem768", what)) if pq else None,
+                mldsa=MLDSA65PrivateKey.from_seed_bytes(_unb64(data, "mldsa65", what)) if pq else None,
+            )
+        except ValueError as exc:
+            raise KeyFileInvalid(f"{what}: a key has the wrong length or form ({exc})") from None
+
+
+def generate(party: str, suite: Suite) -> PrivateKeys:
+    if suite not in SUITES:
+        raise KeyFileInvalid(f"unknown suite {suite!r} (one of: {', '.join(SUITES)})")
+    pq = suite == "pq-hybrid"
+    return PrivateKeys(
+        party=party,
+        suite=suite,
+        x25519=X25519PrivateKey.generate(),
+        ed25519=Ed25519PrivateKey.generate(),
+        mlkem=MLKEM768PrivateKey.generate() if pq else None,
+        mldsa=MLDSA65PrivateKey.generate() if pq else None,
+    )
+
+
+def _load_json(raw: bytes, what: str, kind: str) -> dict[str, Any]:
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise KeyFileInvalid(f"{what}: not a gsomia key file (not JSON)") from None
+    if not isinstance(data, dict) or data.get("kind") != kind:
+        other = "a private key" if kind == "gsomia-public-key" else "a public key"
+        found = data.get("kind") if isinstance(data, dict) else None
+        if found in ("gsomia-public-key", "gsomia-private-key"):
+            raise KeyFileInvalid(f"{what}: is {other} file, not the expected kind")
+        raise KeyFileInvalid(f"{what}: not a gsomia {kind.split('-')[1]} key file")
+    if data.get("v") != 1:
+        raise KeyFileInvalid(f"{what}: key file version {data.get('v')!r} is not supported")
+    return data
+
+
+def _party_suite(data: dict[str, Any], what: str) -> tuple[str, Suite]:
+    party = data.get("party")
+    suite = data.get("suite")
+    if not isinstance(party, str) or len(party) != 3 or not party.isupper():
+        raise KeyFileInvalid(f"{what}: party {party!r} is not an alpha-3 code")
+    if suite == "classic":
+        return party, "classic"
+    if suite == "pq-hybrid":
+        return party, "pq-hybrid"
+    raise KeyFileInvalid(f"{what}: unknown suite {suite!r}")

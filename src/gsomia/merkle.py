@@ -1,0 +1,105 @@
+"""RFC 9162 Merkle tree hashing: leaf and node hashes, roots, inclusion proofs.
+
+Shared by the envelope (one signature over the root of a batch of envelopes, each
+carrying its inclusion proof) and the ledger. SHA-256 with the 0x00 leaf and 0x01
+node prefixes, so a leaf can never pass for a node (second-preimage safe).
+Proof verification follows RFC 9162 section 2.1.3.2.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+EMPTY_ROOT = hashlib.sha256(b"").digest()
+
+
+def leaf_hash(data: bytes) -> bytes:
+    return hashlib.sha256(b"\x00" + data).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def _split(n: int) -> int:
+    """The largest power of two strictly smaller than n (n > 1)."""
+    k = 1
+    while k << 1 < n:
+        k <<= 1
+    return k
+
+
+def root(leaves: Sequence[bytes]) -> bytes:
+    """Merkle tree hash of a list of leaf hashes (already ``leaf_hash``-ed)."""
+    if not leaves:
+        return EMPTY_ROOT
+    level = list(leaves)
+    # Bottom-up pairing gives the RFC 9162 shape: an odd node is promoted unchanged.
+    while len(level) > 1:
+        nxt = [node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level = nxt
+    return level[0]
+
+
+def inclusion_path(leaves: Sequence[bytes], index: int) -> list[bytes]:
+    """The audit path for leaf ``index`` (RFC 9162 PATH(m, D[n]))."""
+    if not 0 <= index < len(leaves):
+        raise IndexError("leaf index out of range")
+    path: list[bytes] = []
+    lo, hi = 0, len(leaves)
+    # Walk down from the root collecting siblings, then reverse (leaf first).
+    while hi - lo > 1:
+        k = _split(hi - lo)
+        if index - lo < k:
+            path.append(root(leaves[lo + k : hi]))
+            hi = lo + k
+        else:
+            path.append(root(leaves[lo : lo + k]))
+            lo = lo + k
+    path.reverse()
+    return path
+
+
+def root_from_path(leaf: bytes, index: int, size: int, path: Sequence[bytes]) -> bytes | None:
+    """Recompute the root from a leaf hash and its audit path; None if the path is malformed."""
+    if not 0 <= index < size:
+        return None
+    fn, sn = index, size - 1
+    r = leaf
+    for p in path:
+        if sn == 0:
+            return None
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            if not fn & 1:
+                while fn and not fn & 1:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            r = node_hash(r, p)
+        fn >>= 1
+        sn >>= 1
+    return r if sn == 0 else None
+
+
+def inclusion_paths(leaves: Sequence[bytes]) -> list[list[bytes]]:
+    """Every leaf's audit path at once, in O(n log n): for signing a batch."""
+
+    def walk(lo: int, hi: int) -> tuple[bytes, list[list[bytes]]]:
+        if hi - lo == 1:
+            return leaves[lo], [[]]
+        k = _split(hi - lo)
+        left_root, left = walk(lo, lo + k)
+        right_root, right = walk(lo + k, hi)
+        for p in left:
+            p.append(right_root)
+        for p in right:
+            p.append(left_root)
+        return node_hash(left_root, right_root), left + right
+
+    if not leaves:
+        return []
+    return walk(0, len(leaves))[1]

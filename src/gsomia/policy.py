@@ -1,0 +1,377 @@
+"""Access decisions: ``decide(subject, action, label, status, consents, at)``.
+
+Deny by default. Each rule of AGREEMENT.md that bears on an action is checked
+here and nowhere else; every reason, permit or deny, cites its rule and article.
+Pure and fast: no I/O, no clock, no crypto. Consents arrive already verified
+(their signatures are checked by ``gsomia.consent`` in the shell) and are matched
+here on item, recipient and purpose.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from gsomia.agreement.lifecycle import State, Status
+from gsomia.agreement.schemes import MarkingError, equivalent, level_index, national_rank
+from gsomia.agreement.terms import Agreement
+from gsomia.label import Label
+from gsomia.rules import cite
+
+
+class Role(StrEnum):
+    ANALYST = "analyst"
+    DUTY_OFFICER = "duty_officer"
+    SECURITY_AUTHORITY = "security_authority"
+    AUDITOR = "auditor"
+
+
+class Action(StrEnum):
+    PROVIDE = "provide"
+    READ = "read"
+    REPRODUCE = "reproduce"
+    TRANSLATE = "translate"
+    RECLASSIFY = "reclassify"
+    RELEASE_TO_THIRD_PARTY = "release_to_third_party"
+    DESTROY = "destroy"
+
+
+@dataclass(frozen=True, slots=True)
+class Contractor:
+    """A contractor facility (R10): cleared, with a named responsible official."""
+
+    facility: str
+    facility_cleared: bool
+    responsible_official: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """Who asks: a government official (or contractor staff) of one party."""
+
+    id: str
+    party: str
+    role: Role
+    clearance: str | None  # the subject's own national marking, or None
+    need_to_know: frozenset[str] = frozenset()  # compartments and purposes the duties need
+    contractor: Contractor | None = None
+    rank: str | None = None  # recorded, never decisive (R7)
+
+
+@dataclass(frozen=True, slots=True)
+class Consent:
+    """The originator's written approval (R5): this item, to this recipient, for this purpose."""
+
+    item_id: str
+    recipient: str
+    purpose: str
+    granted_by: str  # the originator party
+    granted_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    rule: str
+    text: str
+
+    def __str__(self) -> str:
+        return f"{cite(self.rule)}: {self.text}"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    permit: bool
+    reasons: tuple[Reason, ...]
+    obligations: tuple[str, ...] = field(default=())
+
+    @property
+    def effect(self) -> str:
+        return "permit" if self.permit else "deny"
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "decision": self.effect,
+            "reasons": [{"rule": r.rule, "text": r.text, "cite": cite(r.rule)} for r in self.reasons],
+            "obligations": list(self.obligations),
+        }
+
+
+def _deny(*reasons: Reason) -> Decision:
+    return Decision(False, reasons)
+
+
+def decide(
+    agreement: Agreement,
+    subject: Subject,
+    action: Action | str,
+    label: Label,
+    status: Status,
+    consents: Iterable[Consent] = (),
+    at: datetime | None = None,
+    *,
+    recipient: str | None = None,
+    purpose: str | None = None,
+    new_classification: str | None = None,
+) -> Decision:
+    """Decide one action on one labelled item at one instant.
+
+    ``status`` is the agreement's status at the instant of the action (for
+    ``provide``: the instant the provider releases the item, edge case 4).
+    ``recipient`` is the party for ``provide`` and ``release_to_third_party``;
+    ``purpose`` the declared use; ``new_classification`` for ``reclassify``.
+    """
+    try:
+        act = Action(action)
+    except ValueError:
+        return _deny(Reason("R9", f"unknown action {action!r}: everything not permitted is denied"))
+    if label.agreement != agreement.id:
+        return _deny(Reason("R3", f"item is labelled for {label.agreement}, not {agreement.id}"))
+    if level_index(agreement, label.originator, label.classification) is None:
+        return _deny(Reason("R3", f"{label.originator} {label.classification} is outside {agreement.id}"))
+    # R5: approval must be prior to the act; a consent dated later does not count.
+    valid = tuple(c for c in consents if at is None or c.granted_at <= at)
+    handler = _HANDLERS[act]
+    return handler(agreement, subject, label, status, valid, recipient, purpose, new_classification)
+
+
+# --- the checks, one rule each --------------------------------------------------------
+
+
+def _clearance(agreement: Agreement, subject: Subject, label: Label) -> Reason | None:
+    """R7 + R3: a clearance at the level equivalent to the item's, in the subject's own scheme."""
+    if subject.clearance is None:
+        return Reason("R7", f"{subject.id} holds no clearance; role ({subject.role}) or rank alone gives no access")
+    if subject.party == label.originator:
+        required = label.classification
+    else:
+        i = level_index(agreement, label.originator, label.classification)
+        assert i is not None
+        try:
+            required = equivalent(agreement, agreement.levels[i], subject.party)
+        except MarkingError as exc:
+            return Reason("R3", str(exc))
+    held = national_rank(agreement, subject.party, subject.clearance)
+    needed = national_rank(agreement, subject.party, required)
+    if held is None:
+        return Reason("R7", f"clearance {subject.clearance!r} is not a {subject.party} marking")
+    if needed is None or held < needed:
+        return Reason("R7", f"clearance {subject.clearance} is below {required}, the equivalent level of this item")
+    return None
+
+
+def _need_to_know(subject: Subject, label: Label, purpose: str | None) -> Reason | None:
+    """R7 + R5: every compartment, and a permitted purpose, must be among the subject's duties."""
+    missing = [c for c in label.compartments if c not in subject.need_to_know]
+    if missing:
+        return Reason("R7", f"no need-to-know for compartment(s) {', '.join(missing)}")
+    if label.purposes:
+        allowed = set(label.purposes) & subject.need_to_know
+        if purpose is not None and purpose not in label.purposes:
+            return Reason("R5", f"purpose {purpose!r} is not one the provider permitted ({', '.join(label.purposes)})")
+        if not allowed:
+            return Reason("R7", f"no need-to-know for any permitted purpose ({', '.join(label.purposes)})")
+    elif not subject.need_to_know and not label.compartments:
+        return Reason("R7", f"{subject.id} has no recorded need-to-know; role or rank alone gives no access")
+    return None
+
+
+def _contractor(subject: Subject) -> Reason | None:
+    c = subject.contractor
+    if c is None:
+        return None
+    if not c.facility_cleared:
+        return Reason("R10", f"contractor facility {c.facility} holds no facility clearance")
+    if not c.responsible_official:
+        return Reason("R10", f"contractor facility {c.facility} names no responsible official")
+    return None
+
+
+def _holder(agreement: Agreement, subject: Subject, label: Label) -> Reason | None:
+    """The subject's party holds the item: the originator, or a party it was released to."""
+    if subject.party == label.originator or subject.party in label.releasable_to:
+        return None
+    return Reason("R5", f"{subject.party} is not among the parties this item is releasable to")
+
+
+def _access_reasons(agreement: Agreement, subject: Subject, label: Label, purpose: str | None) -> list[Reason]:
+    found = [
+        _holder(agreement, subject, label),
+        _clearance(agreement, subject, label),
+        _need_to_know(subject, label, purpose),
+        _contractor(subject),
+    ]
+    return [r for r in found if r is not None]
+
+
+def _read(
+    agreement: Agreement,
+    subject: Subject,
+    label: Label,
+    status: Status,
+    consents: tuple[Consent, ...],
+    recipient: str | None,
+    purpose: str | None,
+    new_classification: str | None,
+) -> Decision:
+    denied = _access_reasons(agreement, subject, label, purpose)
+    if denied:
+        return _deny(*denied)
+    reasons = [Reason("R7", f"cleared ({subject.clearance}) with need-to-know")]
+    if status.state is State.TERMINATED:
+        reasons.append(Reason("R14", "the agreement has ended; what was provided under it stays protected"))
+    return Decision(True, tuple(reasons), ("record access (R8)",))
+
+
+def _copying(
+    agreement: Agreement,
+    subject: Subject,
+    label: Label,
+    status: Status,
+    consents: tuple[Consent, ...],
+    recipient: str | None,
+    purpose: str | None,
+    new_classification: str | None,
+) -> Decision:
+    decision = _read(agreement, subject, label, status, consents, recipient, purpose, new_classification)
+    if not decision.permit:
+        return decision
+    reasons = (*decision.reasons, Reason("R9", "copies and translations carry the same label and are recorded"))
+    return Decision(True, reasons, ("record the copy in the inventory (R8, R9)",))
+
+
+def _provide(
+    agreement: Agreement,
+    subject: Subject,
+    label: Label,
+    status: Status,
+    consents: tuple[Consent, ...],
+    recipient: str | None,
+    purpose: str | None,
+    new_classification: str | None,
+) -> Decision:
+    denied: list[Reason] = []
+    if subject.party != label.originator:
+        denied.append(Reason("R5", f"only the originator {label.originator} provides this item; others need consent"))
+    if subject.role not in (Role.ANALYST, Role.DUTY_OFFICER, Role.SECURITY_AUTHORITY):
+        denied.append(Reason("R9", f"role {subject.role} does not transmit items"))
+    if recipient is None:
+        denied.append(Reason("R1", "provide needs a recipient party"))
+    elif recipient not in agreement.parties:
+        denied.append(Reason("R5", f"{recipient} is a third party; use release_to_third_party with consent"))
+    elif recipient == label.originator:
+        denied.append(Reason("R1", "an item is provided to the other party, not to its originator"))
+    elif recipient not in label.releasable_to:
+        denied.append(Reason("R5", f"the item is not releasable to {recipient}"))
+    if status.state is State.TERMINATED:
+        ended = status.terminated_at.isoformat() if status.terminated_at else "earlier"
+        denied.append(Reason("R14", f"the agreement terminated at {ended}; nothing new may be provided under it"))
+    elif not status.in_force:
+        denied.append(Reason("R13", "the agreement is not in force yet"))
+    cleared = _clearance(agreement, subject, label)
+    if cleared is not None:
+        denied.append(cleared)
+    contractor = _contractor(subject)
+    if contractor is not None:
+        denied.append(contractor)
+    if denied:
+        return _deny(*denied)
+    reasons = [
+        Reason("R1", f"provided directly to {recipient}"),
+        Reason("R13", f"the agreement is in force ({status.state})"),
+    ]
+    if status.state is State.TERMINATION_SUSPENDED:
+        reasons.append(Reason("R15", "a termination notice is suspended; the agreement stays in force"))
+    return Decision(True, tuple(reasons), ("record the transmission (R9)",))
+
+
+def _reclassify(
+    agreement: Agreement,
+    subject: Subject,
+    label: Label,
+    status: Status,
+    consents: tuple[Consent, ...],
+    recipient: str | None,
+    purpose: str | None,
+    new_classification: str | None,
+) -> Decision:
+    if subject.party != label.originator:
+        return _deny(Reason("R6", f"only the originator {label.originator} changes this item's classification"))
+    if subject.role is not Role.SECURITY_AUTHORITY:
+        return _deny(Reason("R6", "a classification is changed by the originator's security authority"))
+    if new_classification is not None and level_index(agreement, label.originator, new_classification) is None:
+        return _deny(Reason("R3", f"{new_classification!r} is not a marking the agreement covers"))
+    cleared = _clearance(agreement, subject, label)
+    if cleared is not None:
+        return _deny(cleared)
+    return Decision(
+        True,
+        (Reason("R6", "the originator changes its own classification"),),
+        ("apply the change to every copy, translation and derived item on both sides (R6)",),
+    )
+
+
+def _release(
+    agreement: Agreement,
+    subject: Subject,
+    label: Label,
+    status: Status,
+    consents: tuple[Consent, ...],
+    recipient: str | None,
+    purpose: str | None,
+    new_classification: str | None,
+) -> Decision:
+    if recipient is None or purpose is None:
+        return _deny(Reason("R5", "a third-party release names its recipient and purpose"))
+    if subject.role is not Role.SECURITY_AUTHORITY:
+        return _deny(Reason("R5", "third-party releases are made by a security authority"))
+    if subject.party == label.originator:
+        return Decision(True, (Reason("R5", "the originator releases its own information"),), ("record (R9)",))
+    holder = _holder(agreement, subject, label)
+    if holder is not None:
+        return _deny(holder)
+    for c in consents:
+        if (
+            c.item_id == label.item_id
+            and c.recipient == recipient
+            and c.purpose == purpose
+            and c.granted_by == label.originator
+        ):
+            return Decision(
+                True,
+                (Reason("R5", f"{label.originator} approved release to {recipient} for {purpose!r}"),),
+                ("record the release on both ledgers (R5, R9)",),
+            )
+    return _deny(
+        Reason("R5", f"no written approval by {label.originator} for this item, to {recipient}, for {purpose!r}")
+    )
+
+
+def _destroy(
+    agreement: Agreement,
+    subject: Subject,
+    label: Label,
+    status: Status,
+    consents: tuple[Consent, ...],
+    recipient: str | None,
+    purpose: str | None,
+    new_classification: str | None,
+) -> Decision:
+    if subject.role is not Role.SECURITY_AUTHORITY:
+        return _deny(Reason("R9", "destruction is carried out under the security authority"))
+    denied = [r for r in (_holder(agreement, subject, label), _clearance(agreement, subject, label)) if r]
+    if denied:
+        return _deny(*denied)
+    return Decision(True, (Reason("R9", "destruction is controlled"),), ("record the destruction (R8, R9)",))
+
+
+_HANDLERS = {
+    Action.READ: _read,
+    Action.REPRODUCE: _copying,
+    Action.TRANSLATE: _copying,
+    Action.PROVIDE: _provide,
+    Action.RECLASSIFY: _reclassify,
+    Action.RELEASE_TO_THIRD_PARTY: _release,
+    Action.DESTROY: _destroy,
+}
