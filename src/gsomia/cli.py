@@ -162,6 +162,210 @@ def agreement_check(files: Annotated[list[Path], typer.Argument(help="Agreement 
     out.print(f"{len(files)} agreement file(s) valid")
 
 
+keys_app = typer.Typer(help="Node keys: generate a party's key pair.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+policy_app = typer.Typer(help="Access decisions: explain why an action is permitted or denied.", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+
+
+@keys_app.command("generate")
+def keys_generate(
+    party: Annotated[str, typer.Option(help="ISO 3166-1 alpha-3 code of the party, e.g. KOR.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory for PARTY.key (mode 0600) and PARTY.pub.")],
+    suite: Annotated[str, typer.Option(help="classic or pq-hybrid (the agreement file chooses).")] = "classic",
+    force: Annotated[bool, typer.Option(help="Replace existing key files.")] = False,
+) -> None:
+    """Generate a party's node keys (KEM + signature) for a protection suite."""
+    from gsomia import keys
+    from gsomia.files import atomic_output
+
+    if len(party) != 3 or not party.isascii() or not party.isupper():
+        raise InvalidInput(f"--party: {party!r} is not an ISO 3166-1 alpha-3 code such as KOR")
+    if suite not in terms.SUITES:
+        raise InvalidInput(f"--suite: {suite!r} is not one of {', '.join(terms.SUITES)}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    private = keys.generate(party, suite)
+    key_path, pub_path = out_dir / f"{party}.key", out_dir / f"{party}.pub"
+    if not force:
+        for path in (key_path, pub_path):
+            if path.exists():
+                raise InvalidInput(f"{path}: already exists (use --force to replace it)")
+    with atomic_output(key_path, mode=0o600) as handle:
+        handle.write(private.to_bytes())
+    with atomic_output(pub_path) as handle:
+        handle.write(private.public().to_bytes())
+    out.print(f"{party} {suite} keys: {key_path} (private, 0600), {pub_path} (public, key id {private.public().kid})")
+
+
+def _progress(total: int | None) -> Any:
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal or (total is not None and total < (8 << 20)),
+    )
+
+
+@app.command("seal")
+def seal_command(
+    src: Annotated[Path, typer.Argument(help="Payload file to seal.", show_default=False)],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Envelope file to write.")],
+    agreement_file: Annotated[Path, typer.Option("--agreement", help="Agreement file the item is provided under.")],
+    key: Annotated[Path, typer.Option(help="Originator's private key file (PARTY.key).")],
+    to: Annotated[list[Path], typer.Option(help="Recipient public key file (PARTY.pub); repeat for several.")],
+    classification: Annotated[str, typer.Option(help="The originator's national marking, e.g. 군사II급비밀.")],
+    releasable_to: Annotated[
+        str | None, typer.Option(help="Comma-separated parties (default: the recipients).")
+    ] = None,
+    purpose: Annotated[list[str] | None, typer.Option(help="Permitted purpose (caveat); repeat for several.")] = None,
+    compartment: Annotated[list[str] | None, typer.Option(help="Need-to-know compartment; repeat.")] = None,
+    segment_size: Annotated[int, typer.Option(help="Segment size in bytes.")] = 1 << 20,
+    at: Annotated[
+        str | None, typer.Option(help="Release instant (default: now), checked against the agreement.")
+    ] = None,
+) -> None:
+    """Seal a payload: encrypt, label, bind, sign, and wrap its key for each recipient."""
+    from gsomia import envelope, label
+    from gsomia.files import atomic_output, load_private, load_public
+
+    agreement = terms.load(agreement_file)
+    originator = load_private(key)
+    recipients = [load_public(p) for p in to]
+    release = parse_instant(at) if at else datetime.now().astimezone()
+    status = lifecycle.status(agreement, release)
+    if not status.in_force:
+        rule = "R14" if status.state is lifecycle.State.TERMINATED else "R13"
+        raise InvalidInput(
+            f"{agreement.id} is {status.state.value} at {release.isoformat()}: nothing may be provided under it ({rule})"
+        )
+    parties = (
+        tuple(p.strip() for p in releasable_to.split(",") if p.strip())
+        if releasable_to
+        else tuple(sorted({r.party for r in recipients} - {originator.party}))
+    )
+    item = label.Label(
+        item_id=label.new_item_id(),
+        agreement=agreement.id,
+        originator=originator.party,
+        classification=classification,
+        releasable_to=parties,
+        created_at=release,
+        purposes=tuple(purpose or ()),
+        compartments=tuple(compartment or ()),
+    )
+    if src.is_dir() or not src.exists():
+        raise InvalidInput(f"{src}: no such payload file")
+    total = src.stat().st_size
+    with src.open("rb") as raw, atomic_output(output) as sink, _progress(total) as bar:
+        reader = bar.wrap_file(raw, total=total, description="sealing")
+        envelope.seal_stream(reader, sink, item, originator, recipients, agreement, segment_size)
+    out.print(
+        f"sealed {total} bytes as item {item.item_id} ({classification}, releasable to {', '.join(parties)}) -> {output}"
+    )
+
+
+@app.command("open")
+def open_command(
+    src: Annotated[Path, typer.Argument(help="Envelope file.", show_default=False)],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Payload file to write (only if all checks pass).")],
+    agreement_file: Annotated[Path, typer.Option("--agreement", help="Agreement file.")],
+    key: Annotated[Path, typer.Option(help="Recipient's private key file (PARTY.key).")],
+    trust: Annotated[list[Path], typer.Option(help="Trusted originator public key (PARTY.pub); repeat.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Verify and open an envelope; print its label in the recipient's marking (R4)."""
+    from gsomia import envelope, label
+    from gsomia.files import atomic_output, load_private, load_public
+
+    agreement = terms.load(agreement_file)
+    recipient = load_private(key)
+    trusted = [load_public(p) for p in trust]
+    if src.is_dir() or not src.exists():
+        raise InvalidInput(f"{src}: no such envelope file")
+    total = src.stat().st_size
+    with src.open("rb") as raw, atomic_output(output) as sink, _progress(total) as bar:
+        reader = bar.wrap_file(raw, total=total, description="opening")
+        try:
+            opened = envelope.open_stream(reader, sink, recipient, trusted, agreement)
+        except envelope.EnvelopeError as exc:
+            raise envelope.EnvelopeError(f"{src}: refused ({type(exc).__name__}): {exc}") from None
+    item = opened.label
+    data = {
+        **item.as_dict(),
+        "marking": label.marking_for(item, agreement, recipient.party),
+        "display": label.display(item, agreement, recipient.party),
+        "signed_by": opened.signer.kid,
+        "size": opened.size,
+    }
+    if as_json:
+        print(json.dumps(data, ensure_ascii=False, indent=2))
+        return
+    out.print(f"[bold]{data['display']}[/bold]")
+    out.print(f"item {item.item_id} from {item.originator}, releasable to {', '.join(item.releasable_to)}")
+    if item.purposes:
+        out.print(f"permitted purposes: {', '.join(item.purposes)}")
+    out.print(f"verified signature of {item.originator} (key {opened.signer.kid}); {opened.size} bytes -> {output}")
+
+
+def _read_json(path: Path, what: str) -> Any:
+    from gsomia.files import read_bytes
+
+    try:
+        return json.loads(read_bytes(path, what).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidInput(f"{path}: the {what} is not valid JSON ({exc})") from None
+
+
+@policy_app.command("explain")
+def policy_explain(
+    agreement_file: Annotated[Path, typer.Option("--agreement", help="Agreement file.")],
+    subject_file: Annotated[
+        Path, typer.Option("--subject", help="Subject JSON (id, party, role, clearance, need_to_know).")
+    ],
+    label_file: Annotated[Path, typer.Option("--label", help="Label JSON.")],
+    action: Annotated[
+        str, typer.Option(help="provide, read, reproduce, translate, reclassify, release_to_third_party, destroy.")
+    ],
+    at: Annotated[str | None, typer.Option(help="Instant of the action (default: now).")] = None,
+    recipient: Annotated[str | None, typer.Option(help="Recipient party (provide, release_to_third_party).")] = None,
+    purpose: Annotated[str | None, typer.Option(help="Declared purpose of the use.")] = None,
+    consent: Annotated[list[Path] | None, typer.Option(help="Consent JSON by the originator; repeat.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Decide one action and say why: exit 0 permit, 1 deny, 2 bad input."""
+    from gsomia import label, policy
+
+    agreement = terms.load(agreement_file)
+    subject = policy.subject_from_dict(_read_json(subject_file, "subject"))
+    item = label.Label.from_dict(_read_json(label_file, "label"))
+    consents = [policy.consent_from_dict(_read_json(p, "consent")) for p in consent or ()]
+    if action not in {a.value for a in policy.Action}:
+        raise InvalidInput(f"--action: {action!r} is not one of {', '.join(a.value for a in policy.Action)}")
+    instant = parse_instant(at) if at else datetime.now().astimezone()
+    status = lifecycle.status(agreement, instant)
+    decision = policy.decide(
+        agreement, subject, action, item, status, consents, instant, recipient=recipient, purpose=purpose
+    )
+    if as_json:
+        print(json.dumps({**decision.as_dict(), "state": status.state.value}, ensure_ascii=False, indent=2))
+    else:
+        style = "green" if decision.permit else "red"
+        out.print(
+            f"[{style}]{decision.effect}[/{style}] {action} by {subject.id} ({subject.party}, {subject.role}) "
+            f"on item {item.item_id} at {agreement.local(instant).isoformat()} [{status.state.value}]"
+        )
+        for reason in decision.reasons:
+            out.print(f"  {reason}")
+        for obligation in decision.obligations:
+            out.print(f"  then: {obligation}")
+    raise typer.Exit(0 if decision.permit else 1)
+
+
 @app.command("demo")
 def demo(
     agreement_file: Annotated[Path, typer.Option("--agreement", help="Agreement to replay.")] = Path(

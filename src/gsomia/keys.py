@@ -184,10 +184,11 @@ def _load_json(raw: bytes, what: str, kind: str) -> dict[str, Any]:
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise KeyFileInvalid(f"{what}: not a gsomia key file (not JSON)") from None
     if not isinstance(data, dict) or data.get("kind") != kind:
-        other = "a private key" if kind == "gsomia-public-key" else "a public key"
         found = data.get("kind") if isinstance(data, dict) else None
-        if found in ("gsomia-public-key", "gsomia-private-key"):
-            raise KeyFileInvalid(f"{what}: is {other} file, not the expected kind")
+        if found == "gsomia-public-key":
+            raise KeyFileInvalid(f"{what}: is a public key file; a private key file (PARTY.key) is needed here")
+        if found == "gsomia-private-key":
+            raise KeyFileInvalid(f"{what}: is a private key file; give the public key file (PARTY.pub)")
         raise KeyFileInvalid(f"{what}: not a gsomia {kind.split('-')[1]} key file")
     if data.get("v") != 1:
         raise KeyFileInvalid(f"{what}: key file version {data.get('v')!r} is not supported")

@@ -17,6 +17,7 @@ from enum import StrEnum
 from gsomia.agreement.lifecycle import State, Status
 from gsomia.agreement.schemes import MarkingError, equivalent, level_index, national_rank
 from gsomia.agreement.terms import Agreement
+from gsomia.errors import InvalidInput
 from gsomia.label import Label
 from gsomia.rules import cite
 
@@ -375,3 +376,71 @@ _HANDLERS = {
     Action.RELEASE_TO_THIRD_PARTY: _release,
     Action.DESTROY: _destroy,
 }
+
+
+# --- reading subjects and consents from JSON (for ``policy explain`` and the API) ----------
+
+
+class SubjectInvalid(InvalidInput):
+    """A subject or consent description that cannot be used as given."""
+
+
+def subject_from_dict(data: object) -> Subject:
+    if not isinstance(data, dict):
+        raise SubjectInvalid("subject: must be a JSON object")
+    allowed = {"id", "party", "role", "clearance", "need_to_know", "contractor", "rank"}
+    unknown = set(data) - allowed
+    if unknown:
+        raise SubjectInvalid(f"subject: unknown key(s) {', '.join(sorted(unknown))}")
+    for key in ("id", "party", "role"):
+        if not isinstance(data.get(key), str):
+            raise SubjectInvalid(f"subject: {key} is required text")
+    try:
+        role = Role(data["role"])
+    except ValueError:
+        raise SubjectInvalid(
+            f"subject: role {data['role']!r} is not one of {', '.join(r.value for r in Role)}"
+        ) from None
+    clearance = data.get("clearance")
+    if clearance is not None and not isinstance(clearance, str):
+        raise SubjectInvalid("subject: clearance must be a national marking or null")
+    ntk = data.get("need_to_know", [])
+    if not isinstance(ntk, list) or not all(isinstance(x, str) for x in ntk):
+        raise SubjectInvalid("subject: need_to_know must be a list of text")
+    contractor = None
+    raw = data.get("contractor")
+    if raw is not None:
+        if not isinstance(raw, dict) or not isinstance(raw.get("facility"), str):
+            raise SubjectInvalid("subject: contractor needs a facility")
+        contractor = Contractor(
+            facility=raw["facility"],
+            facility_cleared=raw.get("facility_cleared") is True,
+            responsible_official=raw.get("responsible_official")
+            if isinstance(raw.get("responsible_official"), str)
+            else None,
+        )
+    rank = data.get("rank")
+    return Subject(
+        id=data["id"],
+        party=data["party"],
+        role=role,
+        clearance=clearance,
+        need_to_know=frozenset(ntk),
+        contractor=contractor,
+        rank=rank if isinstance(rank, str) else None,
+    )
+
+
+def consent_from_dict(data: object) -> Consent:
+    if not isinstance(data, dict):
+        raise SubjectInvalid("consent: must be a JSON object")
+    for key in ("item_id", "recipient", "purpose", "granted_by", "granted_at"):
+        if not isinstance(data.get(key), str):
+            raise SubjectInvalid(f"consent: {key} is required text")
+    try:
+        granted_at = datetime.fromisoformat(str(data["granted_at"]).replace("Z", "+00:00"))
+    except ValueError:
+        raise SubjectInvalid("consent: granted_at is not an ISO 8601 instant") from None
+    if granted_at.tzinfo is None:
+        raise SubjectInvalid("consent: granted_at has no UTC offset")
+    return Consent(data["item_id"], data["recipient"], data["purpose"], data["granted_by"], granted_at)

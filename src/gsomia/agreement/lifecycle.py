@@ -339,16 +339,18 @@ def resolve_reading(agreement: Agreement, reading: str | None) -> ResumeEffect:
 
 def validate(agreement: Agreement) -> list[str]:
     """Every problem with the history under every reading, as one line each."""
-    problems: list[str] = []
+    found: dict[str, list[ResumeEffect]] = {}
     effects = {resolve_reading(agreement, None), *agreement.readings.values()}
     for effect in sorted(effects):
         try:
             compile_history(agreement, effect)
         except InvalidHistory as exc:
-            line = str(exc) if len(effects) == 1 else f"{exc} (under the {effect} reading)"
-            if line not in problems:
-                problems.append(line)
-    return problems
+            found.setdefault(str(exc), []).append(effect)
+    # A problem under every reading is one problem: one line, with no reading named.
+    return [
+        line if len(under) == len(effects) else f"{line} (under the {' and '.join(under)} reading)"
+        for line, under in found.items()
+    ]
 
 
 def as_json(agreement: Agreement, s: Status) -> dict[str, Any]:
