@@ -292,7 +292,7 @@ def open_command(
         reader = bar.wrap_file(raw, total=total, description="opening")
         try:
             opened = envelope.open_stream(reader, sink, recipient, trusted, agreement)
-        except envelope.EnvelopeError as exc:
+        except (envelope.EnvelopeError, label.LabelInvalid) as exc:
             raise envelope.EnvelopeError(f"{src}: refused ({type(exc).__name__}): {exc}") from None
     item = opened.label
     data = {
