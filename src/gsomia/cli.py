@@ -175,8 +175,8 @@ def keys_generate(
     suite: Annotated[str, typer.Option(help="classic or pq-hybrid (the agreement file chooses).")] = "classic",
     force: Annotated[bool, typer.Option(help="Replace existing key files.")] = False,
 ) -> None:
-    """Generate a party's node keys (KEM + signature) for a protection suite."""
-    from gsomia import keys
+    """Generate a party's node keys (KEM + signature) and its TLS certificate for the peer API."""
+    from gsomia import keys, tls
     from gsomia.files import atomic_output
 
     if len(party) != 3 or not party.isascii() or not party.isupper():
@@ -186,15 +186,22 @@ def keys_generate(
     out_dir.mkdir(parents=True, exist_ok=True)
     private = keys.generate(party, suite)
     key_path, pub_path = out_dir / f"{party}.key", out_dir / f"{party}.pub"
+    crt_path, tls_key_path = out_dir / f"{party}.crt", out_dir / f"{party}.tls.key"
     if not force:
-        for path in (key_path, pub_path):
+        for path in (key_path, pub_path, crt_path, tls_key_path):
             if path.exists():
                 raise InvalidInput(f"{path}: already exists (use --force to replace it)")
     with atomic_output(key_path, mode=0o600) as handle:
         handle.write(private.to_bytes())
     with atomic_output(pub_path) as handle:
         handle.write(private.public().to_bytes())
+    cert_pem, tls_key_pem = tls.make_certificate(party, datetime.now().astimezone())
+    with atomic_output(tls_key_path, mode=0o600) as handle:
+        handle.write(tls_key_pem)
+    with atomic_output(crt_path) as handle:
+        handle.write(cert_pem)
     out.print(f"{party} {suite} keys: {key_path} (private, 0600), {pub_path} (public, key id {private.public().kid})")
+    out.print(f"{party} TLS for the peer API: {crt_path} (certificate), {tls_key_path} (private, 0600)")
 
 
 def _progress(total: int | None) -> Any:
@@ -364,6 +371,80 @@ def policy_explain(
         for obligation in decision.obligations:
             out.print(f"  then: {obligation}")
     raise typer.Exit(0 if decision.permit else 1)
+
+
+node_app = typer.Typer(help="Run a national node.", no_args_is_help=True)
+app.add_typer(node_app, name="node")
+user_app = typer.Typer(help="Local users of a node: tokens, roles, clearances.", no_args_is_help=True)
+app.add_typer(user_app, name="user")
+ConfigOption = Annotated[Path, typer.Option("--config", help="The node's node.toml.")]
+
+
+@node_app.command("serve")
+def node_serve(config: ConfigOption) -> None:
+    """Serve the user API and the mutual-TLS peer API, and deliver the outbox."""
+    import asyncio
+
+    from gsomia.node import config as node_config
+    from gsomia.node.serve import serve
+
+    cfg = node_config.load(config)
+    out.print(
+        f"gsomia node {cfg.party}: user API http://{cfg.listen[0]}:{cfg.listen[1]}, "
+        f"peer API https://{cfg.peer_listen[0]}:{cfg.peer_listen[1]} (mutual TLS)"
+    )
+    asyncio.run(serve(cfg))
+
+
+def _node(config: Path) -> Any:
+    from gsomia.node import config as node_config
+    from gsomia.node.clock import SystemClock
+    from gsomia.node.service import Node
+    from gsomia.store.db import open_database
+
+    cfg = node_config.load(config)
+    return Node(cfg, open_database(cfg.database_url), SystemClock())
+
+
+@user_app.command("add")
+def user_add(
+    config: ConfigOption,
+    user_id: Annotated[str, typer.Argument(help="User id, e.g. kim.analyst.")],
+    role: Annotated[str, typer.Option(help="analyst, duty_officer, security_authority or auditor.")],
+    clearance: Annotated[str | None, typer.Option(help="National marking the user is cleared to.")] = None,
+    need_to_know: Annotated[list[str] | None, typer.Option(help="Compartment or purpose; repeat.")] = None,
+) -> None:
+    """Add a user; prints its API token once (only a hash is stored)."""
+    node = _node(config)
+    token = node.add_user(user_id, role, clearance, need_to_know or [])
+    out.print(f"user {user_id} ({role}) added; token (shown once):")
+    print(token)
+
+
+@user_app.command("list")
+def user_list(config: ConfigOption, as_json: JsonFlag = False) -> None:
+    """List users with role, clearance and state."""
+    users = _node(config).list_users()
+    if as_json:
+        print(json.dumps(users, ensure_ascii=False, indent=2))
+        return
+    table = Table("user", "role", "clearance", "need-to-know", "state")
+    for u in users:
+        table.add_row(
+            u["user_id"],
+            u["role"],
+            u["clearance"] or "",
+            ", ".join(u["need_to_know"]),
+            "revoked " + u["revoked_at"] if u["revoked_at"] else "active",
+        )
+    out.print(table)
+
+
+@user_app.command("revoke")
+def user_revoke(config: ConfigOption, user_id: Annotated[str, typer.Argument(help="User id.")]) -> None:
+    """Revoke a user's token at once."""
+    _node(config).revoke_user(user_id)
+    out.print(f"user {user_id} revoked")
 
 
 @app.command("demo")

@@ -1,0 +1,298 @@
+"""HTTP surfaces of a node: the user API (tokens) and the peer API (mutual TLS).
+
+Thin: parse, authenticate, call ``Node``, answer. Refusals are RFC 9457 problem
+documents naming the rules behind them. Blocking database work runs in threads.
+"""
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sse_starlette.sse import EventSourceResponse
+
+from gsomia import policy
+from gsomia.agreement import lifecycle
+from gsomia.errors import GsomiaError
+from gsomia.node import peer as peer_proto
+from gsomia.node import problems
+from gsomia.node.clock import SimulatedClock
+from gsomia.node.delivery import Delivery
+from gsomia.node.problems import Problem
+from gsomia.node.service import ItemSpec, Node, NotFound, Refused
+
+
+class Broker:
+    """Wakes SSE subscribers when flash reports arrive (other processes: by polling)."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def publish(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def wait(self, timeout: float) -> None:
+        event = self._event
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ItemIn(Strict):
+    to: str = Field(min_length=3, max_length=3, description="Recipient party (ISO 3166-1 alpha-3).")
+    classification: str = Field(min_length=1, max_length=64, description="Originator's national marking.")
+    payload_b64: str | None = Field(default=None, max_length=16 << 20)
+    text: str | None = Field(default=None, max_length=1 << 20)
+    releasable_to: list[str] = Field(default_factory=list, max_length=8)
+    purposes: list[str] = Field(default_factory=list, max_length=16)
+    compartments: list[str] = Field(default_factory=list, max_length=16)
+
+    def spec(self) -> ItemSpec:
+        if (self.payload_b64 is None) == (self.text is None):
+            raise Problem(400, "Invalid request", "give exactly one of payload_b64 and text")
+        if self.payload_b64 is not None:
+            try:
+                payload = base64.b64decode(self.payload_b64, validate=True)
+            except (binascii.Error, ValueError):
+                raise Problem(400, "Invalid request", "payload_b64 is not base64") from None
+        else:
+            payload = (self.text or "").encode("utf-8")
+        return ItemSpec(
+            self.to,
+            self.classification,
+            payload,
+            tuple(self.releasable_to),
+            tuple(self.purposes),
+            tuple(self.compartments),
+        )
+
+
+class ProvideIn(Strict):
+    items: list[ItemIn] = Field(min_length=1, max_length=1000)
+
+
+class AlertIn(Strict):
+    to: str = Field(min_length=3, max_length=3)
+    classification: str = Field(min_length=1, max_length=64)
+    text: str = Field(min_length=1, max_length=65536)
+    compartments: list[str] = Field(default_factory=list, max_length=16)
+    purposes: list[str] = Field(default_factory=list, max_length=16)
+
+
+class NoteIn(Strict):
+    to: str = Field(min_length=3, max_length=3, description="The other party to the agreement.")
+    type: Literal["termination_notice", "suspend_notice", "resume_notice", "withdraw_notice"]
+    at: datetime | None = None
+    conditions: list[str] = Field(default_factory=list, max_length=32)
+    ref: str | None = Field(default=None, max_length=4096)
+
+
+class ClockIn(Strict):
+    at: datetime
+
+
+def _refusal(exc: Refused) -> Problem:
+    return Problem(
+        403,
+        "Denied",
+        str(exc),
+        decision="deny",
+        reasons=[{"rule": r.rule, "text": r.text} for r in exc.decision.reasons],
+    )
+
+
+def _aware(at: datetime | None, name: str) -> datetime | None:
+    if at is not None and at.tzinfo is None:
+        raise Problem(400, "Invalid request", f"{name} must carry a UTC offset")
+    return at
+
+
+def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
+    app = FastAPI(title=f"gsomia node {node.party}: user API", version="1")
+    problems.install(app)
+
+    async def subject(authorization: Annotated[str | None, Header()] = None) -> policy.Subject:
+        if not authorization or not authorization.startswith("Bearer "):
+            raise Problem(401, "Unauthorized", "send Authorization: Bearer <token>")
+        found = await asyncio.to_thread(node.authenticate, authorization.removeprefix("Bearer ").strip())
+        if found is None:
+            raise Problem(401, "Unauthorized", "unknown or revoked token")
+        return found
+
+    Who = Annotated[policy.Subject, Depends(subject)]  # noqa: N806 - a type alias
+
+    async def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except Refused as exc:
+            raise _refusal(exc) from None
+        except NotFound as exc:
+            raise Problem(404, "Not found", str(exc)) from None
+        except GsomiaError as exc:
+            raise Problem(
+                409 if "note" in type(exc).__name__.lower() or "History" in type(exc).__name__ else 400,
+                "Refused",
+                str(exc),
+                error=type(exc).__name__,
+            ) from None
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"party": node.party, "now": node.clock.now().isoformat(), "simulated_clock": node.clock.simulated}
+
+    @app.get("/status")
+    async def status(who: Who) -> dict[str, Any]:
+        now = node.clock.now()
+        return {
+            code: {
+                "agreement": node.agreement(code).id,
+                **lifecycle.as_json(node.agreement(code), node.status(code, now)),
+            }
+            for code in node.config.peers
+        }
+
+    @app.post("/items", status_code=201)
+    async def provide(body: ProvideIn, who: Who) -> dict[str, Any]:
+        specs = [i.spec() for i in body.items]
+        results = await call(node.provide, who, specs, "bulk")
+        for code in {s.to for s in specs}:
+            delivery.notify(code, "bulk")
+        return {"items": results}
+
+    @app.get("/items")
+    async def list_items(
+        who: Who, after: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    ) -> dict[str, Any]:
+        rows = await call(node.list_items, who, after, limit)
+        return {"items": rows, "next": rows[-1]["seq"] if rows else after}
+
+    @app.get("/items/{item_id}")
+    async def read_item(item_id: str, who: Who, purpose: str | None = None) -> dict[str, Any]:
+        return await call(node.read_item, who, item_id, purpose)  # type: ignore[no-any-return]
+
+    @app.post("/alerts", status_code=201)
+    async def alert(body: AlertIn, who: Who) -> dict[str, Any]:
+        if who.role not in (policy.Role.DUTY_OFFICER, policy.Role.SECURITY_AUTHORITY):
+            raise Problem(403, "Denied", "R17: flash reports are sent by duty officers", decision="deny")
+        spec = ItemSpec(
+            body.to, body.classification, body.text.encode("utf-8"), (), tuple(body.purposes), tuple(body.compartments)
+        )
+        results = await call(node.provide, who, [spec], "flash")
+        delivery.notify(body.to, "flash")
+        broker.publish()
+        return {"alert": results[0]}
+
+    @app.get("/alerts/stream")
+    async def stream(
+        request: Request,
+        who: Who,
+        last_event_id: Annotated[str | None, Header()] = None,
+        after: Annotated[int | None, Query(ge=0)] = None,
+    ) -> EventSourceResponse:
+        start = after if after is not None else int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+
+        async def events() -> Any:
+            cursor = start
+            while not await request.is_disconnected():
+                rows = await asyncio.to_thread(node.alerts_after, cursor)
+                for row in rows:
+                    cursor = row["seq"]
+                    event = await asyncio.to_thread(node.alert_event, who, row)
+                    yield {"id": str(cursor), "event": "flash", "data": json.dumps(event, ensure_ascii=False)}
+                if not rows:
+                    await broker.wait(1.0)
+
+        return EventSourceResponse(events(), ping=15)
+
+    @app.post("/notes", status_code=201)
+    async def note(body: NoteIn, who: Who) -> dict[str, Any]:
+        result = await call(node.record_note, who, body.to, body.type, _aware(body.at, "at"), body.conditions, body.ref)
+        delivery.notify(body.to, "flash")
+        return {"note": result}
+
+    @app.get("/outbox")
+    async def outbox(who: Who) -> dict[str, Any]:
+        return {"pending": await asyncio.to_thread(node.pending)}
+
+    @app.post("/demo/clock")
+    async def set_clock(body: ClockIn, who: Who) -> dict[str, Any]:
+        if not isinstance(node.clock, SimulatedClock):
+            raise Problem(404, "Not found", "the clock can only be moved in demo mode")
+        if who.role is not policy.Role.SECURITY_AUTHORITY:
+            raise Problem(403, "Denied", "only the security authority moves the demo clock")
+        node.clock.set(_aware(body.at, "at") or body.at)
+        return {"now": node.clock.now().isoformat()}
+
+    return app
+
+
+def create_peer_app(node: Node, broker: Broker) -> FastAPI:
+    app = FastAPI(title=f"gsomia node {node.party}: peer API", version="1", docs_url=None, redoc_url=None)
+    problems.install(app)
+
+    async def authenticated(request: Request) -> tuple[str, bytes]:
+        body = await request.body()
+        party = request.headers.get("x-gsomia-party", "")
+        known = node.config.peers.get(party)
+        if known is None:
+            raise Problem(403, "Unknown peer", f"{party or 'no party'} is not a peer of {node.party}")
+        reason = peer_proto.verify_request(known.public_key, request.method, request.url.path, request.headers, body)
+        if reason:
+            raise Problem(401, "Unauthenticated", reason)
+        return party, body
+
+    def answer(receipt: dict[str, Any], body: bytes) -> JSONResponse:
+        import hashlib
+
+        receipt = {**receipt, "request_sha256": hashlib.sha256(body).hexdigest()}
+        _, signature = peer_proto.sign_receipt(node.config.key, receipt)
+        return JSONResponse({"receipt": receipt, "signature": signature})
+
+    @app.post("/peer/items")
+    async def items(request: Request) -> JSONResponse:
+        party, body = await authenticated(request)
+        try:
+            data = json.loads(body)
+            lane = data["lane"]
+            envelopes = [base64.b64decode(e, validate=True) for e in data["envelopes"]]
+            if lane not in ("flash", "bulk") or not isinstance(data["envelopes"], list):
+                raise ValueError
+        except (ValueError, KeyError, TypeError):
+            raise Problem(400, "Invalid request", "expected {lane, envelopes: [base64]}") from None
+        receipt = await asyncio.to_thread(node.receive_items, party, envelopes, lane)
+        if lane == "flash" and receipt["received"]:
+            broker.publish()
+        return answer(receipt, body)
+
+    @app.post("/peer/notes")
+    async def notes(request: Request) -> JSONResponse:
+        party, body = await authenticated(request)
+        try:
+            data = json.loads(body)
+            if not isinstance(data, dict):
+                raise ValueError
+        except ValueError:
+            raise Problem(400, "Invalid request", "a note is a JSON object") from None
+        try:
+            fresh = await asyncio.to_thread(node.receive_note, party, data)
+        except GsomiaError as exc:
+            raise Problem(409, "Note refused", str(exc)) from None
+        return answer(
+            {"node": node.party, "note": data.get("note_id"), "fresh": fresh, "received": [], "refused": []}, body
+        )
+
+    @app.get("/peer/health")
+    async def health() -> dict[str, str]:
+        return {"party": node.party}
+
+    return app

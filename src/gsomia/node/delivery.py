@@ -1,0 +1,172 @@
+"""Delivery workers: one per peer and lane, draining the outbox in order.
+
+At-least-once: a row is marked delivered only after the peer's signed receipt comes
+back; the peer stores by item id, so a repeat is acknowledged and not stored twice.
+The flash lane (R17) has its own worker and wakes at once: it never waits behind
+bulk traffic. A partner that is down is retried with exponential back-off and
+jitter until it is back; its rows stay in order meanwhile. Before anything leaves,
+the egress guard checks it again, apart from the policy code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import random
+import uuid
+from typing import Any
+
+import httpx
+
+from gsomia.label import Label
+from gsomia.node import egress, peer
+from gsomia.node.service import LANES, Node
+
+log = logging.getLogger("gsomia.delivery")
+BATCH = {"flash": 32, "bulk": 512}
+
+
+def backoff(attempts: int) -> float:
+    return min(30.0, 0.25 * 2.0 ** min(attempts, 8)) * random.uniform(0.5, 1.5)  # noqa: S311 - jitter, not crypto
+
+
+class Delivery:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.worker_id = f"{node.party}-{uuid.uuid4().hex[:8]}"
+        self.wake: dict[tuple[str, str], asyncio.Event] = {}
+        self.clients: dict[str, httpx.AsyncClient] = {}
+        self.stopping = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def notify(self, peer_party: str, lane: str) -> None:
+        event = self.wake.get((peer_party, lane))
+        if event is not None:
+            event.set()
+
+    async def start(self) -> None:
+        cfg = self.node.config
+        for code, p in cfg.peers.items():
+            self.clients[code] = peer.make_client(str(cfg.tls_cert), str(cfg.tls_key), str(p.tls_cert), p.url)
+            for lane in LANES:
+                self.wake[(code, lane)] = asyncio.Event()
+                self._tasks.append(asyncio.create_task(self._run(code, lane), name=f"deliver-{code}-{lane}"))
+
+    async def stop(self) -> None:
+        self.stopping = True
+        for event in self.wake.values():
+            event.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for client in self.clients.values():
+            await client.aclose()
+
+    async def _run(self, code: str, lane: str) -> None:
+        event = self.wake[(code, lane)]
+        idle = 0.2 if lane == "flash" else 0.5  # other processes of this node may have queued rows
+        while not self.stopping:
+            try:
+                rows = await asyncio.to_thread(self.node.claim, code, lane, self.worker_id, BATCH[lane])
+            except Exception as exc:  # the database is down or busy: wait and try again
+                log.warning("claim failed for %s/%s: %s", code, lane, exc)
+                await asyncio.sleep(1.0)
+                continue
+            if not rows:
+                event.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), idle)
+                continue
+            await self._deliver(code, lane, rows)
+
+    async def _deliver(self, code: str, lane: str, rows: list[dict[str, Any]]) -> None:
+        # Keep order: send runs of consecutive items together, notes one by one, in seq order.
+        run: list[dict[str, Any]] = []
+        for row in rows:
+            if row["kind"] == "item":
+                run.append(row)
+                continue
+            if run and not await self._send_items(code, lane, run):
+                return
+            run = []
+            if not await self._send_note(code, row):
+                return
+        if run:
+            await self._send_items(code, lane, run)
+
+    async def _send_items(self, code: str, lane: str, rows: list[dict[str, Any]]) -> bool:
+        node = self.node
+        agreement = node.agreement(code)
+        allowed: list[dict[str, Any]] = []
+        blocked: dict[str, str] = {}
+        for row in rows:
+            label = _label_of(row["body"])
+            problem = egress.check(agreement, label, code, node.party)
+            if problem is None:
+                allowed.append(row)
+            else:
+                blocked[row["ref"]] = f"egress guard: {problem}"
+        if blocked:
+            log.warning("egress guard held back %d item(s) for %s", len(blocked), code)
+            await asyncio.to_thread(
+                node.delivered,
+                [r["seq"] for r in rows if r["ref"] in blocked],
+                {"node": node.party, "egress_refused": blocked},
+                "",
+                blocked,
+            )
+        if not allowed:
+            return True
+        body = json.dumps({"lane": lane, "envelopes": [base64.b64encode(r["body"]).decode() for r in allowed]}).encode()
+        return await self._post(code, "/peer/items", body, allowed)
+
+    async def _send_note(self, code: str, row: dict[str, Any]) -> bool:
+        return await self._post(code, "/peer/notes", row["body"], [row])
+
+    async def _post(self, code: str, path: str, body: bytes, rows: list[dict[str, Any]]) -> bool:
+        node = self.node
+        seqs = [r["seq"] for r in rows]
+        headers = peer.sign_request(node.config.key, "POST", path, body)
+        try:
+            response = await self.clients[code].post(path, content=body, headers=headers)
+            if 400 <= response.status_code < 500 and response.status_code not in (401, 408, 429):
+                # The peer read the request and refused it for good: record why, do not retry forever.
+                reason = f"refused by {code}: HTTP {response.status_code}: {response.text[:300]}"
+                log.warning("%s", reason)
+                refused = {r["ref"]: reason for r in rows}
+                await asyncio.to_thread(
+                    node.delivered, seqs, {"node": code, "refused_http": response.status_code}, "", refused
+                )
+                return True
+            if response.status_code != 200:
+                raise RuntimeError(f"HTTP {response.status_code}: {response.text[:200]}")
+            answer = response.json()
+            receipt_bytes = json.dumps(
+                answer["receipt"], sort_keys=True, separators=(",", ":"), ensure_ascii=False
+            ).encode()
+            if not peer.verify_receipt(node.config.peers[code].public_key, receipt_bytes, answer["signature"]):
+                raise RuntimeError("the receipt signature does not verify")
+        except Exception as exc:  # network down, peer restarting, bad answer: retry later
+            delay = backoff(max(r["attempts"] for r in rows))
+            log.info("delivery to %s failed (%s); retrying in %.2f s", code, exc, delay)
+            await asyncio.to_thread(node.failed, seqs, str(exc), delay)
+            if not self.stopping:
+                await asyncio.sleep(delay)
+            return False
+        receipt = answer["receipt"]
+        refused = {r.get("item_id", ""): r.get("reason", "") for r in receipt.get("refused", [])}
+        await asyncio.to_thread(node.delivered, seqs, receipt, answer["signature"], refused)
+        return True
+
+
+def _label_of(env: bytes) -> Label:
+    from io import BytesIO
+
+    from gsomia.envelope import peek_label
+
+    return peek_label(BytesIO(env))

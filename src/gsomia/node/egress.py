@@ -1,0 +1,34 @@
+"""The egress guard: a second, independent check on everything that leaves the node.
+
+It reads only the item's own label and the agreement, shares no code path with
+``policy.decide`` beyond the lifecycle engine, and denies by default. An item goes
+out only if both the policy (at provide time) and this guard (at send time) agree.
+"""
+
+from __future__ import annotations
+
+from gsomia.agreement import lifecycle
+from gsomia.agreement.schemes import level_index
+from gsomia.agreement.terms import Agreement
+from gsomia.label import Label
+
+
+def check(agreement: Agreement, label: Label, peer: str, me: str) -> str | None:
+    """None to let the item go to ``peer``; otherwise the reason it must not."""
+    if label.originator != me:
+        return f"R5: {me} sends only its own items (originator {label.originator})"
+    if peer not in agreement.parties or peer == me:
+        return f"R1: {peer} is not the other party to {agreement.id}"
+    if label.agreement != agreement.id:
+        return f"R3: labelled for {label.agreement}, not {agreement.id}"
+    if peer not in label.releasable_to:
+        return f"R5: not releasable to {peer}"
+    if level_index(agreement, label.originator, label.classification) is None:
+        return f"R3: {label.classification} is outside {agreement.id}"
+    if label.route != "direct":
+        return f"R18: route {label.route} is not allowed on the direct link"
+    status = lifecycle.status(agreement, label.created_at)
+    if not status.in_force:
+        rule = "R14" if status.state is lifecycle.State.TERMINATED else "R13"
+        return f"{rule}: {agreement.id} was {status.state.value} at the release instant"
+    return None

@@ -1,0 +1,117 @@
+"""Provision a pair of nodes on loopback: keys, certificates, node.toml, users, tokens.
+
+Used by the demo, the integration tests and the benchmarks, so all three run the
+same nodes a party would run, only on one machine.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from gsomia import keys, tls
+from gsomia.files import atomic_output
+from gsomia.node import config as node_config
+from gsomia.node.clock import SystemClock
+from gsomia.node.service import Node
+from gsomia.store.db import open_database
+
+DEMO_USERS = {
+    "KOR": [
+        ("kor.analyst", "analyst", "군사II급비밀", ["nk-missile", "nk-nuclear"]),
+        ("kor.duty", "duty_officer", "군사II급비밀", ["nk-missile", "flash"]),
+        ("kor.authority", "security_authority", "군사I급비밀", ["nk-missile", "nk-nuclear", "flash"]),
+        ("kor.auditor", "auditor", None, []),
+    ],
+    "JPN": [
+        ("jpn.analyst", "analyst", "極秘", ["nk-missile", "nk-nuclear"]),
+        ("jpn.duty", "duty_officer", "極秘", ["nk-missile", "flash"]),
+        ("jpn.authority", "security_authority", "特定秘密", ["nk-missile", "nk-nuclear", "flash"]),
+        ("jpn.auditor", "auditor", None, []),
+    ],
+}
+ROLE_KEYS = {
+    "analyst": "analyst",
+    "duty_officer": "duty_officer",
+    "security_authority": "security_authority",
+    "auditor": "auditor",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class Provisioned:
+    party: str
+    root: Path
+    config: Path
+    user_url: str
+    tokens: dict[str, str]
+
+
+def provision_pair(
+    root: Path,
+    agreement_file: Path,
+    database_urls: dict[str, str] | None = None,
+    demo: bool = False,
+    suite: str = "classic",
+    parties: tuple[str, str] = ("KOR", "JPN"),
+) -> dict[str, Provisioned]:
+    """Create ``root/<PARTY>/`` for both parties and return how to reach each."""
+    ports = {p: (free_port(), free_port()) for p in parties}
+    now = datetime.now().astimezone()
+    for party in parties:
+        home = root / party
+        (home / "keys").mkdir(parents=True, exist_ok=True)
+        private = keys.generate(party, suite)  # type: ignore[arg-type]
+        with atomic_output(home / "keys" / f"{party}.key", mode=0o600) as f:
+            f.write(private.to_bytes())
+        with atomic_output(home / "keys" / f"{party}.pub") as f:
+            f.write(private.public().to_bytes())
+        cert, tls_key = tls.make_certificate(party, now)
+        with atomic_output(home / "keys" / f"{party}.tls.key", mode=0o600) as f:
+            f.write(tls_key)
+        with atomic_output(home / "keys" / f"{party}.crt") as f:
+            f.write(cert)
+    result: dict[str, Provisioned] = {}
+    for party in parties:
+        other = next(p for p in parties if p != party)
+        home = root / party
+        (home / "keys" / f"{other}.pub").write_bytes((root / other / "keys" / f"{other}.pub").read_bytes())
+        (home / "keys" / f"{other}.crt").write_bytes((root / other / "keys" / f"{other}.crt").read_bytes())
+        url = (database_urls or {}).get(party) or "sqlite:///node.db"
+        user_port, peer_port = ports[party]
+        text = f"""# gsomia node {party} (provisioned {now.isoformat(timespec="seconds")})
+party = "{party}"
+agreements = ["{agreement_file.resolve()}"]
+database_url = "{url}"
+key = "keys/{party}.key"
+tls_cert = "keys/{party}.crt"
+tls_key = "keys/{party}.tls.key"
+listen = "127.0.0.1:{user_port}"
+peer_listen = "127.0.0.1:{peer_port}"
+demo = {"true" if demo else "false"}
+
+[peers.{other}]
+url = "https://127.0.0.1:{ports[other][1]}"
+public_key = "keys/{other}.pub"
+tls_cert = "keys/{other}.crt"
+"""
+        (home / "node.toml").write_text(text, encoding="utf-8")
+        cfg = node_config.load(home / "node.toml")
+        node = Node(cfg, open_database(cfg.database_url), SystemClock())
+        tokens = {}
+        for user_id, role, clearance, ntk in DEMO_USERS[party]:
+            tokens[ROLE_KEYS[role]] = node.add_user(user_id, role, clearance, ntk)
+        node.engine.dispose()
+        with atomic_output(home / "tokens.json", mode=0o600) as f:
+            f.write(json.dumps(tokens, indent=2).encode())
+        result[party] = Provisioned(party, home, home / "node.toml", f"http://127.0.0.1:{user_port}", tokens)
+    return result

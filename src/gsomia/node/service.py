@@ -1,0 +1,621 @@
+"""The node's operations, each one database transaction, each decided by the core.
+
+Routes (``node.app``) and workers (``node.delivery``) call these; nothing here knows
+HTTP. Every write that matters commits together with its outbox row and its audit
+entry, so a crash at any instant leaves either all of it or none of it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from gsomia import envelope, policy
+from gsomia.agreement import lifecycle
+from gsomia.agreement.terms import Agreement, Note, NoteType
+from gsomia.errors import GsomiaError, InvalidHistory
+from gsomia.label import Label, LabelInvalid, display, marking_for, new_item_id
+from gsomia.node.clock import Clock
+from gsomia.node.config import NodeConfig
+from gsomia.store import schema as t
+
+LANES = ("flash", "bulk")
+
+
+class Refused(GsomiaError):
+    """An access decision said no; carries the decision for the problem document."""
+
+    def __init__(self, decision: policy.Decision, what: str) -> None:
+        self.decision = decision
+        super().__init__(f"{what} denied: " + "; ".join(str(r) for r in decision.reasons))
+
+
+class NotFound(GsomiaError):
+    pass
+
+
+def token_hash(token: str) -> str:
+    # Tokens are 256-bit random strings: a plain SHA-256 is enough to keep them unusable at rest.
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class ItemSpec:
+    to: str
+    classification: str
+    payload: bytes
+    releasable_to: tuple[str, ...] = ()
+    purposes: tuple[str, ...] = ()
+    compartments: tuple[str, ...] = ()
+
+
+@dataclass
+class Node:
+    config: NodeConfig
+    engine: Engine
+    clock: Clock
+    _agreements: dict[str, Agreement] = field(default_factory=dict)
+    _sealers: dict[str, envelope.Sealer] = field(default_factory=dict)
+    _openers: dict[str, envelope.Opener] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.party = self.config.party
+        self.public = self.config.key.public()
+        self.reload_notes()
+
+    # --- agreements and notes ---------------------------------------------------------
+
+    def reload_notes(self) -> None:
+        """Apply the notes recorded on this node to each agreement file's own history."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.notes).order_by(t.notes.c.seq)).mappings().all()
+        for code in self.config.peers:
+            base = self.config.agreement_with(code)
+            extra = [r for r in rows if r["agreement"] == base.id]
+            agreement = base.with_notes(base.notes + tuple(_note(r, len(base.notes) + i) for i, r in enumerate(extra)))
+            lifecycle.compile_history(agreement)  # refuse an impossible history now, not later
+            self._agreements[code] = agreement
+            self._sealers[code] = envelope.Sealer(self.config.key, agreement)
+            self._openers[code] = envelope.Opener(
+                self.config.key, [self.config.peers[code].public_key, self.public], agreement
+            )
+
+    def agreement(self, peer: str) -> Agreement:
+        try:
+            return self._agreements[peer]
+        except KeyError:
+            raise NotFound(f"{self.party} has no agreement with {peer!r}") from None
+
+    def status(self, peer: str, at: datetime | None = None) -> lifecycle.Status:
+        return lifecycle.status(self.agreement(peer), at or self.clock.now())
+
+    def _peer_of(self, agreement_id: str) -> str:
+        for code, a in self._agreements.items():
+            if a.id == agreement_id:
+                return code
+        raise NotFound(f"no agreement {agreement_id!r} on this node")
+
+    def record_note(
+        self,
+        subject: policy.Subject,
+        peer: str,
+        note_type: str,
+        at: datetime | None,
+        conditions: Sequence[str],
+        ref: str | None,
+    ) -> dict[str, Any]:
+        """A security authority records a diplomatic note by its own party; it goes to the peer at once."""
+        if subject.role is not policy.Role.SECURITY_AUTHORITY:
+            raise Refused(
+                policy.Decision(
+                    False, (policy.Reason("R13", "diplomatic notes are recorded by the security authority"),)
+                ),
+                "recording a note",
+            )
+        note_id = str(uuid.uuid4())
+        body: dict[str, Any] = {
+            "note_id": note_id,
+            "agreement": self.agreement(peer).id,
+            "at": (at or self.clock.now()).astimezone(UTC).isoformat(),
+            "by": self.party,
+            "type": note_type,
+            "conditions": list(conditions),
+            "ref": ref,
+            "recorded_by": subject.id,
+        }
+        with self.engine.begin() as conn:
+            self._store_note(conn, body, origin=self.party)
+            self._enqueue(conn, peer, "flash", "note", note_id, json.dumps(body).encode())
+            self._audit(conn, "diplomatic_note", subject.id, None, body)
+        self.reload_notes()
+        return body
+
+    def receive_note(self, peer: str, body: dict[str, Any]) -> bool:
+        """A note delivered by the peer node; idempotent. Returns False for a repeat."""
+        if body.get("by") != peer:
+            raise LabelInvalid(f"a note delivered by {peer} must be {peer}'s own note")
+        try:
+            with self.engine.begin() as conn:
+                self._store_note(conn, body, origin=peer)
+                self._audit(conn, "diplomatic_note_received", peer, None, body)
+        except IntegrityError:
+            return False
+        self.reload_notes()
+        return True
+
+    def _store_note(self, conn: Connection, body: dict[str, Any], origin: str) -> None:
+        try:
+            note_type = NoteType(body["type"])
+            at = datetime.fromisoformat(body["at"])
+        except (KeyError, ValueError, TypeError):
+            raise InvalidHistory("note", "type", "not a valid diplomatic note") from None
+        if at.tzinfo is None:
+            raise InvalidHistory("note", "at", "must carry a UTC offset")
+        peer = self._peer_of(body["agreement"])
+        current = self.agreement(peer)
+        candidate = current.with_notes(
+            (
+                *current.notes,
+                Note(
+                    at.astimezone(UTC),
+                    body["by"],
+                    note_type,
+                    len(current.notes),
+                    tuple(body.get("conditions") or ()),
+                    body.get("ref"),
+                ),
+            )
+        )
+        lifecycle.compile_history(candidate)  # InvalidHistory names the note
+        conn.execute(
+            insert(t.notes).values(
+                note_id=body["note_id"],
+                agreement=body["agreement"],
+                at=at,
+                by=body["by"],
+                type=note_type.value,
+                conditions=json.dumps(list(body.get("conditions") or ()), ensure_ascii=False),
+                ref=body.get("ref"),
+                recorded_by=str(body.get("recorded_by") or origin),
+                origin=origin,
+            )
+        )
+
+    # --- users ------------------------------------------------------------------------
+
+    def add_user(self, user_id: str, role: str, clearance: str | None, need_to_know: Sequence[str]) -> str:
+        subject = policy.subject_from_dict(
+            {
+                "id": user_id,
+                "party": self.party,
+                "role": role,
+                "clearance": clearance,
+                "need_to_know": list(need_to_know),
+            }
+        )
+        token = "gsk_" + secrets.token_urlsafe(32)
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    insert(t.users).values(
+                        user_id=subject.id,
+                        party=self.party,
+                        role=subject.role.value,
+                        clearance=clearance,
+                        need_to_know=json.dumps(sorted(need_to_know), ensure_ascii=False),
+                        token_hash=token_hash(token),
+                        created_at=self.clock.now(),
+                    )
+                )
+                self._audit(conn, "user_added", "cli", None, {"user": user_id, "role": role, "clearance": clearance})
+        except IntegrityError:
+            raise GsomiaError(f"user {user_id!r} already exists") from None
+        return token
+
+    def revoke_user(self, user_id: str) -> None:
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                update(t.users)
+                .where(t.users.c.user_id == user_id, t.users.c.revoked_at.is_(None))
+                .values(revoked_at=self.clock.now())
+            ).rowcount
+            if not done:
+                raise NotFound(f"no active user {user_id!r}")
+            self._audit(conn, "user_revoked", "cli", None, {"user": user_id})
+
+    def list_users(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.users).order_by(t.users.c.seq)).mappings().all()
+        return [
+            {
+                "user_id": r["user_id"],
+                "role": r["role"],
+                "clearance": r["clearance"],
+                "need_to_know": json.loads(r["need_to_know"]),
+                "created_at": r["created_at"].isoformat(),
+                "revoked_at": r["revoked_at"].isoformat() if r["revoked_at"] else None,
+            }
+            for r in rows
+        ]
+
+    def authenticate(self, token: str) -> policy.Subject | None:
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(
+                    select(t.users).where(t.users.c.token_hash == token_hash(token), t.users.c.revoked_at.is_(None))
+                )
+                .mappings()
+                .first()
+            )
+        if row is None:
+            return None
+        return policy.Subject(
+            id=row["user_id"],
+            party=row["party"],
+            role=policy.Role(row["role"]),
+            clearance=row["clearance"],
+            need_to_know=frozenset(json.loads(row["need_to_know"])),
+        )
+
+    # --- providing items ---------------------------------------------------------------
+
+    def provide(self, subject: policy.Subject, specs: Sequence[ItemSpec], lane: str = "bulk") -> list[dict[str, Any]]:
+        """Decide, seal and commit items with their outbox rows; all or nothing."""
+        if not specs:
+            return []
+        now = self.clock.now()
+        by_peer: dict[str, list[tuple[bytes, Label]]] = {}
+        for spec in specs:
+            agreement = self.agreement(spec.to)
+            label = Label(
+                item_id=new_item_id(),
+                agreement=agreement.id,
+                originator=self.party,
+                classification=spec.classification,
+                releasable_to=spec.releasable_to or (spec.to,),
+                created_at=now,
+                purposes=spec.purposes,
+                compartments=spec.compartments,
+            )
+            decision = policy.decide(
+                agreement,
+                subject,
+                policy.Action.PROVIDE,
+                label,
+                lifecycle.status(agreement, now),
+                (),
+                now,
+                recipient=spec.to,
+            )
+            if not decision.permit:
+                with self.engine.begin() as conn:
+                    self._audit(conn, "provide_denied", subject.id, label.item_id, decision.as_dict())
+                raise Refused(decision, f"providing to {spec.to}")
+            by_peer.setdefault(spec.to, []).append((spec.payload, label))
+
+        results: list[dict[str, Any]] = []
+        rows: list[dict[str, Any]] = []
+        outbox: list[dict[str, Any]] = []
+        audits: list[dict[str, Any]] = []
+        for peer, batch in by_peer.items():
+            sealed = self._sealers[peer].seal_batch(batch, [self.config.peers[peer].public_key, self.public])
+            for (_payload, label), env in zip(batch, sealed, strict=True):
+                rows.append(_item_row(label, env, "out", peer, lane, now, None))
+                outbox.append(_outbox_row(peer, lane, "item", label.item_id, env, now))
+                audits.append(_audit_row(now, "provide", subject.id, label.item_id, {"to": peer, "lane": lane}))
+                results.append({"item_id": label.item_id, "to": peer, "classification": label.classification})
+        with self.engine.begin() as conn:
+            conn.execute(insert(t.items), rows)
+            conn.execute(insert(t.outbox), outbox)
+            conn.execute(insert(t.audit), audits)
+            if lane == "flash":
+                conn.execute(insert(t.alerts), [_alert_row(r["item_id"], self.party, "out", now) for r in results])
+        return results
+
+    # --- receiving items ---------------------------------------------------------------
+
+    def receive_items(self, peer: str, envelopes: Sequence[bytes], lane: str) -> dict[str, Any]:
+        """Verify each envelope, check the agreement at its release instant, store; idempotent."""
+        now = self.clock.now()
+        opener = self._openers[peer]
+        agreement = self.agreement(peer)
+        accepted: list[tuple[Label, bytes]] = []
+        refused: list[dict[str, str]] = []
+        for env in envelopes:
+            try:
+                label, _ = opener.open(env)
+            except (envelope.EnvelopeError, LabelInvalid) as exc:
+                refused.append({"item_id": "", "reason": f"{type(exc).__name__}: {exc}"})
+                continue
+            problem = _inbound_problem(agreement, label, self.party, peer, now)
+            if problem:
+                refused.append({"item_id": label.item_id, "reason": problem})
+                continue
+            accepted.append((label, env))
+        received: list[str] = []
+        if accepted:
+            rows = [_item_row(lbl, env, "in", peer, lane, lbl.created_at, now) for lbl, env in accepted]
+            with self.engine.begin() as conn:
+                # Insert-or-ignore: a redelivery (or a race between two senders' workers) stores nothing twice.
+                stmt = _insert_ignore(self.engine, t.items, ["item_id"]).returning(t.items.c.item_id)
+                fresh = set(conn.execute(stmt, rows).scalars())
+                if fresh:
+                    conn.execute(
+                        insert(t.audit),
+                        [_audit_row(now, "receipt", peer, i, {"from": peer, "lane": lane}) for i in sorted(fresh)],
+                    )
+                    if lane == "flash":
+                        conn.execute(insert(t.alerts), [_alert_row(i, peer, "in", now) for i in sorted(fresh)])
+            received = [lbl.item_id for lbl, _ in accepted]  # repeats are acknowledged again
+        return {"node": self.party, "received": received, "refused": refused, "at": now.isoformat()}
+
+    # --- reading -------------------------------------------------------------------------
+
+    def list_items(self, subject: policy.Subject, after: int, limit: int) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = (
+                conn.execute(
+                    select(
+                        t.items.c.seq,
+                        t.items.c.item_id,
+                        t.items.c.label,
+                        t.items.c.direction,
+                        t.items.c.peer,
+                        t.items.c.lane,
+                    )
+                    .where(t.items.c.seq > after)
+                    .order_by(t.items.c.seq)
+                    .limit(limit)
+                )
+                .mappings()
+                .all()
+            )
+        out = []
+        for r in rows:
+            label = Label.from_bytes(r["label"].encode("utf-8"))
+            agreement = self.agreement(r["peer"])
+            out.append(
+                {
+                    "seq": r["seq"],
+                    "item_id": r["item_id"],
+                    "direction": r["direction"],
+                    "peer": r["peer"],
+                    "lane": r["lane"],
+                    "originator": label.originator,
+                    "marking": marking_for(label, agreement, self.party),
+                    "display": display(label, agreement, self.party),
+                    "created_at": label.created_at.isoformat(),
+                }
+            )
+        return out
+
+    def read_item(self, subject: policy.Subject, item_id: str, purpose: str | None = None) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.items).where(t.items.c.item_id == item_id)).mappings().first()
+        if row is None:
+            raise NotFound(f"no item {item_id}")
+        label = Label.from_bytes(row["label"].encode("utf-8"))
+        peer = row["peer"]
+        agreement = self.agreement(peer)
+        now = self.clock.now()
+        decision = policy.decide(
+            agreement, subject, policy.Action.READ, label, lifecycle.status(agreement, now), (), now, purpose=purpose
+        )
+        with self.engine.begin() as conn:
+            self._audit(conn, "read" if decision.permit else "read_denied", subject.id, item_id, decision.as_dict())
+        if not decision.permit:
+            raise Refused(decision, f"reading {item_id}")
+        opened, payload = self._openers[peer].open(row["envelope"])
+        return {
+            "item_id": item_id,
+            "label": opened.as_dict(),
+            "marking": marking_for(opened, agreement, self.party),
+            "display": display(opened, agreement, self.party),
+            "payload_b64": base64.b64encode(payload).decode(),
+            "decision": decision.as_dict(),
+        }
+
+    def alerts_after(self, after: int, limit: int = 100) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = (
+                conn.execute(
+                    select(t.alerts, t.items.c.label, t.items.c.envelope, t.items.c.peer)
+                    .join(t.items, t.items.c.item_id == t.alerts.c.alert_id)
+                    .where(t.alerts.c.seq > after)
+                    .order_by(t.alerts.c.seq)
+                    .limit(limit)
+                )
+                .mappings()
+                .all()
+            )
+        return [dict(r) for r in rows]
+
+    def alert_event(self, subject: policy.Subject, row: dict[str, Any]) -> dict[str, Any]:
+        """What one subscriber may see of one flash report."""
+        label = Label.from_bytes(row["label"].encode("utf-8"))
+        agreement = self.agreement(row["peer"])
+        now = self.clock.now()
+        decision = policy.decide(
+            agreement, subject, policy.Action.READ, label, lifecycle.status(agreement, now), (), now
+        )
+        event: dict[str, Any] = {
+            "alert_id": row["alert_id"],
+            "origin": row["origin"],
+            "direction": row["direction"],
+            "marking": marking_for(label, agreement, self.party),
+            "display": display(label, agreement, self.party),
+            "created_at": label.created_at.isoformat(),
+            "decision": decision.effect,
+        }
+        if decision.permit:
+            event["text"] = self._openers[row["peer"]].open(row["envelope"])[1].decode("utf-8", "replace")
+        return event
+
+    # --- outbox ----------------------------------------------------------------------------
+
+    def _enqueue(self, conn: Connection, peer: str, lane: str, kind: str, ref: str, body: bytes) -> None:
+        conn.execute(insert(t.outbox).values(**_outbox_row(peer, lane, kind, ref, body, self.clock.now())))
+
+    def claim(self, peer: str, lane: str, worker: str, limit: int, lease: float = 30.0) -> list[dict[str, Any]]:
+        """Claim undelivered rows in order. On PostgreSQL, rows locked by another worker are skipped."""
+        now = datetime.now(UTC)  # leases and back-off are real time, even in the demo
+        pending = (
+            select(t.outbox.c.seq)
+            .where(
+                t.outbox.c.peer == peer,
+                t.outbox.c.lane == lane,
+                t.outbox.c.delivered_at.is_(None),
+                or_(t.outbox.c.next_attempt_at.is_(None), t.outbox.c.next_attempt_at <= now),
+                or_(t.outbox.c.claimed_until.is_(None), t.outbox.c.claimed_until < now),
+            )
+            .order_by(t.outbox.c.seq)
+            .limit(limit)
+        )
+        if self.engine.dialect.name == "postgresql":
+            pending = pending.with_for_update(skip_locked=True)
+        with self.engine.begin() as conn:
+            rows = (
+                conn.execute(
+                    update(t.outbox)
+                    .where(
+                        t.outbox.c.seq.in_(pending.scalar_subquery()),
+                        or_(t.outbox.c.claimed_until.is_(None), t.outbox.c.claimed_until < now),
+                    )
+                    .values(claimed_by=worker, claimed_until=now + timedelta(seconds=lease))
+                    .returning(t.outbox.c.seq, t.outbox.c.kind, t.outbox.c.ref, t.outbox.c.body, t.outbox.c.attempts)
+                )
+                .mappings()
+                .all()
+            )
+        return sorted((dict(r) for r in rows), key=lambda r: r["seq"])
+
+    def delivered(self, seqs: Sequence[int], receipt: dict[str, Any], signature: str, refused: dict[str, str]) -> None:
+        now = datetime.now(UTC)
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(t.outbox).where(t.outbox.c.seq.in_(list(seqs))).values(delivered_at=now, claimed_until=None)
+            )
+            for ref, reason in refused.items():
+                conn.execute(
+                    update(t.outbox)
+                    .where(and_(t.outbox.c.seq.in_(list(seqs)), t.outbox.c.ref == ref))
+                    .values(last_error=reason)
+                )
+            conn.execute(
+                insert(t.receipts).values(
+                    peer=receipt.get("node", "?"),
+                    body=json.dumps(receipt, ensure_ascii=False),
+                    signature=signature,
+                    received_at=now,
+                )
+            )
+
+    def failed(self, seqs: Sequence[int], error: str, delay: float) -> None:
+        now = datetime.now(UTC)
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(t.outbox)
+                .where(t.outbox.c.seq.in_(list(seqs)))
+                .values(
+                    attempts=t.outbox.c.attempts + 1,
+                    next_attempt_at=now + timedelta(seconds=delay),
+                    claimed_until=None,
+                    last_error=error[:500],
+                )
+            )
+
+    def pending(self, peer: str | None = None) -> int:
+        from sqlalchemy import func
+
+        q = select(func.count()).select_from(t.outbox).where(t.outbox.c.delivered_at.is_(None))
+        if peer:
+            q = q.where(t.outbox.c.peer == peer)
+        with self.engine.connect() as conn:
+            return int(conn.execute(q).scalar_one())
+
+    # --- audit -----------------------------------------------------------------------------
+
+    def _audit(self, conn: Connection, kind: str, actor: str, item_id: str | None, detail: dict[str, Any]) -> None:
+        conn.execute(insert(t.audit).values(**_audit_row(self.clock.now(), kind, actor, item_id, detail)))
+
+
+def _insert_ignore(engine: Engine, table: Any, keys: list[str]) -> Any:
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).on_conflict_do_nothing(index_elements=keys)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table).on_conflict_do_nothing(index_elements=keys)
+
+
+def _note(row: Any, index: int) -> Note:
+    return Note(
+        at=row["at"],
+        by=row["by"],
+        type=NoteType(row["type"]),
+        index=index,
+        conditions=tuple(json.loads(row["conditions"])),
+        ref=row["ref"],
+    )
+
+
+def _inbound_problem(agreement: Agreement, label: Label, me: str, peer: str, now: datetime) -> str | None:
+    if label.originator != peer:
+        return f"R1 ({peer} delivers only its own items): originator is {label.originator}"
+    if me not in label.releasable_to:
+        return f"R5: the item is not releasable to {me}"
+    if label.created_at > now + timedelta(minutes=5):
+        return "R9: the release instant lies in the future"
+    status = lifecycle.status(agreement, label.created_at)
+    if not status.in_force:
+        rule = "R14" if status.state is lifecycle.State.TERMINATED else "R13"
+        return f"{rule}: the agreement was {status.state.value} at the release instant {label.created_at.isoformat()}"
+    return None
+
+
+def _item_row(
+    label: Label, env: bytes, direction: str, peer: str, lane: str, provided: datetime, received: datetime | None
+) -> dict[str, Any]:
+    return {
+        "item_id": label.item_id,
+        "agreement": label.agreement,
+        "originator": label.originator,
+        "direction": direction,
+        "peer": peer,
+        "classification": label.classification,
+        "label": label.to_bytes().decode("utf-8"),
+        "envelope": env,
+        "lane": lane,
+        "provided_at": provided,
+        "received_at": received,
+        "route": label.route,
+    }
+
+
+def _outbox_row(peer: str, lane: str, kind: str, ref: str, body: bytes, now: datetime) -> dict[str, Any]:
+    return {"peer": peer, "lane": lane, "kind": kind, "ref": ref, "body": body, "created_at": now, "attempts": 0}
+
+
+def _audit_row(at: datetime, kind: str, actor: str, item_id: str | None, detail: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "at": at,
+        "kind": kind,
+        "actor": actor,
+        "item_id": item_id,
+        "detail": json.dumps(detail, ensure_ascii=False, default=str),
+    }
+
+
+def _alert_row(item_id: str, origin: str, direction: str, now: datetime) -> dict[str, Any]:
+    return {"alert_id": item_id, "origin": origin, "direction": direction, "body": "{}", "created_at": now}
