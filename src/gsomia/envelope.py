@@ -101,16 +101,28 @@ def _canonical(obj: Any) -> bytes:
 def _decode_canonical(raw: bytes, what: str) -> Any:
     try:
         obj = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        canonical = _canonical(obj)
+    except (ValueError, RecursionError):  # incl. UnicodeDecodeError, JSONDecodeError, over-long integers
         raise Tampered(f"{what} is not valid JSON") from None
-    if _canonical(obj) != raw:
+    if canonical != raw:
         raise Tampered(f"{what} is not in canonical form")
     return obj
 
 
+def _read_upto(src: IO[bytes], n: int) -> bytes:
+    """Read ``n`` bytes, fewer only at the end of the source (pipes return short reads)."""
+    data = src.read(n) or b""
+    while 0 < len(data) < n:
+        more = src.read(n - len(data))
+        if not more:
+            break
+        data += more
+    return data
+
+
 def _read_exact(src: IO[bytes], n: int, what: str) -> bytes:
-    data = src.read(n)
-    if data is None or len(data) != n:
+    data = _read_upto(src, n)
+    if len(data) != n:
         raise Tampered(f"truncated in the {what}")
     return data
 
@@ -399,7 +411,7 @@ class Opened:
 
 
 def _read_header(src: IO[bytes], agreement: Agreement) -> tuple[dict[str, Any], bytes]:
-    start = src.read(5)
+    start = _read_upto(src, 5)
     if not start or len(start) < 5 or start[:4] != MAGIC:
         raise UnsupportedVersion("not a gsomia envelope")
     if start[4] != VERSION:
@@ -408,6 +420,8 @@ def _read_header(src: IO[bytes], agreement: Agreement) -> tuple[dict[str, Any], 
     header = _decode_canonical(header_bytes, "header")
     expected = {"v", "suite", "agreement", "item_id", "originator", "signer", "segment_size"}
     if not isinstance(header, dict) or set(header) != expected or header["v"] != VERSION:
+        raise Tampered("header fields are not those of format v1")
+    if not all(isinstance(header[k], str) for k in ("suite", "agreement", "item_id", "originator", "signer")):
         raise Tampered("header fields are not those of format v1")
     if header["suite"] not in ("classic", "pq-hybrid"):
         raise UnsupportedVersion(f"suite {header['suite']!r} is not supported")
@@ -425,9 +439,13 @@ def _unb64(value: object, what: str) -> bytes:
     if not isinstance(value, str):
         raise Tampered(f"{what} is not base64 text")
     try:
-        return base64.b64decode(value, validate=True)
+        raw = base64.b64decode(value, validate=True)
     except ValueError:
         raise Tampered(f"{what} is not base64") from None
+    # One spelling per value: the trailer is not signed, so unused bits must not vary.
+    if _b64(raw) != value:
+        raise Tampered(f"{what} is not canonical base64")
+    return raw
 
 
 class Opener:
@@ -441,6 +459,10 @@ class Opener:
     _CACHE_LIMIT = 4096
 
     def __init__(self, recipient: PrivateKeys, trusted: Iterable[PublicKeys], agreement: Agreement) -> None:
+        if recipient.suite != agreement.suite:
+            raise EnvelopeError(
+                f"{agreement.id} requires the {agreement.suite} suite; the recipient key is {recipient.suite}"
+            )
         self.recipient = recipient
         self.agreement = agreement
         self.kid = recipient.public().kid
@@ -493,6 +515,8 @@ class Opener:
             label = Label.from_bytes(label_bytes)
         except LabelInvalid as exc:
             raise LabelInvalid(f"{exc} (envelope label)") from None
+        except (ValueError, RecursionError, OverflowError):  # over-long integers, deep nesting, dates out of range
+            raise LabelInvalid("label: not a valid label (envelope label)") from None
         validate_label(label, agreement)
         if (label.item_id, label.agreement, label.originator) != (
             header["item_id"],

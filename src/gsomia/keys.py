@@ -181,7 +181,7 @@ def generate(party: str, suite: Suite) -> PrivateKeys:
 def _load_json(raw: bytes, what: str, kind: str) -> dict[str, Any]:
     try:
         data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (ValueError, RecursionError):  # incl. UnicodeDecodeError, JSONDecodeError, over-long integers
         raise KeyFileInvalid(f"{what}: not a gsomia key file (not JSON)") from None
     if not isinstance(data, dict) or data.get("kind") != kind:
         found = data.get("kind") if isinstance(data, dict) else None
