@@ -449,14 +449,41 @@ def user_revoke(config: ConfigOption, user_id: Annotated[str, typer.Argument(hel
 
 @app.command("demo")
 def demo(
-    agreement_file: Annotated[Path, typer.Option("--agreement", help="Agreement to replay.")] = Path(
-        "agreements/jp-kr-gsomia-2016.toml"
-    ),
+    agreement_file: Annotated[
+        Path, typer.Option("--agreement", help="Agreement whose terms the nodes run under.")
+    ] = Path("agreements/jp-kr-gsomia-2016.toml"),
+    headless: Annotated[bool, typer.Option(help="No narrative; exit when the story ends.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object with the figures.")] = False,
+    suspension: Annotated[bool, typer.Option(help="--no-suspension: the pact ends at 2019-11-23 00:00 KST.")] = True,
+    root: Annotated[Path, typer.Option(help="Where the nodes keep their state.")] = Path(".demo"),
+    items: Annotated[int, typer.Option(min=1, max=100000, help="Routine items each side shares.")] = 200,
+    flash: Annotated[int, typer.Option(min=1, max=10000, help="Flash reports JPN sends.")] = 20,
 ) -> None:
-    """Replay the 2016 agreement's history: its status at each step, and the 2019 night it held."""
-    from gsomia.demo import replay
+    """KOR and JPN nodes on loopback replay the 2019 story on a simulated clock."""
+    from gsomia.demo import run
 
-    replay(terms.load(agreement_file), out)
+    if not headless:
+        replay_command(agreement_file)
+    result = run(
+        root,
+        agreement_file,
+        out,
+        headless=headless or as_json,
+        suspension=suspension,
+        items_per_side=items,
+        flash_count=flash,
+        keep_running=not headless,
+    )
+    if as_json:
+        print(json.dumps(result))
+
+
+@agreement_app.command("replay")
+def replay_command(file: AgreementFile) -> None:
+    """Replay the recorded history: status before and after each note, and the counterfactuals."""
+    from gsomia.replay import replay
+
+    replay(terms.load(file), out)
 
 
 def main() -> None:

@@ -1,48 +1,330 @@
-"""The main job, until the nodes exist: replay an agreement's recorded history.
+"""The main job: two national nodes on loopback replay the 2019 story.
 
-Shows the status just before and after every note, the 2019 night when the pact
-held, and the counterfactual where it did not. Everything comes from the pure
-lifecycle engine; this module only tells the story.
+KOR and JPN run as two processes (state under ``.demo/<PARTY>/``), on a simulated
+clock that only the demo moves. Routine items flow both ways; a JPN duty officer's
+flash report of a missile launch reaches KOR live over SSE; KOR gives its
+termination notice on 2019-08-23; it suspends the notice at 2019-11-22 18:00 KST
+with its conditions; midnight passes and the pact holds. With ``--no-suspension``
+the pact ends at midnight: later provisions are refused (R13/R14) while what was
+provided before stays readable by cleared recipients (R14).
+
+The nodes record the notes live, so they load the agreement's *terms* only: the
+demo writes a copy of the agreement file without its recorded ``[[notes]]``.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+import json
+import queue
+import shutil
+import statistics
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
 
+import httpx
 from rich.console import Console
-from rich.panel import Panel
 
-from gsomia.agreement import lifecycle
-from gsomia.agreement.terms import Agreement, NoteType
-from gsomia.cli import STATE_STYLE, timeline_table
+from gsomia.agreement import terms
+from gsomia.node.process import NodeProcess
+from gsomia.node.provision import Provisioned, provision_pair
 
-
-def _line(agreement: Agreement, label: str, status: lifecycle.Status) -> str:
-    style = STATE_STYLE[status.state.value]
-    return f"  {label:<22} [{style}]{status.state.value}[/{style}]"
+KST = timezone(timedelta(hours=9))
 
 
-def replay(agreement: Agreement, console: Console) -> None:
-    console.print(Panel.fit(f"[bold]{agreement.title}[/bold]\n{agreement.id} · parties {', '.join(agreement.parties)}"))
-    console.print(timeline_table(agreement, lifecycle.timeline(agreement)))
-    second = timedelta(seconds=1)
-    for note in sorted(agreement.notes, key=lambda n: (n.at, n.index)):
-        when = agreement.local(note.at).isoformat()
-        console.print(f"\n[bold]{note.type.value}[/bold] by {note.by} at {when}")
-        if note.ref:
-            console.print(f"  [dim]{note.ref}[/dim]")
-        console.print(_line(agreement, "just before", lifecycle.status(agreement, note.at - second)))
-        console.print(_line(agreement, "just after", lifecycle.status(agreement, note.at)))
-        if note.type is NoteType.SUSPEND:
-            pending = lifecycle.status(agreement, note.at - second).termination
-            if pending is not None:
-                end = pending.effective_at
-                console.print(f"  midnight {agreement.local(end).isoformat()} passes:")
-                console.print(_line(agreement, "  with the suspension", lifecycle.status(agreement, end)))
-                without = agreement.with_notes(tuple(n for n in agreement.notes if n is not note and n.at < note.at))
-                console.print(_line(without, "  without it", lifecycle.status(without, end)))
-    suspended = [n for n in agreement.notes if n.type is NoteType.SUSPEND]
-    if suspended and agreement.readings:
-        console.print("\n[bold]R15[/bold]: the parties read a resumed notice differently:")
-        for party, effect in sorted(agreement.readings.items()):
-            console.print(f"  {party}: {effect}")
+def kst(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=KST)
+
+
+def terms_only(agreement_file: Path, out: Path) -> Path:
+    """The agreement file up to its first recorded note: the terms the nodes start from."""
+    text = agreement_file.read_text(encoding="utf-8")
+    head = text.split("\n[[notes]]", 1)[0]
+    out.write_text(head.rstrip() + "\n", encoding="utf-8")
+    terms.load(out)  # still a valid agreement file
+    return out
+
+
+@dataclass
+class Client:
+    """One demo user talking to one node's user API."""
+
+    base: str
+    token: str
+    http: httpx.Client = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.http = httpx.Client(base_url=self.base, headers={"Authorization": f"Bearer {self.token}"}, timeout=30)
+
+    def post(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        return self.http.post(path, json=body)
+
+    def get(self, path: str, **params: Any) -> httpx.Response:
+        return self.http.get(path, params=params)
+
+
+class FlashWatcher(threading.Thread):
+    """A KOR duty officer's console: subscribed to flash reports over SSE."""
+
+    def __init__(self, base: str, token: str) -> None:
+        super().__init__(daemon=True)
+        self.base, self.token = base, token
+        self.events: queue.Queue[tuple[float, dict[str, Any]]] = queue.Queue()
+        self.ready = threading.Event()
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        headers = {"Authorization": f"Bearer {self.token}", "Accept": "text/event-stream"}
+        last = "0"
+        while not self.stop.is_set():
+            try:
+                with httpx.stream(
+                    "GET",
+                    f"{self.base}/alerts/stream",
+                    headers={**headers, "Last-Event-ID": last},
+                    timeout=httpx.Timeout(None, connect=5),
+                ) as response:
+                    self.ready.set()
+                    data = ""
+                    for line in response.iter_lines():
+                        if self.stop.is_set():
+                            return
+                        if line.startswith("id:"):
+                            last = line[3:].strip()
+                        elif line.startswith("data:"):
+                            data += line[5:].strip()
+                        elif not line and data:
+                            self.events.put((time.perf_counter(), json.loads(data)))
+                            data = ""
+            except httpx.HTTPError:
+                time.sleep(0.2)
+
+
+@dataclass
+class Story:
+    console: Console
+    headless: bool
+    suspension: bool
+    nodes: dict[str, Provisioned]
+    sent: int = 0
+    refused_after_termination: int = 0
+    flash_ms: list[float] = field(default_factory=list)
+    provided_before_end: list[str] = field(default_factory=list)
+
+    def say(self, text: str) -> None:
+        if not self.headless:
+            self.console.print(text)
+
+    def client(self, party: str, role: str) -> Client:
+        p = self.nodes[party]
+        return Client(p.user_url, p.tokens[role])
+
+    def set_clock(self, at: datetime) -> None:
+        for party in self.nodes:
+            r = self.client(party, "security_authority").post("/demo/clock", {"at": at.isoformat()})
+            r.raise_for_status()
+        self.say(f"\n[bold]— {at.astimezone(KST):%Y-%m-%d %H:%M} KST —[/bold]")
+
+    def state(self, party: str) -> str:
+        other = next(p for p in self.nodes if p != party)
+        return str(self.client(party, "analyst").get("/status").json()[other]["state"])
+
+    def share(self, frm: str, to: str, classification: str, n: int, topic: str, batch: int = 50) -> tuple[int, int]:
+        """Provide ``n`` routine items; returns (accepted, refused)."""
+        analyst = self.client(frm, "analyst")
+        accepted = refused = 0
+        for start in range(0, n, batch):
+            items = [
+                {
+                    "to": to,
+                    "classification": classification,
+                    "text": f"{topic} #{start + i + 1}",
+                    "purposes": ["nk-missile"],
+                }
+                for i in range(min(batch, n - start))
+            ]
+            r = analyst.post("/items", {"items": items})
+            if r.status_code == 201:
+                accepted += len(items)
+                self.provided_before_end.extend(i["item_id"] for i in r.json()["items"])
+            elif r.status_code == 403:
+                refused += len(items)
+                reason = r.json()["reasons"][0]
+                if refused == len(items):
+                    self.say(f"  [red]refused[/red] {frm}→{to}: {reason['rule']}: {reason['text']}")
+            else:
+                raise RuntimeError(f"POST /items: {r.status_code} {r.text}")
+        self.sent += accepted
+        return accepted, refused
+
+    def note(self, party: str, note_type: str, conditions: list[str] | None = None, ref: str | None = None) -> None:
+        other = next(p for p in self.nodes if p != party)
+        r = self.client(party, "security_authority").post(
+            "/notes", {"to": other, "type": note_type, "conditions": conditions or [], "ref": ref}
+        )
+        if r.status_code != 201:
+            raise RuntimeError(f"POST /notes: {r.status_code} {r.text}")
+        self.wait_until(lambda: self.state(other) == self.state(party), "the note to reach the peer")
+        self.say(
+            f"  {party} records [bold]{note_type}[/bold]; {other} applies it: "
+            f"KOR {self.state('KOR')}, JPN {self.state('JPN')}"
+        )
+
+    def flash(self, watcher: FlashWatcher, count: int) -> None:
+        duty = self.client("JPN", "duty_officer")
+        for k in range(count):
+            marker = str(uuid.uuid4())
+            sent_at = time.perf_counter()
+            r = duty.post(
+                "/alerts",
+                {
+                    "to": "KOR",
+                    "classification": "極秘",
+                    "compartments": [],
+                    "purposes": ["nk-missile"],
+                    "text": f"FLASH {marker}: ballistic missile launch detected, Sea of Japan",
+                },
+            )
+            if r.status_code != 201:
+                raise RuntimeError(f"POST /alerts: {r.status_code} {r.text}")
+            self.sent += 1
+            while True:
+                got_at, event = watcher.events.get(timeout=10)
+                if marker in event.get("text", ""):
+                    self.flash_ms.append((got_at - sent_at) * 1000)
+                    if k == 0:
+                        self.say(
+                            f"  KOR duty officer sees: [bold red]{event['text'][:20]}…[/bold red] "
+                            f"marked {event['display']} after {self.flash_ms[-1]:.1f} ms"
+                        )
+                    break
+
+    def wait_until(self, check: Any, what: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if check():
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"timed out waiting for {what}")
+
+    def drained(self) -> bool:
+        return all(self.client(p, "analyst").get("/outbox").json()["pending"] == 0 for p in self.nodes)
+
+    def delivered(self) -> int:
+        total = 0
+        for party in self.nodes:
+            analyst = self.client(party, "analyst")
+            after = 0
+            while True:
+                page = analyst.get("/items", after=after, limit=1000).json()
+                total += sum(1 for i in page["items"] if i["direction"] == "in")
+                if not page["items"]:
+                    break
+                after = page["next"]
+        return total
+
+
+def run(
+    root: Path,
+    agreement_file: Path,
+    console: Console,
+    headless: bool = False,
+    suspension: bool = True,
+    items_per_side: int = 200,
+    flash_count: int = 20,
+    keep_running: bool = True,
+) -> dict[str, Any]:
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    agreement = terms_only(agreement_file, root / "agreement-terms.toml")
+    nodes = provision_pair(root, agreement, demo=True)
+    procs = [NodeProcess(p.config, p.user_url, p.root / "node.log") for p in nodes.values()]
+    story = Story(console, headless, suspension, nodes)
+    watcher = FlashWatcher(nodes["KOR"].user_url, nodes["KOR"].tokens["duty_officer"])
+    try:
+        for proc in procs:
+            proc.start()
+        story.say(
+            f"[bold]gsomia demo[/bold]: KOR and JPN nodes on loopback, mutual TLS between them, state under {root}/"
+        )
+        story.set_clock(kst("2019-08-01T09:00"))
+        story.say(f"  agreement in force: KOR {story.state('KOR')}, JPN {story.state('JPN')}")
+        a, _ = story.share("KOR", "JPN", "군사II급비밀", items_per_side, "KOR report: KN-23 launch preparations")
+        b, _ = story.share("JPN", "KOR", "秘", items_per_side, "JPN report: radar track summary")
+        story.say(
+            f"  routine sharing: KOR→JPN {a} items (군사II급비밀, shown at JPN as 極秘), JPN→KOR {b} items (秘 → 군사III급비밀)"
+        )
+        watcher.start()
+        watcher.ready.wait(10)
+        story.flash(watcher, flash_count)
+        p50, p99 = _percentiles(story.flash_ms)
+        story.say(f"  {flash_count} flash reports JPN→KOR over SSE: p50 {p50:.1f} ms, p99 {p99:.1f} ms (R17)")
+
+        story.set_clock(kst("2019-08-23T10:00"))
+        story.note("KOR", "termination_notice", ref="note verbale: KOR will not extend GSOMIA")
+        story.set_clock(kst("2019-11-22T18:00"))
+        if suspension:
+            story.note(
+                "KOR",
+                "suspend_notice",
+                conditions=[
+                    "KOR–JPN export-control talks resume",
+                    "KOR's WTO complaint against JPN's export controls is withdrawn",
+                ],
+                ref="conditional suspension, six hours before expiry",
+            )
+        else:
+            story.say("  (counterfactual: no suspension)")
+        story.set_clock(kst("2019-11-23T00:00:05"))
+        story.say(f"  midnight has passed: KOR {story.state('KOR')}, JPN {story.state('JPN')}")
+        before = len(story.provided_before_end)
+        a, ra = story.share("KOR", "JPN", "군사II급비밀", 20, "KOR report after midnight")
+        b, rb = story.share("JPN", "KOR", "極秘", 20, "JPN report after midnight")
+        story.refused_after_termination = ra + rb
+        if suspension:
+            story.say(f"  the pact holds: {a + b} more items shared after midnight")
+        else:
+            story.say(f"  the pact has ended: {ra + rb} provisions refused (R14)")
+            old = story.provided_before_end[:before][0]
+            r = story.client("JPN", "analyst").get(f"/items/{old}")
+            verdict = r.json()["decision"]["reasons"][-1]["text"] if r.status_code == 200 else r.text
+            story.say(
+                f"  an item provided before still reads at JPN for a cleared analyst: {r.status_code} ({verdict})"
+            )
+        story.wait_until(story.drained, "the outboxes to drain", timeout=60)
+        result = {
+            "sent": story.sent,
+            "delivered": story.delivered(),
+            "flash": {"count": len(story.flash_ms), "p50_ms": round(p50, 2), "p99_ms": round(p99, 2)},
+            "state_at_end": story.state("KOR"),
+            "refused_after_termination": story.refused_after_termination,
+        }
+        story.say(f"\n  sent {result['sent']}, delivered {result['delivered']}, agreement {result['state_at_end']}")
+        if keep_running and not headless:
+            for party, p in nodes.items():
+                story.say(f"  {party}: {p.user_url} (tokens in {p.root / 'tokens.json'})")
+            story.say("  the nodes stay up; Ctrl-C to stop")
+            try:
+                while all(proc.proc and proc.proc.poll() is None for proc in procs):
+                    time.sleep(0.5)
+            except KeyboardInterrupt:
+                pass
+        return result
+    finally:
+        watcher.stop.set()
+        for proc in procs:
+            proc.stop()
+
+
+def _percentiles(values: list[float]) -> tuple[float, float]:
+    if not values:
+        return 0.0, 0.0
+    ordered = sorted(values)
+    p50 = statistics.median(ordered)
+    p99 = ordered[min(len(ordered) - 1, max(0, round(0.99 * len(ordered)) - 1))]
+    return p50, p99

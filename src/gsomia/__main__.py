@@ -1,0 +1,5 @@
+"""``python -m gsomia``: the same as the ``gsomia`` command."""
+
+from gsomia.cli import main
+
+main()
