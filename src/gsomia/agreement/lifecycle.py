@@ -122,7 +122,6 @@ def term_at(agreement: Agreement, at: datetime) -> tuple[datetime, datetime | No
     if agreement.term is None:
         return bounds[0], None
     k = max(bisect_right(bounds, at) - 1, 0)
-    k = max(k - (at == bounds[k]), 0)
     if k + 1 >= len(bounds):
         raise InvalidInput(f"{at.isoformat()} is beyond the last term gsomia computes")
     return bounds[k], bounds[k + 1]
