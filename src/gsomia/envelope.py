@@ -66,6 +66,7 @@ _SEGMENT_HEAD = struct.Struct(">BI")
 _WRAP_INFO = b"gsomia/envelope/v1/wrap\x00"
 _AAD = b"gsomia/envelope/v1/segment\x00"
 _SIGNED = b"gsomia/envelope/v1/batch-root\x00"
+_MAX_BATCH = 1 << 32
 _LEAF = b"gsomia/envelope/v1/leaf\x00"
 _EPOCH_INFO = b"gsomia/envelope/v1/epoch\x00"
 _MLDSA_CONTEXT = b"gsomia/envelope/v1"
@@ -285,7 +286,11 @@ class Sealer:
         aead = AESGCM(data_key)
         prefix = _aad_prefix(header_bytes, label_bytes)
         tags = hashlib.sha256()
-        current, following = bytearray(segment_size), bytearray(segment_size)
+        size = segment_size
+        if isinstance(src, io.BytesIO):  # in memory: a small item needs no full-size (zeroed) buffers
+            with src.getbuffer() as held:
+                size = max(0, min(segment_size, len(held) - src.tell()))
+        current, following = bytearray(size), bytearray(size)
         n = _fill(src, current)
         index = total = 0
         while True:
@@ -303,8 +308,8 @@ class Sealer:
         leaf = merkle.leaf_hash(_leaf_data(header_bytes, label_bytes, keyblock, index, tags.digest()))
         return leaf, total
 
-    def _signatures(self, root: bytes) -> dict[str, str]:
-        message = _SIGNED + root
+    def _signatures(self, size: int, root: bytes) -> dict[str, str]:
+        message = _signed_message(size, root)
         sigs = {"ed25519": _b64(self.originator.ed25519.sign(message))}
         if self.agreement.suite == "pq-hybrid":
             assert self.originator.mldsa is not None
@@ -321,7 +326,7 @@ class Sealer:
     ) -> int:
         """Seal ``src`` into ``dst`` in constant memory; returns the payload size."""
         leaf, total = self._body(src, dst, label, recipients, segment_size)
-        dst.write(_trailer(1, 0, [], self._signatures(leaf)))
+        dst.write(_trailer(1, 0, [], self._signatures(1, leaf)))
         return total
 
     def seal(
@@ -347,10 +352,17 @@ class Sealer:
             leaves.append(leaf)
         if not leaves:
             return []
-        sigs = self._signatures(merkle.root(leaves))
         size = len(leaves)
+        sigs = self._signatures(size, merkle.root(leaves))
         paths = merkle.inclusion_paths(leaves)
         return [body + _trailer(size, i, paths[i], sigs) for i, body in enumerate(bodies)]
+
+
+def _signed_message(size: int, root: bytes) -> bytes:
+    # The batch size is signed with the root: an RFC 9162 path alone fits several
+    # (index, size) pairs (index 1 of 2 and index 2 of 3 compute the same root), and
+    # the trailer that carries them is not otherwise signed.
+    return _SIGNED + size.to_bytes(8, "big") + root
 
 
 def _leaf_data(header: bytes, label: bytes, keyblock: bytes, count: int, tag_digest: bytes) -> bytes:
@@ -487,14 +499,14 @@ class Opener:
         aead = self._epochs[blob] = AESGCM(key)
         return aead
 
-    def _verify_root(self, signer: PublicKeys, root: bytes, trailer: dict[str, Any]) -> None:
+    def _verify_root(self, signer: PublicKeys, size: int, root: bytes, trailer: dict[str, Any]) -> None:
         pq = self.agreement.suite == "pq-hybrid"
         ed = trailer.get("ed25519")
         ml = trailer.get("mldsa65", "")
-        key = (signer.kid, root, str(ed), str(ml))
+        message = _signed_message(size, root)
+        key = (signer.kid, message, str(ed), str(ml))
         if key in self._roots:
             return
-        message = _SIGNED + root
         try:
             signer.ed25519.verify(_unb64(ed, "signature"), message)
             if pq:
@@ -553,7 +565,7 @@ class Opener:
         prefix = _aad_prefix(header_bytes, label_bytes)
         tags = hashlib.sha256()
         segment_size = header["segment_size"]
-        view = memoryview(bytearray(segment_size + TAG))
+        view = memoryview(bytearray(0))  # sized by the first segment: small items need no full-size buffer
         index = total = 0
         while True:
             flag, length = _SEGMENT_HEAD.unpack(_read_exact(src, _SEGMENT_HEAD.size, f"segment {index} header"))
@@ -561,6 +573,8 @@ class Opener:
                 raise Tampered(f"segment {index} has a malformed header")
             if flag == MORE and length != segment_size + TAG:
                 raise Tampered(f"segment {index} is not a full segment but is not marked final")
+            if len(view) < length:
+                view = memoryview(bytearray(length))
             if _fill_view(src, view[:length]) != length:
                 raise Tampered(f"truncated in segment {index}")
             try:
@@ -590,11 +604,13 @@ class Opener:
         size, position = batch["size"], batch["index"]
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in (size, position)) or len(batch["path"]) > 64:
             raise Tampered("the trailer's batch proof is malformed")
+        if not 1 <= size < _MAX_BATCH:
+            raise Tampered("the trailer's batch size is out of range")
         leaf = merkle.leaf_hash(_leaf_data(header_bytes, label_bytes, keyblock, index, tags.digest()))
         root = merkle.root_from_path(leaf, position, size, [_unb64(p, "proof") for p in batch["path"]])
         if root is None:
             raise Tampered("the batch inclusion proof does not fit its size and index")
-        self._verify_root(signer, root, trailer)
+        self._verify_root(signer, size, root, trailer)
         return Opened(label, signer, total)
 
     def open(self, data: bytes) -> tuple[Label, bytes]:
