@@ -282,9 +282,5 @@ def test_generator_mostly_produces_valid_histories() -> None:
     assert sum(len(notes) >= 3 for notes in valid) >= 0.2 * len(seen)
     # The valid histories exercise every note type and every state.
     assert {n.type for notes in valid for n in notes} == set(NoteType)
-    states = {
-        status(REAL.with_notes(notes), at).state
-        for notes in valid
-        for at in [*(n.at for n in notes), END]
-    }
+    states = {status(REAL.with_notes(notes), at).state for notes in valid for at in [*(n.at for n in notes), END]}
     assert states >= {State.IN_FORCE, State.TERMINATION_PENDING, State.TERMINATION_SUSPENDED, State.TERMINATED}
