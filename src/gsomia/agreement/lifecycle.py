@@ -247,6 +247,7 @@ def status(agreement: Agreement, at: datetime, reading: str | None = None) -> St
     """
     if at.tzinfo is None:
         raise InvalidInput("an instant must carry a UTC offset")
+    at = at.astimezone(UTC)  # like with like: comparing across offsets costs more than the search
     effect = resolve_reading(agreement, reading)
     history = compile_history(agreement, effect)
     i = bisect_right(history.starts, at) - 1
