@@ -348,14 +348,15 @@ class Node:
             with self.engine.begin() as conn:
                 # Insert-or-ignore: a redelivery (or a race between two senders' workers) stores nothing twice.
                 stmt = _insert_ignore(self.engine, t.items, ["item_id"]).returning(t.items.c.item_id)
-                fresh = set(conn.execute(stmt, rows).scalars())
+                returned = set(conn.execute(stmt, rows).scalars())
+                fresh = [lbl.item_id for lbl, _ in accepted if lbl.item_id in returned]  # delivery order
                 if fresh:
                     conn.execute(
                         insert(t.audit),
-                        [_audit_row(now, "receipt", peer, i, {"from": peer, "lane": lane}) for i in sorted(fresh)],
+                        [_audit_row(now, "receipt", peer, i, {"from": peer, "lane": lane}) for i in fresh],
                     )
                     if lane == "flash":
-                        conn.execute(insert(t.alerts), [_alert_row(i, peer, "in", now) for i in sorted(fresh)])
+                        conn.execute(insert(t.alerts), [_alert_row(i, peer, "in", now) for i in fresh])
             received = [lbl.item_id for lbl, _ in accepted]  # repeats are acknowledged again
         return {"node": self.party, "received": received, "refused": refused, "at": now.isoformat()}
 
@@ -475,7 +476,8 @@ class Node:
                 t.outbox.c.peer == peer,
                 t.outbox.c.lane == lane,
                 t.outbox.c.delivered_at.is_(None),
-                or_(t.outbox.c.next_attempt_at.is_(None), t.outbox.c.next_attempt_at <= now),
+                # No per-row "not before": skipping a row that is backing off would let a later
+                # one overtake it. The worker backs off as a whole, so order holds.
                 or_(t.outbox.c.claimed_until.is_(None), t.outbox.c.claimed_until < now),
             )
             .order_by(t.outbox.c.seq)

@@ -1,0 +1,146 @@
+"""Two real nodes over real HTTP (mutual TLS between them), on SQLite or PostgreSQL.
+
+Imported by the integration tests. PostgreSQL comes from ``GSOMIA_TEST_PG``
+(default: the local server, trust auth); each pair gets two fresh databases.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import create_engine, text
+
+from gsomia.demo import terms_only
+from gsomia.node.process import NodeProcess
+from gsomia.node.provision import Provisioned, provision_pair
+
+ROOT = Path(__file__).resolve().parents[1]
+AGREEMENT = ROOT / "agreements" / "jp-kr-gsomia-2016.toml"
+PG_ADMIN = os.environ.get("GSOMIA_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def pg_url(name: str) -> str:
+    return PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+
+
+@contextmanager
+def pg_databases(count: int) -> Iterator[list[str]]:
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    names = [f"gsomia_t_{uuid.uuid4().hex[:10]}" for _ in range(count)]
+    try:
+        with admin.connect() as conn:
+            for name in names:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+        yield [pg_url(n) for n in names]
+    finally:
+        with admin.connect() as conn:
+            for name in names:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@dataclass
+class User:
+    base: str
+    token: str
+
+    def __post_init__(self) -> None:
+        self.http = httpx.Client(base_url=self.base, headers={"Authorization": f"Bearer {self.token}"}, timeout=30)
+
+    def post(self, path: str, body: Any) -> httpx.Response:
+        return self.http.post(path, json=body)
+
+    def get(self, path: str, **params: Any) -> httpx.Response:
+        return self.http.get(path, params=params)
+
+
+@dataclass
+class Pair:
+    nodes: dict[str, Provisioned]
+    procs: dict[str, NodeProcess]
+
+    def user(self, party: str, role: str) -> User:
+        return User(self.nodes[party].user_url, self.nodes[party].tokens[role])
+
+    def share(self, frm: str, to: str, classification: str, n: int, batch: int = 100, **extra: Any) -> list[str]:
+        ids: list[str] = []
+        analyst = self.user(frm, "analyst")
+        for start in range(0, n, batch):
+            body = {
+                "items": [
+                    {
+                        "to": to,
+                        "classification": classification,
+                        "text": f"item {start + i}",
+                        "purposes": ["nk-missile"],
+                        **extra,
+                    }
+                    for i in range(min(batch, n - start))
+                ]
+            }
+            r = analyst.post("/items", body)
+            assert r.status_code == 201, r.text
+            ids.extend(i["item_id"] for i in r.json()["items"])
+        return ids
+
+    def received(self, party: str) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        after = 0
+        reader = self.user(party, "analyst")
+        while True:
+            page = reader.get("/items", after=after, limit=1000).json()
+            if not page["items"]:
+                return [r for r in rows if r["direction"] == "in"]
+            rows.extend(page["items"])
+            after = page["next"]
+
+    def pending(self, party: str) -> int:
+        return int(self.user(party, "analyst").get("/outbox").json()["pending"])
+
+    def wait(self, check: Any, what: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if check():
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    def set_clock(self, at: str) -> None:
+        for party in self.nodes:
+            r = self.user(party, "security_authority").post("/demo/clock", {"at": at})
+            assert r.status_code == 200, r.text
+
+
+@contextmanager
+def node_pair(tmp: Path, backend: str, demo: bool = False) -> Iterator[Pair]:
+    agreement = terms_only(AGREEMENT, tmp / "agreement-terms.toml")
+    with _databases(backend) as urls:
+        nodes = provision_pair(tmp, agreement, database_urls=urls, demo=demo)
+        procs = {p: NodeProcess(n.config, n.user_url, n.root / "node.log") for p, n in nodes.items()}
+        try:
+            for proc in procs.values():
+                proc.start()
+            yield Pair(nodes, procs)
+        finally:
+            for proc in procs.values():
+                proc.stop()
+
+
+@contextmanager
+def _databases(backend: str) -> Iterator[dict[str, str] | None]:
+    if backend == "sqlite":
+        yield None
+        return
+    with pg_databases(2) as urls:
+        yield {"KOR": urls[0], "JPN": urls[1]}
