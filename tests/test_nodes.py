@@ -231,3 +231,15 @@ def test_peer_api_needs_a_client_certificate_and_a_signature(pair: Pair) -> None
     assert r.status_code == 401
     assert r.headers["content-type"].startswith("application/problem+json")
     assert pair.received("JPN") == []
+
+
+def test_listing_shows_only_what_the_user_may_read_but_the_inventory_shows_all(pair: Pair) -> None:
+    [open_item] = pair.share("KOR", "JPN", "군사II급비밀", 1)
+    [nuclear] = pair.share("KOR", "JPN", "군사II급비밀", 1, purposes=["nk-nuclear"])
+    pair.wait(lambda: pair.pending("KOR") == 0, "delivery")
+    duty = pair.user("JPN", "duty_officer")  # need-to-know: nk-missile and flash, not nk-nuclear
+    seen = [i["item_id"] for i in duty.get("/items").json()["items"]]
+    assert seen == [open_item]
+    inventory = [i["item_id"] for i in pair.user("JPN", "auditor").get("/items").json()["items"]]
+    assert inventory == [open_item, nuclear]
+    assert pair.user("JPN", "auditor").get(f"/items/{nuclear}").status_code == 403  # no content for the auditor

@@ -217,12 +217,12 @@ class Story:
     def delivered(self) -> int:
         total = 0
         for party in self.nodes:
-            analyst = self.client(party, "analyst")
+            auditor = self.client(party, "auditor")  # the inventory (R8): every item, no content
             after = 0
             while True:
-                page = analyst.get("/items", after=after, limit=1000).json()
+                page = auditor.get("/items", after=after, limit=1000).json()
                 total += sum(1 for i in page["items"] if i["direction"] == "in")
-                if not page["items"]:
+                if page["next"] == after:
                     break
                 after = page["next"]
         return total

@@ -173,8 +173,8 @@ def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
     async def list_items(
         who: Who, after: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=1000)] = 100
     ) -> dict[str, Any]:
-        rows = await call(node.list_items, who, after, limit)
-        return {"items": rows, "next": rows[-1]["seq"] if rows else after}
+        rows, cursor = await call(node.list_items, who, after, limit)
+        return {"items": rows, "next": cursor}
 
     @app.get("/items/{item_id}")
     async def read_item(item_id: str, who: Who, purpose: str | None = None) -> dict[str, Any]:

@@ -362,7 +362,8 @@ class Node:
 
     # --- reading -------------------------------------------------------------------------
 
-    def list_items(self, subject: policy.Subject, after: int, limit: int) -> list[dict[str, Any]]:
+    def list_items(self, subject: policy.Subject, after: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+        """A page of the items after ``after`` this subject may know of, and the next cursor."""
         with self.engine.connect() as conn:
             rows = (
                 conn.execute(
@@ -382,9 +383,17 @@ class Node:
                 .all()
             )
         out = []
+        now = self.clock.now()
+        # R8: the security authority and auditors keep the inventory and see every entry (never
+        # the content); anyone else sees only the items the access decision lets them read.
+        inventory = subject.role in (policy.Role.SECURITY_AUTHORITY, policy.Role.AUDITOR)
         for r in rows:
             label = Label.from_bytes(r["label"].encode("utf-8"))
             agreement = self.agreement(r["peer"])
+            if not inventory:
+                status = lifecycle.status(agreement, now)
+                if not policy.decide(agreement, subject, policy.Action.READ, label, status, (), now).permit:
+                    continue
             out.append(
                 {
                     "seq": r["seq"],
@@ -398,7 +407,7 @@ class Node:
                     "created_at": label.created_at.isoformat(),
                 }
             )
-        return out
+        return out, (rows[-1]["seq"] if rows else after)
 
     def read_item(self, subject: policy.Subject, item_id: str, purpose: str | None = None) -> dict[str, Any]:
         with self.engine.connect() as conn:
