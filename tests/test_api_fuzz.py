@@ -1,0 +1,132 @@
+"""Bad input on the user and peer APIs: never a 500, always problem+json, nothing stored.
+
+The apps run in process (Starlette's TestClient) over a provisioned node on SQLite,
+so hypothesis can send thousands of bodies quickly; the integration tests cover the
+same apps over real sockets.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import func, select
+
+from gsomia.demo import terms_only
+from gsomia.node import config as node_config
+from gsomia.node import peer
+from gsomia.node.app import Broker, create_peer_app, create_user_app
+from gsomia.node.clock import SystemClock
+from gsomia.node.delivery import Delivery
+from gsomia.node.provision import provision_pair
+from gsomia.node.service import Node
+from gsomia.store import schema as t
+from gsomia.store.db import open_database
+from nodes import AGREEMENT
+
+
+@pytest.fixture(scope="module")
+def apps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    root = tmp_path_factory.mktemp("fuzz")
+    nodes = provision_pair(root, terms_only(AGREEMENT, root / "terms.toml"))
+    kor_cfg = node_config.load(nodes["KOR"].config)
+    jpn_cfg = node_config.load(nodes["JPN"].config)
+    node = Node(kor_cfg, open_database(kor_cfg.database_url), SystemClock())
+    broker = Broker()
+    user = TestClient(create_user_app(node, Delivery(node), broker), raise_server_exceptions=False)
+    peer_app = TestClient(create_peer_app(node, broker), raise_server_exceptions=False)
+    yield {"node": node, "user": user, "peer": peer_app, "tokens": nodes["KOR"].tokens, "jpn_key": jpn_cfg.key}
+    node.engine.dispose()
+
+
+def stored(node: Node) -> tuple[int, int, int]:
+    with node.engine.connect() as c:
+        return tuple(
+            int(c.execute(select(func.count()).select_from(tbl)).scalar_one()) for tbl in (t.items, t.outbox, t.notes)
+        )  # type: ignore[return-value]
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=12,
+)
+item_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "to": st.sampled_from(["JPN", "KOR", "USA", "", "jpn"]) | st.text(max_size=4),
+        "classification": st.sampled_from(["군사II급비밀", "군사I급비밀", "대외비", "SECRET", ""])
+        | st.text(max_size=8),
+        "text": st.text(max_size=30) | st.integers(),
+        "payload_b64": st.sampled_from(["eA==", "!!", ""]) | st.text(max_size=8),
+        "purposes": st.lists(st.text(max_size=8), max_size=3) | st.text(max_size=3),
+        "bogus": json_values,
+    },
+)
+
+
+def assert_problem(response: Any) -> None:
+    assert response.status_code < 500, response.text
+    if response.status_code >= 400:
+        assert response.headers["content-type"].startswith("application/problem+json")
+        body = response.json()
+        assert {"type", "title", "status", "detail"} <= set(body)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    path=st.sampled_from(["/items", "/alerts", "/notes", "/demo/clock"]),
+    body=json_values | st.fixed_dictionaries({"items": st.lists(item_like, max_size=3)}),
+)
+def test_user_api_never_fails_on_bad_bodies(apps: dict[str, Any], path: str, body: Any) -> None:
+    before = stored(apps["node"])
+    token = apps["tokens"]["auditor"]  # may not provide, send alerts or record notes
+    response = apps["user"].post(path, json=body, headers={"Authorization": f"Bearer {token}"})
+    assert_problem(response)
+    assert response.status_code >= 400
+    assert stored(apps["node"]) == before
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(items=st.lists(item_like, min_size=1, max_size=3))
+def test_analyst_bad_items_are_refused_whole(apps: dict[str, Any], items: list[dict[str, Any]]) -> None:
+    before = stored(apps["node"])
+    response = apps["user"].post(
+        "/items", json={"items": items}, headers={"Authorization": f"Bearer {apps['tokens']['analyst']}"}
+    )
+    assert_problem(response)
+    if response.status_code != 201:
+        assert stored(apps["node"]) == before  # all or nothing
+    else:
+        assert stored(apps["node"])[0] == before[0] + len(items)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    path=st.sampled_from(["/peer/items", "/peer/notes"]),
+    body=json_values | st.binary(max_size=64).map(lambda b: b.hex()),
+)
+def test_peer_api_never_fails_on_signed_garbage(apps: dict[str, Any], path: str, body: Any) -> None:
+    before = stored(apps["node"])
+    raw = json.dumps(body).encode()
+    headers = peer.sign_request(apps["jpn_key"], "POST", path, raw)
+    response = apps["peer"].post(path, content=raw, headers=headers)
+    assert_problem(response)
+    if response.status_code == 200:  # e.g. an empty list of envelopes: acknowledged, nothing stored
+        assert response.json()["receipt"]["received"] == []
+    assert stored(apps["node"]) == before
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raw=st.binary(max_size=80), party=st.sampled_from(["JPN", "KOR", "USA", ""]))
+def test_peer_api_refuses_unsigned_requests(apps: dict[str, Any], raw: bytes, party: str) -> None:
+    before = stored(apps["node"])
+    response = apps["peer"].post("/peer/items", content=raw, headers={"X-Gsomia-Party": party})
+    assert_problem(response)
+    assert response.status_code in (401, 403)
+    assert stored(apps["node"]) == before
