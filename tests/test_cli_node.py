@@ -1,0 +1,125 @@
+"""The node's command line: users, node configuration errors, and the demo end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gsomia.demo import terms_only
+from gsomia.node import config as node_config
+from gsomia.node.clock import SystemClock
+from gsomia.node.provision import provision_pair
+from gsomia.node.service import Node
+from gsomia.store.db import open_database
+from nodes import AGREEMENT
+
+GSOMIA = str(Path(sys.executable).parent / "gsomia")
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([GSOMIA, *args], capture_output=True, text=True, timeout=300, cwd=cwd, check=False)
+
+
+@pytest.fixture
+def kor_config(tmp_path: Path) -> Path:
+    return provision_pair(tmp_path, terms_only(AGREEMENT, tmp_path / "terms.toml"))["KOR"].config
+
+
+def test_user_add_list_revoke(kor_config: Path) -> None:
+    added = run(
+        "user",
+        "add",
+        "--config",
+        str(kor_config),
+        "park.analyst",
+        "--role",
+        "analyst",
+        "--clearance",
+        "군사II급비밀",
+        "--need-to-know",
+        "nk-missile",
+    )
+    assert added.returncode == 0, added.stderr
+    token = added.stdout.strip().splitlines()[-1]
+    assert token.startswith("gsk_")
+    cfg = node_config.load(kor_config)
+    node = Node(cfg, open_database(cfg.database_url), SystemClock())
+    subject = node.authenticate(token)
+    assert subject is not None
+    assert (subject.id, subject.role.value, subject.clearance) == ("park.analyst", "analyst", "군사II급비밀")
+    listed = json.loads(run("user", "list", "--config", str(kor_config), "--json").stdout)
+    assert "park.analyst" in {u["user_id"] for u in listed}
+    assert token not in json.dumps(listed)  # only a hash is stored
+    assert run("user", "revoke", "--config", str(kor_config), "park.analyst").returncode == 0
+    assert node.authenticate(token) is None
+    again = run("user", "revoke", "--config", str(kor_config), "park.analyst")
+    assert again.returncode == 2
+    assert again.stderr.count("\n") == 1
+    node.engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("user", "add", "--config", "{cfg}", "dup", "--role", "wizard"), "role 'wizard'"),
+        (("user", "add", "--config", "{cfg}", "kor.analyst", "--role", "analyst"), "already exists"),
+        (("user", "list", "--config", "{missing}"), "no such node configuration"),
+    ],
+)
+def test_user_errors_are_one_line(kor_config: Path, args: tuple[str, ...], needle: str) -> None:
+    filled = [a.format(cfg=kor_config, missing=kor_config.parent / "nope.toml") for a in args]
+    r = run(*filled)
+    assert r.returncode == 2
+    assert needle in r.stderr
+    assert "Traceback" not in r.stderr
+    assert r.stderr.count("\n") == 1
+
+
+def test_bad_node_configuration_names_the_key(kor_config: Path) -> None:
+    bad = kor_config.parent / "bad.toml"
+    bad.write_text(kor_config.read_text().replace('listen = "127.0.0.1:', 'listen = "127.0.0.1:x'))
+    r = run("node", "serve", "--config", str(bad))
+    assert r.returncode == 2
+    assert "listen" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("suspension", [True, False])
+def test_demo_headless_json(tmp_path: Path, suspension: bool) -> None:
+    args = [
+        "demo",
+        "--headless",
+        "--json",
+        "--items",
+        "30",
+        "--flash",
+        "3",
+        "--root",
+        str(tmp_path / ".demo"),
+        "--agreement",
+        str(AGREEMENT),
+    ]
+    if not suspension:
+        args.append("--no-suspension")
+    r = run(*args)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert set(result) == {"sent", "delivered", "flash", "state_at_end", "refused_after_termination"}
+    assert result["sent"] == result["delivered"]
+    assert result["flash"]["count"] == 3
+    assert 0 < result["flash"]["p50_ms"] <= result["flash"]["p99_ms"]
+    if suspension:
+        assert result["state_at_end"] == "termination_suspended"
+        assert result["refused_after_termination"] == 0
+        assert result["sent"] == 30 * 2 + 3 + 20 * 2
+    else:
+        assert result["state_at_end"] == "terminated"
+        assert result["refused_after_termination"] == 40
+        assert result["sent"] == 30 * 2 + 3
+    tokens = json.loads((tmp_path / ".demo" / "KOR" / "tokens.json").read_text())
+    assert set(tokens) == {"analyst", "duty_officer", "security_authority", "auditor"}
+    assert (tmp_path / ".demo" / "JPN" / "node.toml").exists()
