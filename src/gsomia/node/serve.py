@@ -56,6 +56,7 @@ async def serve(config: NodeConfig) -> None:
             ssl_keyfile=str(config.tls_key),
             ssl_ca_certs=str(peer_ca_bundle(config)),
             ssl_cert_reqs=ssl.CERT_REQUIRED,
+            timeout_graceful_shutdown=3,  # the partner's idle keep-alive TLS connections never answer close_notify
         )
     )
     await delivery.start()
