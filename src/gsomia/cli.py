@@ -71,12 +71,20 @@ def agreement_status(
     """The agreement's status at an instant."""
     agreement = terms.load(file)
     instant = parse_instant(at) if at else datetime.now().astimezone()
+    _reading(agreement, reading)
     status = lifecycle.status(agreement, instant, reading)
     data = lifecycle.as_json(agreement, status)
     if as_json:
         print(json.dumps(data, ensure_ascii=False, indent=2))
         return
     show_status(agreement, instant, data)
+
+
+def _reading(agreement: terms.Agreement, reading: str | None) -> None:
+    try:
+        lifecycle.resolve_reading(agreement, reading)
+    except InvalidInput as exc:
+        raise InvalidInput(f"--reading: {exc}") from None
 
 
 def show_status(agreement: terms.Agreement, instant: datetime, data: dict[str, Any]) -> None:
@@ -108,6 +116,7 @@ def agreement_timeline(
 ) -> None:
     """Terms, deadlines, notes and each change of state, in order."""
     agreement = terms.load(file)
+    _reading(agreement, reading)
     events = lifecycle.timeline(agreement, reading, parse_instant(until, "--until") if until else None)
     if as_json:
         rows = [
@@ -324,8 +333,8 @@ def _read_json(path: Path, what: str) -> Any:
 
     try:
         return json.loads(read_bytes(path, what).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidInput(f"{path}: the {what} is not valid JSON ({exc})") from None
+    except (ValueError, RecursionError) as exc:  # bad UTF-8, bad JSON, over-long numbers, deep nesting
+        raise InvalidInput(f"{path}: the {what} is not valid JSON ({str(exc)[:120]})") from None
 
 
 @policy_app.command("explain")
@@ -349,7 +358,10 @@ def policy_explain(
 
     agreement = terms.load(agreement_file)
     subject = policy.subject_from_dict(_read_json(subject_file, "subject"))
-    item = label.Label.from_dict(_read_json(label_file, "label"))
+    try:
+        item = label.Label.from_dict(_read_json(label_file, "label"))
+    except (ValueError, OverflowError, RecursionError) as exc:  # dates out of range and the like
+        raise InvalidInput(f"{label_file}: not a valid label ({exc})") from None
     consents = [policy.consent_from_dict(_read_json(p, "consent")) for p in consent or ()]
     if action not in {a.value for a in policy.Action}:
         raise InvalidInput(f"--action: {action!r} is not one of {', '.join(a.value for a in policy.Action)}")

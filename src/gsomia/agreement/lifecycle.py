@@ -292,17 +292,18 @@ def timeline(agreement: Agreement, reading: str | None = None, until: datetime |
     effect = resolve_reading(agreement, reading)
     history = compile_history(agreement, effect)
     last = max([agreement.entry_into_force, *(n.at for n in agreement.notes)])
+    terminated_at = next((s.start for s in history.segments if s.terminated), None)
     if until is None:
         _, end = term_at(agreement, last)
         until = last if end is None else (term_at(agreement, end)[1] or end)
+        if terminated_at is not None:
+            until = max(until, terminated_at)
     events = [Event(agreement.entry_into_force, "entry_into_force", "in force", State.IN_FORCE)]
-    terminated_at = next((s.start for s in history.segments if s.terminated), None)
     stop = min(until, terminated_at) if terminated_at else until
     if agreement.term is not None:
         for bound in _bounds(agreement, stop)[1:]:
-            if bound >= stop and bound != terminated_at:
-                break
-            if bound == terminated_at:
+            # A renewal at exactly ``until`` is shown, like a note at that instant.
+            if bound > stop or bound == terminated_at:
                 break
             deadline = notice_deadline(agreement, term_at(agreement, bound)[1] or bound)
             detail = f"renewed; notice deadline {agreement.local(deadline):%Y-%m-%d %H:%M}"
@@ -319,7 +320,7 @@ def timeline(agreement: Agreement, reading: str | None = None, until: datetime |
             events.append(Event(seg.start, "terminated", detail, State.TERMINATED))
     order = {"entry_into_force": 0, "renewal": 1, "terminated": 3}
     events.sort(key=lambda e: (e.at, order.get(e.kind, 2)))
-    return [e for e in events if e.at <= until or e.kind == "terminated"]
+    return [e for e in events if e.at <= until]
 
 
 def resolve_reading(agreement: Agreement, reading: str | None) -> ResumeEffect:
