@@ -19,7 +19,7 @@ import httpx
 from sqlalchemy import create_engine, text
 
 from gsomia.demo import terms_only
-from gsomia.node.process import NodeProcess
+from gsomia.node.process import NodeProcess, stop_all
 from gsomia.node.provision import Provisioned, provision_pair
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,8 +133,7 @@ def node_pair(tmp: Path, backend: str, demo: bool = False) -> Iterator[Pair]:
                 proc.start()
             yield Pair(nodes, procs)
         finally:
-            for proc in procs.values():
-                proc.stop()
+            stop_all(list(procs.values()))
 
 
 @contextmanager

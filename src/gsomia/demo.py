@@ -30,7 +30,7 @@ import httpx
 from rich.console import Console
 
 from gsomia.agreement import terms
-from gsomia.node.process import NodeProcess
+from gsomia.node.process import NodeProcess, stop_all
 from gsomia.node.provision import Provisioned, provision_pair
 
 KST = timezone(timedelta(hours=9))
@@ -317,8 +317,7 @@ def run(
         return result
     finally:
         watcher.stop.set()
-        for proc in procs:
-            proc.stop()
+        stop_all(procs)
 
 
 def _percentiles(values: list[float]) -> tuple[float, float]:

@@ -52,15 +52,25 @@ class NodeProcess:
             self.proc.wait()
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_all([self])
 
     def __enter__(self) -> NodeProcess:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def stop_all(nodes: list[NodeProcess], timeout: float = 10.0) -> None:
+    """Ask every node to stop at once (SIGINT), then wait; ``kill -9`` what is still up."""
+    running = [n for n in nodes if n.proc and n.proc.poll() is None]
+    for n in running:
+        assert n.proc is not None
+        n.proc.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + timeout
+    for n in running:
+        assert n.proc is not None
+        try:
+            n.proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            n.kill()

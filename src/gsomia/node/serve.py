@@ -42,6 +42,7 @@ async def serve(config: NodeConfig) -> None:
             log_level="warning",
             access_log=False,
             lifespan="off",
+            timeout_graceful_shutdown=3,  # open SSE streams would otherwise hold shutdown forever
         )
     )
     peer = uvicorn.Server(
