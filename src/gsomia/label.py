@@ -92,9 +92,11 @@ class Label:
 
     def _check_shape(self) -> None:
         try:
-            uuid.UUID(self.item_id)
+            canonical = str(uuid.UUID(self.item_id))
         except (ValueError, AttributeError, TypeError):
             raise LabelInvalid(f"label: item_id {self.item_id!r} is not a UUID") from None
+        if self.item_id != canonical:  # one item, one spelling: braces, urn:, upper case and bare hex are refused
+            raise LabelInvalid(f"label: item_id {self.item_id!r} is not in canonical form ({canonical})")
         for code in (self.originator, *self.releasable_to):
             if not isinstance(code, str) or not _PARTY.match(code):
                 raise LabelInvalid(f"label: {code!r} is not an ISO 3166-1 alpha-3 party code")
