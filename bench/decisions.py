@@ -34,6 +34,7 @@ import logging
 import os
 import platform
 import random
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -236,9 +237,9 @@ def cedar_engine(agreement: Agreement, pop: Population, *, batched: bool) -> Cal
 
 
 def casbin_engine(agreement: Agreement, pop: Population, tmp: Path) -> Callable[[], list[bool]]:
-    model = tmp / "decisions_casbin_model.conf"
+    model = tmp / "model.conf"
     model.write_text(CASBIN_MODEL, encoding="utf-8")
-    policy = tmp / "decisions_casbin_policy.csv"
+    policy = tmp / "policy.csv"
     policy.write_text("p, read\n", encoding="utf-8")
     enforcer = casbin.Enforcer(str(model), str(policy))
     logging.getLogger("casbin").setLevel(logging.CRITICAL)  # it logs every request, a warning for each deny
@@ -294,13 +295,14 @@ def main() -> None:
     agreement = load(ROOT / "agreements" / "jp-kr-gsomia-2016.toml")
     pop = population(agreement, args.subjects, args.items, args.requests, args.seed)
 
-    tmp = Path(os.environ.get("TMPDIR", "/tmp"))
+    with tempfile.TemporaryDirectory() as tmp:  # Casbin reads its model and policy from files
+        casbin_run = casbin_engine(agreement, pop, Path(tmp))
     engines = {
         "gsomia policy.decide": gsomia_engine(agreement, pop, status_per_call=False),
         "gsomia decide + lifecycle.status": gsomia_engine(agreement, pop, status_per_call=True),
         "cedarpy is_authorized": cedar_engine(agreement, pop, batched=False),
         "cedarpy is_authorized_batch": cedar_engine(agreement, pop, batched=True),
-        "pycasbin enforce (ABAC)": casbin_engine(agreement, pop, tmp),
+        "pycasbin enforce (ABAC)": casbin_run,
     }
 
     # Equivalence first: every engine decides every request the same way.
