@@ -84,7 +84,9 @@ def _reading(agreement: terms.Agreement, reading: str | None) -> None:
     try:
         lifecycle.resolve_reading(agreement, reading)
     except InvalidInput as exc:
-        raise InvalidInput(f"--reading: {exc}") from None
+        if str(exc).startswith("unknown reading"):
+            raise InvalidInput(f"--reading: {exc}") from None
+        raise
 
 
 def show_status(agreement: terms.Agreement, instant: datetime, data: dict[str, Any]) -> None:

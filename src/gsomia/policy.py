@@ -171,6 +171,8 @@ def _need_to_know(subject: Subject, label: Label, purpose: str | None) -> Reason
         allowed = set(label.purposes) & subject.need_to_know
         if purpose is not None and purpose not in label.purposes:
             return Reason("R5", f"purpose {purpose!r} is not one the provider permitted ({', '.join(label.purposes)})")
+        if purpose is not None and purpose not in subject.need_to_know:
+            return Reason("R7", f"the declared purpose {purpose!r} is not among {subject.id}'s duties")
         if not allowed:
             return Reason("R7", f"no need-to-know for any permitted purpose ({', '.join(label.purposes)})")
     elif not subject.need_to_know and not label.compartments:

@@ -287,7 +287,7 @@ class Event:
 def timeline(agreement: Agreement, reading: str | None = None, until: datetime | None = None) -> list[Event]:
     """Entry into force, every renewal, every note and every change of state, in order.
 
-    Without ``until`` the timeline runs one term past the last note (or to the end).
+    Without ``until`` the timeline runs to the end of the term of the last note (or to the end).
     """
     effect = resolve_reading(agreement, reading)
     history = compile_history(agreement, effect)
@@ -295,7 +295,7 @@ def timeline(agreement: Agreement, reading: str | None = None, until: datetime |
     terminated_at = next((s.start for s in history.segments if s.terminated), None)
     if until is None:
         _, end = term_at(agreement, last)
-        until = last if end is None else (term_at(agreement, end)[1] or end)
+        until = last if end is None else end
         if terminated_at is not None:
             until = max(until, terminated_at)
     events = [Event(agreement.entry_into_force, "entry_into_force", "in force", State.IN_FORCE)]
