@@ -687,3 +687,11 @@ def test_no_marking_for_an_item_outside_the_agreement() -> None:
 )
 def test_narrows(parent: dict[str, Any], child: dict[str, Any], expected: bool) -> None:
     assert narrows(label(**parent), label(item_id=OTHER_ITEM, **child)) is expected
+
+
+def test_a_declared_purpose_must_be_among_the_readers_duties() -> None:
+    item = label(purposes=(PURPOSE, "nk-nuclear"))
+    reader = subject(need_to_know=frozenset({COMPARTMENT, "nk-nuclear"}))
+    permitted(ask(reader, Action.READ, item, purpose="nk-nuclear"), "R7")
+    # Allowed by the provider, but not a duty of this reader: the other duty does not carry it.
+    denied(ask(reader, Action.READ, item, purpose=PURPOSE), "R7", only=True)
