@@ -1,0 +1,249 @@
+"""The tamper-evident ledger: an RFC 9162 Merkle log over stored subtree hashes.
+
+Pure: the log's hashes live wherever the caller keeps them; every function here
+takes a ``get(level, index)`` that returns the hash of the *complete* subtree of
+``2**level`` leaves starting at leaf ``index * 2**level``. Appending leaf ``n``
+creates one node per trailing 1-bit of ``n`` (about two per leaf on average), and
+any root, inclusion proof or consistency proof needs O(log n) stored hashes.
+
+Because the nodes a computation reads do not depend on the hash values, a caller
+can first ``plan`` a computation (collect the keys it will read), fetch them all in
+one query, then run it: one round trip to the database per proof.
+
+Signed tree heads (``TreeHead``) are what nodes exchange: anyone holding the node's
+public key can check a head, an inclusion proof against it, and that a later head
+extends an earlier one (RFC 9162 sections 2.1.3 and 2.1.4).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from gsomia.merkle import EMPTY_ROOT, leaf_hash, node_hash
+
+Get = Callable[[int, int], bytes]
+NodeKey = tuple[int, int]
+_HEAD = b"gsomia/ledger/v1/tree-head\x00"
+
+
+def _largest_power_below(n: int) -> int:
+    """The largest power of two strictly smaller than n (n >= 2)."""
+    return 1 << ((n - 1).bit_length() - 1)
+
+
+def append_nodes(size: int, leaf: bytes, get: Get) -> list[tuple[int, int, bytes]]:
+    """The nodes to store when leaf hash ``leaf`` becomes leaf number ``size``."""
+    nodes = [(0, size, leaf)]
+    level, index, current = 0, size, leaf
+    while index & 1:
+        current = node_hash(get(level, index - 1), current)
+        level, index = level + 1, index >> 1
+        nodes.append((level, index, current))
+    return nodes
+
+
+def append_many(size: int, leaves: Sequence[bytes], get: Get) -> list[tuple[int, int, bytes]]:
+    """``append_nodes`` for a batch, reading new nodes from the batch itself."""
+    fresh: dict[NodeKey, bytes] = {}
+
+    def lookup(level: int, index: int) -> bytes:
+        found = fresh.get((level, index))
+        return found if found is not None else get(level, index)
+
+    out: list[tuple[int, int, bytes]] = []
+    for i, leaf in enumerate(leaves):
+        for node in append_nodes(size + i, leaf, lookup):
+            fresh[(node[0], node[1])] = node[2]
+            out.append(node)
+    return out
+
+
+def subtree_hash(lo: int, hi: int, get: Get) -> bytes:
+    """MTH(D[lo:hi]) for a range that starts on a boundary of its own split (as in RFC 9162)."""
+    n = hi - lo
+    if n <= 0:
+        return EMPTY_ROOT
+    if n & (n - 1) == 0 and lo % n == 0:
+        return get(n.bit_length() - 1, lo // n)
+    k = _largest_power_below(n)
+    return node_hash(subtree_hash(lo, lo + k, get), subtree_hash(lo + k, hi, get))
+
+
+def root(size: int, get: Get) -> bytes:
+    return subtree_hash(0, size, get)
+
+
+def inclusion_proof(index: int, size: int, get: Get) -> list[bytes]:
+    """PATH(index, D[0:size]), leaf side first (RFC 9162 section 2.1.3.1)."""
+    if not 0 <= index < size:
+        raise IndexError(f"leaf {index} is not in a tree of {size}")
+    path: list[bytes] = []
+    lo, hi = 0, size
+    while hi - lo > 1:
+        k = _largest_power_below(hi - lo)
+        if index < lo + k:
+            path.append(subtree_hash(lo + k, hi, get))
+            hi = lo + k
+        else:
+            path.append(subtree_hash(lo, lo + k, get))
+            lo += k
+    path.reverse()
+    return path
+
+
+def consistency_proof(old: int, new: int, get: Get) -> list[bytes]:
+    """PROOF(old, D[0:new]) (RFC 9162 section 2.1.4.1)."""
+    if not 0 <= old <= new:
+        raise ValueError(f"no consistency proof from {old} to {new}")
+    if old == 0 or old == new:
+        return []
+    return _subproof(old, 0, new, True, get)
+
+
+def _subproof(m: int, lo: int, hi: int, complete: bool, get: Get) -> list[bytes]:
+    n = hi - lo
+    if m == n:
+        return [] if complete else [subtree_hash(lo, hi, get)]
+    k = _largest_power_below(n)
+    if m <= k:
+        return [*_subproof(m, lo, lo + k, complete, get), subtree_hash(lo + k, hi, get)]
+    return [*_subproof(m - k, lo + k, hi, False, get), subtree_hash(lo, lo + k, get)]
+
+
+def verify_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes], expected_root: bytes) -> bool:
+    """RFC 9162 section 2.1.3.2, with public data only."""
+    if not 0 <= index < size:
+        return False
+    fn, sn, r = index, size - 1, leaf
+    for p in proof:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            while fn and not fn & 1:
+                fn >>= 1
+                sn >>= 1
+        else:
+            r = node_hash(r, p)
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and r == expected_root
+
+
+def verify_consistency(old: int, new: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]) -> bool:
+    """RFC 9162 section 2.1.4.2: the tree of ``new`` leaves extends the tree of ``old``."""
+    if old > new or old < 0:
+        return False
+    if old == new:
+        return not proof and old_root == new_root
+    if old == 0:
+        return not proof
+    if not proof:
+        return False
+    path = list(proof)
+    if old & (old - 1) == 0:  # old is a power of two: its root is the first node
+        path.insert(0, old_root)
+    fn, sn = old - 1, new - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            fr = node_hash(c, fr)
+            sr = node_hash(c, sr)
+            while fn and not fn & 1:
+                fn >>= 1
+                sn >>= 1
+        else:
+            sr = node_hash(sr, c)
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and fr == old_root and sr == new_root
+
+
+def plan(compute: Callable[[Get], object]) -> set[NodeKey]:
+    """The stored nodes ``compute`` will read: run it once against placeholder hashes."""
+    keys: set[NodeKey] = set()
+
+    def record(level: int, index: int) -> bytes:
+        keys.add((level, index))
+        return b"\x00" * 32
+
+    compute(record)
+    return keys
+
+
+# --- entries and signed tree heads --------------------------------------------------
+
+
+def entry_bytes(entry: dict[str, object]) -> bytes:
+    """The canonical bytes of a ledger entry: what its leaf hash covers."""
+    return json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode("utf-8")
+
+
+def entry_hash(entry: dict[str, object]) -> bytes:
+    return leaf_hash(entry_bytes(entry))
+
+
+@dataclass(frozen=True, slots=True)
+class TreeHead:
+    """A node's signed statement: its log had ``size`` entries with this ``root`` at ``at``."""
+
+    party: str
+    size: int
+    root: bytes
+    at: datetime
+    signature: bytes = b""
+
+    def message(self) -> bytes:
+        stamp = self.at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return _HEAD + f"{self.party}\x00{self.size}\x00{stamp}\x00".encode() + self.root
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "party": self.party,
+            "size": self.size,
+            "root": self.root.hex(),
+            "at": self.at.astimezone(UTC).isoformat(),
+            "signature": base64.b64encode(self.signature).decode(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> TreeHead:
+        try:
+            at = datetime.fromisoformat(str(data["at"]))
+            size = data["size"]
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0 or at.tzinfo is None:
+                raise ValueError
+            return cls(
+                party=str(data["party"]),
+                size=size,
+                root=bytes.fromhex(str(data["root"])),
+                at=at,
+                signature=base64.b64decode(str(data["signature"]), validate=True),
+            )
+        except (KeyError, ValueError, TypeError):
+            raise ValueError("not a signed tree head") from None
+
+
+def sign_head(key: Ed25519PrivateKey, party: str, size: int, head_root: bytes, at: datetime) -> TreeHead:
+    unsigned = TreeHead(party, size, head_root, at)
+    return TreeHead(party, size, head_root, at, key.sign(unsigned.message()))
+
+
+def verify_head(key: Ed25519PublicKey, head: TreeHead) -> bool:
+    try:
+        key.verify(head.signature, head.message())
+    except InvalidSignature:
+        return False
+    return True
