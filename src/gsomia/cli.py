@@ -461,6 +461,63 @@ def user_revoke(config: ConfigOption, user_id: Annotated[str, typer.Argument(hel
     out.print(f"user {user_id} revoked")
 
 
+audit_app = typer.Typer(help="The ledger: verify it, prove an item, check a proof.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+def audit_verify(config: ConfigOption, as_json: JsonFlag = False) -> None:
+    """Recompute every entry, tree node and stored tree head; exit 2 naming the first bad one."""
+    from gsomia import audit
+    from gsomia.node import config as node_config
+    from gsomia.store.db import open_database
+
+    cfg = node_config.load(config)
+    engine = open_database(cfg.database_url)
+    result = audit.verify_node(engine, cfg.key.public(), {p: peer.public_key for p, peer in cfg.peers.items()})
+    if as_json:
+        print(json.dumps(result))
+        return
+    out.print(
+        f"ledger of {result['party']}: {result['size']} entries, root {result['root']}, "
+        f"{result['tree_heads_checked']} signed tree heads checked: all consistent"
+    )
+
+
+@audit_app.command("prove")
+def audit_prove(
+    item_id: Annotated[str, typer.Argument(help="The item whose ledger entries to prove.")],
+    config: ConfigOption,
+) -> None:
+    """Print an inclusion proof (JSON) of every ledger entry about ITEM_ID under a freshly signed head."""
+    from gsomia import audit
+    from gsomia.node import config as node_config
+    from gsomia.store.db import open_database
+
+    cfg = node_config.load(config)
+    print(json.dumps(audit.prove(open_database(cfg.database_url), cfg.key, item_id), ensure_ascii=False, indent=2))
+
+
+@audit_app.command("check-proof")
+def audit_check_proof(
+    proof_file: Annotated[Path, typer.Argument(help="A proof from `gsomia audit prove`.")],
+    trust: Annotated[Path, typer.Option(help="The node's public key file (PARTY.pub).")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Check a proof with the node's public key only."""
+    from gsomia import audit
+    from gsomia.files import load_public
+
+    result = audit.check_proof(_read_json(proof_file, "proof"), load_public(trust))
+    if as_json:
+        print(json.dumps(result))
+        return
+    out.print(
+        f"proof checks: {len(result['entries'])} entr(y/ies) ({', '.join(result['entries'])}) in {result['party']}'s "
+        f"log of {result['size']} entries, root {result['root'][:16]}…, signed at {result['signed_at']}"
+    )
+
+
 @app.command("demo")
 def demo(
     agreement_file: Annotated[

@@ -28,6 +28,7 @@ from gsomia.label import Label, LabelInvalid, display, marking_for, new_item_id
 from gsomia.node.clock import Clock
 from gsomia.node.config import NodeConfig
 from gsomia.store import schema as t
+from gsomia.store.ledger_store import append_rows
 
 LANES = ("flash", "bulk")
 
@@ -317,7 +318,7 @@ class Node:
         with self.engine.begin() as conn:
             conn.execute(insert(t.items), rows)
             conn.execute(insert(t.outbox), outbox)
-            conn.execute(insert(t.audit), audits)
+            append_rows(conn, audits)
             if lane == "flash":
                 conn.execute(insert(t.alerts), [_alert_row(r["item_id"], self.party, "out", now) for r in results])
         return results
@@ -351,9 +352,8 @@ class Node:
                 returned = set(conn.execute(stmt, rows).scalars())
                 fresh = [lbl.item_id for lbl, _ in accepted if lbl.item_id in returned]  # delivery order
                 if fresh:
-                    conn.execute(
-                        insert(t.audit),
-                        [_audit_row(now, "receipt", peer, i, {"from": peer, "lane": lane}) for i in fresh],
+                    append_rows(
+                        conn, [_audit_row(now, "receipt", peer, i, {"from": peer, "lane": lane}) for i in fresh]
                     )
                     if lane == "flash":
                         conn.execute(insert(t.alerts), [_alert_row(i, peer, "in", now) for i in fresh])
@@ -557,7 +557,7 @@ class Node:
     # --- audit -----------------------------------------------------------------------------
 
     def _audit(self, conn: Connection, kind: str, actor: str, item_id: str | None, detail: dict[str, Any]) -> None:
-        conn.execute(insert(t.audit).values(**_audit_row(self.clock.now(), kind, actor, item_id, detail)))
+        append_rows(conn, [_audit_row(self.clock.now(), kind, actor, item_id, detail)])
 
 
 def _insert_ignore(engine: Engine, table: Any, keys: list[str]) -> Any:
@@ -619,12 +619,13 @@ def _outbox_row(peer: str, lane: str, kind: str, ref: str, body: bytes, now: dat
 
 
 def _audit_row(at: datetime, kind: str, actor: str, item_id: str | None, detail: dict[str, Any]) -> dict[str, Any]:
+    # Through JSON once so the ledger entry holds plain data (decisions, instants as text).
     return {
         "at": at,
         "kind": kind,
         "actor": actor,
         "item_id": item_id,
-        "detail": json.dumps(detail, ensure_ascii=False, default=str),
+        "detail": json.loads(json.dumps(detail, default=str)),
     }
 
 

@@ -128,15 +128,58 @@ notes = Table(
     Column("origin", String(3), nullable=False),
 )
 
-audit = Table(
-    "audit",
+# The ledger (RFC 9162 log): every entry, its leaf hash, and the stored subtree hashes.
+ledger_entries = Table(
+    "ledger_entries",
     metadata,
-    Column("seq", Seq, primary_key=True, autoincrement=True),
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),  # gapless leaf index
     Column("at", UTCDateTime(), nullable=False),
     Column("kind", String(32), nullable=False),
     Column("actor", String(128), nullable=False),
     Column("item_id", String(64)),
-    Column("detail", Text, nullable=False, default="{}"),
+    Column("body", Text, nullable=False),  # the canonical entry JSON the leaf hash covers
+    Column("leaf_hash", LargeBinary(32), nullable=False),
+)
+Index("ix_ledger_entries_item", ledger_entries.c.item_id)
+
+ledger_nodes = Table(
+    "ledger_nodes",
+    metadata,
+    Column("level", Integer, primary_key=True, autoincrement=False),
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("hash", LargeBinary(32), nullable=False),
+)
+
+ledger_state = Table(
+    "ledger_state",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),  # one row: id = 1
+    Column("size", BigInteger, nullable=False),
+)
+
+tree_heads = Table(
+    "tree_heads",
+    metadata,
+    Column("seq", Seq, primary_key=True, autoincrement=True),
+    Column("party", String(3), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("root", LargeBinary(32), nullable=False),
+    Column("at", UTCDateTime(), nullable=False),
+    Column("signature", LargeBinary, nullable=False),
+    Column("received_at", UTCDateTime(), nullable=False),
+)
+Index("ix_tree_heads_party", tree_heads.c.party, tree_heads.c.size)
+
+alarms = Table(
+    "alarms",
+    metadata,
+    Column("seq", Seq, primary_key=True, autoincrement=True),
+    Column("alarm_id", String(36), nullable=False, unique=True),
+    Column("at", UTCDateTime(), nullable=False),
+    Column("kind", String(32), nullable=False),  # fork | rollback | bad_head
+    Column("about", String(3), nullable=False),  # the party whose log is in doubt
+    Column("raised_by", String(3), nullable=False),
+    Column("detail", Text, nullable=False),
 )
 
 receipts = Table(
