@@ -220,6 +220,16 @@ def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
         delivery.notify(body.to, "flash")
         return {"note": result}
 
+    @app.get("/ledger/head")
+    async def head(who: Who) -> dict[str, Any]:
+        return await asyncio.to_thread(node.own_head)
+
+    @app.get("/ledger/alarms")
+    async def alarms(who: Who) -> dict[str, Any]:
+        if who.role not in (policy.Role.SECURITY_AUTHORITY, policy.Role.AUDITOR):
+            raise Problem(403, "Denied", "R11: alarms are for the security authority and auditors")
+        return {"alarms": await asyncio.to_thread(node.alarms)}
+
     @app.get("/outbox")
     async def outbox(who: Who) -> dict[str, Any]:
         return {"pending": await asyncio.to_thread(node.pending)}
@@ -236,7 +246,7 @@ def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
     return app
 
 
-def create_peer_app(node: Node, broker: Broker) -> FastAPI:
+def create_peer_app(node: Node, broker: Broker, witness: Any = None) -> FastAPI:
     app = FastAPI(title=f"gsomia node {node.party}: peer API", version="1", docs_url=None, redoc_url=None)
     problems.install(app)
 
@@ -249,12 +259,15 @@ def create_peer_app(node: Node, broker: Broker) -> FastAPI:
         reason = peer_proto.verify_request(known.public_key, request.method, request.url.path, request.headers, body)
         if reason:
             raise Problem(401, "Unauthenticated", reason)
+        if witness is not None:
+            witness.observe(party, peer_proto.decode_head(request.headers.get(peer_proto.HEAD_HEADER)))
         return party, body
 
-    def answer(receipt: dict[str, Any], body: bytes) -> JSONResponse:
+    async def answer(receipt: dict[str, Any], body: bytes) -> JSONResponse:
         import hashlib
 
-        receipt = {**receipt, "request_sha256": hashlib.sha256(body).hexdigest()}
+        head = await asyncio.to_thread(node.own_head)
+        receipt = {**receipt, "request_sha256": hashlib.sha256(body).hexdigest(), "tree_head": head}
         _, signature = peer_proto.sign_receipt(node.config.key, receipt)
         return JSONResponse({"receipt": receipt, "signature": signature})
 
@@ -272,7 +285,7 @@ def create_peer_app(node: Node, broker: Broker) -> FastAPI:
         receipt = await asyncio.to_thread(node.receive_items, party, envelopes, lane)
         if lane == "flash" and receipt["received"]:
             broker.publish()
-        return answer(receipt, body)
+        return await answer(receipt, body)
 
     @app.post("/peer/notes")
     async def notes(request: Request) -> JSONResponse:
@@ -287,9 +300,36 @@ def create_peer_app(node: Node, broker: Broker) -> FastAPI:
             fresh = await asyncio.to_thread(node.receive_note, party, data)
         except GsomiaError as exc:
             raise Problem(409, "Note refused", str(exc)) from None
-        return answer(
+        return await answer(
             {"node": node.party, "note": data.get("note_id"), "fresh": fresh, "received": [], "refused": []}, body
         )
+
+    @app.post("/peer/alarms")
+    async def alarms(request: Request) -> JSONResponse:
+        party, body = await authenticated(request)
+        try:
+            data = json.loads(body)
+            fresh = await asyncio.to_thread(node.receive_alarm, party, data)
+        except (ValueError, TypeError, AttributeError, GsomiaError):
+            raise Problem(400, "Invalid request", "not an alarm") from None
+        receipt = {"node": node.party, "alarm": data.get("alarm_id"), "fresh": fresh, "received": [], "refused": []}
+        return await answer(receipt, body)
+
+    @app.get("/peer/ledger/head")
+    async def ledger_head(request: Request) -> dict[str, Any]:
+        await authenticated(request)
+        return await asyncio.to_thread(node.own_head)
+
+    @app.get("/peer/ledger/consistency")
+    async def ledger_consistency(
+        request: Request, old: Annotated[int, Query(ge=0)], new: Annotated[int, Query(ge=0)]
+    ) -> dict[str, Any]:
+        await authenticated(request)
+        try:
+            proof = await asyncio.to_thread(node.consistency, old, new)
+        except NotFound as exc:
+            raise Problem(404, "Not found", str(exc)) from None
+        return {"old": old, "new": new, "proof": proof}
 
     @app.get("/peer/health")
     async def health() -> dict[str, str]:

@@ -27,6 +27,7 @@ from gsomia.node.service import LANES, Node
 
 log = logging.getLogger("gsomia.delivery")
 BATCH = {"flash": 32, "bulk": 512}
+PATHS = {"note": "/peer/notes", "alarm": "/peer/alarms"}
 
 
 def backoff(attempts: int) -> float:
@@ -41,6 +42,7 @@ class Delivery:
         self.clients: dict[str, httpx.AsyncClient] = {}
         self.stopping = False
         self._tasks: list[asyncio.Task[None]] = []
+        self.witness: Any = None  # set by serve: heads in receipts wake it
 
     def notify(self, peer_party: str, lane: str) -> None:
         event = self.wake.get((peer_party, lane))
@@ -94,7 +96,7 @@ class Delivery:
             if run and not await self._send_items(code, lane, run):
                 return
             run = []
-            if not await self._send_note(code, row):
+            if not await self._post(code, PATHS[row["kind"]], row["body"], [row]):
                 return
         if run:
             await self._send_items(code, lane, run)
@@ -125,13 +127,14 @@ class Delivery:
         body = json.dumps({"lane": lane, "envelopes": [base64.b64encode(r["body"]).decode() for r in allowed]}).encode()
         return await self._post(code, "/peer/items", body, allowed)
 
-    async def _send_note(self, code: str, row: dict[str, Any]) -> bool:
-        return await self._post(code, "/peer/notes", row["body"], [row])
-
     async def _post(self, code: str, path: str, body: bytes, rows: list[dict[str, Any]]) -> bool:
         node = self.node
         seqs = [r["seq"] for r in rows]
         headers = peer.sign_request(node.config.key, "POST", path, body)
+        try:
+            headers[peer.HEAD_HEADER] = peer.encode_head(await asyncio.to_thread(node.own_head))
+        except Exception as exc:  # the head is a courtesy; delivery must not wait on it
+            log.warning("could not sign a tree head: %s", exc)
         try:
             response = await self.clients[code].post(path, content=body, headers=headers)
             if 400 <= response.status_code < 500 and response.status_code not in (401, 408, 429):
@@ -159,6 +162,8 @@ class Delivery:
                 await asyncio.sleep(delay)
             return False
         receipt = answer["receipt"]
+        if self.witness is not None:
+            self.witness.observe(code, receipt.get("tree_head"))
         refused = {r.get("item_id", ""): r.get("reason", "") for r in receipt.get("refused", [])}
         await asyncio.to_thread(node.delivered, seqs, receipt, answer["signature"], refused)
         return True

@@ -22,6 +22,21 @@ from gsomia.keys import PrivateKeys, PublicKeys
 _REQUEST = b"gsomia/peer/v1/request\x00"
 _RECEIPT = b"gsomia/peer/v1/receipt\x00"
 MAX_SKEW = 300.0  # seconds between the two nodes' system clocks
+HEAD_HEADER = "X-Gsomia-Tree-Head"
+
+
+def encode_head(head: dict[str, Any]) -> str:
+    return base64.b64encode(json.dumps(head, separators=(",", ":")).encode()).decode()
+
+
+def decode_head(value: str | None) -> dict[str, Any] | None:
+    if not value:
+        return None
+    try:
+        head = json.loads(base64.b64decode(value, validate=True))
+    except ValueError:
+        return None
+    return head if isinstance(head, dict) else None
 
 
 def _request_message(method: str, path: str, party: str, timestamp: str, body: bytes) -> bytes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import ssl
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from gsomia.node.clock import SimulatedClock, SystemClock
 from gsomia.node.config import NodeConfig
 from gsomia.node.delivery import Delivery
 from gsomia.node.service import Node
+from gsomia.node.witness import Witness
 from gsomia.store.db import open_database
 
 
@@ -31,9 +33,15 @@ def build(config: NodeConfig) -> tuple[Node, Delivery, Broker]:
     return node, Delivery(node), Broker()
 
 
+WITNESS_INTERVAL = float(os.environ.get("GSOMIA_WITNESS_INTERVAL", "30"))
+
+
 async def serve(config: NodeConfig) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     node, delivery, broker = build(config)
+    await delivery.start()
+    witness = Witness(node, delivery.clients, WITNESS_INTERVAL)
+    delivery.witness = witness
     user = uvicorn.Server(
         uvicorn.Config(
             create_user_app(node, delivery, broker),
@@ -47,7 +55,7 @@ async def serve(config: NodeConfig) -> None:
     )
     peer = uvicorn.Server(
         uvicorn.Config(
-            create_peer_app(node, broker),
+            create_peer_app(node, broker, witness),
             host=config.peer_listen[0],
             port=config.peer_listen[1],
             log_level="warning",
@@ -60,9 +68,10 @@ async def serve(config: NodeConfig) -> None:
             timeout_graceful_shutdown=3,  # the partner's idle keep-alive TLS connections never answer close_notify
         )
     )
-    await delivery.start()
+    await witness.start()
     try:
         await asyncio.gather(user.serve(), peer.serve())
     finally:
+        await witness.stop()
         await delivery.stop()
         node.engine.dispose()

@@ -60,8 +60,130 @@ class ItemSpec:
     compartments: tuple[str, ...] = ()
 
 
+# --- the ledger between the two nodes ------------------------------------------------------
+
+
+class NodeLedger:
+    """Tree heads and fork alarms: the part of a node that watches its partner's log."""
+
+    engine: Engine
+    config: NodeConfig
+    party: str
+
+    def own_head(self) -> dict[str, Any]:
+        """The log's current signed tree head (re-signed only when the log has grown)."""
+        from gsomia import audit
+        from gsomia.store import ledger_store
+
+        with self.engine.begin() as conn:
+            size = ledger_store.size(conn)
+            last = (
+                conn.execute(
+                    select(t.tree_heads)
+                    .where(t.tree_heads.c.party == self.party, t.tree_heads.c.size == size)
+                    .order_by(t.tree_heads.c.seq.desc())
+                    .limit(1)
+                )
+                .mappings()
+                .first()
+            )
+            if last is not None:
+                from gsomia.ledger import TreeHead
+
+                return TreeHead(self.party, size, bytes(last["root"]), last["at"], bytes(last["signature"])).as_dict()
+            return audit.current_head(conn, self.config.key).as_dict()
+
+    def consistency(self, old: int, new: int) -> list[str]:
+        from gsomia.store import ledger_store
+
+        with self.engine.connect() as conn:
+            if not 0 <= old <= new <= ledger_store.size(conn):
+                raise NotFound(f"no consistency proof from {old} to {new} entries")
+            return [p.hex() for p in ledger_store.consistency(conn, old, new)]
+
+    def last_partner_head(self, peer: str) -> Any:
+        from gsomia.ledger import TreeHead
+
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(
+                    select(t.tree_heads)
+                    .where(t.tree_heads.c.party == peer)
+                    .order_by(t.tree_heads.c.size.desc(), t.tree_heads.c.seq.desc())
+                    .limit(1)
+                )
+                .mappings()
+                .first()
+            )
+        if row is None:
+            return None
+        return TreeHead(peer, int(row["size"]), bytes(row["root"]), row["at"], bytes(row["signature"]))
+
+    def keep_partner_head(self, head: Any) -> None:
+        from gsomia import audit
+
+        with self.engine.begin() as conn:
+            audit.store_head(conn, head)
+
+    def raise_alarm(self, kind: str, about: str, detail: str) -> dict[str, Any]:
+        """Record an alarm and send it to the partner at once: both security authorities see it."""
+        body = {
+            "alarm_id": str(uuid.uuid4()),
+            "at": datetime.now(UTC).isoformat(),
+            "kind": kind,
+            "about": about,
+            "raised_by": self.party,
+            "detail": detail,
+        }
+        with self.engine.begin() as conn:
+            if conn.execute(
+                select(t.alarms.c.seq).where(
+                    t.alarms.c.kind == kind, t.alarms.c.about == about, t.alarms.c.detail == detail
+                )
+            ).first():
+                return body  # the same alarm stands already
+            conn.execute(insert(t.alarms).values(**{**body, "at": datetime.fromisoformat(body["at"])}))
+            append_rows(conn, [_audit_row(datetime.now(UTC), "alarm", self.party, None, body)])
+            for code in self.config.peers:
+                conn.execute(
+                    insert(t.outbox).values(
+                        **_outbox_row(
+                            code, "flash", "alarm", body["alarm_id"], json.dumps(body).encode(), datetime.now(UTC)
+                        )
+                    )
+                )
+        return body
+
+    def receive_alarm(self, peer: str, body: dict[str, Any]) -> bool:
+        try:
+            values = {
+                "alarm_id": str(body["alarm_id"]),
+                "at": datetime.fromisoformat(str(body["at"])),
+                "kind": str(body["kind"]),
+                "about": str(body["about"]),
+                "raised_by": peer,
+                "detail": str(body["detail"]),
+            }
+        except (KeyError, ValueError):
+            raise InvalidHistory("alarm", "", "not an alarm") from None
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(t.alarms).values(**values))
+                append_rows(
+                    conn, [_audit_row(datetime.now(UTC), "alarm_received", peer, None, {**values, "at": body["at"]})]
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    def alarms(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.alarms).order_by(t.alarms.c.seq)).mappings().all()
+        return [{**dict(r), "at": r["at"].isoformat()} for r in rows]
+
+
 @dataclass
-class Node:
+class Node(NodeLedger):
     config: NodeConfig
     engine: Engine
     clock: Clock
