@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, insert, select, text, update
+from sqlalchemy import create_engine, insert, select, text
 
 from gsomia.demo import terms_only
 from gsomia.node import config as node_config
@@ -153,4 +154,3 @@ def test_appends_are_refused_outside_a_counted_index(kor: tuple[Path, list[str],
     r = run("audit", "verify", "--config", str(config))
     assert r.returncode == 2
     assert "should hold" in r.stderr
-    _ = update  # keep the import list honest for the parametrised cases above
