@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -147,7 +147,7 @@ def test_appends_are_refused_outside_a_counted_index(kor: tuple[Path, list[str],
         size = conn.execute(select(t.ledger_state.c.size)).scalar_one()
         conn.execute(
             insert(t.ledger_entries).values(
-                idx=size, at="2020-01-01", kind="x", actor="y", body="{}", leaf_hash=b"0" * 32
+                idx=size, at=datetime(2020, 1, 1, tzinfo=UTC), kind="x", actor="y", body="{}", leaf_hash=b"0" * 32
             )
         )
     engine.dispose()
