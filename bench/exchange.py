@@ -1,0 +1,1218 @@
+"""Benchmark: acknowledged sealed items per second between two real nodes, flash
+latency under that load, and the OASIS TAXII 2.1 reference server for comparison.
+
+One run does all of it:
+
+(a) gsomia bulk, per backend (SQLite always; PostgreSQL too with ``--postgres``, in
+    two fresh databases dropped afterwards). A KOR/JPN pair is provisioned in a
+    temporary directory and both nodes run as real processes (``gsomia node
+    serve``). ``--items`` items (default 20,000) of 1 KiB random payload
+    (``payload_b64``, 군사II급비밀, purposes ["nk-missile"]) are posted to KOR's
+    ``POST /items`` in batches of ``--batch`` (500) from ``--clients`` (4) client
+    threads. The clock runs from the first POST until KOR's ``GET /outbox`` says
+    nothing is pending, i.e. every item is acknowledged by JPN's signed receipt.
+    Request bodies are built before the clock starts. At the end JPN's
+    ``GET /items`` is paged through: it must hold exactly the N item ids KOR
+    returned, each once.
+(b) Flash latency under that bulk load: while (a) runs, a JPN duty officer posts a
+    flash report (極秘, ["nk-missile"]) to KOR every ``--flash-interval`` (50 ms);
+    a KOR duty officer subscribed to ``GET /alerts/stream`` (SSE) notes when each
+    arrives. Latency = arrival - the instant just before the POST, both
+    ``time.perf_counter`` in this process. A few reports are sent and discarded
+    first, to open the connections.
+(c) medallion (the TAXII 2.1 reference server) with its in-memory backend, run as
+    its own server process (``medallion.scripts.run``, Flask's threaded server),
+    ingesting the same number of STIX 2.1 ``indicator`` objects (a 1,368-character
+    description each, as long as the base64 of a 1 KiB payload) through
+    ``taxii2client.v21.Collection.add_objects`` in envelopes of the same batch
+    size from the same number of client threads, until every add's status is
+    ``complete``; then all objects are read back and counted.
+
+Targets: >= 1,000 acknowledged items/s on SQLite, >= 2,000 on PostgreSQL, flash
+p99 <= 25 ms. Everything shares this machine's cores (both nodes, the clients, the
+database server, medallion), so the CPU time of each process is printed too.
+
+Needs ``medallion``, ``taxii2-client`` and ``stix2`` for (c), which the project does
+not depend on: ``.venv/bin/pip install medallion taxii2-client stix2`` (or
+``--skip-medallion``). ``--py-spy DIR`` records both nodes during the bulk run
+with py-spy (``pip install py-spy``) and prints where their CPU time goes.
+
+Run: ``.venv/bin/python bench/exchange.py [--postgres] [--items N] [--json FILE]``.
+PostgreSQL: ``GSOMIA_TEST_PG`` (default the local server, trust auth) names the
+database used to create and drop the two benchmark databases.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import copy
+import json
+import math
+import os
+import platform
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from gsomia.demo import terms_only
+from gsomia.node.process import NodeProcess
+from gsomia.node.provision import Provisioned, free_port, provision_pair
+
+ROOT = Path(__file__).resolve().parents[1]
+AGREEMENT = ROOT / "agreements" / "jp-kr-gsomia-2016.toml"
+PG_ADMIN = os.environ.get("GSOMIA_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+TARGET_ITEMS_PER_S = {"sqlite": 1_000.0, "postgresql": 2_000.0}
+TARGET_FLASH_P99_MS = 25.0
+PAYLOAD = 1024
+CLASSIFICATION = "군사II급비밀"
+FLASH_CLASSIFICATION = "極秘"
+PURPOSES = ["nk-missile"]
+FLASH_WARMUP = 5
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+# --- the machine and CPU accounting ---------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    model = "?"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu": model,
+        "loadavg": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+        "tmp": tempfile.gettempdir(),
+    }
+
+
+def proc_cpu(pid: int) -> float:
+    """User + system CPU seconds of one process (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def system_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, all cores."""
+    with open("/proc/stat", encoding="utf-8") as f:
+        parts = [int(x) for x in f.readline().split()[1:9]]
+    idle = parts[3] + parts[4]
+    total = sum(parts)
+    return (total - idle) / TICK, total / TICK
+
+
+def pids_matching(*needles: str) -> list[int]:
+    """Processes whose command line holds every needle (PostgreSQL backends name their database)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode("utf-8", "replace")
+        except OSError:
+            continue
+        if all(n in cmdline for n in needles):
+            found.append(int(entry))
+    return found
+
+
+@dataclass
+class CpuMeter:
+    """CPU seconds per named group of processes between ``start`` and ``stop``."""
+
+    groups: dict[str, Callable[[], list[int]]]
+    before: dict[int, float] = field(default_factory=dict)
+    system_before: tuple[float, float] = (0.0, 0.0)
+    client_before: float = 0.0
+    wall_before: float = 0.0
+
+    def start(self) -> None:
+        self.before = {pid: proc_cpu(pid) for pids in self.groups.values() for pid in pids()}
+        self.system_before = system_cpu()
+        self.client_before = _own_cpu()
+        self.wall_before = time.perf_counter()
+
+    def stop(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for name, pids in self.groups.items():
+            out[name] = round(sum(proc_cpu(pid) - self.before.get(pid, 0.0) for pid in pids()), 2)
+        out["client (this process)"] = round(_own_cpu() - self.client_before, 2)
+        busy, total = system_cpu()
+        out["machine busy"] = round(busy - self.system_before[0], 2)
+        out["machine capacity"] = round(total - self.system_before[1], 2)
+        out["wall"] = round(time.perf_counter() - self.wall_before, 2)
+        ours = sum(v for k, v in out.items() if k not in ("machine busy", "machine capacity", "wall"))
+        out["everything else"] = round(max(0.0, out["machine busy"] - ours), 2)
+        return out
+
+
+def _own_cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+# --- statistics -------------------------------------------------------------------------------
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile (p in 0..100); nan for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+# --- PostgreSQL databases ------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def pg_databases(count: int) -> Iterator[list[str]]:
+    """Fresh databases on the server named by ``PG_ADMIN``, dropped afterwards whatever happens."""
+    from sqlalchemy import create_engine, text
+
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    names = [f"gsomia_bench_{uuid.uuid4().hex[:10]}" for _ in range(count)]
+    created: list[str] = []
+    try:
+        with admin.connect() as conn:
+            for name in names:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+                created.append(name)
+        yield [PG_ADMIN.rsplit("/", 1)[0] + f"/{name}" for name in names]
+    finally:
+        try:
+            with admin.connect() as conn:
+                for name in created:
+                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        finally:
+            admin.dispose()
+
+
+# --- flash reports under load ---------------------------------------------------------------------
+
+
+FlashTimes = dict[str, tuple[str, float, float]]  # text -> (item id, time.time() sent, arrived)
+
+
+class FlashProbe:
+    """JPN duty officer sends flash reports to KOR; a KOR duty officer's SSE console times them."""
+
+    def __init__(self, kor: Provisioned, jpn: Provisioned, interval: float) -> None:
+        self.kor, self.jpn, self.interval = kor, jpn, interval
+        self.tag = uuid.uuid4().hex[:8]
+        self.sent: dict[str, float] = {}
+        self.arrived: dict[str, float] = {}
+        self.wall: dict[str, tuple[float, float]] = {}  # text -> (time.time() sent, arrived)
+        self.item_ids: dict[str, str] = {}  # text -> the alert's item id
+        self.idle_times: FlashTimes = {}
+        self.post_ms: list[float] = []
+        self.errors: list[str] = []
+        self.ready = threading.Event()
+        self.closing = threading.Event()
+        self.sending = threading.Event()
+        self._count = 0
+        self._lock = threading.Lock()
+        self._http = httpx.Client(
+            base_url=jpn.user_url, headers={"Authorization": f"Bearer {jpn.tokens['duty_officer']}"}, timeout=30
+        )
+        self._listener = threading.Thread(target=self._listen, name="flash-listener", daemon=True)
+        self._sender = threading.Thread(target=self._send_loop, name="flash-sender", daemon=True)
+
+    def start(self) -> None:
+        self._listener.start()
+        if not self.ready.wait(10):
+            raise RuntimeError("the KOR duty officer's alert stream did not open")
+
+    def _listen(self) -> None:
+        headers = {"Authorization": f"Bearer {self.kor.tokens['duty_officer']}", "Accept": "text/event-stream"}
+        last = None
+        while not self.closing.is_set():
+            try:
+                with httpx.stream(
+                    "GET",
+                    f"{self.kor.user_url}/alerts/stream",
+                    headers={**headers, **({"Last-Event-ID": last} if last else {})},
+                    timeout=httpx.Timeout(None, connect=5),
+                ) as response:
+                    response.raise_for_status()
+                    self.ready.set()
+                    data = ""
+                    for line in response.iter_lines():
+                        if line.startswith("data:"):
+                            data += line[5:].strip()
+                        elif line.startswith("id:"):
+                            last = line[3:].strip()
+                        elif not line and data:
+                            now, wall = time.perf_counter(), time.time()
+                            text = json.loads(data).get("text", "")
+                            data = ""
+                            if text.startswith(f"bench {self.tag} ") and text not in self.arrived:
+                                self.arrived[text] = now
+                                self.wall[text] = (self.wall.get(text, (math.nan, 0.0))[0], wall)
+                        if self.closing.is_set():
+                            return
+            except (httpx.HTTPError, ValueError) as exc:
+                if not self.closing.is_set():
+                    self.errors.append(f"stream: {exc}")
+                    time.sleep(0.1)
+
+    def send_one(self) -> str:
+        with self._lock:
+            self._count += 1
+            text = f"bench {self.tag} {self._count}"
+        body = {"to": "KOR", "classification": FLASH_CLASSIFICATION, "text": text, "purposes": PURPOSES}
+        self.wall[text] = (time.time(), math.nan)
+        start = time.perf_counter()
+        self.sent[text] = start
+        r = self._http.post("/alerts", json=body)
+        self.post_ms.append((time.perf_counter() - start) * 1000)
+        if r.status_code != 201:
+            self.errors.append(f"POST /alerts: HTTP {r.status_code}: {r.text[:200]}")
+        else:
+            self.item_ids[text] = r.json()["alert"]["item_id"]
+        return text
+
+    def wait_for(self, texts: list[str], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not all(t in self.arrived for t in texts):
+            time.sleep(0.01)
+
+    def warm_up(self) -> None:
+        texts = [self.send_one() for _ in range(FLASH_WARMUP)]
+        self.wait_for(texts, 20)
+        self.reset()
+
+    def idle(self, count: int) -> list[float]:
+        """Latencies (ms) of ``count`` reports with no other traffic: the baseline."""
+        texts = []
+        for _ in range(count):
+            texts.append(self.send_one())
+            time.sleep(self.interval or 0.05)
+        self.wait_for(texts, 20)
+        out = self.latencies_ms()
+        self.idle_times = self.times()
+        self.reset()
+        return out
+
+    def times(self) -> FlashTimes:
+        return {text: (item_id, *self.wall.get(text, (math.nan, math.nan))) for text, item_id in self.item_ids.items()}
+
+    def reset(self) -> None:
+        self.sent.clear()
+        self.arrived.clear()
+        self.wall.clear()
+        self.item_ids.clear()
+        self.post_ms.clear()
+        self.errors.clear()
+
+    def start_sending(self) -> None:
+        if self.interval > 0:
+            self.sending.set()
+            self._sender.start()
+
+    def _send_loop(self) -> None:
+        t0 = time.perf_counter()
+        k = 0
+        while self.sending.is_set():
+            try:
+                self.send_one()
+            except httpx.HTTPError as exc:
+                self.errors.append(f"POST /alerts: {exc}")
+            k += 1
+            delay = t0 + k * self.interval - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+
+    def stop_sending(self, settle: float = 15.0) -> None:
+        self.sending.clear()
+        if self._sender.is_alive():
+            self._sender.join()
+        self.wait_for(list(self.sent), settle)
+
+    def close(self) -> None:
+        self.sending.clear()
+        self.closing.set()
+        self._http.close()
+
+    def latencies_ms(self) -> list[float]:
+        return [(self.arrived[t] - s) * 1000 for t, s in self.sent.items() if t in self.arrived]
+
+
+# --- gsomia bulk --------------------------------------------------------------------------------
+
+
+@dataclass
+class GsomiaResult:
+    backend: str
+    items: int
+    batch: int
+    clients: int
+    seconds: float
+    items_per_s: float
+    post_seconds: float
+    post_items_per_s: float
+    pending_at_post_end: int
+    drain_seconds: float
+    post_ms_p50: float
+    post_ms_p99: float
+    verified: bool
+    verify_note: str
+    flash_sent: int
+    flash_received: int
+    flash_ms_p50: float
+    flash_ms_p99: float
+    flash_ms_max: float
+    flash_post_ms_p50: float
+    flash_post_ms_p99: float
+    idle_flash_ms_p50: float
+    idle_flash_ms_p99: float
+    flash_errors: list[str]
+    cpu_seconds: dict[str, float]
+    timeline: list[tuple[float, int, int]]  # (s since start, posted, pending at KOR)
+    phases: dict[str, Any] = field(default_factory=dict)
+    profiles: dict[str, str] = field(default_factory=dict)
+
+
+def request_bodies(n: int, batch: int) -> list[bytes]:
+    bodies = []
+    for start in range(0, n, batch):
+        items = [
+            {
+                "to": "JPN",
+                "classification": CLASSIFICATION,
+                "payload_b64": base64.b64encode(os.urandom(PAYLOAD)).decode(),
+                "purposes": PURPOSES,
+            }
+            for _ in range(min(batch, n - start))
+        ]
+        bodies.append(json.dumps({"items": items}, ensure_ascii=False).encode("utf-8"))
+    return bodies
+
+
+def pending(http: httpx.Client) -> int:
+    r = http.get("/outbox")
+    r.raise_for_status()
+    return int(r.json()["pending"])
+
+
+def received_bulk_ids(node: Provisioned) -> list[str]:
+    ids: list[str] = []
+    after = 0
+    with httpx.Client(
+        base_url=node.user_url, headers={"Authorization": f"Bearer {node.tokens['analyst']}"}, timeout=120
+    ) as http:
+        while True:
+            r = http.get("/items", params={"after": after, "limit": 1000})
+            r.raise_for_status()
+            page = r.json()
+            if not page["items"]:
+                return ids
+            ids.extend(i["item_id"] for i in page["items"] if i["direction"] == "in" and i["lane"] == "bulk")
+            after = page["next"]
+
+
+def _ms(values: list[float]) -> dict[str, float]:
+    return {
+        "p50": round(percentile(values, 50), 1),
+        "p99": round(percentile(values, 99), 1),
+        "max": round(max(values, default=math.nan), 1),
+    }
+
+
+def phases(nodes: dict[str, Provisioned], flash_sets: dict[str, FlashTimes]) -> dict[str, Any]:
+    """Where the time went, from the nodes' own timestamps (same machine, same clock).
+
+    Bulk, per delivery batch as JPN stored it (one ``received_at`` per peer request):
+    ``jpn`` = JPN's ``received_at`` -> KOR's ``delivered_at`` (JPN opens and stores the
+    batch, signs the receipt; KOR checks it), ``kor`` = that ``delivered_at`` -> JPN's
+    ``received_at`` of the next batch (KOR marks the rows, claims the next batch, egress
+    check, encodes, signs, sends; JPN reads and authenticates the request).
+    Flash, per report: ``jpn_api`` = client send -> JPN's ``provided_at``; ``to_kor`` =
+    ``provided_at`` -> KOR's ``received_at`` (JPN seals and commits, the flash worker
+    claims and sends, KOR authenticates); ``kor_to_console`` = KOR's ``received_at`` ->
+    the SSE event in the client (KOR opens, stores, acknowledges, wakes the stream,
+    which reads and opens it again).
+    """
+    from sqlalchemy import select
+
+    from gsomia.node import config as node_config
+    from gsomia.store import schema as t
+    from gsomia.store.db import make_engine
+
+    engines = {p: make_engine(node_config.load(n.config).database_url) for p, n in nodes.items()}
+    try:
+        with engines["JPN"].connect() as c:
+            received = c.execute(
+                select(t.items.c.item_id, t.items.c.received_at).where(
+                    t.items.c.direction == "in", t.items.c.lane == "bulk"
+                )
+            ).all()
+            flash_out = dict(
+                c.execute(
+                    select(t.items.c.item_id, t.items.c.provided_at).where(
+                        t.items.c.direction == "out", t.items.c.lane == "flash"
+                    )
+                ).all()
+            )
+        with engines["KOR"].connect() as c:
+            delivered = dict(
+                c.execute(
+                    select(t.outbox.c.ref, t.outbox.c.delivered_at).where(
+                        t.outbox.c.lane == "bulk", t.outbox.c.kind == "item"
+                    )
+                ).all()
+            )
+            flash_in = dict(
+                c.execute(
+                    select(t.items.c.item_id, t.items.c.received_at).where(
+                        t.items.c.direction == "in", t.items.c.lane == "flash"
+                    )
+                ).all()
+            )
+    finally:
+        for engine in engines.values():
+            engine.dispose()
+
+    batches: dict[float, list[float]] = {}
+    for item_id, at in received:
+        done = delivered.get(item_id)
+        if at is not None and done is not None:
+            batches.setdefault(at.timestamp(), []).append(done.timestamp())
+    ordered = sorted((b, max(ds), len(ds)) for b, ds in batches.items())
+    jpn = [(d - b) * 1000 for b, d, _ in ordered]
+    kor = [(nb - d) * 1000 for (_, d, _), (nb, _, _) in pairwise(ordered)]
+    out: dict[str, Any] = {
+        "bulk_batches": len(ordered),
+        "bulk_batch_items_mean": round(sum(n for *_, n in ordered) / len(ordered), 1) if ordered else 0,
+        "bulk_jpn_ms": _ms(jpn),
+        "bulk_kor_ms": _ms(kor),
+        "bulk_jpn_s_total": round(sum(jpn) / 1000, 2),
+        "bulk_kor_s_total": round(sum(kor) / 1000, 2),
+    }
+    for name, times in flash_sets.items():
+        api, to_kor, to_console = [], [], []
+        for item_id, sent, arrived in times.values():
+            provided, at_kor = flash_out.get(item_id), flash_in.get(item_id)
+            if provided is None or at_kor is None or math.isnan(arrived):
+                continue
+            api.append((provided.timestamp() - sent) * 1000)
+            to_kor.append((at_kor.timestamp() - provided.timestamp()) * 1000)
+            to_console.append((arrived - at_kor.timestamp()) * 1000)
+        out[f"{name}_jpn_api_ms"] = _ms(api)
+        out[f"{name}_to_kor_ms"] = _ms(to_kor)
+        out[f"{name}_kor_to_console_ms"] = _ms(to_console)
+    return out
+
+
+class PySpy:
+    """``py-spy record`` of some processes, stopped on demand; raw (collapsed) stacks."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.procs: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
+        exe = Path(sys.executable).with_name("py-spy")
+        found = str(exe) if exe.exists() else shutil.which("py-spy")
+        if not found:
+            raise SystemExit("--py-spy needs py-spy: .venv/bin/pip install py-spy")
+        self.exe: str = found
+
+    def record(self, name: str, pid: int) -> None:
+        path = self.out / f"{name}.txt"
+        proc = subprocess.Popen(
+            [self.exe, "record", "--pid", str(pid), "--rate", "200", "--gil", "--format", "raw", "--output", str(path)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.procs[name] = (proc, path)
+
+    def stop(self) -> dict[str, str]:
+        for proc, _ in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        out = {}
+        for name, (proc, path) in self.procs.items():
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            out[name] = str(path)
+        self.procs.clear()
+        return out
+
+
+def summarize_profile(path: Path, top: int = 14) -> list[str]:
+    """Share of samples per function, inclusive (anywhere on the stack) and self (innermost)."""
+    inclusive: Counter[str] = Counter()
+    own: Counter[str] = Counter()
+    total = 0
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return [f"  (no profile at {path})"]
+    for line in lines:
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = [_short_frame(f) for f in stack.split(";")]
+        for f in set(frames):
+            inclusive[f] += n
+        own[frames[-1]] += n
+    if not total:
+        return ["  (no samples)"]
+    ours = [(f, n) for f, n in inclusive.most_common() if "gsomia/" in f and not f.startswith(("main ", "node_serve"))]
+    out = [f"  {total} samples holding the GIL; inclusive, gsomia's own functions:"]
+    out += [f"    {100 * n / total:5.1f}%  {f}" for f, n in ours[:top]]
+    out.append("  self:")
+    out += [f"    {100 * n / total:5.1f}%  {f}" for f, n in own.most_common(top)]
+    return out
+
+
+def _short_frame(frame: str) -> str:
+    # "func (path/to/module.py:123)" -> "func (module.py)"
+    name, _, where = frame.partition(" (")
+    file = where.rsplit(":", 1)[0].rstrip(")")
+    parts = Path(file).parts
+    at = max((i for i, part in enumerate(parts) if part == "gsomia"), default=-1)
+    short = "/".join(parts[at:]) if at >= 0 else Path(file).name
+    return f"{name} ({short})"
+
+
+def run_gsomia(backend: str, args: argparse.Namespace, tmp_root: Path) -> GsomiaResult:
+    label = "SQLite" if backend == "sqlite" else "PostgreSQL"
+    print(f"\n== gsomia on {label}: {args.items:,} items, batches of {args.batch}, {args.clients} clients ==")
+    with contextlib.ExitStack() as stack:
+        tmp = Path(tempfile.mkdtemp(prefix=f"gsomia-bench-{backend}-", dir=tmp_root))
+        stack.callback(shutil.rmtree, tmp, True)
+        urls: dict[str, str] | None = None
+        dbnames: list[str] = []
+        if backend == "postgresql":
+            pg = stack.enter_context(pg_databases(2))
+            urls = {"KOR": pg[0], "JPN": pg[1]}
+            dbnames = [u.rsplit("/", 1)[1] for u in pg]
+        agreement = terms_only(AGREEMENT, tmp / "agreement-terms.toml")
+        nodes = provision_pair(tmp, agreement, database_urls=urls)
+        kor, jpn = nodes["KOR"], nodes["JPN"]
+        procs = {p: NodeProcess(n.config, n.user_url, n.root / "node.log") for p, n in nodes.items()}
+        for party, proc in procs.items():
+            stack.callback(_stop_and_report, proc, party)
+            proc.start()
+        pids = {p: proc.proc.pid for p, proc in procs.items() if proc.proc}
+        groups: dict[str, Callable[[], list[int]]] = {
+            "KOR node": lambda: [pids["KOR"]],
+            "JPN node": lambda: [pids["JPN"]],
+        }
+        if dbnames:
+            groups["PostgreSQL (KOR db)"] = lambda: pids_matching("postgres", dbnames[0])
+            groups["PostgreSQL (JPN db)"] = lambda: pids_matching("postgres", dbnames[1])
+
+        bodies = request_bodies(args.items, args.batch)
+        kor_http = stack.enter_context(
+            httpx.Client(
+                base_url=kor.user_url, headers={"Authorization": f"Bearer {kor.tokens['analyst']}"}, timeout=30
+            )
+        )
+        probe = FlashProbe(kor, jpn, args.flash_interval)
+        stack.callback(probe.close)
+        probe.start()
+        probe.warm_up()
+        idle_flash = probe.idle(args.idle_flash) if args.idle_flash else []
+
+        spy = PySpy(Path(args.py_spy)) if args.py_spy else None
+        if spy:
+            Path(args.py_spy).mkdir(parents=True, exist_ok=True)
+            stack.callback(spy.stop)
+            for party, pid in pids.items():
+                spy.record(f"{backend}-{party}", pid)
+            time.sleep(1.0)  # let py-spy attach before the clock starts
+
+        work: queue.Queue[bytes] = queue.Queue()
+        for body in bodies:
+            work.put(body)
+        posted_ids: list[str] = []
+        post_ms: list[float] = []
+        lock = threading.Lock()
+        abort = threading.Event()
+        stack.callback(abort.set)
+        posted = [0]
+
+        def client() -> None:
+            headers = {"Authorization": f"Bearer {kor.tokens['analyst']}", "Content-Type": "application/json"}
+            with httpx.Client(base_url=kor.user_url, headers=headers, timeout=300) as http:
+                while not abort.is_set():
+                    try:
+                        body = work.get_nowait()
+                    except queue.Empty:
+                        return
+                    start = time.perf_counter()
+                    r = http.post("/items", content=body)
+                    elapsed = (time.perf_counter() - start) * 1000
+                    if r.status_code != 201:
+                        abort.set()
+                        raise RuntimeError(f"POST /items: HTTP {r.status_code}: {r.text[:300]}")
+                    ids = [i["item_id"] for i in r.json()["items"]]
+                    with lock:
+                        posted_ids.extend(ids)
+                        post_ms.append(elapsed)
+                        posted[0] += len(ids)
+
+        timeline: list[tuple[float, int, int]] = []
+        sampling = threading.Event()
+
+        def sample(t0: float) -> None:
+            with httpx.Client(
+                base_url=kor.user_url, headers={"Authorization": f"Bearer {kor.tokens['analyst']}"}, timeout=30
+            ) as http:
+                while sampling.is_set():
+                    with contextlib.suppress(httpx.HTTPError):
+                        timeline.append((round(time.perf_counter() - t0, 2), posted[0], pending(http)))
+                    time.sleep(args.sample_interval)
+
+        meter = CpuMeter(groups)
+        meter.start()
+        pool = ThreadPoolExecutor(args.clients, thread_name_prefix="bulk")
+        stack.callback(pool.shutdown, False, cancel_futures=True)
+        t0 = time.perf_counter()
+        futures: list[Future[None]] = [pool.submit(client) for _ in range(args.clients)]
+        probe.start_sending()
+        sampling.set()
+        sampler = threading.Thread(target=sample, args=(t0,), name="sampler", daemon=True)
+        sampler.start()
+        stack.callback(sampling.clear)
+        for f in futures:
+            f.result()
+        t_posted = time.perf_counter()
+        deadline = time.monotonic() + max(120.0, args.items / 50)
+        left = -1
+        pending_at_post_end = pending(kor_http)
+        while True:
+            left = pending(kor_http)
+            if left == 0:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"KOR's outbox still holds {left} rows; see {tmp}/*/node.log")
+            time.sleep(0.02)
+        t_end = time.perf_counter()
+        sampling.clear()
+        probe.stop_sending()
+        cpu = meter.stop()
+        profiles = spy.stop() if spy else {}
+        sampler.join(5)
+
+        seconds = t_end - t0
+        print("  verifying JPN's items ...", flush=True)
+        at_jpn = received_bulk_ids(jpn)
+        expected = set(posted_ids)
+        distinct = set(at_jpn)
+        verified = len(posted_ids) == args.items and len(at_jpn) == args.items and distinct == expected
+        note = (
+            f"JPN holds {len(at_jpn):,} items ({len(distinct):,} distinct) of the {len(posted_ids):,} KOR accepted"
+            + ("" if verified else f"; missing {len(expected - distinct):,}, unexpected {len(distinct - expected):,}")
+        )
+        flash = probe.latencies_ms()
+        try:
+            where = phases(nodes, {"flash": probe.times(), "idle_flash": probe.idle_times})
+        except Exception as exc:  # a diagnostic: never lose the run for it
+            where = {"error": f"{type(exc).__name__}: {exc}"}
+        result = GsomiaResult(
+            backend=backend,
+            items=args.items,
+            batch=args.batch,
+            clients=args.clients,
+            seconds=round(seconds, 3),
+            items_per_s=round(args.items / seconds, 1),
+            post_seconds=round(t_posted - t0, 3),
+            post_items_per_s=round(args.items / (t_posted - t0), 1),
+            pending_at_post_end=pending_at_post_end,
+            drain_seconds=round(t_end - t_posted, 3),
+            post_ms_p50=round(percentile(post_ms, 50), 1),
+            post_ms_p99=round(percentile(post_ms, 99), 1),
+            verified=verified,
+            verify_note=note,
+            flash_sent=len(probe.sent),
+            flash_received=len(flash),
+            flash_ms_p50=round(percentile(flash, 50), 2),
+            flash_ms_p99=round(percentile(flash, 99), 2),
+            flash_ms_max=round(max(flash, default=math.nan), 2),
+            flash_post_ms_p50=round(percentile(probe.post_ms, 50), 2),
+            flash_post_ms_p99=round(percentile(probe.post_ms, 99), 2),
+            idle_flash_ms_p50=round(percentile(idle_flash, 50), 2),
+            idle_flash_ms_p99=round(percentile(idle_flash, 99), 2),
+            flash_errors=probe.errors[:5],
+            cpu_seconds=cpu,
+            timeline=timeline,
+            phases=where,
+            profiles=profiles,
+        )
+        report_gsomia(result)
+        return result
+
+
+def _stop_and_report(proc: NodeProcess, party: str) -> None:
+    proc.stop()
+    if proc.proc is not None and proc.proc.returncode not in (0, 130, -signal.SIGINT, None):
+        print(f"  {party} node exited with {proc.proc.returncode}; last lines of {proc.log}:", file=sys.stderr)
+        with contextlib.suppress(OSError):
+            for line in proc.log.read_text(errors="replace").splitlines()[-15:]:
+                print(f"    {line}", file=sys.stderr)
+
+
+def report_gsomia(r: GsomiaResult) -> None:
+    print(
+        f"  acknowledged: {r.items:,} items in {r.seconds:.2f} s = {r.items_per_s:,.0f} items/s "
+        f"({'verified' if r.verified else 'NOT VERIFIED'}: {r.verify_note})"
+    )
+    print(
+        f"  sender API: all POSTs answered after {r.post_seconds:.2f} s ({r.post_items_per_s:,.0f} items/s; "
+        f"per request of {r.batch}: p50 {r.post_ms_p50:.0f} ms, p99 {r.post_ms_p99:.0f} ms); "
+        f"then {r.pending_at_post_end:,} pending, drained in {r.drain_seconds:.2f} s"
+    )
+    print(
+        f"  flash under load: {r.flash_received}/{r.flash_sent} received, p50 {r.flash_ms_p50:.1f} ms, "
+        f"p99 {r.flash_ms_p99:.1f} ms, max {r.flash_ms_max:.1f} ms "
+        f"(POST /alerts answered: p50 {r.flash_post_ms_p50:.1f} ms, p99 {r.flash_post_ms_p99:.1f} ms); "
+        f"with no bulk traffic before: p50 {r.idle_flash_ms_p50:.1f} ms, p99 {r.idle_flash_ms_p99:.1f} ms"
+    )
+    for e in r.flash_errors:
+        print(f"    flash error: {e}")
+    cpu = r.cpu_seconds
+    print(
+        f"  CPU seconds over {cpu['wall']:.2f} s wall ({cpu['machine capacity']:.1f} core-s available): "
+        + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items() if k not in ("wall", "machine capacity"))
+    )
+    if r.timeline:
+        step = max(1, len(r.timeline) // 12)
+        points = r.timeline[::step]
+        if points[-1] != r.timeline[-1]:
+            points.append(r.timeline[-1])
+        print("  timeline (s: posted/pending at KOR): " + "  ".join(f"{t:.1f}: {p:,}/{q:,}" for t, p, q in points))
+    ph = r.phases
+    if "error" in ph:
+        print(f"  phases: {ph['error']}")
+    elif ph:
+
+        def fmt(d: dict[str, float]) -> str:
+            return f"p50 {d['p50']:.0f}, p99 {d['p99']:.0f}, max {d['max']:.0f} ms"
+
+        print(
+            f"  delivery KOR->JPN: {ph['bulk_batches']} batches of {ph['bulk_batch_items_mean']:.0f} on average; "
+            f"per batch, JPN receive->KOR has the receipt: {fmt(ph['bulk_jpn_ms'])} "
+            f"({ph['bulk_jpn_s_total']:.1f} s in all); KOR receipt->JPN receives the next: "
+            f"{fmt(ph['bulk_kor_ms'])} ({ph['bulk_kor_s_total']:.1f} s in all)"
+        )
+        for name, what in (("flash", "under load"), ("idle_flash", "without bulk traffic")):
+            if f"{name}_to_kor_ms" in ph:
+                print(
+                    f"  flash phases {what}: client->JPN provide {fmt(ph[f'{name}_jpn_api_ms'])}; "
+                    f"JPN provide->KOR receive {fmt(ph[f'{name}_to_kor_ms'])}; "
+                    f"KOR receive->SSE event {fmt(ph[f'{name}_kor_to_console_ms'])}"
+                )
+    for name, path in r.profiles.items():
+        print(f"  py-spy {name} ({path}):")
+        for line in summarize_profile(Path(path)):
+            print(line)
+
+
+# --- medallion ----------------------------------------------------------------------------------
+
+
+@dataclass
+class MedallionResult:
+    objects: int
+    batch: int
+    clients: int
+    seconds: float
+    objects_per_s: float
+    first_adds_ms: float
+    last_adds_ms: float
+    add_ms_p50: float
+    add_ms_p99: float
+    verified: bool
+    verify_note: str
+    cpu_seconds: dict[str, float]
+    version: str
+
+
+def stix_indicators(n: int) -> list[dict[str, Any]]:
+    """``n`` distinct STIX 2.1 indicators; the first is built and checked by ``stix2``, the rest follow its shape."""
+    import stix2
+
+    def description() -> str:
+        return base64.b64encode(os.urandom(PAYLOAD)).decode()
+
+    first = stix2.v21.Indicator(
+        name="bench indicator 0",
+        description=description(),
+        pattern=f"[file:hashes.'SHA-256' = '{os.urandom(32).hex()}']",
+        pattern_type="stix",
+        valid_from="2024-01-15T00:00:00Z",
+        labels=["malicious-activity"],
+    )
+    template = json.loads(first.serialize())
+    objects = [template]
+    for i in range(1, n):
+        obj = copy.copy(template)
+        obj["id"] = f"indicator--{uuid.uuid4()}"
+        obj["name"] = f"bench indicator {i}"
+        obj["description"] = description()
+        obj["pattern"] = f"[file:hashes.'SHA-256' = '{os.urandom(32).hex()}']"
+        objects.append(obj)
+    for obj in objects[1:4]:
+        stix2.parse(obj, version="2.1")  # the copies are valid STIX too
+    return objects
+
+
+def run_medallion(args: argparse.Namespace, tmp_root: Path) -> MedallionResult:
+    try:
+        import medallion
+        from taxii2client.v21 import Collection
+    except ImportError:
+        raise SystemExit(
+            "medallion needs: .venv/bin/pip install medallion taxii2-client stix2 (or --skip-medallion)"
+        ) from None
+    version = getattr(medallion, "__version__", "?")
+    print(
+        f"\n== medallion {version} (in-memory backend): {args.items:,} STIX 2.1 indicators, "
+        f"envelopes of {args.batch}, {args.clients} clients =="
+    )
+    with contextlib.ExitStack() as stack:
+        tmp = Path(tempfile.mkdtemp(prefix="gsomia-bench-medallion-", dir=tmp_root))
+        stack.callback(shutil.rmtree, tmp, True)
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        collection_id = str(uuid.uuid4())
+        user, password = "bench", uuid.uuid4().hex
+        data = {
+            "/discovery": {
+                "title": "gsomia benchmark",
+                "description": "medallion for bench/exchange.py",
+                "default": f"{base}/bench/",
+                "api_roots": [f"{base}/bench/"],
+            },
+            "bench": {
+                "information": {
+                    "title": "bench",
+                    "description": "bench",
+                    "versions": ["application/taxii+json;version=2.1"],
+                    "max_content_length": 256 << 20,
+                },
+                "status": [],
+                "collections": [
+                    {
+                        "id": collection_id,
+                        "title": "bench",
+                        "description": "bench",
+                        "can_read": True,
+                        "can_write": True,
+                        "media_types": ["application/stix+json;version=2.1"],
+                        "objects": [],
+                        "manifest": [],
+                    }
+                ],
+            },
+        }
+        (tmp / "data.json").write_text(json.dumps(data), encoding="utf-8")
+        config = {
+            "backend": {
+                "module": "medallion.backends.memory_backend",
+                "module_class": "MemoryBackend",
+                "filename": str(tmp / "data.json"),
+            },
+            "users": {user: password},
+            "taxii": {"max_page_size": max(100, args.items)},
+        }
+        (tmp / "config.json").write_text(json.dumps(config), encoding="utf-8")
+        log = (tmp / "medallion.log").open("wb")
+        stack.callback(log.close)
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "medallion.scripts.run",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "ERROR",
+                str(tmp / "config.json"),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        stack.callback(_stop_process, server)
+        _wait_for_taxii(server, base, (user, password), tmp / "medallion.log")
+
+        objects = stix_indicators(args.items)
+        envelopes = [
+            json.dumps({"objects": objects[i : i + args.batch]}).encode("utf-8")
+            for i in range(0, args.items, args.batch)
+        ]
+        collection_url = f"{base}/bench/collections/{collection_id}/"
+        collections = [Collection(collection_url, user=user, password=password) for _ in range(args.clients)]
+        for c in collections:
+            assert c.can_write  # loads the collection's information before the clock starts
+        work: queue.Queue[bytes] = queue.Queue()
+        for env in envelopes:
+            work.put(env)
+        add_ms: list[float] = []
+        accepted = [0]
+        lock = threading.Lock()
+        abort = threading.Event()
+        stack.callback(abort.set)
+
+        def client(collection: Any) -> None:
+            while not abort.is_set():
+                try:
+                    env = work.get_nowait()
+                except queue.Empty:
+                    return
+                start = time.perf_counter()
+                status = collection.add_objects(env, wait_for_completion=True, poll_interval=0.05, timeout=600)
+                end = time.perf_counter()
+                if status.status != "complete" or status.failure_count or status.pending_count:
+                    abort.set()
+                    raise RuntimeError(
+                        f"medallion status {status.status}: {status.success_count} ok, "
+                        f"{status.failure_count} failed, {status.pending_count} pending"
+                    )
+                with lock:
+                    add_ms.append((end - start) * 1000)
+                    accepted[0] += status.success_count
+
+        meter = CpuMeter({"medallion": lambda: [server.pid]})
+        meter.start()
+        pool = ThreadPoolExecutor(args.clients, thread_name_prefix="taxii")
+        stack.callback(pool.shutdown, False, cancel_futures=True)
+        t0 = time.perf_counter()
+        futures = [pool.submit(client, c) for c in collections]
+        for f in futures:
+            f.result()
+        t_end = time.perf_counter()
+        cpu = meter.stop()
+        seconds = t_end - t0
+
+        print("  verifying medallion's objects ...", flush=True)
+        # The manifest, not the objects: medallion's in-memory GET /objects matches every
+        # object against every manifest entry, parsing timestamps each time (minutes for 20,000).
+        got = collections[0].get_manifest(limit=args.items + 1)
+        ids = [o["id"] for o in got.get("objects", [])]
+        expected = {o["id"] for o in objects}
+        verified = accepted[0] == args.items and len(ids) == args.items and set(ids) == expected
+        note = f"its manifest lists {len(ids):,} objects ({len(set(ids)):,} distinct); statuses said {accepted[0]:,}"
+
+        result = MedallionResult(
+            objects=args.items,
+            batch=args.batch,
+            clients=args.clients,
+            seconds=round(seconds, 3),
+            objects_per_s=round(args.items / seconds, 1),
+            first_adds_ms=round(percentile(add_ms[: args.clients], 50), 1),
+            last_adds_ms=round(percentile(add_ms[-args.clients :], 50), 1),
+            add_ms_p50=round(percentile(add_ms, 50), 1),
+            add_ms_p99=round(percentile(add_ms, 99), 1),
+            verified=verified,
+            verify_note=note,
+            cpu_seconds=cpu,
+            version=version,
+        )
+        print(
+            f"  accepted (status complete): {args.items:,} objects in {seconds:.2f} s = "
+            f"{result.objects_per_s:,.0f} objects/s ({'verified' if verified else 'NOT VERIFIED'}: {note})"
+        )
+        print(
+            f"  per add of {args.batch}: p50 {result.add_ms_p50:.0f} ms, p99 {result.add_ms_p99:.0f} ms; "
+            f"median of the first {args.clients} adds {result.first_adds_ms:.0f} ms, "
+            f"of the last {args.clients} {result.last_adds_ms:.0f} ms (the in-memory backend compares "
+            "each new object with every stored one, so it slows as it fills)"
+        )
+        print(
+            f"  CPU seconds over {cpu['wall']:.2f} s wall ({cpu['machine capacity']:.1f} core-s available): "
+            + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items() if k not in ("wall", "machine capacity"))
+        )
+        return result
+
+
+def _wait_for_taxii(server: subprocess.Popen[bytes], base: str, auth: tuple[str, str], log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"medallion exited with {server.returncode}: {log.read_text(errors='replace')[-2000:]}")
+        with contextlib.suppress(httpx.HTTPError):
+            r = httpx.get(
+                f"{base}/taxii2/", auth=auth, headers={"Accept": "application/taxii+json;version=2.1"}, timeout=1
+            )
+            if r.status_code == 200:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"medallion did not answer within 30 s: {log.read_text(errors='replace')[-2000:]}")
+
+
+def _stop_process(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# --- the summary --------------------------------------------------------------------------------
+
+
+def summary(
+    info: dict[str, Any], gsomia: list[GsomiaResult], taxii: MedallionResult | None, args: argparse.Namespace
+) -> bool:
+    """Print the table; True if every target is met and everything verified."""
+    print("\n== summary ==")
+    print(
+        f"machine: {info['nproc']} cores ({info['cpu']}), load average at start "
+        f"{' '.join(str(x) for x in info['loadavg'])}, Python {info['python']}"
+    )
+    print(f"{args.items:,} items / objects, batches of {args.batch}, {args.clients} client threads\n")
+    rows: list[tuple[str, str, str, str, str]] = []
+    ok = True
+    for r in gsomia:
+        target = TARGET_ITEMS_PER_S[r.backend]
+        met = r.items_per_s >= target and r.verified
+        ok &= met
+        ratio = f"{r.items_per_s / taxii.objects_per_s:.2f}x" if taxii else "-"
+        name = "SQLite" if r.backend == "sqlite" else "PostgreSQL"
+        rows.append(
+            (
+                f"gsomia {name}, acknowledged items/s",
+                f"{r.items_per_s:,.0f}",
+                ratio,
+                f">= {target:,.0f}",
+                ("met" if met else "MISSED") + ("" if r.verified else " (NOT VERIFIED)"),
+            )
+        )
+    for r in gsomia:
+        met = r.flash_ms_p99 <= TARGET_FLASH_P99_MS and r.flash_received == r.flash_sent and r.flash_sent > 0
+        ok &= met
+        name = "SQLite" if r.backend == "sqlite" else "PostgreSQL"
+        rows.append(
+            (
+                f"gsomia {name}, flash p99 ms ({r.flash_received}/{r.flash_sent}, p50 {r.flash_ms_p50:.1f})",
+                f"{r.flash_ms_p99:.1f}",
+                "",
+                f"<= {TARGET_FLASH_P99_MS:.0f}",
+                "met" if met else "MISSED",
+            )
+        )
+    if taxii:
+        ok &= taxii.verified
+        rows.append(
+            (
+                f"medallion {taxii.version} in-memory, objects/s",
+                f"{taxii.objects_per_s:,.0f}",
+                "1.00x",
+                "",
+                "" if taxii.verified else "NOT VERIFIED",
+            )
+        )
+    header = ("", "rate / ms", "vs medallion", "target", "")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(5)]
+    for row in [header, *rows]:
+        print(f"{row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:>{widths[2]}}  {row[3]:>{widths[3]}}  {row[4]}")
+    return ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--items", type=int, default=20_000, help="items (and STIX objects) per run")
+    parser.add_argument("--batch", type=int, default=500, help="items per POST /items and objects per envelope")
+    parser.add_argument("--clients", type=int, default=4, help="client threads posting batches")
+    parser.add_argument("--postgres", action="store_true", help="also run gsomia on PostgreSQL")
+    parser.add_argument("--no-sqlite", action="store_true", help="skip the SQLite run")
+    parser.add_argument("--skip-medallion", action="store_true", help="skip the medallion comparison")
+    parser.add_argument("--flash-interval", type=float, default=0.05, help="seconds between flash reports (0: none)")
+    parser.add_argument(
+        "--idle-flash", type=int, default=40, help="flash reports sent before the bulk run, for a baseline (0: none)"
+    )
+    parser.add_argument("--sample-interval", type=float, default=0.5, help="seconds between outbox samples")
+    parser.add_argument("--py-spy", metavar="DIR", help="record both nodes with py-spy into DIR and summarize")
+    parser.add_argument("--tmp", metavar="DIR", help="where the nodes' state goes (default: the system temp dir)")
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--check", action="store_true", help="exit 3 if a target is missed")
+    args = parser.parse_args(argv)
+    if args.items < 1 or args.batch < 1 or args.batch > 1000 or args.clients < 1:
+        parser.error("need --items >= 1, 1 <= --batch <= 1000, --clients >= 1")
+
+    def on_term(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    info = machine()
+    print(
+        f"machine: {info['nproc']} cores ({info['cpu']}), load average {' '.join(map(str, info['loadavg']))}, "
+        f"Python {info['python']}, state under {args.tmp or info['tmp']}"
+    )
+    tmp_root = Path(args.tmp) if args.tmp else None
+    if tmp_root:
+        tmp_root.mkdir(parents=True, exist_ok=True)
+    backends = ([] if args.no_sqlite else ["sqlite"]) + (["postgresql"] if args.postgres else [])
+    results: list[GsomiaResult] = []
+    taxii: MedallionResult | None = None
+    try:
+        for backend in backends:
+            results.append(run_gsomia(backend, args, tmp_root or Path(tempfile.gettempdir())))
+        if not args.skip_medallion:
+            taxii = run_medallion(args, tmp_root or Path(tempfile.gettempdir()))
+    except KeyboardInterrupt:
+        print("\ninterrupted; cleaned up", file=sys.stderr)
+        return 130
+    ok = summary(info, results, taxii, args)
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "machine": info,
+                    "gsomia": [asdict(r) for r in results],
+                    "medallion": asdict(taxii) if taxii else None,
+                    "targets_met": ok,
+                },
+                indent=2,
+                ensure_ascii=False,
+            ),
+            encoding="utf-8",
+        )
+    verified = all(r.verified for r in results) and (taxii is None or taxii.verified)
+    if not verified:
+        return 1
+    return 3 if args.check and not ok else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
