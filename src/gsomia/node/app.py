@@ -97,6 +97,22 @@ class NoteIn(Strict):
     ref: str | None = Field(default=None, max_length=4096)
 
 
+class RecordIn(Strict):
+    kind: Literal["consent_request", "consent_decision", "release", "compromise_report", "investigation"]
+    item_id: str = Field(min_length=36, max_length=36)
+    recipient: str | None = Field(default=None, max_length=64)
+    purpose: str | None = Field(default=None, max_length=256)
+    request_id: str | None = Field(default=None, max_length=36)
+    report_id: str | None = Field(default=None, max_length=36)
+    grant: bool | None = None
+    reason: str | None = Field(default=None, max_length=4096)
+    nature: Literal["loss", "compromise", "possible_compromise"] | None = None
+    description: str | None = Field(default=None, max_length=16384)
+    results: str | None = Field(default=None, max_length=16384)
+    remedial_steps: str | None = Field(default=None, max_length=16384)
+    closed: bool | None = None
+
+
 class ClockIn(Strict):
     at: datetime
 
@@ -220,6 +236,17 @@ def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
         delivery.notify(body.to, "flash")
         return {"note": result}
 
+    @app.post("/records", status_code=201)
+    async def make_record(body: RecordIn, who: Who) -> dict[str, Any]:
+        fields = body.model_dump(exclude={"kind", "item_id"}, exclude_none=True)
+        result = await call(node.make_record, who, body.kind, body.item_id, fields)
+        delivery.notify(result["peer"], "flash" if body.kind in ("compromise_report", "investigation") else "bulk")
+        return {k: v for k, v in result.items() if k != "peer"}
+
+    @app.get("/records")
+    async def cases(who: Who, item_id: str | None = None) -> dict[str, Any]:
+        return {"cases": await call(node.cases, who, item_id)}
+
     @app.get("/ledger/head")
     async def head(who: Who) -> dict[str, Any]:
         return await asyncio.to_thread(node.own_head)
@@ -314,6 +341,17 @@ def create_peer_app(node: Node, broker: Broker, witness: Any = None) -> FastAPI:
             raise Problem(400, "Invalid request", "not an alarm") from None
         receipt = {"node": node.party, "alarm": data.get("alarm_id"), "fresh": fresh, "received": [], "refused": []}
         return await answer(receipt, body)
+
+    @app.post("/peer/records")
+    async def peer_records(request: Request) -> JSONResponse:
+        party, body = await authenticated(request)
+        try:
+            fresh = await asyncio.to_thread(node.receive_record, party, json.loads(body))
+        except (ValueError, GsomiaError) as exc:
+            raise Problem(400, "Invalid record", str(exc)) from None
+        if fresh:
+            broker.publish()
+        return await answer({"node": node.party, "fresh": fresh, "received": [], "refused": []}, body)
 
     @app.get("/peer/ledger/head")
     async def ledger_head(request: Request) -> dict[str, Any]:

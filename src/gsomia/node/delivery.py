@@ -27,7 +27,7 @@ from gsomia.node.service import LANES, Node
 
 log = logging.getLogger("gsomia.delivery")
 BATCH = {"flash": 32, "bulk": 512}
-PATHS = {"note": "/peer/notes", "alarm": "/peer/alarms"}
+PATHS = {"note": "/peer/notes", "alarm": "/peer/alarms", "record": "/peer/records"}
 
 
 def backoff(attempts: int) -> float:

@@ -7,10 +7,13 @@ out only if both the policy (at provide time) and this guard (at send time) agre
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from gsomia.agreement import lifecycle
 from gsomia.agreement.schemes import level_index
 from gsomia.agreement.terms import Agreement
 from gsomia.label import Label
+from gsomia.policy import Consent
 
 
 def check(agreement: Agreement, label: Label, peer: str, me: str) -> str | None:
@@ -32,3 +35,13 @@ def check(agreement: Agreement, label: Label, peer: str, me: str) -> str | None:
         rule = "R14" if status.state is lifecycle.State.TERMINATED else "R13"
         return f"{rule}: {agreement.id} was {status.state.value} at the release instant"
     return None
+
+
+def check_release(label: Label, recipient: str, purpose: str, me: str, consents: Sequence[Consent]) -> str | None:
+    """A third-party release (R5) goes only with the originator's approval for exactly this."""
+    if me == label.originator:
+        return None
+    for c in consents:
+        if (c.item_id, c.recipient, c.purpose, c.granted_by) == (label.item_id, recipient, purpose, label.originator):
+            return None
+    return f"no approval by {label.originator} for item {label.item_id} to {recipient} for {purpose!r}"

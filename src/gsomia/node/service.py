@@ -20,11 +20,12 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from gsomia import envelope, policy
+from gsomia import envelope, policy, records
 from gsomia.agreement import lifecycle
 from gsomia.agreement.terms import Agreement, Note, NoteType
 from gsomia.errors import GsomiaError, InvalidHistory
 from gsomia.label import Label, LabelInvalid, display, marking_for, new_item_id
+from gsomia.node import egress
 from gsomia.node.clock import Clock
 from gsomia.node.config import NodeConfig
 from gsomia.store import schema as t
@@ -593,6 +594,194 @@ class Node(NodeLedger):
             event["text"] = self._openers[row["peer"]].open(row["envelope"])[1].decode("utf-8", "replace")
         return event
 
+    # --- records: consent and release (R5), compromise and investigation (R11) ----------------
+
+    def _records(self, conn: Connection, item_id: str) -> list[records.Record]:
+        rows = conn.execute(
+            select(t.records.c.body, t.records.c.signature)
+            .where(t.records.c.item_id == item_id)
+            .order_by(t.records.c.seq)
+        )
+        return [records.Record(json.loads(b), sig) for b, sig in rows]
+
+    def _store_record(self, conn: Connection, record: records.Record, origin: str) -> None:
+        body = record.body
+        ref = body.get("request_id") or body.get("report_id")
+        conn.execute(
+            insert(t.records).values(
+                record_id=record.id,
+                kind=record.kind,
+                item_id=body["item_id"],
+                ref=ref,
+                origin=origin,
+                body=record.canonical().decode("utf-8"),
+                signature=record.signature,
+                created_at=datetime.fromisoformat(body["at"]),
+            )
+        )
+
+    def make_record(self, subject: policy.Subject, kind: str, item_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """A security authority's record about an item; checked, signed, kept and sent to the partner."""
+        if subject.role is not policy.Role.SECURITY_AUTHORITY:
+            raise Refused(
+                policy.Decision(
+                    False,
+                    (
+                        policy.Reason(
+                            "R5" if kind.startswith(("consent", "release")) else "R11",
+                            "records are made by the security authority",
+                        ),
+                    ),
+                ),
+                f"making a {kind}",
+            )
+        now = self.clock.now()
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.items).where(t.items.c.item_id == item_id)).mappings().first()
+            if row is None:
+                raise NotFound(f"no item {item_id}")
+            history = self._records(conn, item_id)
+        label = Label.from_bytes(row["label"].encode("utf-8"))
+        peer = row["peer"]
+        agreement = self.agreement(peer)
+        extra = self._check_record(subject, kind, label, agreement, history, fields, now)
+        record = records.make(
+            self.config.key.ed25519, kind, self.party, subject.id, item_id, now, **{**fields, **extra}
+        )
+        lane = "flash" if kind in records.FLASH else "bulk"
+        with self.engine.begin() as conn:
+            self._store_record(conn, record, self.party)
+            append_rows(conn, [_audit_row(now, kind, subject.id, item_id, record.body)])
+            conn.execute(
+                insert(t.outbox).values(
+                    **_outbox_row(peer, lane, "record", record.id, json.dumps(record.as_dict()).encode(), now)
+                )
+            )
+        state = records.case_state([*history, record], _case_of(record))
+        return {"record": record.body, "state": state, "peer": peer}
+
+    def _check_record(
+        self,
+        subject: policy.Subject,
+        kind: str,
+        label: Label,
+        agreement: Agreement,
+        history: list[records.Record],
+        fields: dict[str, Any],
+        now: datetime,
+    ) -> dict[str, Any]:
+        def refuse(rule: str, text: str) -> Refused:
+            return Refused(policy.Decision(False, (policy.Reason(rule, text),)), f"making a {kind}")
+
+        def text(name: str) -> str:
+            value = fields.get(name)
+            if not isinstance(value, str) or not value.strip():
+                raise GsomiaError(f"{kind} needs {name}")
+            return value
+
+        by_id = {r.id: r for r in history}
+        if kind == "consent_request":
+            if subject.party == label.originator:
+                raise refuse("R5", "the originator needs no consent for its own information")
+            recipient = text("recipient")
+            if recipient in agreement.parties:
+                raise refuse("R5", f"{recipient} is a party to {agreement.id}, not a third party")
+            return {"recipient": recipient, "purpose": text("purpose"), "originator": label.originator}
+        if kind == "consent_decision":
+            request = by_id.get(text("request_id"))
+            if request is None or request.kind != "consent_request":
+                raise NotFound(f"no consent request {fields.get('request_id')} for item {label.item_id}")
+            if subject.party != label.originator:
+                raise refuse("R5", f"only the originator {label.originator} approves a release of its information")
+            if records.case_state(history, request.id) != "requested":
+                raise refuse("R5", "this request has been decided already")
+            if not isinstance(fields.get("grant"), bool):
+                raise GsomiaError("consent_decision needs grant: true or false")
+            return {
+                "recipient": request.body["recipient"],
+                "purpose": request.body["purpose"],
+                "reason": fields.get("reason"),
+            }
+        if kind == "release":
+            request = by_id.get(text("request_id"))
+            if request is None or request.kind != "consent_request":
+                raise NotFound(f"no consent request {fields.get('request_id')} for item {label.item_id}")
+            recipient, purpose = request.body["recipient"], request.body["purpose"]
+            consents = records.consents(history, label.originator)
+            decision = policy.decide(
+                agreement,
+                subject,
+                policy.Action.RELEASE_TO_THIRD_PARTY,
+                label,
+                lifecycle.status(agreement, now),
+                consents,
+                now,
+                recipient=recipient,
+                purpose=purpose,
+            )
+            if not decision.permit:
+                raise Refused(decision, f"releasing {label.item_id} to {recipient}")
+            problem = egress.check_release(label, recipient, purpose, self.party, consents)
+            if problem:
+                raise refuse("R5", f"egress guard: {problem}")
+            return {"recipient": recipient, "purpose": purpose}
+        if kind == "compromise_report":
+            return {"nature": text("nature"), "description": text("description"), "originator": label.originator}
+        if kind == "investigation":
+            report = by_id.get(text("report_id"))
+            if report is None or report.kind != "compromise_report":
+                raise NotFound(f"no compromise report {fields.get('report_id')} for item {label.item_id}")
+            if subject.party != report.by:
+                raise refuse("R11", f"the investigation is {report.by}'s, which reported the compromise")
+            if records.case_state(history, report.id) == "closed":
+                raise refuse("R11", "the investigation is closed")
+            return {
+                "results": text("results"),
+                "remedial_steps": text("remedial_steps"),
+                "closed": fields.get("closed") is True,
+            }
+        raise GsomiaError(f"unknown record kind {kind!r} (one of: {', '.join(records.KINDS)})")
+
+    def receive_record(self, peer: str, data: Any) -> bool:
+        record = records.verify(data, self.config.peers[peer].public_key.ed25519, peer)
+        now = self.clock.now()
+        try:
+            with self.engine.begin() as conn:
+                self._store_record(conn, record, peer)
+                append_rows(
+                    conn, [_audit_row(now, f"{record.kind}_received", peer, record.body["item_id"], record.body)]
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    def cases(self, subject: policy.Subject, item_id: str | None = None) -> list[dict[str, Any]]:
+        """Every case (consent request, compromise report) with its records and derived state."""
+        if subject.role not in (policy.Role.SECURITY_AUTHORITY, policy.Role.AUDITOR):
+            raise Refused(
+                policy.Decision(False, (policy.Reason("R8", "cases are for the security authority and auditors"),)),
+                "listing cases",
+            )
+        with self.engine.connect() as conn:
+            q = select(t.records.c.body, t.records.c.signature).order_by(t.records.c.seq)
+            if item_id:
+                q = q.where(t.records.c.item_id == item_id)
+            all_records = [records.Record(json.loads(b), sig) for b, sig in conn.execute(q)]
+        out = []
+        for r in all_records:
+            if r.kind in ("consent_request", "compromise_report"):
+                related = [x for x in all_records if _case_of(x) == r.id]
+                out.append(
+                    {
+                        "case": r.id,
+                        "kind": r.kind,
+                        "item_id": r.body["item_id"],
+                        "state": records.case_state(all_records, r.id),
+                        "records": [x.body for x in related],
+                    }
+                )
+        return out
+
     # --- outbox ----------------------------------------------------------------------------
 
     def _enqueue(self, conn: Connection, peer: str, lane: str, kind: str, ref: str, body: bytes) -> None:
@@ -680,6 +869,10 @@ class Node(NodeLedger):
 
     def _audit(self, conn: Connection, kind: str, actor: str, item_id: str | None, detail: dict[str, Any]) -> None:
         append_rows(conn, [_audit_row(self.clock.now(), kind, actor, item_id, detail)])
+
+
+def _case_of(record: records.Record) -> str:
+    return str(record.body.get("request_id") or record.body.get("report_id") or record.id)
 
 
 def _insert_ignore(engine: Engine, table: Any, keys: list[str]) -> Any:

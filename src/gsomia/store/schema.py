@@ -191,3 +191,21 @@ receipts = Table(
     Column("signature", Text, nullable=False),
     Column("received_at", UTCDateTime(), nullable=False),
 )
+
+# Signed records the two nodes exchange about items: consent requests and decisions
+# (R5), releases, loss or compromise reports and their investigation (R11).
+records = Table(
+    "records",
+    metadata,
+    Column("seq", Seq, primary_key=True, autoincrement=True),
+    Column("record_id", String(36), nullable=False, unique=True),
+    Column("kind", String(32), nullable=False),
+    Column("item_id", String(36), nullable=False),
+    Column("ref", String(36)),  # the record this one answers (a request, a report)
+    Column("origin", String(3), nullable=False),
+    Column("body", Text, nullable=False),  # canonical JSON, what the signature covers
+    Column("signature", Text, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+Index("ix_records_item", records.c.item_id)
+Index("ix_records_ref", records.c.ref)
