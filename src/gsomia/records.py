@@ -26,7 +26,19 @@ from gsomia.policy import Consent
 
 _SIGNED = b"gsomia/record/v1\x00"
 
-KINDS = ("consent_request", "consent_decision", "release", "compromise_report", "investigation")
+KINDS = (
+    "consent_request",
+    "consent_decision",
+    "release",
+    "compromise_report",
+    "investigation",
+    "reproduction",
+    "translation",
+    "destruction",
+    "reclassification",
+)
+#: Register records (R8, R9): where an item is, its copies, translations, destruction, marking.
+REGISTER = ("reproduction", "translation", "destruction", "reclassification")
 #: The records that must reach the partner at once (R11: "the provider is told at once").
 FLASH = ("compromise_report", "investigation")
 
@@ -141,3 +153,36 @@ def case_state(records: Iterable[Record], case_id: str) -> str:
     if decision is not None:
         return "granted" if decision.body.get("grant") is True else "refused"
     return "requested"
+
+
+def current_classification(records: Iterable[Record], originator: str, sealed: str) -> str:
+    """The originator's latest reclassification (R6), else the sealed label's marking."""
+    current = sealed
+    for r in records:
+        if r.kind == "reclassification" and r.by == originator:
+            current = str(r.body["classification"])
+    return current
+
+
+def register(records: Iterable[Record]) -> dict[str, Any]:
+    """Copies and translations of an item, and what has been destroyed (R8, R9)."""
+    copies: dict[str, dict[str, Any]] = {}
+    destroyed_item = False
+    for r in records:
+        if r.kind in ("reproduction", "translation"):
+            copies[str(r.body["copy_id"])] = {
+                "copy_id": r.body["copy_id"],
+                "kind": r.kind,
+                "holder": r.by,
+                "location": r.body.get("location"),
+                "language": r.body.get("language"),
+                "made_at": r.body["at"],
+                "destroyed_at": None,
+            }
+        elif r.kind == "destruction":
+            target = r.body.get("copy_id")
+            if target and target in copies:
+                copies[str(target)]["destroyed_at"] = r.body["at"]
+            elif not target:
+                destroyed_item = True
+    return {"copies": list(copies.values()), "item_destroyed": destroyed_item}

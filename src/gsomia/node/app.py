@@ -98,7 +98,17 @@ class NoteIn(Strict):
 
 
 class RecordIn(Strict):
-    kind: Literal["consent_request", "consent_decision", "release", "compromise_report", "investigation"]
+    kind: Literal[
+        "consent_request",
+        "consent_decision",
+        "release",
+        "compromise_report",
+        "investigation",
+        "reproduction",
+        "translation",
+        "destruction",
+        "reclassification",
+    ]
     item_id: str = Field(min_length=36, max_length=36)
     recipient: str | None = Field(default=None, max_length=64)
     purpose: str | None = Field(default=None, max_length=256)
@@ -111,6 +121,10 @@ class RecordIn(Strict):
     results: str | None = Field(default=None, max_length=16384)
     remedial_steps: str | None = Field(default=None, max_length=16384)
     closed: bool | None = None
+    classification: str | None = Field(default=None, max_length=64)
+    location: str | None = Field(default=None, max_length=256)
+    language: str | None = Field(default=None, max_length=35)
+    copy_id: str | None = Field(default=None, max_length=36)
 
 
 class ClockIn(Strict):
@@ -242,6 +256,10 @@ def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
         result = await call(node.make_record, who, body.kind, body.item_id, fields)
         delivery.notify(result["peer"], "flash" if body.kind in ("compromise_report", "investigation") else "bulk")
         return {k: v for k, v in result.items() if k != "peer"}
+
+    @app.get("/register/{item_id}")
+    async def register(item_id: str, who: Who) -> dict[str, Any]:
+        return await call(node.register, who, item_id)  # type: ignore[no-any-return]
 
     @app.get("/records")
     async def cases(who: Who, item_id: str | None = None) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import json
 import secrets
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -505,13 +505,14 @@ class Node(NodeLedger):
                 .mappings()
                 .all()
             )
+            reclassified = self._reclassifications(conn, [r["item_id"] for r in rows])
         out = []
         now = self.clock.now()
         # R8: the security authority and auditors keep the inventory and see every entry (never
         # the content); anyone else sees only the items the access decision lets them read.
         inventory = subject.role in (policy.Role.SECURITY_AUTHORITY, policy.Role.AUDITOR)
         for r in rows:
-            label = Label.from_bytes(r["label"].encode("utf-8"))
+            label = effective_label(Label.from_bytes(r["label"].encode("utf-8")), reclassified.get(r["item_id"], []))
             agreement = self.agreement(r["peer"])
             if not inventory:
                 status = lifecycle.status(agreement, now)
@@ -535,12 +536,15 @@ class Node(NodeLedger):
     def read_item(self, subject: policy.Subject, item_id: str, purpose: str | None = None) -> dict[str, Any]:
         with self.engine.connect() as conn:
             row = conn.execute(select(t.items).where(t.items.c.item_id == item_id)).mappings().first()
+            history = self._records(conn, item_id) if row is not None else []
         if row is None:
             raise NotFound(f"no item {item_id}")
-        label = Label.from_bytes(row["label"].encode("utf-8"))
+        label = effective_label(Label.from_bytes(row["label"].encode("utf-8")), history)
         peer = row["peer"]
         agreement = self.agreement(peer)
         now = self.clock.now()
+        if records.register(history)["item_destroyed"]:
+            raise NotFound(f"item {item_id} was destroyed (R9)")
         decision = policy.decide(
             agreement, subject, policy.Action.READ, label, lifecycle.status(agreement, now), (), now, purpose=purpose
         )
@@ -549,11 +553,13 @@ class Node(NodeLedger):
         if not decision.permit:
             raise Refused(decision, f"reading {item_id}")
         opened, payload = self._openers[peer].open(row["envelope"])
+        current = effective_label(opened, history)
         return {
             "item_id": item_id,
             "label": opened.as_dict(),
-            "marking": marking_for(opened, agreement, self.party),
-            "display": display(opened, agreement, self.party),
+            "classification": current.classification,
+            "marking": marking_for(current, agreement, self.party),
+            "display": display(current, agreement, self.party),
             "payload_b64": base64.b64encode(payload).decode(),
             "decision": decision.as_dict(),
         }
@@ -604,6 +610,50 @@ class Node(NodeLedger):
         )
         return [records.Record(json.loads(b), sig) for b, sig in rows]
 
+    def _reclassifications(self, conn: Connection, item_ids: list[str]) -> dict[str, list[records.Record]]:
+        found: dict[str, list[records.Record]] = {}
+        if not item_ids:
+            return found
+        rows = conn.execute(
+            select(t.records.c.item_id, t.records.c.body, t.records.c.signature)
+            .where(t.records.c.kind == "reclassification", t.records.c.item_id.in_(item_ids))
+            .order_by(t.records.c.seq)
+        )
+        for item_id, body, sig in rows:
+            found.setdefault(item_id, []).append(records.Record(json.loads(body), sig))
+        return found
+
+    def register(self, subject: policy.Subject, item_id: str) -> dict[str, Any]:
+        """Where an item is (R8): holder, current marking, copies, translations, destruction."""
+        if subject.role not in (policy.Role.SECURITY_AUTHORITY, policy.Role.AUDITOR):
+            raise Refused(
+                policy.Decision(False, (policy.Reason("R8", "the register is kept by the security authority"),)),
+                "reading the register",
+            )
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.items).where(t.items.c.item_id == item_id)).mappings().first()
+            if row is None:
+                raise NotFound(f"no item {item_id}")
+            history = self._records(conn, item_id)
+        sealed = Label.from_bytes(row["label"].encode("utf-8"))
+        current = effective_label(sealed, history)
+        agreement = self.agreement(row["peer"])
+        reg = records.register(history)
+        marking = marking_for(current, agreement, self.party)
+        return {
+            "item_id": item_id,
+            "holder": self.party,
+            "originator": sealed.originator,
+            "direction": row["direction"],
+            "sealed_classification": sealed.classification,
+            "classification": current.classification,
+            "marking": marking,
+            "display": display(current, agreement, self.party),
+            "copies": [{**c, "marking": marking} for c in reg["copies"]],
+            "item_destroyed": reg["item_destroyed"],
+            "records": [r.body for r in history if r.kind in records.REGISTER],
+        }
+
     def _store_record(self, conn: Connection, record: records.Record, origin: str) -> None:
         body = record.body
         ref = body.get("request_id") or body.get("report_id")
@@ -622,19 +672,12 @@ class Node(NodeLedger):
 
     def make_record(self, subject: policy.Subject, kind: str, item_id: str, fields: dict[str, Any]) -> dict[str, Any]:
         """A security authority's record about an item; checked, signed, kept and sent to the partner."""
-        if subject.role is not policy.Role.SECURITY_AUTHORITY:
-            raise Refused(
-                policy.Decision(
-                    False,
-                    (
-                        policy.Reason(
-                            "R5" if kind.startswith(("consent", "release")) else "R11",
-                            "records are made by the security authority",
-                        ),
-                    ),
-                ),
-                f"making a {kind}",
+        if subject.role is not policy.Role.SECURITY_AUTHORITY and kind not in ("reproduction", "translation"):
+            rule = {"reclassification": "R6", "destruction": "R9"}.get(
+                kind, "R5" if kind.startswith(("consent", "release")) else "R11"
             )
+            reason = policy.Reason(rule, "this record is made by the security authority")
+            raise Refused(policy.Decision(False, (reason,)), f"making a {kind}")
         now = self.clock.now()
         with self.engine.connect() as conn:
             row = conn.execute(select(t.items).where(t.items.c.item_id == item_id)).mappings().first()
@@ -740,7 +783,57 @@ class Node(NodeLedger):
                 "remedial_steps": text("remedial_steps"),
                 "closed": fields.get("closed") is True,
             }
+        if kind in records.REGISTER:
+            return self._check_register(subject, kind, label, agreement, history, fields, now)
         raise GsomiaError(f"unknown record kind {kind!r} (one of: {', '.join(records.KINDS)})")
+
+    def _check_register(
+        self,
+        subject: policy.Subject,
+        kind: str,
+        label: Label,
+        agreement: Agreement,
+        history: list[records.Record],
+        fields: dict[str, Any],
+        now: datetime,
+    ) -> dict[str, Any]:
+        """Reproduction, translation, destruction (R9) and reclassification (R6), each decided by policy."""
+        current = effective_label(label, history)
+        action = {
+            "reproduction": policy.Action.REPRODUCE,
+            "translation": policy.Action.TRANSLATE,
+            "destruction": policy.Action.DESTROY,
+            "reclassification": policy.Action.RECLASSIFY,
+        }[kind]
+        new_classification = fields.get("classification") if kind == "reclassification" else None
+        if kind == "reclassification" and not isinstance(new_classification, str):
+            raise GsomiaError("reclassification needs classification (the originator's new marking)")
+        decision = policy.decide(
+            agreement,
+            subject,
+            action,
+            current,
+            lifecycle.status(agreement, now),
+            (),
+            now,
+            new_classification=new_classification,
+        )
+        if not decision.permit:
+            raise Refused(decision, f"{kind} of {label.item_id}")
+        reg = records.register(history)
+        if reg["item_destroyed"]:
+            raise Refused(policy.Decision(False, (policy.Reason("R9", "the item has been destroyed"),)), kind)
+        if kind in ("reproduction", "translation"):
+            extra: dict[str, Any] = {"copy_id": str(uuid.uuid4()), "location": fields.get("location") or self.party}
+            if kind == "translation":
+                extra["language"] = fields.get("language") or "und"
+            return extra
+        if kind == "destruction":
+            target = fields.get("copy_id")
+            if target is not None and target not in {c["copy_id"] for c in reg["copies"] if c["destroyed_at"] is None}:
+                raise NotFound(f"no live copy {target} of item {label.item_id}")
+            return {"copy_id": target}
+        return {"classification": new_classification, "previous": current.classification}
 
     def receive_record(self, peer: str, data: Any) -> bool:
         record = records.verify(data, self.config.peers[peer].public_key.ed25519, peer)
@@ -869,6 +962,14 @@ class Node(NodeLedger):
 
     def _audit(self, conn: Connection, kind: str, actor: str, item_id: str | None, detail: dict[str, Any]) -> None:
         append_rows(conn, [_audit_row(self.clock.now(), kind, actor, item_id, detail)])
+
+
+def effective_label(label: Label, history: Sequence[records.Record]) -> Label:
+    """The sealed label with the originator's latest reclassification applied (R6)."""
+    current = records.current_classification(history, label.originator, label.classification)
+    if current == label.classification:
+        return label
+    return replace(label, classification=current)
 
 
 def _case_of(record: records.Record) -> str:
