@@ -19,13 +19,13 @@ output unless it returns (the CLI writes to a temporary file and renames it last
 
 from __future__ import annotations
 
-import base64
+import binascii
 import hashlib
 import io
 import json
 import os
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, Final
 
@@ -36,7 +36,7 @@ from gsomia import merkle
 from gsomia.agreement.terms import Agreement
 from gsomia.errors import GsomiaError
 from gsomia.keys import PrivateKeys, PublicKeys, kem_suite
-from gsomia.label import Label, LabelInvalid
+from gsomia.label import Label, LabelInvalid, canonical, canonical_text, loads
 from gsomia.label import validate as validate_label
 
 __all__ = [
@@ -61,15 +61,24 @@ MAX_SEGMENT: Final = 64 << 20
 MAX_BLOCK: Final = 1 << 20  # header, label, key block and trailer are small
 TAG: Final = 16
 MORE, FINAL = 0, 1
+_FLAG_BYTE = (b"\x00", b"\x01")  # bytes([flag]) for MORE, FINAL
 _U32 = struct.Struct(">I")
 _SEGMENT_HEAD = struct.Struct(">BI")
 _WRAP_INFO = b"gsomia/envelope/v1/wrap\x00"
 _AAD = b"gsomia/envelope/v1/segment\x00"
 _SIGNED = b"gsomia/envelope/v1/batch-root\x00"
 _MAX_BATCH = 1 << 32
+_HASH = 32  # SHA-256
+_MAX_PATH = 64  # hashes in an audit path (a tree below 2**32 leaves needs at most 32)
 _LEAF = b"gsomia/envelope/v1/leaf\x00"
 _EPOCH_INFO = b"gsomia/envelope/v1/epoch\x00"
 _MLDSA_CONTEXT = b"gsomia/envelope/v1"
+_HEADER_KEYS: Final = frozenset({"v", "suite", "agreement", "item_id", "originator", "signer", "segment_size"})
+_BATCH_KEYS: Final = frozenset({"size", "index", "path"})
+_TRAILER_KEYS: Final = {
+    "classic": frozenset({"batch", "ed25519"}),
+    "pq-hybrid": frozenset({"batch", "ed25519", "mldsa65"}),
+}
 
 
 class EnvelopeError(GsomiaError):
@@ -95,17 +104,19 @@ class UnsupportedVersion(EnvelopeError):
 # --- framing helpers ---------------------------------------------------------------
 
 
-def _canonical(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+_canonical = canonical  # UTF-8 JSON, keys sorted, no whitespace, non-ASCII as itself
+_text = json.encoder.encode_basestring  # one JSON string, as the canonical encoder writes it
 
 
 def _decode_canonical(raw: bytes, what: str) -> Any:
+    """Decode, re-encode, compare: only the canonical spelling is accepted."""
     try:
-        obj = json.loads(raw.decode("utf-8"))
-        canonical = _canonical(obj)
+        text = raw.decode("utf-8")
+        obj = loads(text)
+        again = canonical_text(obj)  # compared as text: UTF-8 maps text to bytes one to one
     except (ValueError, RecursionError):  # incl. UnicodeDecodeError, JSONDecodeError, over-long integers
         raise Tampered(f"{what} is not valid JSON") from None
-    if canonical != raw:
+    if again != text:
         raise Tampered(f"{what} is not in canonical form")
     return obj
 
@@ -146,10 +157,6 @@ def _nonce(index: int) -> bytes:
 
 def _aad_prefix(header: bytes, label: bytes) -> bytes:
     return _AAD + _block(header) + _block(label)
-
-
-def _wrap_info(header: bytes, label: bytes) -> bytes:
-    return _WRAP_INFO + hashlib.sha256(header).digest() + hashlib.sha256(label).digest()
 
 
 def _fill(src: IO[bytes], buf: bytearray) -> int:
@@ -194,14 +201,20 @@ class Header:
 
 
 class _Epoch:
-    """One sender-side epoch key for one recipient key: wrapped by HPKE once, used many times."""
+    """One sender-side epoch key for one recipient key: wrapped by HPKE once, used many times.
 
-    __slots__ = ("aead", "blob", "uses")
+    Also holds that recipient's key-block entry around the one value that changes per
+    envelope (the wrapped data key), already in canonical JSON: keys sorted, strings as
+    ``_canonical`` writes them (base64 needs no escapes)."""
 
-    def __init__(self, blob: bytes, key: bytes) -> None:
+    __slots__ = ("aead", "blob", "entry_head", "entry_tail", "uses")
+
+    def __init__(self, blob: bytes, key: bytes, recipient: PublicKeys) -> None:
         self.blob = blob
         self.aead = AESGCM(key)
         self.uses = 0
+        self.entry_head = '{"epoch":"' + _b64(blob) + '","key":"'
+        self.entry_tail = '","kid":' + _text(recipient.kid) + ',"party":' + _text(recipient.party) + "}"
 
 
 class Sealer:
@@ -227,6 +240,7 @@ class Sealer:
         self.epoch_limit = epoch_limit
         self._hpke = kem_suite(agreement.suite)
         self._epochs: dict[str, _Epoch] = {}
+        self._headers: dict[int, tuple[str, str]] = {}
 
     def rotate(self) -> None:
         """Forget every epoch key: the next envelope to each recipient starts a new one."""
@@ -237,7 +251,7 @@ class Sealer:
         if epoch is None or epoch.uses >= self.epoch_limit:
             key = AESGCM.generate_key(bit_length=256)
             info = _EPOCH_INFO + self.kid.encode() + recipient.kid.encode()
-            epoch = _Epoch(self._hpke.encrypt(key, recipient.kem_key(), info), key)
+            epoch = _Epoch(self._hpke.encrypt(key, recipient.kem_key(), info), key, recipient)
             self._epochs[recipient.kid] = epoch
         epoch.uses += 1
         return epoch
@@ -261,36 +275,51 @@ class Sealer:
         if not 1 <= segment_size <= MAX_SEGMENT:
             raise EnvelopeError(f"segment size must be between 1 and {MAX_SEGMENT} bytes")
 
-    def _body(
-        self, src: IO[bytes], dst: IO[bytes], label: Label, recipients: Sequence[PublicKeys], segment_size: int
-    ) -> tuple[bytes, int]:
-        """Write everything but the trailer; return (leaf hash, payload size)."""
+    def _header(self, item_id: str, segment_size: int) -> bytes:
+        """``Header(...).to_bytes()``: per segment size only the item id changes, so the
+        rest of the canonical JSON is made once (by ``Header.to_bytes`` itself)."""
+        around = self._headers.get(segment_size)
+        if around is None:
+            a = self.agreement
+            whole = Header(a.suite, a.id, "", self.originator.party, self.kid, segment_size).to_bytes().decode()
+            at = whole.index('"item_id":""') + len('"item_id":')  # quotes inside strings are escaped
+            around = self._headers[segment_size] = (whole[:at], whole[at + 2 :])
+        return (around[0] + _text(item_id) + around[1]).encode("utf-8")
+
+    def _start(
+        self, label: Label, recipients: Sequence[PublicKeys], segment_size: int
+    ) -> tuple[bytes, AESGCM, bytes, bytes]:
+        """Check, draw the data key, wrap it for every recipient.
+
+        Returns (magic to key block, framed; the data key's AEAD; segment AAD prefix;
+        the first three parts of the leaf data: SHA-256 of header, label, key block)."""
         self._check(label, recipients, segment_size)
-        header = Header(
-            self.agreement.suite, self.agreement.id, label.item_id, label.originator, self.kid, segment_size
-        )
-        header_bytes = header.to_bytes()
+        header_bytes = self._header(label.item_id, segment_size)
         label_bytes = label.to_bytes()
+        header_hash = hashlib.sha256(header_bytes).digest()
+        label_hash = hashlib.sha256(label_bytes).digest()
         data_key = AESGCM.generate_key(bit_length=256)
-        info = _wrap_info(header_bytes, label_bytes)
-        wrapped = []
+        info = _WRAP_INFO + header_hash + label_hash
+        entries = []
         for r in recipients:
             epoch = self._epoch(r)
             nonce = os.urandom(12)
             sealed_key = nonce + epoch.aead.encrypt(nonce, data_key, info)
-            wrapped.append({"party": r.party, "kid": r.kid, "epoch": _b64(epoch.blob), "key": _b64(sealed_key)})
-        wrapped.sort(key=lambda w: w["kid"])
-        keyblock = _canonical(wrapped)
-        dst.write(MAGIC + bytes([VERSION]) + _block(header_bytes) + _block(label_bytes) + _block(keyblock))
+            entries.append((r.kid, epoch.entry_head + _b64(sealed_key) + epoch.entry_tail))
+        entries.sort(key=lambda e: e[0])  # stable: as sorting the entries by "kid"
+        keyblock = ("[" + ",".join(e[1] for e in entries) + "]").encode("utf-8")
+        head = MAGIC + bytes([VERSION]) + _block(header_bytes) + _block(label_bytes) + _block(keyblock)
+        leaf_start = _LEAF + header_hash + label_hash + hashlib.sha256(keyblock).digest()
+        return head, AESGCM(data_key), _aad_prefix(header_bytes, label_bytes), leaf_start
 
-        aead = AESGCM(data_key)
-        prefix = _aad_prefix(header_bytes, label_bytes)
+    def _body(
+        self, src: IO[bytes], dst: IO[bytes], label: Label, recipients: Sequence[PublicKeys], segment_size: int
+    ) -> tuple[bytes, int]:
+        """Write everything but the trailer; return (leaf hash, payload size)."""
+        head, aead, prefix, leaf_start = self._start(label, recipients, segment_size)
+        dst.write(head)
         tags = hashlib.sha256()
-        size = segment_size
-        if isinstance(src, io.BytesIO):  # in memory: a small item needs no full-size (zeroed) buffers
-            with src.getbuffer() as held:
-                size = max(0, min(segment_size, len(held) - src.tell()))
-        current, following = bytearray(size), bytearray(size)
+        current, following = bytearray(segment_size), bytearray(segment_size)
         n = _fill(src, current)
         index = total = 0
         while True:
@@ -305,8 +334,26 @@ class Sealer:
             if flag == FINAL:
                 break
             current, following, n = following, current, m
-        leaf = merkle.leaf_hash(_leaf_data(header_bytes, label_bytes, keyblock, index, tags.digest()))
-        return leaf, total
+        return merkle.leaf_hash(leaf_start + index.to_bytes(8, "big") + tags.digest()), total
+
+    def _body_bytes(
+        self, payload: bytes | memoryview, label: Label, recipients: Sequence[PublicKeys], segment_size: int
+    ) -> tuple[list[bytes], bytes]:
+        """The same bytes as ``_body`` for a payload in memory: (parts to join, leaf hash)."""
+        head, aead, prefix, leaf_start = self._start(label, recipients, segment_size)
+        parts = [head]
+        view = memoryview(payload)
+        size = len(view)
+        count = max(1, -(-size // segment_size))  # a last partial segment, or one empty one
+        tags = hashlib.sha256()
+        for index in range(count):
+            flag = FINAL if index == count - 1 else MORE
+            chunk = view[index * segment_size : (index + 1) * segment_size]
+            ct = aead.encrypt(_nonce(index), chunk, prefix + index.to_bytes(8, "big") + bytes([flag]))
+            parts.append(_SEGMENT_HEAD.pack(flag, len(ct)))
+            parts.append(ct)
+            tags.update(ct[-TAG:])
+        return parts, merkle.leaf_hash(leaf_start + count.to_bytes(8, "big") + tags.digest())
 
     def _signatures(self, size: int, root: bytes) -> dict[str, str]:
         message = _signed_message(size, root)
@@ -325,6 +372,14 @@ class Sealer:
         segment_size: int = DEFAULT_SEGMENT,
     ) -> int:
         """Seal ``src`` into ``dst`` in constant memory; returns the payload size."""
+        if isinstance(src, io.BytesIO):  # in memory already: no segment-size buffers, no copy
+            with src.getbuffer() as held, held[min(src.tell(), len(held)) :] as payload:
+                parts, leaf = self._body_bytes(payload, label, recipients, segment_size)
+                total = len(payload)
+            src.seek(0, io.SEEK_END)  # consumed, as a read to the end would leave it
+            dst.write(b"".join(parts))
+            dst.write(_trailer(1, 0, [], self._signatures(1, leaf)))
+            return total
         leaf, total = self._body(src, dst, label, recipients, segment_size)
         dst.write(_trailer(1, 0, [], self._signatures(1, leaf)))
         return total
@@ -332,9 +387,9 @@ class Sealer:
     def seal(
         self, payload: bytes, label: Label, recipients: Sequence[PublicKeys], segment_size: int = DEFAULT_SEGMENT
     ) -> bytes:
-        out = io.BytesIO()
-        self.seal_stream(io.BytesIO(payload), out, label, recipients, segment_size)
-        return out.getvalue()
+        parts, leaf = self._body_bytes(payload, label, recipients, segment_size)
+        parts.append(_trailer(1, 0, [], self._signatures(1, leaf)))
+        return b"".join(parts)
 
     def seal_batch(
         self,
@@ -343,19 +398,22 @@ class Sealer:
         segment_size: int = DEFAULT_SEGMENT,
     ) -> list[bytes]:
         """Seal many items with one signature over the Merkle root of their envelopes."""
-        bodies: list[bytes] = []
+        bodies: list[list[bytes]] = []
         leaves: list[bytes] = []
         for payload, label in items:
-            out = io.BytesIO()
-            leaf, _ = self._body(io.BytesIO(payload), out, label, recipients, segment_size)
-            bodies.append(out.getvalue())
+            parts, leaf = self._body_bytes(payload, label, recipients, segment_size)
+            bodies.append(parts)
             leaves.append(leaf)
         if not leaves:
             return []
         size = len(leaves)
-        sigs = self._signatures(size, merkle.root(leaves))
-        paths = merkle.inclusion_paths(leaves)
-        return [body + _trailer(size, i, paths[i], sigs) for i, body in enumerate(bodies)]
+        root, paths = merkle.root_and_paths(leaves)
+        sigs = self._signatures(size, root)
+        out = []
+        for i, parts in enumerate(bodies):
+            parts.append(_trailer(size, i, paths[i], sigs))
+            out.append(b"".join(parts))
+        return out
 
 
 def _signed_message(size: int, root: bytes) -> bytes:
@@ -365,24 +423,16 @@ def _signed_message(size: int, root: bytes) -> bytes:
     return _SIGNED + size.to_bytes(8, "big") + root
 
 
-def _leaf_data(header: bytes, label: bytes, keyblock: bytes, count: int, tag_digest: bytes) -> bytes:
-    return (
-        _LEAF
-        + hashlib.sha256(header).digest()
-        + hashlib.sha256(label).digest()
-        + hashlib.sha256(keyblock).digest()
-        + count.to_bytes(8, "big")
-        + tag_digest
-    )
-
-
 def _trailer(size: int, index: int, path: Sequence[bytes], sigs: dict[str, str]) -> bytes:
-    batch = {"size": size, "index": index, "path": [_b64(p) for p in path]}
-    return _block(_canonical({"batch": batch, **sigs}))
+    """``block(canonical({"batch": {"size", "index", "path": base64(path hashes)}, **sigs}))``,
+    written out: keys in sorted order, integers and base64 text need no escaping."""
+    signed = ",".join(f'"{name}":"{sig}"' for name, sig in sorted(sigs.items()))
+    hashes = _b64(b"".join(path))
+    return _block(f'{{"batch":{{"index":{index},"path":"{hashes}","size":{size}}},{signed}}}'.encode("ascii"))
 
 
 def _b64(raw: bytes) -> str:
-    return base64.b64encode(raw).decode("ascii")
+    return binascii.b2a_base64(raw, newline=False).decode("ascii")  # base64.b64encode
 
 
 def seal_stream(
@@ -422,18 +472,126 @@ class Opened:
     size: int
 
 
-def _read_header(src: IO[bytes], agreement: Agreement) -> tuple[dict[str, Any], bytes]:
-    start = _read_upto(src, 5)
+class _Source:
+    """Where ``Opener`` reads an envelope from; every read raises ``Tampered`` if it falls short."""
+
+    __slots__ = ()
+
+    def upto(self, n: int) -> bytes:
+        """Up to ``n`` bytes: fewer only at the end."""
+        raise NotImplementedError
+
+    def block(self, what: str) -> bytes:
+        """A ``u32``-length-prefixed block of at most ``MAX_BLOCK`` bytes."""
+        raise NotImplementedError
+
+    def head(self, index: int) -> tuple[int, int]:
+        """A segment's (flag, length)."""
+        raise NotImplementedError
+
+    def segment(self, index: int, length: int) -> memoryview:
+        """The next ``length`` bytes (valid until the next call)."""
+        raise NotImplementedError
+
+    def more(self) -> bool:
+        """Whether anything follows."""
+        raise NotImplementedError
+
+
+class _Stream(_Source):
+    """A file or pipe, read block by block; segments into one reused buffer."""
+
+    __slots__ = ("buffer", "src")
+
+    def __init__(self, src: IO[bytes]) -> None:
+        self.src = src
+        self.buffer = memoryview(bytearray(0))  # sized by the first segment: small items need no full-size buffer
+
+    def upto(self, n: int) -> bytes:
+        return _read_upto(self.src, n)
+
+    def block(self, what: str) -> bytes:
+        return _read_block(self.src, what)
+
+    def segment(self, index: int, length: int) -> memoryview:
+        if len(self.buffer) < length:
+            self.buffer = memoryview(bytearray(length))
+        view = self.buffer[:length]
+        if _fill_view(self.src, view) != length:
+            raise Tampered(f"truncated in segment {index}")
+        return view
+
+    def head(self, index: int) -> tuple[int, int]:
+        flag, length = _SEGMENT_HEAD.unpack(_read_exact(self.src, _SEGMENT_HEAD.size, f"segment {index} header"))
+        return flag, length
+
+    def more(self) -> bool:
+        return bool(self.src.read(1))
+
+
+class _Memory(_Source):
+    """An envelope held in memory: the same reads and errors, without a file object's calls."""
+
+    __slots__ = ("data", "pos", "view")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.view = memoryview(data)
+        self.pos = 0
+
+    def upto(self, n: int) -> bytes:
+        start = self.pos
+        self.pos = min(start + n, len(self.data))
+        return self.data[start : self.pos]
+
+    def block(self, what: str) -> bytes:
+        data, start = self.data, self.pos + 4
+        if start > len(data):
+            raise Tampered(f"truncated in the {what} length")
+        (n,) = _U32.unpack_from(data, start - 4)
+        if n > MAX_BLOCK:
+            raise Tampered(f"{what} length {n} exceeds {MAX_BLOCK}")
+        end = self.pos = start + n
+        if end > len(data):
+            raise Tampered(f"truncated in the {what}")
+        return data[start:end]
+
+    def segment(self, index: int, length: int) -> memoryview:
+        start = self.pos
+        if start + length > len(self.data):
+            raise Tampered(f"truncated in segment {index}")
+        self.pos = start + length
+        return self.view[start : start + length]
+
+    def head(self, index: int) -> tuple[int, int]:
+        start = self.pos
+        if start + _SEGMENT_HEAD.size > len(self.data):
+            raise Tampered(f"truncated in the segment {index} header")
+        self.pos = start + _SEGMENT_HEAD.size
+        flag, length = _SEGMENT_HEAD.unpack_from(self.data, start)
+        return flag, length
+
+    def more(self) -> bool:
+        return self.pos < len(self.data)
+
+
+def _read_header(src: _Source, agreement: Agreement) -> tuple[dict[str, Any], bytes]:
+    start = src.upto(5)
     if not start or len(start) < 5 or start[:4] != MAGIC:
         raise UnsupportedVersion("not a gsomia envelope")
     if start[4] != VERSION:
         raise UnsupportedVersion(f"envelope format version {start[4]} is not supported (this build reads v{VERSION})")
-    header_bytes = _read_block(src, "header")
+    header_bytes = src.block("header")
     header = _decode_canonical(header_bytes, "header")
-    expected = {"v", "suite", "agreement", "item_id", "originator", "signer", "segment_size"}
-    if not isinstance(header, dict) or set(header) != expected or header["v"] != VERSION:
+    if not isinstance(header, dict) or header.keys() != _HEADER_KEYS or header["v"] != VERSION:
         raise Tampered("header fields are not those of format v1")
-    if not all(isinstance(header[k], str) for k in ("suite", "agreement", "item_id", "originator", "signer")):
+    if not (
+        isinstance(header["suite"], str)
+        and isinstance(header["agreement"], str)
+        and isinstance(header["item_id"], str)
+        and isinstance(header["originator"], str)
+        and isinstance(header["signer"], str)
+    ):
         raise Tampered("header fields are not those of format v1")
     if header["suite"] not in ("classic", "pq-hybrid"):
         raise UnsupportedVersion(f"suite {header['suite']!r} is not supported")
@@ -451,8 +609,8 @@ def _unb64(value: object, what: str) -> bytes:
     if not isinstance(value, str):
         raise Tampered(f"{what} is not base64 text")
     try:
-        raw = base64.b64decode(value, validate=True)
-    except ValueError:
+        raw = binascii.a2b_base64(value, strict_mode=True)
+    except ValueError:  # incl. binascii.Error; non-ASCII text
         raise Tampered(f"{what} is not base64") from None
     # One spelling per value: the trailer is not signed, so unused bits must not vary.
     if _b64(raw) != value:
@@ -464,8 +622,9 @@ class Opener:
     """Opens envelopes for one recipient key, trusting a set of originator keys.
 
     Caches what it has verified, keyed on the exact bytes: unwrapped epoch keys
-    (by their HPKE ciphertext) and batch roots whose signatures verified (by root
-    and signature bytes). A cache hit skips public-key work, never a check.
+    (by the exact base64 text of their HPKE ciphertext and the signer's key id,
+    which the HPKE info binds) and batch roots whose signatures verified (by root
+    and signature text). A cache hit skips public-key work, never a check.
     """
 
     _CACHE_LIMIT = 4096
@@ -480,13 +639,18 @@ class Opener:
         self.kid = recipient.public().kid
         self.trusted = {k.kid: k for k in trusted}
         self._hpke = kem_suite(agreement.suite)
-        self._epochs: dict[bytes, AESGCM] = {}
+        self._epochs: dict[tuple[str, str], AESGCM] = {}
         self._roots: set[tuple[str, bytes, str, str]] = set()
+        self._trailer_keys = _TRAILER_KEYS[agreement.suite]
 
-    def _epoch_key(self, blob: bytes, signer_kid: str) -> AESGCM:
-        cached = self._epochs.get(blob)
-        if cached is not None:
-            return cached
+    def _epoch_key(self, text: object, signer_kid: str) -> AESGCM:
+        """The epoch key whose HPKE ciphertext ``text`` is (base64), unwrapped with this node's key."""
+        if isinstance(text, str):
+            cached = self._epochs.get((text, signer_kid))
+            if cached is not None:
+                return cached
+        blob = _unb64(text, "epoch key")
+        assert isinstance(text, str)
         info = _EPOCH_INFO + signer_kid.encode() + self.kid.encode()
         try:
             key = self._hpke.decrypt(blob, self.recipient.kem_key(), info)
@@ -496,7 +660,7 @@ class Opener:
             raise Tampered("the epoch key has the wrong length")
         if len(self._epochs) >= self._CACHE_LIMIT:
             self._epochs.pop(next(iter(self._epochs)))
-        aead = self._epochs[blob] = AESGCM(key)
+        aead = self._epochs[text, signer_kid] = AESGCM(key)
         return aead
 
     def _verify_root(self, signer: PublicKeys, size: int, root: bytes, trailer: dict[str, Any]) -> None:
@@ -520,9 +684,18 @@ class Opener:
 
     def open_stream(self, src: IO[bytes], dst: IO[bytes]) -> Opened:
         """Verify and decrypt ``src`` into ``dst``. On any error ``dst`` must be discarded."""
+        return Opened(*self._open(_Stream(src), dst.write))
+
+    def open(self, data: bytes) -> tuple[Label, bytes]:
+        out: list[bytes] = []
+        label = self._open(_Memory(data if type(data) is bytes else bytes(data)), out.append)[0]
+        return label, b"".join(out)
+
+    def _open(self, src: _Source, write: Callable[[bytes], object]) -> tuple[Label, PublicKeys, int]:
+        """Every check of ``docs/envelope-format.md``, in its order; (label, signer, size)."""
         agreement = self.agreement
         header, header_bytes = _read_header(src, agreement)
-        label_bytes = _read_block(src, "label")
+        label_bytes = src.block("label")
         try:
             label = Label.from_bytes(label_bytes)
         except LabelInvalid as exc:
@@ -530,10 +703,10 @@ class Opener:
         except (ValueError, RecursionError, OverflowError):  # over-long integers, deep nesting, dates out of range
             raise LabelInvalid("label: not a valid label (envelope label)") from None
         validate_label(label, agreement)
-        if (label.item_id, label.agreement, label.originator) != (
-            header["item_id"],
-            header["agreement"],
-            header["originator"],
+        if (
+            label.item_id != header["item_id"]
+            or label.agreement != header["agreement"]
+            or label.originator != header["originator"]
         ):
             raise Tampered("the label does not belong to this envelope's header")
 
@@ -545,78 +718,75 @@ class Opener:
         if signer.suite != agreement.suite:
             raise UnknownSigner(f"the trusted key of {signer.party} is not a {agreement.suite} key")
 
-        keyblock = _read_block(src, "key block")
+        keyblock = src.block("key block")
         wrapped = _decode_canonical(keyblock, "key block")
         if not isinstance(wrapped, list):
             raise Tampered("key block is not a list")
-        entry = next((w for w in wrapped if isinstance(w, dict) and w.get("kid") == self.kid), None)
+        entry = None
+        for w in wrapped:  # the first entry for this node's key
+            if isinstance(w, dict) and w.get("kid") == self.kid:
+                entry = w
+                break
         if entry is None:
             raise NotARecipient(f"the data key is not wrapped for {self.recipient.party}'s key {self.kid}")
-        epoch = self._epoch_key(_unb64(entry.get("epoch"), "epoch key"), signer.kid)
+        epoch = self._epoch_key(entry.get("epoch"), signer.kid)
         sealed_key = _unb64(entry.get("key"), "wrapped key")
+        header_hash = hashlib.sha256(header_bytes).digest()
+        label_hash = hashlib.sha256(label_bytes).digest()
         try:
-            data_key = epoch.decrypt(sealed_key[:12], sealed_key[12:], _wrap_info(header_bytes, label_bytes))
+            data_key = epoch.decrypt(sealed_key[:12], sealed_key[12:], _WRAP_INFO + header_hash + label_hash)
         except (InvalidTag, ValueError):
             raise Tampered("the wrapped data key does not open with this label and header") from None
         if len(data_key) != 32:
             raise Tampered("the wrapped data key has the wrong length")
 
         aead = AESGCM(data_key)
-        prefix = _aad_prefix(header_bytes, label_bytes)
+        prefix = _AAD + _U32.pack(len(header_bytes)) + header_bytes + _U32.pack(len(label_bytes)) + label_bytes
         tags = hashlib.sha256()
         segment_size = header["segment_size"]
-        view = memoryview(bytearray(0))  # sized by the first segment: small items need no full-size buffer
         index = total = 0
         while True:
-            flag, length = _SEGMENT_HEAD.unpack(_read_exact(src, _SEGMENT_HEAD.size, f"segment {index} header"))
+            flag, length = src.head(index)
             if flag not in (MORE, FINAL) or length < TAG or length > segment_size + TAG:
                 raise Tampered(f"segment {index} has a malformed header")
             if flag == MORE and length != segment_size + TAG:
                 raise Tampered(f"segment {index} is not a full segment but is not marked final")
-            if len(view) < length:
-                view = memoryview(bytearray(length))
-            if _fill_view(src, view[:length]) != length:
-                raise Tampered(f"truncated in segment {index}")
+            segment = src.segment(index, length)
             try:
-                plain = aead.decrypt(_nonce(index), view[:length], prefix + index.to_bytes(8, "big") + bytes([flag]))
+                plain = aead.decrypt(_nonce(index), segment, prefix + index.to_bytes(8, "big") + _FLAG_BYTE[flag])
             except InvalidTag:
                 raise Tampered(f"segment {index} fails authentication (altered, moved, dropped or repeated)") from None
-            tags.update(view[length - TAG : length])
-            dst.write(plain)
+            tags.update(segment[length - TAG :])
+            write(plain)
             total += len(plain)
             index += 1
             if flag == FINAL:
                 break
 
-        trailer = _decode_canonical(_read_block(src, "trailer"), "trailer")
-        if src.read(1):
+        trailer = _decode_canonical(src.block("trailer"), "trailer")
+        if src.more():
             raise Tampered("bytes follow the trailer")
-        sig_keys = {"ed25519", "mldsa65"} if agreement.suite == "pq-hybrid" else {"ed25519"}
-        if not isinstance(trailer, dict) or set(trailer) != {"batch", *sig_keys}:
+        if not isinstance(trailer, dict) or trailer.keys() != self._trailer_keys:
             raise Tampered("the trailer's fields are not those of format v1")
         batch = trailer["batch"]
-        if (
-            not isinstance(batch, dict)
-            or set(batch) != {"size", "index", "path"}
-            or not isinstance(batch["path"], list)
-        ):
+        if not isinstance(batch, dict) or batch.keys() != _BATCH_KEYS:
             raise Tampered("the trailer's batch proof is malformed")
         size, position = batch["size"], batch["index"]
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (size, position)) or len(batch["path"]) > 64:
+        if type(size) is not int or type(position) is not int:  # not bool, not float
             raise Tampered("the trailer's batch proof is malformed")
         if not 1 <= size < _MAX_BATCH:
             raise Tampered("the trailer's batch size is out of range")
-        leaf = merkle.leaf_hash(_leaf_data(header_bytes, label_bytes, keyblock, index, tags.digest()))
-        root = merkle.root_from_path(leaf, position, size, [_unb64(p, "proof") for p in batch["path"]])
+        hashes = _unb64(batch["path"], "proof")
+        if len(hashes) % _HASH or len(hashes) > _MAX_PATH * _HASH:
+            raise Tampered("the trailer's batch proof is malformed")
+        leaf_data = _LEAF + header_hash + label_hash + hashlib.sha256(keyblock).digest() + index.to_bytes(8, "big")
+        leaf = merkle.leaf_hash(leaf_data + tags.digest())
+        path = [hashes[i : i + _HASH] for i in range(0, len(hashes), _HASH)]
+        root = merkle.root_from_path(leaf, position, size, path)
         if root is None:
             raise Tampered("the batch inclusion proof does not fit its size and index")
         self._verify_root(signer, size, root, trailer)
-        return Opened(label, signer, total)
-
-    def open(self, data: bytes) -> tuple[Label, bytes]:
-        out = io.BytesIO()
-        opened = self.open_stream(io.BytesIO(data), out)
-        return opened.label, out.getvalue()
+        return label, signer, total
 
 
 def open_stream(

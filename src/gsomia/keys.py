@@ -19,6 +19,7 @@ import base64
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from cryptography.hazmat.primitives import hpke
@@ -78,9 +79,12 @@ class PublicKeys:
             data["mldsa65"] = _b64(self.mldsa.public_bytes_raw())
         return json.dumps(data, sort_keys=True, separators=(",", ":")).encode("ascii")
 
-    @property
+    @cached_property
     def kid(self) -> str:
-        """Key id: SHA-256 of the canonical public key file, first 128 bits in hex."""
+        """Key id: SHA-256 of the canonical public key file, first 128 bits in hex.
+
+        Computed once per object (the keys are immutable): sealing and opening look it
+        up for every envelope."""
         return hashlib.sha256(self.to_bytes()).hexdigest()[:32]
 
     def kem_key(self) -> X25519PublicKey | hpke.MLKEM768X25519PublicKey:

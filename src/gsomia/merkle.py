@@ -69,17 +69,18 @@ def root_from_path(leaf: bytes, index: int, size: int, path: Sequence[bytes]) ->
         return None
     fn, sn = index, size - 1
     r = leaf
+    sha256 = hashlib.sha256
     for p in path:
         if sn == 0:
             return None
         if fn & 1 or fn == sn:
-            r = node_hash(p, r)
+            r = sha256(b"\x01" + p + r).digest()  # node_hash(p, r)
             if not fn & 1:
                 while fn and not fn & 1:
                     fn >>= 1
                     sn >>= 1
         else:
-            r = node_hash(r, p)
+            r = sha256(b"\x01" + r + p).digest()  # node_hash(r, p)
         fn >>= 1
         sn >>= 1
     return r if sn == 0 else None
@@ -87,19 +88,25 @@ def root_from_path(leaf: bytes, index: int, size: int, path: Sequence[bytes]) ->
 
 def inclusion_paths(leaves: Sequence[bytes]) -> list[list[bytes]]:
     """Every leaf's audit path at once, in O(n log n): for signing a batch."""
+    return root_and_paths(leaves)[1]
 
-    def walk(lo: int, hi: int) -> tuple[bytes, list[list[bytes]]]:
+
+def root_and_paths(leaves: Sequence[bytes]) -> tuple[bytes, list[list[bytes]]]:
+    """``root(leaves)`` and ``inclusion_paths(leaves)`` from one pass over the tree."""
+    paths: list[list[bytes]] = [[] for _ in leaves]
+
+    def walk(lo: int, hi: int) -> bytes:
+        # The RFC 9162 split: left subtree the largest power of two below the size.
         if hi - lo == 1:
-            return leaves[lo], [[]]
+            return leaves[lo]
         k = _split(hi - lo)
-        left_root, left = walk(lo, lo + k)
-        right_root, right = walk(lo + k, hi)
-        for p in left:
-            p.append(right_root)
-        for p in right:
-            p.append(left_root)
-        return node_hash(left_root, right_root), left + right
+        left, right = walk(lo, lo + k), walk(lo + k, hi)
+        for i in range(lo, lo + k):
+            paths[i].append(right)  # deeper siblings first: each path runs leaf to root
+        for i in range(lo + k, hi):
+            paths[i].append(left)
+        return node_hash(left, right)
 
     if not leaves:
-        return []
-    return walk(0, len(leaves))[1]
+        return EMPTY_ROOT, []
+    return walk(0, len(leaves)), paths
