@@ -76,7 +76,7 @@ def test_a_node_that_rewrites_its_history_is_caught_by_its_partner(pair: Pair) -
     pair.wait(
         lambda: any(a["kind"] == "fork" for a in alarms(pair, "KOR")), "the alarm to reach KOR's security authority"
     )
-    [alarm] = [a for a in alarms(pair, "KOR") if a["kind"] == "fork"]
+    alarm = next(a for a in alarms(pair, "KOR") if a["kind"] == "fork")
     assert alarm["raised_by"] == "JPN"
     assert "rewritten" in str(alarm["detail"])
     # KOR's own audit catches it too: the heads it signed before no longer match its log.

@@ -32,6 +32,7 @@ class Witness:
         self.wake = {code: asyncio.Event() for code in node.config.peers}
         self.stopping = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._alarmed: set[tuple[str, int, bytes]] = set()  # one fork alarm per contradicted head
 
     def observe(self, party: str, head: Any) -> None:
         """A head seen in a request or receipt: check the partner soon."""
@@ -102,6 +103,9 @@ class Witness:
         return "extends"
 
     async def _fork(self, code: str, old: ledger.TreeHead, new: ledger.TreeHead, proof: list[bytes]) -> str:
+        if (code, old.size, old.root) in self._alarmed:
+            return "fork"
+        self._alarmed.add((code, old.size, old.root))
         detail = (
             f"{code}'s signed log of {new.size} entries (root {new.root.hex()[:16]}…, {new.at.isoformat()}) does not extend "
             f"its signed log of {old.size} entries (root {old.root.hex()[:16]}…, {old.at.isoformat()}): its history was rewritten"
