@@ -20,8 +20,8 @@ from sse_starlette.sse import EventSourceResponse
 from gsomia import policy
 from gsomia.agreement import lifecycle
 from gsomia.errors import GsomiaError
+from gsomia.node import lanes, problems
 from gsomia.node import peer as peer_proto
-from gsomia.node import problems
 from gsomia.node.clock import SimulatedClock
 from gsomia.node.delivery import Delivery
 from gsomia.node.problems import Problem
@@ -154,16 +154,16 @@ def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
     async def subject(authorization: Annotated[str | None, Header()] = None) -> policy.Subject:
         if not authorization or not authorization.startswith("Bearer "):
             raise Problem(401, "Unauthorized", "send Authorization: Bearer <token>")
-        found = await asyncio.to_thread(node.authenticate, authorization.removeprefix("Bearer ").strip())
+        found = await lanes.run("control", node.authenticate, authorization.removeprefix("Bearer ").strip())
         if found is None:
             raise Problem(401, "Unauthorized", "unknown or revoked token")
         return found
 
     Who = Annotated[policy.Subject, Depends(subject)]  # noqa: N806 - a type alias
 
-    async def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    async def call(fn: Any, *args: Any, lane: str = "bulk", **kwargs: Any) -> Any:
         try:
-            return await asyncio.to_thread(fn, *args, **kwargs)
+            return await lanes.run(lane, fn, *args, **kwargs)
         except Refused as exc:
             raise _refusal(exc) from None
         except NotFound as exc:
@@ -217,7 +217,7 @@ def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
         spec = ItemSpec(
             body.to, body.classification, body.text.encode("utf-8"), (), tuple(body.purposes), tuple(body.compartments)
         )
-        results = await call(node.provide, who, [spec], "flash")
+        results = await call(node.provide, who, [spec], "flash", lane="flash")
         delivery.notify(body.to, "flash")
         broker.publish()
         return {"alert": results[0]}
@@ -234,10 +234,10 @@ def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
         async def events() -> Any:
             cursor = start
             while not await request.is_disconnected():
-                rows = await asyncio.to_thread(node.alerts_after, cursor)
+                rows = await lanes.run("flash", node.alerts_after, cursor)
                 for row in rows:
                     cursor = row["seq"]
-                    event = await asyncio.to_thread(node.alert_event, who, row)
+                    event = await lanes.run("flash", node.alert_event, who, row)
                     yield {"id": str(cursor), "event": "flash", "data": json.dumps(event, ensure_ascii=False)}
                 if not rows:
                     await broker.wait(1.0)
@@ -267,17 +267,17 @@ def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
 
     @app.get("/ledger/head")
     async def head(who: Who) -> dict[str, Any]:
-        return await asyncio.to_thread(node.own_head)
+        return await lanes.run("control", node.own_head)
 
     @app.get("/ledger/alarms")
     async def alarms(who: Who) -> dict[str, Any]:
         if who.role not in (policy.Role.SECURITY_AUTHORITY, policy.Role.AUDITOR):
             raise Problem(403, "Denied", "R11: alarms are for the security authority and auditors")
-        return {"alarms": await asyncio.to_thread(node.alarms)}
+        return {"alarms": await lanes.run("control", node.alarms)}
 
     @app.get("/outbox")
     async def outbox(who: Who) -> dict[str, Any]:
-        return {"pending": await asyncio.to_thread(node.pending)}
+        return {"pending": await lanes.run("control", node.pending)}
 
     @app.post("/demo/clock")
     async def set_clock(body: ClockIn, who: Who) -> dict[str, Any]:
@@ -311,7 +311,7 @@ def create_peer_app(node: Node, broker: Broker, witness: Any = None) -> FastAPI:
     async def answer(receipt: dict[str, Any], body: bytes) -> JSONResponse:
         import hashlib
 
-        head = await asyncio.to_thread(node.own_head)
+        head = await lanes.run("control", node.own_head)
         receipt = {**receipt, "request_sha256": hashlib.sha256(body).hexdigest(), "tree_head": head}
         _, signature = peer_proto.sign_receipt(node.config.key, receipt)
         return JSONResponse({"receipt": receipt, "signature": signature})
@@ -327,7 +327,7 @@ def create_peer_app(node: Node, broker: Broker, witness: Any = None) -> FastAPI:
                 raise ValueError
         except (ValueError, KeyError, TypeError):
             raise Problem(400, "Invalid request", "expected {lane, envelopes: [base64]}") from None
-        receipt = await asyncio.to_thread(node.receive_items, party, envelopes, lane)
+        receipt = await lanes.run(lane, node.receive_items, party, envelopes, lane)
         if lane == "flash" and receipt["received"]:
             broker.publish()
         return await answer(receipt, body)
@@ -342,7 +342,7 @@ def create_peer_app(node: Node, broker: Broker, witness: Any = None) -> FastAPI:
         except ValueError:
             raise Problem(400, "Invalid request", "a note is a JSON object") from None
         try:
-            fresh = await asyncio.to_thread(node.receive_note, party, data)
+            fresh = await lanes.run("flash", node.receive_note, party, data)
         except GsomiaError as exc:
             raise Problem(409, "Note refused", str(exc)) from None
         return await answer(
@@ -354,7 +354,7 @@ def create_peer_app(node: Node, broker: Broker, witness: Any = None) -> FastAPI:
         party, body = await authenticated(request)
         try:
             data = json.loads(body)
-            fresh = await asyncio.to_thread(node.receive_alarm, party, data)
+            fresh = await lanes.run("flash", node.receive_alarm, party, data)
         except (ValueError, TypeError, AttributeError, GsomiaError):
             raise Problem(400, "Invalid request", "not an alarm") from None
         receipt = {"node": node.party, "alarm": data.get("alarm_id"), "fresh": fresh, "received": [], "refused": []}
@@ -364,7 +364,7 @@ def create_peer_app(node: Node, broker: Broker, witness: Any = None) -> FastAPI:
     async def peer_records(request: Request) -> JSONResponse:
         party, body = await authenticated(request)
         try:
-            fresh = await asyncio.to_thread(node.receive_record, party, json.loads(body))
+            fresh = await lanes.run("flash", node.receive_record, party, json.loads(body))
         except (ValueError, GsomiaError) as exc:
             raise Problem(400, "Invalid record", str(exc)) from None
         if fresh:
@@ -374,7 +374,7 @@ def create_peer_app(node: Node, broker: Broker, witness: Any = None) -> FastAPI:
     @app.get("/peer/ledger/head")
     async def ledger_head(request: Request) -> dict[str, Any]:
         await authenticated(request)
-        return await asyncio.to_thread(node.own_head)
+        return await lanes.run("control", node.own_head, 0.0)  # the witness asks for the current head
 
     @app.get("/peer/ledger/consistency")
     async def ledger_consistency(
@@ -382,7 +382,7 @@ def create_peer_app(node: Node, broker: Broker, witness: Any = None) -> FastAPI:
     ) -> dict[str, Any]:
         await authenticated(request)
         try:
-            proof = await asyncio.to_thread(node.consistency, old, new)
+            proof = await lanes.run("control", node.consistency, old, new)
         except NotFound as exc:
             raise Problem(404, "Not found", str(exc)) from None
         return {"old": old, "new": new, "proof": proof}

@@ -22,11 +22,11 @@ from typing import Any
 import httpx
 
 from gsomia.label import Label
-from gsomia.node import egress, peer
+from gsomia.node import egress, lanes, peer
 from gsomia.node.service import LANES, Node
 
 log = logging.getLogger("gsomia.delivery")
-BATCH = {"flash": 32, "bulk": 512}
+BATCH = {"flash": 32, "bulk": 256}  # smaller bulk batches hold the receiver's write lock for less time
 PATHS = {"note": "/peer/notes", "alarm": "/peer/alarms", "record": "/peer/records"}
 
 
@@ -74,7 +74,7 @@ class Delivery:
         idle = 0.2 if lane == "flash" else 0.5  # other processes of this node may have queued rows
         while not self.stopping:
             try:
-                rows = await asyncio.to_thread(self.node.claim, code, lane, self.worker_id, BATCH[lane])
+                rows = await lanes.run(lane, self.node.claim, code, lane, self.worker_id, BATCH[lane])
             except Exception as exc:  # the database is down or busy: wait and try again
                 log.warning("claim failed for %s/%s: %s", code, lane, exc)
                 await asyncio.sleep(1.0)
@@ -96,7 +96,7 @@ class Delivery:
             if run and not await self._send_items(code, lane, run):
                 return
             run = []
-            if not await self._post(code, PATHS[row["kind"]], row["body"], [row]):
+            if not await self._post(code, PATHS[row["kind"]], row["body"], [row], lane):
                 return
         if run:
             await self._send_items(code, lane, run)
@@ -115,7 +115,8 @@ class Delivery:
                 blocked[row["ref"]] = f"egress guard: {problem}"
         if blocked:
             log.warning("egress guard held back %d item(s) for %s", len(blocked), code)
-            await asyncio.to_thread(
+            await lanes.run(
+                lane,
                 node.delivered,
                 [r["seq"] for r in rows if r["ref"] in blocked],
                 {"node": node.party, "egress_refused": blocked},
@@ -125,14 +126,14 @@ class Delivery:
         if not allowed:
             return True
         body = json.dumps({"lane": lane, "envelopes": [base64.b64encode(r["body"]).decode() for r in allowed]}).encode()
-        return await self._post(code, "/peer/items", body, allowed)
+        return await self._post(code, "/peer/items", body, allowed, lane)
 
-    async def _post(self, code: str, path: str, body: bytes, rows: list[dict[str, Any]]) -> bool:
+    async def _post(self, code: str, path: str, body: bytes, rows: list[dict[str, Any]], lane: str) -> bool:
         node = self.node
         seqs = [r["seq"] for r in rows]
         headers = peer.sign_request(node.config.key, "POST", path, body)
         try:
-            headers[peer.HEAD_HEADER] = peer.encode_head(await asyncio.to_thread(node.own_head))
+            headers[peer.HEAD_HEADER] = peer.encode_head(await lanes.run("control", node.own_head))
         except Exception as exc:  # the head is a courtesy; delivery must not wait on it
             log.warning("could not sign a tree head: %s", exc)
         try:
@@ -142,8 +143,8 @@ class Delivery:
                 reason = f"refused by {code}: HTTP {response.status_code}: {response.text[:300]}"
                 log.warning("%s", reason)
                 refused = {r["ref"]: reason for r in rows}
-                await asyncio.to_thread(
-                    node.delivered, seqs, {"node": code, "refused_http": response.status_code}, "", refused
+                await lanes.run(
+                    lane, node.delivered, seqs, {"node": code, "refused_http": response.status_code}, "", refused
                 )
                 return True
             if response.status_code != 200:
@@ -157,7 +158,7 @@ class Delivery:
         except Exception as exc:  # network down, peer restarting, bad answer: retry later
             delay = backoff(max(r["attempts"] for r in rows))
             log.info("delivery to %s failed (%s); retrying in %.2f s", code, exc, delay)
-            await asyncio.to_thread(node.failed, seqs, str(exc), delay)
+            await lanes.run(lane, node.failed, seqs, str(exc), delay)
             if not self.stopping:
                 await asyncio.sleep(delay)
             return False
@@ -165,7 +166,7 @@ class Delivery:
         if self.witness is not None:
             self.witness.observe(code, receipt.get("tree_head"))
         refused = {r.get("item_id", ""): r.get("reason", "") for r in receipt.get("refused", [])}
-        await asyncio.to_thread(node.delivered, seqs, receipt, answer["signature"], refused)
+        await lanes.run(lane, node.delivered, seqs, receipt, answer["signature"], refused)
         return True
 
 

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import json
 import secrets
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -71,8 +72,21 @@ class NodeLedger:
     config: NodeConfig
     party: str
 
-    def own_head(self) -> dict[str, Any]:
-        """The log's current signed tree head (re-signed only when the log has grown)."""
+    def own_head(self, max_age: float = 1.0) -> dict[str, Any]:
+        """The log's signed tree head, at most ``max_age`` seconds old.
+
+        Heads ride on every delivery; signing and storing one per request would put a
+        database write on the flash path. A head a second old is still a valid,
+        signed statement, and the partner's witness asks for the current one itself.
+        """
+        cached: tuple[float, dict[str, Any]] | None = getattr(self, "_head_cache", None)
+        if cached is not None and time.monotonic() - cached[0] < max_age:
+            return cached[1]
+        head = self._sign_current_head()
+        self._head_cache = (time.monotonic(), head)
+        return head
+
+    def _sign_current_head(self) -> dict[str, Any]:
         from gsomia import audit
         from gsomia.store import ledger_store
 
