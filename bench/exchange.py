@@ -104,7 +104,26 @@ def machine() -> dict[str, Any]:
         "loadavg": [round(x, 2) for x in os.getloadavg()],
         "python": platform.python_version(),
         "tmp": tempfile.gettempdir(),
+        "code": _code_version(),
     }
+
+
+def _code_version() -> str:
+    """Which gsomia the nodes run: its directory and, in a git checkout, the commit (and whether it is dirty)."""
+    import gsomia
+
+    where = Path(gsomia.__file__).resolve().parent
+    try:
+        described = subprocess.run(
+            ["git", "-C", str(where), "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        described = "not a git checkout"
+    return f"{where} ({described})"
 
 
 def proc_cpu(pid: int) -> float:
@@ -1177,7 +1196,7 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     print(
         f"machine: {info['nproc']} cores ({info['cpu']}), load average {' '.join(map(str, info['loadavg']))}, "
-        f"Python {info['python']}, state under {args.tmp or info['tmp']}"
+        f"Python {info['python']}, state under {args.tmp or info['tmp']}\ngsomia: {info['code']}"
     )
     tmp_root = Path(args.tmp) if args.tmp else None
     if tmp_root:
