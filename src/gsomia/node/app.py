@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sse_starlette.sse import EventSourceResponse
 
 from gsomia import policy
@@ -147,6 +147,26 @@ def _aware(at: datetime | None, name: str) -> datetime | None:
     return at
 
 
+def _parse_provide(body: bytes) -> list[ItemSpec]:
+    try:
+        parsed = ProvideIn.model_validate_json(body)
+    except ValidationError as exc:
+        errors = [
+            {"loc": ["body", *(str(p) for p in e.get("loc", ()))], "msg": str(e.get("msg", ""))} for e in exc.errors()
+        ]
+        first = errors[0] if errors else {"loc": ["body"], "msg": "invalid request"}
+        raise Problem(400, "Invalid request", f"{'.'.join(first['loc'])}: {first['msg']}", errors=errors) from None
+    return [i.spec() for i in parsed.items]
+
+
+def _parse_envelopes(body: bytes) -> tuple[str, list[bytes]]:
+    data = json.loads(body)
+    lane = data["lane"]
+    if lane not in ("flash", "bulk") or not isinstance(data["envelopes"], list):
+        raise ValueError("bad lane or envelopes")
+    return lane, [base64.b64decode(e, validate=True) for e in data["envelopes"]]
+
+
 def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
     app = FastAPI(title=f"gsomia node {node.party}: user API", version="1")
     problems.install(app)
@@ -191,9 +211,21 @@ def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
             for code in node.config.peers
         }
 
-    @app.post("/items", status_code=201)
-    async def provide(body: ProvideIn, who: Who) -> dict[str, Any]:
-        specs = [i.spec() for i in body.items]
+    @app.post(
+        "/items",
+        status_code=201,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": ProvideIn.model_json_schema()}},
+            }
+        },
+    )
+    async def provide(request: Request, who: Who) -> dict[str, Any]:
+        # Parsed and validated in the bulk pool: 500 items of JSON must not hold the
+        # event loop while a flash report waits to be read (R17).
+        body = await request.body()
+        specs = await lanes.run("bulk", _parse_provide, body)
         results = await call(node.provide, who, specs, "bulk")
         for code in {s.to for s in specs}:
             delivery.notify(code, "bulk")
@@ -319,12 +351,9 @@ def create_peer_app(node: Node, broker: Broker, witness: Any = None) -> FastAPI:
     @app.post("/peer/items")
     async def items(request: Request) -> JSONResponse:
         party, body = await authenticated(request)
+        hint = "flash" if request.headers.get("x-gsomia-lane") == "flash" else "bulk"  # scheduling only
         try:
-            data = json.loads(body)
-            lane = data["lane"]
-            envelopes = [base64.b64decode(e, validate=True) for e in data["envelopes"]]
-            if lane not in ("flash", "bulk") or not isinstance(data["envelopes"], list):
-                raise ValueError
+            lane, envelopes = await lanes.run(hint, _parse_envelopes, body)
         except (ValueError, KeyError, TypeError):
             raise Problem(400, "Invalid request", "expected {lane, envelopes: [base64]}") from None
         receipt = await lanes.run(lane, node.receive_items, party, envelopes, lane)

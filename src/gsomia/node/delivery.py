@@ -132,6 +132,7 @@ class Delivery:
         node = self.node
         seqs = [r["seq"] for r in rows]
         headers = peer.sign_request(node.config.key, "POST", path, body)
+        headers["X-Gsomia-Lane"] = lane  # lets the receiver schedule the parsing; the body says it too
         try:
             headers[peer.HEAD_HEADER] = peer.encode_head(await lanes.run("control", node.own_head))
         except Exception as exc:  # the head is a courtesy; delivery must not wait on it

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, TypeVar
@@ -24,6 +26,32 @@ _POOLS: dict[str, ThreadPoolExecutor] = {
 }
 
 
+_flash_active = 0
+_flash_lock = threading.Lock()
+
+
 async def run(lane: Lane | str, fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
+    global _flash_active
     pool = _POOLS.get(lane, _POOLS["bulk"])
-    return await asyncio.get_running_loop().run_in_executor(pool, functools.partial(fn, *args, **kwargs))
+    call = functools.partial(fn, *args, **kwargs)
+    if lane != "flash":
+        return await asyncio.get_running_loop().run_in_executor(pool, call)
+    with _flash_lock:
+        _flash_active += 1
+    try:
+        return await asyncio.get_running_loop().run_in_executor(pool, call)
+    finally:
+        with _flash_lock:
+            _flash_active -= 1
+
+
+def yield_to_flash(limit: float = 0.05) -> None:
+    """Called by bulk work between items: step aside (and release the GIL) while flash work runs.
+
+    Bounded, so bulk traffic slows under a storm of flash reports but never stops.
+    """
+    if not _flash_active:
+        return
+    deadline = time.monotonic() + limit
+    while _flash_active and time.monotonic() < deadline:
+        time.sleep(0.0005)

@@ -29,6 +29,7 @@ from gsomia.label import Label, LabelInvalid, display, marking_for, new_item_id
 from gsomia.node import egress
 from gsomia.node.clock import Clock
 from gsomia.node.config import NodeConfig
+from gsomia.node.lanes import yield_to_flash
 from gsomia.store import schema as t
 from gsomia.store.ledger_store import append_rows
 
@@ -413,7 +414,9 @@ class Node(NodeLedger):
             return []
         now = self.clock.now()
         by_peer: dict[str, list[tuple[bytes, Label]]] = {}
-        for spec in specs:
+        for n, spec in enumerate(specs):
+            if lane == "bulk" and n % 16 == 0:
+                yield_to_flash()
             agreement = self.agreement(spec.to)
             label = Label(
                 item_id=new_item_id(),
@@ -452,6 +455,8 @@ class Node(NodeLedger):
                 outbox.append(_outbox_row(peer, lane, "item", label.item_id, env, now))
                 audits.append(_audit_row(now, "provide", subject.id, label.item_id, {"to": peer, "lane": lane}))
                 results.append({"item_id": label.item_id, "to": peer, "classification": label.classification})
+        if lane == "bulk":
+            yield_to_flash()  # let a pending flash report take the write lock first
         with self.engine.begin() as conn:
             conn.execute(insert(t.items), rows)
             conn.execute(insert(t.outbox), outbox)
@@ -469,7 +474,9 @@ class Node(NodeLedger):
         agreement = self.agreement(peer)
         accepted: list[tuple[Label, bytes]] = []
         refused: list[dict[str, str]] = []
-        for env in envelopes:
+        for n, env in enumerate(envelopes):
+            if lane == "bulk" and n % 16 == 0:
+                yield_to_flash()
             try:
                 label, _ = opener.open(env)
             except (envelope.EnvelopeError, LabelInvalid) as exc:
