@@ -38,6 +38,9 @@ not depend on: ``.venv/bin/pip install medallion taxii2-client stix2`` (or
 with py-spy (``pip install py-spy``) and prints where their CPU time goes.
 
 Run: ``.venv/bin/python bench/exchange.py [--postgres] [--items N] [--json FILE]``.
+The nodes run whatever ``gsomia`` is importable (printed at the start). To measure one
+commit while the work tree changes under you, run from a snapshot:
+``git archive HEAD | tar -x -C DIR`` then ``PYTHONPATH=DIR/src .venv/bin/python DIR/bench/exchange.py``.
 PostgreSQL: ``GSOMIA_TEST_PG`` (default the local server, trust auth) names the
 database used to create and drop the two benchmark databases.
 """
