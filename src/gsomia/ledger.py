@@ -52,16 +52,17 @@ def append_nodes(size: int, leaf: bytes, get: Get) -> list[tuple[int, int, bytes
 def append_many(size: int, leaves: Sequence[bytes], get: Get) -> list[tuple[int, int, bytes]]:
     """``append_nodes`` for a batch, reading new nodes from the batch itself."""
     fresh: dict[NodeKey, bytes] = {}
-
-    def lookup(level: int, index: int) -> bytes:
-        found = fresh.get((level, index))
-        return found if found is not None else get(level, index)
-
     out: list[tuple[int, int, bytes]] = []
-    for i, leaf in enumerate(leaves):
-        for node in append_nodes(size + i, leaf, lookup):
-            fresh[(node[0], node[1])] = node[2]
-            out.append(node)
+    for offset, leaf in enumerate(leaves):  # append_nodes, inlined: this is the hot loop of every append
+        level, index, current = 0, size + offset, leaf
+        fresh[(0, index)] = leaf
+        out.append((0, index, leaf))
+        while index & 1:
+            left = fresh.get((level, index - 1))
+            current = node_hash(left if left is not None else get(level, index - 1), current)
+            level, index = level + 1, index >> 1
+            fresh[(level, index)] = current
+            out.append((level, index, current))
     return out
 
 
@@ -186,9 +187,13 @@ def plan(compute: Callable[[Get], object]) -> set[NodeKey]:
 # --- entries and signed tree heads --------------------------------------------------
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
 def entry_bytes(entry: dict[str, object]) -> bytes:
     """The canonical bytes of a ledger entry: what its leaf hash covers."""
-    return json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode("utf-8")
+    # json.dumps with these options, without building an encoder per call.
+    return _CANONICAL.encode(entry).encode("utf-8")
 
 
 def entry_hash(entry: dict[str, object]) -> bytes:

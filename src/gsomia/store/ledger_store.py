@@ -5,22 +5,34 @@ The leaf index is gapless: a one-row counter (``ledger_state``) is bumped with
 ``UPDATE … RETURNING`` at the start of each append, which also serialises
 appenders (PostgreSQL row lock; SQLite's single writer) so two transactions never
 take the same index.
+
+The hot paths run driver-level SQL built once per dialect: appends and node fetches
+through ``Connection.exec_driver_sql`` (no statement compilation per call, errors
+wrapped as SQLAlchemy wraps them, the same rows as Core inserts would write), the
+verification's scans straight from driver cursors. Node lookups are an OR of
+``level = ? AND idx = ?`` pairs, which both SQLite and PostgreSQL answer from the
+primary key: SQLite answers a row-value ``IN (…)`` list by scanning the whole table,
+which made every proof and append O(n).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, tuple_, update
+from sqlalchemy import Column, Connection, LargeBinary, Table, select
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
 
 from gsomia import ledger, merkle
 from gsomia.store import schema as t
 
-_CHUNK = 400  # keys per IN (...) list
+_CHUNK = 400  # keys per lookup query
 
 
 def _utc(at: Any) -> datetime:
@@ -37,17 +49,105 @@ def entry_body(index: int, at: datetime, kind: str, actor: str, item_id: str | N
     )
 
 
+class _Statements:
+    """The ledger's driver-level SQL for one dialect.
+
+    Identifiers come from the schema, quoted by the dialect; every value is bound.
+    """
+
+    def __init__(self, dialect: Dialect) -> None:
+        mark = "?" if dialect.paramstyle == "qmark" else "%s"
+        q = dialect.identifier_preparer.quote
+        state, nodes = q(t.ledger_state.name), q(t.ledger_nodes.name)
+        size, level, idx = q("size"), q("level"), q("idx")
+        self.bump = f"UPDATE {state} SET {size} = {size} + {mark} WHERE {q('id')} = 1 RETURNING {size}"  # noqa: S608
+        self.select_nodes = f"SELECT {level}, {idx}, {q('hash')} FROM {nodes}"  # noqa: S608
+        self.node_key = f"({level} = {mark} AND {idx} = {mark})"
+        self.scan_level = f"SELECT {idx}, {q('hash')} FROM {nodes} WHERE {level} = {mark} ORDER BY {idx}"  # noqa: S608
+        entries = q(t.ledger_entries.name)
+        self.scan_entries = f"SELECT {idx}, {q('body')}, {q('leaf_hash')} FROM {entries} ORDER BY {idx}"  # noqa: S608
+        self.put_entries = _Insert(dialect, t.ledger_entries, mark)
+        self.put_nodes = _Insert(dialect, t.ledger_nodes, mark)
+        self._fetch: dict[int, str] = {}
+
+    def fetch(self, count: int) -> str:
+        """Nodes by key, ``count`` keys: each pair is a primary-key lookup on both backends."""
+        found = self._fetch.get(count)
+        if found is None:
+            found = self._fetch[count] = f"{self.select_nodes} WHERE {' OR '.join([self.node_key] * count)}"
+        return found
+
+
+class _Insert:
+    """Many rows into one table: the driver's ``executemany`` (SQLite), or with psycopg one
+    ``INSERT … SELECT FROM unnest(arrays)``, the arrays sent in binary (``%b``): psycopg's
+    ``executemany`` sends a statement per row, and text arrays are quoted in Python.
+    Each column's own bind processor is applied, as a Core insert would."""
+
+    def __init__(self, dialect: Dialect, table: Table, mark: str) -> None:
+        q = dialect.identifier_preparer.quote
+        columns: list[Column[Any]] = list(table.c)
+        binders = []
+        for position, column in enumerate(columns):
+            if isinstance(column.type, LargeBinary):
+                continue  # its processor only wraps bytes in the driver's Binary; both drivers take bytes as they are
+            process = column.type.dialect_impl(dialect).bind_processor(dialect)
+            if process is not None:
+                binders.append((position, process))
+        self.binders = tuple(binders)
+        self.columnar = dialect.name == "postgresql" and dialect.driver == "psycopg"
+        names = ", ".join(q(c.name) for c in columns)
+        if self.columnar:
+            # Arrays of the column types without a length: an overlong value then fails on
+            # insert, as it would row by row (a cast to VARCHAR(n) would cut it silently).
+            arrays = ", ".join(f"%b::{_base_type(c, dialect)}[]" for c in columns)
+            self.sql = f"INSERT INTO {q(table.name)} ({names}) SELECT * FROM unnest({arrays})"  # noqa: S608
+        else:
+            marks = ", ".join(mark for _ in columns)
+            self.sql = f"INSERT INTO {q(table.name)} ({names}) VALUES ({marks})"  # noqa: S608
+
+    def __call__(self, conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        if self.binders:
+            bound = []
+            for row in rows:
+                values = list(row)
+                for position, process in self.binders:
+                    values[position] = process(values[position])
+                bound.append(tuple(values))
+            rows = bound
+        if self.columnar:
+            conn.exec_driver_sql(self.sql, tuple(list(column) for column in zip(*rows, strict=True)))
+        else:
+            conn.exec_driver_sql(self.sql, rows)
+
+
+def _base_type(column: Column[Any], dialect: Dialect) -> str:
+    name = column.type.compile(dialect=dialect)
+    return name.split("(", 1)[0].strip()
+
+
+_STATEMENTS: dict[tuple[str, str, str], _Statements] = {}
+
+
+def _statements(conn: Connection) -> _Statements:
+    dialect = conn.dialect
+    key = (dialect.name, dialect.driver, dialect.paramstyle)
+    found = _STATEMENTS.get(key)
+    if found is None:
+        found = _STATEMENTS[key] = _Statements(dialect)
+    return found
+
+
 def fetch_nodes(conn: Connection, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
     wanted = list(keys)
     found: dict[tuple[int, int], bytes] = {}
+    sql = _statements(conn)
     for start in range(0, len(wanted), _CHUNK):
         chunk = wanted[start : start + _CHUNK]
-        rows = conn.execute(
-            select(t.ledger_nodes.c.level, t.ledger_nodes.c.idx, t.ledger_nodes.c.hash).where(
-                tuple_(t.ledger_nodes.c.level, t.ledger_nodes.c.idx).in_(chunk)
-            )
-        )
-        for level, idx, h in rows:
+        params = tuple(v for key in chunk for v in key)
+        for level, idx, h in conn.exec_driver_sql(sql.fetch(len(chunk)), params):
             found[(int(level), int(idx))] = bytes(h)
     return found
 
@@ -74,38 +174,49 @@ def append_rows(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[int]:
     if not rows:
         return []
     k = len(rows)
-    size_after = conn.execute(
-        update(t.ledger_state)
-        .where(t.ledger_state.c.id == 1)
-        .values(size=t.ledger_state.c.size + k)
-        .returning(t.ledger_state.c.size)
-    ).scalar_one()
+    sql = _statements(conn)
+    size_after = conn.exec_driver_sql(sql.bump, (k,)).scalar_one()
     start = int(size_after) - k
-    entries: list[dict[str, Any]] = []
+    entries: list[tuple[Any, ...]] = []
     leaves: list[bytes] = []
     for i, row in enumerate(rows):
         detail = row.get("detail") or {}
         if isinstance(detail, str):
             detail = json.loads(detail)
         at = _utc(row["at"])
-        body = entry_body(start + i, at, row["kind"], row["actor"], row.get("item_id"), detail)
+        kind, actor, item_id, index = row["kind"], row["actor"], row.get("item_id"), start + i
+        body = ledger.entry_bytes(
+            {"index": index, "at": at.isoformat(), "kind": kind, "actor": actor, "item_id": item_id, "detail": detail}
+        )
         leaf = merkle.leaf_hash(body)
         leaves.append(leaf)
-        entries.append(
-            {
-                "idx": start + i,
-                "at": at,
-                "kind": row["kind"],
-                "actor": row["actor"],
-                "item_id": row.get("item_id"),
-                "body": body.decode("utf-8"),
-                "leaf_hash": leaf,
-            }
-        )
-    nodes = _run(conn, lambda get: ledger.append_many(start, leaves, get))
-    conn.execute(insert(t.ledger_entries), entries)
-    conn.execute(insert(t.ledger_nodes), [{"level": lv, "idx": ix, "hash": h} for lv, ix, h in nodes])
-    return [start + i for i in range(k)]
+        entries.append((index, at, kind, actor, item_id, body.decode("utf-8"), leaf))
+    nodes = _append_nodes(conn, start, leaves)
+    sql.put_entries(conn, entries)
+    sql.put_nodes(conn, nodes)
+    return list(range(start, start + k))
+
+
+def _frontier(n: int) -> list[tuple[int, int]]:
+    """The complete subtrees that tile leaves 0 … n-1, one per 1-bit of n (what the root of n is made of).
+
+    ``append_many`` from leaf ``n`` reads no other stored node: the left siblings it
+    combines that end at or before leaf n are exactly these blocks. So the keys are
+    known without planning (which would hash the whole batch a second time).
+    """
+    return [(level, (n >> level) - 1) for level in range(n.bit_length()) if n >> level & 1]
+
+
+def _append_nodes(conn: Connection, start: int, leaves: list[bytes]) -> list[tuple[int, int, bytes]]:
+    stored = fetch_nodes(conn, _frontier(start))
+
+    def get(level: int, index: int) -> bytes:
+        try:
+            return stored[(level, index)]
+        except KeyError:
+            raise LedgerCorrupt(f"stored node ({level}, {index}) is missing") from None
+
+    return ledger.append_many(start, leaves, get)
 
 
 def size(conn: Connection) -> int:
@@ -137,34 +248,11 @@ def verify_all(conn: Connection, progress: Callable[[int], None] | None = None) 
     naming the first entry (or node) that does not match.
     """
     n = size(conn)
-    count = 0
-    expected = 0
-    stream = conn.execution_options(stream_results=True, yield_per=10_000)
-    for idx, body, stored_leaf in stream.execute(
-        select(t.ledger_entries.c.idx, t.ledger_entries.c.body, t.ledger_entries.c.leaf_hash).order_by(
-            t.ledger_entries.c.idx
-        )
-    ):
-        if idx != expected:
-            raise LedgerCorrupt(f"entry {expected} is missing (found {idx} next)")
-        leaf = merkle.leaf_hash(body.encode("utf-8"))
-        data = json.loads(body)
-        if data.get("index") != idx:
-            raise LedgerCorrupt(f"entry {idx} claims index {data.get('index')}")
-        if leaf != bytes(stored_leaf):
-            raise LedgerCorrupt(
-                f"entry {idx} ({data.get('kind')}) was altered: its content no longer matches its leaf hash"
-            )
-        expected += 1
-        count += 1
-        if progress and count % 50_000 == 0:
-            progress(count)
-    if expected != n:
-        raise LedgerCorrupt(f"the log should hold {n} entries but holds {expected}")
-    _verify_level(stream, 0, n, leaf_source=True)
+    sql = _statements(conn)
+    count = _verify_entries(conn, sql, n, progress)
     level, width = 0, n
     while width > 1:
-        _verify_parents(stream, level)
+        _verify_parents(conn, sql, level)
         level += 1
         width //= 2
     head = root(conn, n) if n else merkle.EMPTY_ROOT
@@ -173,57 +261,97 @@ def verify_all(conn: Connection, progress: Callable[[int], None] | None = None) 
     return Verified(n, head)
 
 
-def _verify_level(conn: Connection, level: int, n: int, leaf_source: bool) -> None:
-    """Level-0 nodes must equal the entries' leaf hashes."""
-    leaves = select(t.ledger_entries.c.idx, t.ledger_entries.c.leaf_hash).order_by(t.ledger_entries.c.idx)
-    nodes = (
-        select(t.ledger_nodes.c.idx, t.ledger_nodes.c.hash)
-        .where(t.ledger_nodes.c.level == 0)
-        .order_by(t.ledger_nodes.c.idx)
-    )
-    for (li, lh), (ni, nh) in _zip_exact(conn.execute(leaves), conn.execute(nodes), "leaf"):
-        if li != ni or bytes(lh) != bytes(nh):
-            raise LedgerCorrupt(f"entry {li}: its stored tree node does not match its leaf hash")
+def _verify_entries(conn: Connection, sql: _Statements, n: int, progress: Callable[[int], None] | None) -> int:
+    """Every entry against its leaf hash; the leaf level of the tree against the entries.
+
+    The leaf level is read beside the entries, but what is wrong with it is reported only
+    once every entry has passed and the count is right: the entries' faults come first.
+    """
+    deferred: LedgerCorrupt | None = None
+    expected = 0
+    leaf_hash, loads = merkle.leaf_hash, json.loads
+    with closing(_rows(conn, sql.scan_entries)) as entries, closing(_rows(conn, sql.scan_level, (0,))) as level0:
+        for idx, body, stored_leaf in entries:
+            if idx != expected:
+                raise LedgerCorrupt(f"entry {expected} is missing (found {idx} next)")
+            leaf = leaf_hash(body.encode("utf-8"))
+            data = loads(body)
+            if data.get("index") != idx:
+                raise LedgerCorrupt(f"entry {idx} claims index {data.get('index')}")
+            stored = bytes(stored_leaf)
+            if leaf != stored:
+                raise LedgerCorrupt(
+                    f"entry {idx} ({data.get('kind')}) was altered: its content no longer matches its leaf hash"
+                )
+            if deferred is None:
+                node = next(level0, None)
+                if node is None:
+                    deferred = LedgerCorrupt("the leaf level has missing stored nodes")
+                elif node[0] != idx or bytes(node[1]) != stored:
+                    deferred = LedgerCorrupt(f"entry {idx}: its stored tree node does not match its leaf hash")
+            expected += 1
+            if progress and expected % 50_000 == 0:
+                progress(expected)
+        if expected != n:
+            raise LedgerCorrupt(f"the log should hold {n} entries but holds {expected}")
+        if deferred is None and next(level0, None) is not None:
+            deferred = LedgerCorrupt("the leaf level has extra stored nodes")
+    if deferred is not None:
+        raise deferred
+    return expected
 
 
-def _verify_parents(conn: Connection, level: int) -> None:
-    children = conn.execute(
-        select(t.ledger_nodes.c.idx, t.ledger_nodes.c.hash)
-        .where(t.ledger_nodes.c.level == level)
-        .order_by(t.ledger_nodes.c.idx)
-    )
-    parents = conn.execute(
-        select(t.ledger_nodes.c.idx, t.ledger_nodes.c.hash)
-        .where(t.ledger_nodes.c.level == level + 1)
-        .order_by(t.ledger_nodes.c.idx)
-    )
+def _verify_parents(conn: Connection, sql: _Statements, level: int) -> None:
+    node_hash = merkle.node_hash
     pending: tuple[int, bytes] | None = None
-    parent_iter = iter(parents)
-    for idx, h in children:
-        if idx % 2 == 0:
-            pending = (int(idx), bytes(h))
-            continue
-        if pending is None or pending[0] != idx - 1:
-            raise LedgerCorrupt(f"tree node ({level}, {idx - 1}) is missing")
-        row = next(parent_iter, None)
-        if row is None or int(row[0]) != idx // 2:
-            raise LedgerCorrupt(f"tree node ({level + 1}, {idx // 2}) is missing")
-        if bytes(row[1]) != merkle.node_hash(pending[1], bytes(h)):
-            first = (idx - 1) << level
-            raise LedgerCorrupt(
-                f"tree node ({level + 1}, {idx // 2}) over entries {first}…{first + (2 << level) - 1} does not match its children"
-            )
-        pending = None
-    if next(parent_iter, None) is not None:
-        raise LedgerCorrupt(f"level {level + 1} has more nodes than its children allow")
+    with (
+        closing(_rows(conn, sql.scan_level, (level,))) as children,
+        closing(_rows(conn, sql.scan_level, (level + 1,))) as parents,
+    ):
+        for idx, h in children:
+            if idx % 2 == 0:
+                pending = (int(idx), bytes(h))
+                continue
+            if pending is None or pending[0] != idx - 1:
+                raise LedgerCorrupt(f"tree node ({level}, {idx - 1}) is missing")
+            row = next(parents, None)
+            if row is None or int(row[0]) != idx // 2:
+                raise LedgerCorrupt(f"tree node ({level + 1}, {idx // 2}) is missing")
+            if bytes(row[1]) != node_hash(pending[1], bytes(h)):
+                first = (idx - 1) << level
+                raise LedgerCorrupt(
+                    f"tree node ({level + 1}, {idx // 2}) over entries {first}…{first + (2 << level) - 1} does not match its children"
+                )
+            pending = None
+        if next(parents, None) is not None:
+            raise LedgerCorrupt(f"level {level + 1} has more nodes than its children allow")
 
 
-def _zip_exact(a: Iterable[Any], b: Iterable[Any], what: str) -> Iterable[tuple[Any, Any]]:
-    ia, ib = iter(a), iter(b)
-    while True:
-        x, y = next(ia, None), next(ib, None)
-        if x is None and y is None:
-            return
-        if x is None or y is None:
-            raise LedgerCorrupt(f"the {what} level has {'extra' if y is not None else 'missing'} stored nodes")
-        yield x, y
+_BATCH = 10_000  # rows per fetch when streaming
+_cursor_names = itertools.count()
+
+
+def _rows(conn: Connection, statement: str, params: tuple[Any, ...] = ()) -> Generator[tuple[Any, ...], None, None]:
+    """A query's rows in order, from a driver cursor of the connection (a server-side one on
+    PostgreSQL, so memory stays flat), without building a result row per row. Driver errors
+    are wrapped as SQLAlchemy wraps them."""
+    dbapi = conn.connection.dbapi_connection
+    assert dbapi is not None
+    error = conn.dialect.loaded_dbapi.Error
+    postgres = conn.dialect.name == "postgresql"
+    try:
+        cursor = dbapi.cursor(name=f"gsomia_ledger_{next(_cursor_names)}") if postgres else dbapi.cursor()
+        cursor.execute(statement, params)
+    except error as exc:
+        raise DBAPIError.instance(statement, params, exc, error, dialect=conn.dialect) from exc
+    try:
+        while True:
+            try:
+                rows = cursor.fetchmany(_BATCH)
+            except error as exc:
+                raise DBAPIError.instance(statement, params, exc, error, dialect=conn.dialect) from exc
+            if not rows:
+                return
+            yield from rows
+    finally:
+        cursor.close()
