@@ -17,7 +17,9 @@ from __future__ import annotations
 import json
 import queue
 import shutil
+import signal
 import statistics
+import sys
 import threading
 import time
 import uuid
@@ -173,6 +175,8 @@ class Story:
             f"  {party} records [bold]{note_type}[/bold]; {other} applies it: "
             f"KOR {self.state('KOR')}, JPN {self.state('JPN')}"
         )
+        for condition in conditions or []:
+            self.say(f"    condition (R16, recorded, not judged): {condition}")
 
     def flash(self, watcher: FlashWatcher, count: int) -> None:
         duty = self.client("JPN", "duty_officer")
@@ -186,7 +190,7 @@ class Story:
                     "classification": "極秘",
                     "compartments": [],
                     "purposes": ["nk-missile"],
-                    "text": f"FLASH {marker}: ballistic missile launch detected, Sea of Japan",
+                    "text": f"FLASH: ballistic missile launch detected, Sea of Japan (ref {marker})",
                 },
             )
             if r.status_code != 201:
@@ -198,7 +202,7 @@ class Story:
                     self.flash_ms.append((got_at - sent_at) * 1000)
                     if k == 0:
                         self.say(
-                            f"  KOR duty officer sees: [bold red]{event['text'][:20]}…[/bold red] "
+                            f"  KOR duty officer sees: [bold red]{event['text'].split(' (ref')[0]}[/bold red] "
                             f"marked {event['display']} after {self.flash_ms[-1]:.1f} ms"
                         )
                     break
@@ -238,6 +242,10 @@ def run(
     flash_count: int = 20,
     keep_running: bool = True,
 ) -> dict[str, Any]:
+    # A terminated demo must not leave its node processes behind: turn SIGTERM/SIGHUP
+    # into an exit, so the clean-up below runs.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, frame: sys.exit(128 + signum))
     if root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True)
