@@ -103,16 +103,8 @@ class Delivery:
 
     async def _send_items(self, code: str, lane: str, rows: list[dict[str, Any]]) -> bool:
         node = self.node
-        agreement = node.agreement(code)
-        allowed: list[dict[str, Any]] = []
-        blocked: dict[str, str] = {}
-        for row in rows:
-            label = _label_of(row["body"])
-            problem = egress.check(agreement, label, code, node.party)
-            if problem is None:
-                allowed.append(row)
-            else:
-                blocked[row["ref"]] = f"egress guard: {problem}"
+        # The guard and the encoding run in the lane's thread, off the event loop.
+        allowed, blocked, body = await lanes.run(lane, _guard_and_encode, node, code, lane, rows)
         if blocked:
             log.warning("egress guard held back %d item(s) for %s", len(blocked), code)
             await lanes.run(
@@ -125,7 +117,6 @@ class Delivery:
             )
         if not allowed:
             return True
-        body = json.dumps({"lane": lane, "envelopes": [base64.b64encode(r["body"]).decode() for r in allowed]}).encode()
         return await self._post(code, "/peer/items", body, allowed, lane)
 
     async def _post(self, code: str, path: str, body: bytes, rows: list[dict[str, Any]], lane: str) -> bool:
@@ -169,6 +160,23 @@ class Delivery:
         refused = {r.get("item_id", ""): r.get("reason", "") for r in receipt.get("refused", [])}
         await lanes.run(lane, node.delivered, seqs, receipt, answer["signature"], refused)
         return True
+
+
+def _guard_and_encode(
+    node: Node, code: str, lane: str, rows: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], dict[str, str], bytes]:
+    """Check every outgoing item again (egress guard), then encode the ones that may go."""
+    agreement = node.agreement(code)
+    allowed: list[dict[str, Any]] = []
+    blocked: dict[str, str] = {}
+    for row in rows:
+        problem = egress.check(agreement, _label_of(row["body"]), code, node.party)
+        if problem is None:
+            allowed.append(row)
+        else:
+            blocked[row["ref"]] = f"egress guard: {problem}"
+    body = json.dumps({"lane": lane, "envelopes": [base64.b64encode(r["body"]).decode() for r in allowed]}).encode()
+    return allowed, blocked, body
 
 
 def _label_of(env: bytes) -> Label:

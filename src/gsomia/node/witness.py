@@ -22,6 +22,7 @@ from gsomia.node import peer as peer_proto
 from gsomia.node.service import Node
 
 log = logging.getLogger("gsomia.witness")
+MIN_GAP = 1.0  # seconds between two checks of the same partner
 
 
 class Witness:
@@ -62,6 +63,8 @@ class Witness:
                 await self.check(code)
             except (httpx.HTTPError, ValueError, KeyError) as exc:  # partner down or answering nonsense: later
                 log.info("could not check %s's log: %s", code, exc)
+            # Heads arrive with every receipt; checking more than once a second adds load, not assurance.
+            await asyncio.sleep(MIN_GAP)
 
     async def _get(self, code: str, path: str, **params: Any) -> Any:
         headers = peer_proto.sign_request(self.node.config.key, "GET", path, b"")
