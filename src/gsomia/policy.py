@@ -133,8 +133,7 @@ def decide(
         return _deny(Reason("R3", f"{label.originator} {label.classification} is outside {agreement.id}"))
     # R5: approval must be prior to the act; a consent dated later does not count.
     valid = tuple(c for c in consents if at is None or c.granted_at <= at)
-    handler = _HANDLERS[act]
-    return handler(agreement, subject, label, status, valid, recipient, purpose, new_classification)
+    return _HANDLERS[act](_Question(agreement, subject, label, status, valid, recipient, purpose, new_classification))
 
 
 # --- the checks, one rule each --------------------------------------------------------
@@ -208,16 +207,22 @@ def _access_reasons(agreement: Agreement, subject: Subject, label: Label, purpos
     return [r for r in found if r is not None]
 
 
-def _read(
-    agreement: Agreement,
-    subject: Subject,
-    label: Label,
-    status: Status,
-    consents: tuple[Consent, ...],
-    recipient: str | None,
-    purpose: str | None,
-    new_classification: str | None,
-) -> Decision:
+@dataclass(frozen=True, slots=True)
+class _Question:
+    """One decision's inputs, as every action's handler receives them."""
+
+    agreement: Agreement
+    subject: Subject
+    label: Label
+    status: Status
+    consents: tuple[Consent, ...]
+    recipient: str | None
+    purpose: str | None
+    new_classification: str | None
+
+
+def _read(q: _Question) -> Decision:
+    agreement, subject, label, status, purpose = q.agreement, q.subject, q.label, q.status, q.purpose
     denied = _access_reasons(agreement, subject, label, purpose)
     if denied:
         return _deny(*denied)
@@ -227,33 +232,16 @@ def _read(
     return Decision(True, tuple(reasons), ("record access (R8)",))
 
 
-def _copying(
-    agreement: Agreement,
-    subject: Subject,
-    label: Label,
-    status: Status,
-    consents: tuple[Consent, ...],
-    recipient: str | None,
-    purpose: str | None,
-    new_classification: str | None,
-) -> Decision:
-    decision = _read(agreement, subject, label, status, consents, recipient, purpose, new_classification)
+def _copying(q: _Question) -> Decision:
+    decision = _read(q)
     if not decision.permit:
         return decision
     reasons = (*decision.reasons, Reason("R9", "copies and translations carry the same label and are recorded"))
     return Decision(True, reasons, ("record the copy in the inventory (R8, R9)",))
 
 
-def _provide(
-    agreement: Agreement,
-    subject: Subject,
-    label: Label,
-    status: Status,
-    consents: tuple[Consent, ...],
-    recipient: str | None,
-    purpose: str | None,
-    new_classification: str | None,
-) -> Decision:
+def _provide(q: _Question) -> Decision:
+    agreement, subject, label, status, recipient = q.agreement, q.subject, q.label, q.status, q.recipient
     denied: list[Reason] = []
     if subject.party != label.originator:
         denied.append(Reason("R5", f"only the originator {label.originator} provides this item; others need consent"))
@@ -289,16 +277,8 @@ def _provide(
     return Decision(True, tuple(reasons), ("record the transmission (R9)",))
 
 
-def _reclassify(
-    agreement: Agreement,
-    subject: Subject,
-    label: Label,
-    status: Status,
-    consents: tuple[Consent, ...],
-    recipient: str | None,
-    purpose: str | None,
-    new_classification: str | None,
-) -> Decision:
+def _reclassify(q: _Question) -> Decision:
+    agreement, subject, label, new_classification = q.agreement, q.subject, q.label, q.new_classification
     if subject.party != label.originator:
         return _deny(Reason("R6", f"only the originator {label.originator} changes this item's classification"))
     if subject.role is not Role.SECURITY_AUTHORITY:
@@ -315,16 +295,9 @@ def _reclassify(
     )
 
 
-def _release(
-    agreement: Agreement,
-    subject: Subject,
-    label: Label,
-    status: Status,
-    consents: tuple[Consent, ...],
-    recipient: str | None,
-    purpose: str | None,
-    new_classification: str | None,
-) -> Decision:
+def _release(q: _Question) -> Decision:
+    agreement, subject, label, consents = q.agreement, q.subject, q.label, q.consents
+    recipient, purpose = q.recipient, q.purpose
     if recipient is None or purpose is None:
         return _deny(Reason("R5", "a third-party release names its recipient and purpose"))
     if subject.role is not Role.SECURITY_AUTHORITY:
@@ -351,16 +324,8 @@ def _release(
     )
 
 
-def _destroy(
-    agreement: Agreement,
-    subject: Subject,
-    label: Label,
-    status: Status,
-    consents: tuple[Consent, ...],
-    recipient: str | None,
-    purpose: str | None,
-    new_classification: str | None,
-) -> Decision:
+def _destroy(q: _Question) -> Decision:
+    agreement, subject, label = q.agreement, q.subject, q.label
     if subject.role is not Role.SECURITY_AUTHORITY:
         return _deny(Reason("R9", "destruction is carried out under the security authority"))
     denied = [r for r in (_holder(agreement, subject, label), _clearance(agreement, subject, label)) if r]
