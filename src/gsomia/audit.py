@@ -16,6 +16,7 @@ from sqlalchemy import Connection, Engine, insert, select
 
 from gsomia import ledger, merkle
 from gsomia.errors import GsomiaError
+from gsomia.keyring import KeyHistory, KeyRotationInvalid, Rotation
 from gsomia.keys import PrivateKeys, PublicKeys
 from gsomia.store import ledger_store
 from gsomia.store import schema as t
@@ -49,8 +50,22 @@ def store_head(conn: Connection, head: ledger.TreeHead) -> None:
 
 
 def verify_node(engine: Engine, own: PublicKeys, peers: dict[str, PublicKeys]) -> dict[str, Any]:
-    """Every entry, every stored node, every stored tree head; the first failure raises."""
+    """Every entry, every stored node, every stored tree head; the first failure raises.
+
+    ``own`` and ``peers`` are the keys trusted out of band (node.toml); each party's
+    recorded rotations extend them to its whole key chain, and each head is checked
+    with the key of its size (``KeyHistory.key_for_head``)."""
+    from gsomia.node import keychain
+
     with engine.connect() as conn:
+        try:
+            chains = {own.party: keychain.own_history(conn, own.party, own)}
+            if chains[own.party].current.kid != own.kid:
+                raise AuditFailure(f"{own.party}'s key {own.kid} is not the current key of its recorded chain")
+            for code, key in peers.items():
+                chains[code] = keychain.history(conn, key)
+        except KeyRotationInvalid as exc:
+            raise AuditFailure(f"key chain: {exc}") from None
         try:
             result = ledger_store.verify_all(conn)
         except ledger_store.LedgerCorrupt as exc:
@@ -61,10 +76,10 @@ def verify_node(engine: Engine, own: PublicKeys, peers: dict[str, PublicKeys]) -
             head = ledger.TreeHead(
                 row["party"], int(row["size"]), bytes(row["root"]), row["at"], bytes(row["signature"])
             )
-            key = own if head.party == own.party else peers.get(head.party)
-            if key is None:
+            chain = chains.get(head.party)
+            if chain is None:
                 continue
-            if not ledger.verify_head(key.ed25519, head):
+            if not ledger.verify_head(chain.key_for_head(head.size).ed25519, head):
                 raise AuditFailure(
                     f"stored tree head #{row['seq']} of {head.party} (size {head.size}) has a bad signature"
                 )
@@ -99,7 +114,11 @@ def prove(engine: Engine, key: PrivateKeys, item_id: str) -> dict[str, Any]:
             }
             for idx, body in rows
         ]
-    return {"format": PROOF_FORMAT, "item_id": item_id, "tree_head": head.as_dict(), "entries": entries}
+        from gsomia.node import keychain
+
+        chain = [r.as_dict() for r in keychain.rotations(conn, key.party)]
+    # The key chain lets an auditor who trusts any of the party's keys, old or new, check the head.
+    return {"format": PROOF_FORMAT, "item_id": item_id, "tree_head": head.as_dict(), "keys": chain, "entries": entries}
 
 
 def check_proof(proof: Any, trusted: PublicKeys) -> dict[str, Any]:
@@ -115,8 +134,16 @@ def check_proof(proof: Any, trusted: PublicKeys) -> dict[str, Any]:
         raise AuditFailure("the proof's tree head or entries are malformed") from None
     if head.party != trusted.party:
         raise AuditFailure(f"the tree head is {head.party}'s but the trusted key is {trusted.party}'s")
-    if not ledger.verify_head(trusted.ed25519, head):
-        raise AuditFailure(f"the tree head's signature does not verify with {trusted.party}'s key {trusted.kid}")
+    try:
+        offered = proof.get("keys", [])
+        if not isinstance(offered, list):
+            raise KeyRotationInvalid("keys must be a list of rotation statements")
+        chain = KeyHistory.build(trusted, [Rotation.from_dict(r) for r in offered])
+    except KeyRotationInvalid as exc:
+        raise AuditFailure(f"the proof's key chain: {exc}") from None
+    signer = chain.key_for_head(head.size)
+    if not ledger.verify_head(signer.ed25519, head):
+        raise AuditFailure(f"the tree head's signature does not verify with {trusted.party}'s key {signer.kid}")
     kinds = []
     for n, e in enumerate(entries):
         try:

@@ -173,7 +173,9 @@ def agreement_check(files: Annotated[list[Path], typer.Argument(help="Agreement 
     out.print(f"{len(files)} agreement file(s) valid")
 
 
-keys_app = typer.Typer(help="Node keys: generate a party's key pair.", no_args_is_help=True)
+keys_app = typer.Typer(
+    help="Node keys: generate a party's key pair, rotate a node's key, show its chain.", no_args_is_help=True
+)
 app.add_typer(keys_app, name="keys")
 policy_app = typer.Typer(help="Access decisions: explain why an action is permitted or denied.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
@@ -213,6 +215,70 @@ def keys_generate(
         handle.write(cert_pem)
     out.print(f"{party} {suite} keys: {key_path} (private, 0600), {pub_path} (public, key id {private.public().kid})")
     out.print(f"{party} TLS for the peer API: {crt_path} (certificate), {tls_key_path} (private, 0600)")
+
+
+@keys_app.command("rotate")
+def keys_rotate(config: Annotated[Path, typer.Option("--config", help="The node's node.toml.")]) -> None:
+    """Replace a stopped node's key: the old key signs the new one in, the ledger records it.
+
+    The old private key moves to retired/ beside the key file (items sealed to it stay
+    readable); the partner learns the new key at the next message, from the statement.
+    """
+    from gsomia.node import config as node_config
+    from gsomia.node import keychain
+    from gsomia.store.db import open_database
+
+    cfg = node_config.load(config)
+    rotation = keychain.rotate(cfg, open_database(cfg.database_url))
+    out.print(
+        f"{rotation.party}: rotation {rotation.number} at {rotation.at.isoformat()}: key {rotation.old.kid} "
+        f"retired to {keychain.retired_dir(cfg)}, key {rotation.new.kid} current from ledger entry {rotation.tree_size}"
+    )
+    out.print(f"give the partner's operator {cfg.key_path.with_suffix('.pub')} (or let its node learn it on contact)")
+
+
+@keys_app.command("history")
+def keys_history(
+    config: Annotated[Path, typer.Option("--config", help="The node's node.toml.")], as_json: JsonFlag = False
+) -> None:
+    """Every key of this node and of its partners, in order, with when each was retired."""
+    from gsomia.node import config as node_config
+    from gsomia.node import keychain
+    from gsomia.store.db import open_database
+
+    cfg = node_config.load(config)
+    engine = open_database(cfg.database_url)
+    cfg, _, own = keychain.resolve(cfg, engine)
+    with engine.connect() as conn:
+        chains = [own, *(keychain.history(conn, p.public_key) for p in cfg.peers.values())]
+    rows: list[dict[str, Any]] = []
+    for chain in chains:
+        for n, key in enumerate(chain.keys):
+            retired = chain.retired_at(key.kid)
+            rows.append(
+                {
+                    "party": chain.party,
+                    "number": n,
+                    "kid": key.kid,
+                    "since": chain.rotations[n - 1].at.isoformat() if n else None,
+                    "retired_at": retired.isoformat() if retired else None,
+                    "heads_from_size": chain.rotations[n - 1].tree_size + 1 if n else 0,
+                }
+            )
+    if as_json:
+        print(json.dumps(rows))
+        return
+    table = Table("party", "#", "key id", "since", "retired", "signs heads from size")
+    for r in rows:
+        table.add_row(
+            r["party"],
+            str(r["number"]),
+            r["kid"],
+            r["since"] or "(first key)",
+            r["retired_at"] or "current",
+            str(r["heads_from_size"]),
+        )
+    out.print(table)
 
 
 def _progress(total: int | None) -> Any:
@@ -470,10 +536,12 @@ def audit_verify(config: ConfigOption, as_json: JsonFlag = False) -> None:
     """Recompute every entry, tree node and stored tree head; exit 2 naming the first bad one."""
     from gsomia import audit
     from gsomia.node import config as node_config
+    from gsomia.node import keychain
     from gsomia.store.db import open_database
 
     cfg = node_config.load(config)
     engine = open_database(cfg.database_url)
+    cfg = keychain.resolve(cfg, engine)[0]
     result = audit.verify_node(engine, cfg.key.public(), {p: peer.public_key for p, peer in cfg.peers.items()})
     if as_json:
         print(json.dumps(result))
@@ -492,10 +560,13 @@ def audit_prove(
     """Print an inclusion proof (JSON) of every ledger entry about ITEM_ID under a freshly signed head."""
     from gsomia import audit
     from gsomia.node import config as node_config
+    from gsomia.node import keychain
     from gsomia.store.db import open_database
 
     cfg = node_config.load(config)
-    print(json.dumps(audit.prove(open_database(cfg.database_url), cfg.key, item_id), ensure_ascii=False, indent=2))
+    engine = open_database(cfg.database_url)
+    cfg = keychain.resolve(cfg, engine)[0]
+    print(json.dumps(audit.prove(engine, cfg.key, item_id), ensure_ascii=False, indent=2))
 
 
 @audit_app.command("check-proof")

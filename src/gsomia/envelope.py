@@ -25,8 +25,9 @@ import io
 import json
 import os
 import struct
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import IO, Any, Final
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -629,38 +630,54 @@ class Opener:
 
     _CACHE_LIMIT = 4096
 
-    def __init__(self, recipient: PrivateKeys, trusted: Iterable[PublicKeys], agreement: Agreement) -> None:
-        if recipient.suite != agreement.suite:
-            raise EnvelopeError(
-                f"{agreement.id} requires the {agreement.suite} suite; the recipient key is {recipient.suite}"
-            )
-        self.recipient = recipient
+    def __init__(
+        self,
+        recipient: PrivateKeys | Sequence[PrivateKeys],
+        trusted: Iterable[PublicKeys],
+        agreement: Agreement,
+        retired: Mapping[str, datetime | None] | None = None,
+    ) -> None:
+        """``recipient``: this node's key, or its current key first and then the keys it
+        retired (items sealed before a rotation stay readable). ``retired``: kid of a
+        trusted key -> the instant it was retired; such a key is trusted only for items
+        released before that instant (``keyring.KeyHistory.windows``)."""
+        own = [recipient] if isinstance(recipient, PrivateKeys) else list(recipient)
+        if not own:
+            raise EnvelopeError("an opener needs this node's key")
+        for key in own:
+            if key.suite != agreement.suite:
+                raise EnvelopeError(
+                    f"{agreement.id} requires the {agreement.suite} suite; the recipient key is {key.suite}"
+                )
+        self.recipient = own[0]
         self.agreement = agreement
-        self.kid = recipient.public().kid
+        self.kid = self.recipient.public().kid
+        self._own = {key.public().kid: key for key in reversed(own)}
         self.trusted = {k.kid: k for k in trusted}
+        self.retired = dict(retired or {})
         self._hpke = kem_suite(agreement.suite)
-        self._epochs: dict[tuple[str, str], AESGCM] = {}
+        self._epochs: dict[tuple[str, str, str], AESGCM] = {}
         self._roots: set[tuple[str, bytes, str, str]] = set()
         self._trailer_keys = _TRAILER_KEYS[agreement.suite]
 
-    def _epoch_key(self, text: object, signer_kid: str) -> AESGCM:
-        """The epoch key whose HPKE ciphertext ``text`` is (base64), unwrapped with this node's key."""
+    def _epoch_key(self, text: object, signer_kid: str, own_kid: str) -> AESGCM:
+        """The epoch key whose HPKE ciphertext ``text`` is (base64), unwrapped with this node's key ``own_kid``."""
         if isinstance(text, str):
-            cached = self._epochs.get((text, signer_kid))
+            cached = self._epochs.get((text, signer_kid, own_kid))
             if cached is not None:
                 return cached
         blob = _unb64(text, "epoch key")
         assert isinstance(text, str)
-        info = _EPOCH_INFO + signer_kid.encode() + self.kid.encode()
+        info = _EPOCH_INFO + signer_kid.encode() + own_kid.encode()
         try:
-            key = self._hpke.decrypt(blob, self.recipient.kem_key(), info)
+            key = self._hpke.decrypt(blob, self._own[own_kid].kem_key(), info)
         except (ValueError, InvalidTag):
             raise Tampered("the epoch key does not open with this recipient key") from None
         if len(key) != 32:
             raise Tampered("the epoch key has the wrong length")
         if len(self._epochs) >= self._CACHE_LIMIT:
             self._epochs.pop(next(iter(self._epochs)))
-        aead = self._epochs[text, signer_kid] = AESGCM(key)
+        aead = self._epochs[text, signer_kid, own_kid] = AESGCM(key)
         return aead
 
     def _verify_root(self, signer: PublicKeys, size: int, root: bytes, trailer: dict[str, Any]) -> None:
@@ -717,19 +734,25 @@ class Opener:
             raise UnknownSigner(f"signed by {signer.party}'s key but the originator is {label.originator}")
         if signer.suite != agreement.suite:
             raise UnknownSigner(f"the trusted key of {signer.party} is not a {agreement.suite} key")
+        retired = self.retired.get(signer.kid)
+        if retired is not None and label.created_at >= retired:
+            raise UnknownSigner(
+                f"signed by {signer.party}'s key {signer.kid}, retired at {retired.isoformat()}, "
+                f"for an item released at {label.created_at.isoformat()}"
+            )
 
         keyblock = src.block("key block")
         wrapped = _decode_canonical(keyblock, "key block")
         if not isinstance(wrapped, list):
             raise Tampered("key block is not a list")
         entry = None
-        for w in wrapped:  # the first entry for this node's key
-            if isinstance(w, dict) and w.get("kid") == self.kid:
+        for w in wrapped:  # the first entry for one of this node's keys
+            if isinstance(w, dict) and isinstance(w.get("kid"), str) and w["kid"] in self._own:
                 entry = w
                 break
         if entry is None:
             raise NotARecipient(f"the data key is not wrapped for {self.recipient.party}'s key {self.kid}")
-        epoch = self._epoch_key(entry.get("epoch"), signer.kid)
+        epoch = self._epoch_key(entry.get("epoch"), signer.kid, str(entry["kid"]))
         sealed_key = _unb64(entry.get("key"), "wrapped key")
         header_hash = hashlib.sha256(header_bytes).digest()
         label_hash = hashlib.sha256(label_bytes).digest()

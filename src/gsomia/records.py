@@ -19,9 +19,10 @@ from datetime import datetime
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gsomia.errors import GsomiaError
+from gsomia.keyring import KeyHistory
 from gsomia.policy import Consent
 
 _SIGNED = b"gsomia/record/v1\x00"
@@ -90,8 +91,9 @@ def make(key: Ed25519PrivateKey, kind: str, by: str, actor: str, item_id: str, a
     return Record(body, base64.b64encode(key.sign(_SIGNED + canonical(body))).decode())
 
 
-def verify(data: Any, key: Ed25519PublicKey, party: str) -> Record:
-    """A record received from ``party``: well-formed and signed by its node key."""
+def verify(data: Any, chain: KeyHistory, party: str) -> Record:
+    """A record received from ``party``: well-formed and signed by a node key of its chain
+    that was not yet retired at the record's instant."""
     if (
         not isinstance(data, dict)
         or not isinstance(data.get("body"), dict)
@@ -108,10 +110,20 @@ def verify(data: Any, key: Ed25519PublicKey, party: str) -> Record:
     if record.by != party:
         raise RecordInvalid(f"a record delivered by {party} must be {party}'s own, not {record.by}'s")
     try:
-        key.verify(base64.b64decode(record.signature, validate=True), _SIGNED + record.canonical())
-    except (InvalidSignature, ValueError):
-        raise RecordInvalid(f"the record's signature does not verify with {party}'s node key") from None
-    return record
+        at = datetime.fromisoformat(body["at"])
+        signature = base64.b64decode(record.signature, validate=True)
+    except ValueError:
+        raise RecordInvalid("the record's instant or signature is malformed") from None
+    if at.tzinfo is None:
+        raise RecordInvalid("the record's instant must carry a UTC offset")
+    message = _SIGNED + record.canonical()
+    for key in chain.trusted_for(at):
+        try:
+            key.ed25519.verify(signature, message)
+        except InvalidSignature:
+            continue
+        return record
+    raise RecordInvalid(f"the record's signature does not verify with {party}'s node key of {at.isoformat()}")
 
 
 def consents(records: Iterable[Record], originator: str) -> list[Consent]:

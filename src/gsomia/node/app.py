@@ -323,7 +323,7 @@ def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
     return app
 
 
-def create_peer_app(node: Node, broker: Broker, witness: Any = None) -> FastAPI:
+def create_peer_app(node: Node, broker: Broker, witness: Any = None, keys: Any = None) -> FastAPI:
     app = FastAPI(title=f"gsomia node {node.party}: peer API", version="1", docs_url=None, redoc_url=None)
     problems.install(app)
 
@@ -333,8 +333,12 @@ def create_peer_app(node: Node, broker: Broker, witness: Any = None) -> FastAPI:
         known = node.config.peers.get(party)
         if known is None:
             raise Problem(403, "Unknown peer", f"{party or 'no party'} is not a peer of {node.party}")
-        reason = peer_proto.verify_request(known.public_key, request.method, request.url.path, request.headers, body)
+        reason = peer_proto.verify_request(
+            node.peer_chains[party], request.method, request.url.path, request.headers, body
+        )
         if reason:
+            if isinstance(reason, peer_proto.UnknownKey) and keys is not None:
+                keys.soon(party)  # it may have rotated its key: learn the chain; the sender retries
             raise Problem(401, "Unauthenticated", reason)
         if witness is not None:
             witness.observe(party, peer_proto.decode_head(request.headers.get(peer_proto.HEAD_HEADER)))
@@ -346,7 +350,7 @@ def create_peer_app(node: Node, broker: Broker, witness: Any = None) -> FastAPI:
         head = await lanes.run("control", node.own_head)
         receipt = {**receipt, "request_sha256": hashlib.sha256(body).hexdigest(), "tree_head": head}
         _, signature = peer_proto.sign_receipt(node.config.key, receipt)
-        return JSONResponse({"receipt": receipt, "signature": signature})
+        return JSONResponse({"receipt": receipt, "signature": signature, "kid": node.public.kid})
 
     @app.post("/peer/items")
     async def items(request: Request) -> JSONResponse:
@@ -415,6 +419,12 @@ def create_peer_app(node: Node, broker: Broker, witness: Any = None) -> FastAPI:
         except NotFound as exc:
             raise Problem(404, "Not found", str(exc)) from None
         return {"old": old, "new": new, "proof": proof}
+
+    @app.get("/peer/keys")
+    async def key_chain() -> dict[str, Any]:
+        # Public keys and signed statements only: mutual TLS is enough (a partner that
+        # rotated cannot sign a request we could check before it has learned this).
+        return await lanes.run("control", node.key_chain)
 
     @app.get("/peer/health")
     async def health() -> dict[str, str]:

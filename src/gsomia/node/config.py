@@ -4,7 +4,8 @@
 party = "KOR"
 agreements = ["../../agreements/jp-kr-gsomia-2016.toml"]
 database_url = "sqlite:///node.db"        # or postgresql+psycopg://user@host/db
-key = "keys/KOR.key"                      # signing + KEM keys (gsomia keys generate)
+key = "keys/KOR.key"                      # signing + KEM keys (gsomia keys generate);
+                                          # retired ones in keys/retired/ (gsomia keys rotate)
 tls_cert = "keys/KOR.crt"                 # peer API certificate and key
 tls_key = "keys/KOR.tls.key"
 listen = "127.0.0.1:8701"                 # user API (tokens)
@@ -50,6 +51,7 @@ class NodeConfig:
     agreements: tuple[Agreement, ...]
     database_url: str
     key: PrivateKeys
+    key_path: Path
     tls_cert: Path
     tls_key: Path
     listen: tuple[str, int]
@@ -104,7 +106,8 @@ def load(path: Path) -> NodeConfig:
     url = need("database_url")
     if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
         url = f"sqlite:///{rel(url.removeprefix('sqlite:///'))}"
-    key = load_private(rel(need("key")))
+    key_path = rel(need("key"))
+    key = load_private(key_path)
     if key.party != party:
         raise AgreementFileError(source, "key", f"is {key.party}'s key, not {party}'s")
     peers: dict[str, Peer] = {}
@@ -127,6 +130,7 @@ def load(path: Path) -> NodeConfig:
         agreements=agreements,
         database_url=url,
         key=key,
+        key_path=key_path,
         tls_cert=rel(need("tls_cert")),
         tls_key=rel(need("tls_key")),
         listen=_address(source, "listen", need("listen")),

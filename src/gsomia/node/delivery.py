@@ -43,6 +43,7 @@ class Delivery:
         self.stopping = False
         self._tasks: list[asyncio.Task[None]] = []
         self.witness: Any = None  # set by serve: heads in receipts wake it
+        self.keys: Any = None  # set by serve: a KeySync, to learn the partner's rotated key
 
     def notify(self, peer_party: str, lane: str) -> None:
         event = self.wake.get((peer_party, lane))
@@ -145,7 +146,12 @@ class Delivery:
             receipt_bytes = json.dumps(
                 answer["receipt"], sort_keys=True, separators=(",", ":"), ensure_ascii=False
             ).encode()
-            if not peer.verify_receipt(node.config.peers[code].public_key, receipt_bytes, answer["signature"]):
+            kid = answer.get("kid") or node.peer_chains[code].current.kid
+            if kid != node.peer_chains[code].current.kid and self.keys is not None:
+                await self.keys.refresh(code)  # signed by a key we do not know yet: a rotation?
+            if kid != node.peer_chains[code].current.kid:
+                raise RuntimeError(f"the receipt is signed by key {kid}, not {code}'s current key")
+            if not peer.verify_receipt(node.peer_chains[code].current, receipt_bytes, answer["signature"]):
                 raise RuntimeError("the receipt signature does not verify")
         except Exception as exc:  # network down, peer restarting, bad answer: retry later
             delay = backoff(max(r["attempts"] for r in rows))

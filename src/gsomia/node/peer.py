@@ -8,6 +8,7 @@ receipt or a note can be shown to a third person later without the TLS session.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import ssl
@@ -17,12 +18,19 @@ from typing import Any
 import httpx
 from cryptography.exceptions import InvalidSignature
 
+from gsomia.keyring import KeyHistory
 from gsomia.keys import PrivateKeys, PublicKeys
 
 _REQUEST = b"gsomia/peer/v1/request\x00"
 _RECEIPT = b"gsomia/peer/v1/receipt\x00"
 MAX_SKEW = 300.0  # seconds between the two nodes' system clocks
 HEAD_HEADER = "X-Gsomia-Tree-Head"
+KEY_HEADER = "X-Gsomia-Key"  # the signer's key id: which key of its chain to check with
+
+
+@functools.lru_cache(maxsize=16)  # keys hash by identity; a node signs with one or two
+def key_id(key: PrivateKeys) -> str:
+    return key.public().kid
 
 
 def encode_head(head: dict[str, Any]) -> str:
@@ -51,17 +59,28 @@ def sign_request(key: PrivateKeys, method: str, path: str, body: bytes) -> dict[
         "X-Gsomia-Party": key.party,
         "X-Gsomia-Timestamp": timestamp,
         "X-Gsomia-Signature": base64.b64encode(signature).decode(),
+        KEY_HEADER: key_id(key),
         "Content-Type": "application/json",
     }
 
 
-def verify_request(peer: PublicKeys, method: str, path: str, headers: Any, body: bytes) -> str | None:
-    """None if the request is signed by ``peer`` within the allowed clock skew, else the reason."""
+class UnknownKey(str):
+    """A reason: the request names a key id that is not in the sender's chain as known here."""
+
+
+def verify_request(chain: KeyHistory, method: str, path: str, headers: Any, body: bytes) -> str | None:
+    """None if the request is signed by the party's current key within the allowed clock skew, else the reason."""
     party, timestamp, signature = (
         headers.get(h) for h in ("x-gsomia-party", "x-gsomia-timestamp", "x-gsomia-signature")
     )
-    if party != peer.party or not timestamp or not signature:
+    if party != chain.party or not timestamp or not signature:
         return "missing or foreign request signature headers"
+    kid = headers.get(KEY_HEADER.lower()) or chain.current.kid
+    if kid != chain.current.kid:
+        if chain.by_kid(kid) is None:
+            return UnknownKey(f"signed by key {kid}, which is not in {party}'s key chain as known here")
+        return f"signed by {party}'s retired key {kid}; its current key is {chain.current.kid}"
+    peer = chain.current
     try:
         skew = abs(time.time() - float(timestamp))
         peer.ed25519.verify(
@@ -80,6 +99,7 @@ def sign_receipt(key: PrivateKeys, receipt: dict[str, Any]) -> tuple[bytes, str]
 
 
 def verify_receipt(peer: PublicKeys, body: bytes, signature: str) -> bool:
+    """``peer``: the partner's current key (receipts are signed as they are made)."""
     try:
         peer.ed25519.verify(base64.b64decode(signature, validate=True), _RECEIPT + body)
     except (ValueError, InvalidSignature):

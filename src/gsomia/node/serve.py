@@ -15,6 +15,7 @@ from gsomia.node.app import Broker, create_peer_app, create_user_app
 from gsomia.node.clock import SimulatedClock, SystemClock
 from gsomia.node.config import NodeConfig
 from gsomia.node.delivery import Delivery
+from gsomia.node.keysync import KeySync
 from gsomia.node.service import Node
 from gsomia.node.witness import Witness
 from gsomia.store.db import open_database
@@ -44,8 +45,10 @@ async def serve(config: NodeConfig) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     node, delivery, broker = build(config)
     await delivery.start()
-    witness = Witness(node, delivery.clients, WITNESS_INTERVAL)
+    keys = KeySync(node, delivery.clients)
+    witness = Witness(node, delivery.clients, WITNESS_INTERVAL, keys)
     delivery.witness = witness
+    delivery.keys = keys
     user = uvicorn.Server(
         uvicorn.Config(
             create_user_app(node, delivery, broker),
@@ -59,7 +62,7 @@ async def serve(config: NodeConfig) -> None:
     )
     peer = uvicorn.Server(
         uvicorn.Config(
-            create_peer_app(node, broker, witness),
+            create_peer_app(node, broker, witness, keys),
             host=config.peer_listen[0],
             port=config.peer_listen[1],
             log_level="warning",

@@ -25,8 +25,9 @@ from gsomia import envelope, policy, records
 from gsomia.agreement import lifecycle
 from gsomia.agreement.terms import Agreement, Note, NoteType
 from gsomia.errors import GsomiaError, InvalidHistory
+from gsomia.keyring import KeyRotationInvalid
 from gsomia.label import Label, LabelInvalid, display, marking_for, new_item_id
-from gsomia.node import egress
+from gsomia.node import egress, keychain
 from gsomia.node.clock import Clock
 from gsomia.node.config import NodeConfig
 from gsomia.node.lanes import yield_to_flash
@@ -209,7 +210,11 @@ class Node(NodeLedger):
 
     def __post_init__(self) -> None:
         self.party = self.config.party
+        # The current key (an interrupted rotation finished), the retired ones, the chain.
+        self.config, self.own_keys, self.own_chain = keychain.resolve(self.config, self.engine)
         self.public = self.config.key.public()
+        with self.engine.connect() as conn:
+            self.peer_chains = {code: keychain.history(conn, p.public_key) for code, p in self.config.peers.items()}
         self.reload_notes()
 
     # --- agreements and notes ---------------------------------------------------------
@@ -225,9 +230,35 @@ class Node(NodeLedger):
             lifecycle.compile_history(agreement)  # refuse an impossible history now, not later
             self._agreements[code] = agreement
             self._sealers[code] = envelope.Sealer(self.config.key, agreement)
+            chain = self.peer_chains[code]
             self._openers[code] = envelope.Opener(
-                self.config.key, [self.config.peers[code].public_key, self.public], agreement
+                self.own_keys,
+                [*chain.keys, *self.own_chain.keys],
+                agreement,
+                retired={**chain.windows(), **self.own_chain.windows()},
             )
+
+    # --- key chains ---------------------------------------------------------------------
+
+    def learn_keys(self, peer: str, offered: Sequence[Any]) -> bool:
+        """Extend ``peer``'s key chain with the rotations it offers (verified, stored, on the ledger)."""
+        known = self.peer_chains[peer]
+        try:
+            chain = keychain.learn(self.engine, known, list(offered), peer)
+        except KeyRotationInvalid as exc:
+            self.raise_alarm("bad_key_chain", peer, str(exc))
+            raise
+        if len(chain.rotations) == len(known.rotations):
+            return False
+        self.peer_chains[peer] = chain
+        self.reload_notes()  # openers trust the new key, sealers wrap for it
+        return True
+
+    def key_chain(self) -> dict[str, Any]:
+        """This node's rotations, for its partners (public keys and signatures only)."""
+        with self.engine.connect() as conn:
+            found = keychain.rotations(conn, self.party)
+        return {"party": self.party, "current": self.public.kid, "rotations": [r.as_dict() for r in found]}
 
     def agreement(self, peer: str) -> Agreement:
         try:
@@ -449,7 +480,7 @@ class Node(NodeLedger):
         outbox: list[dict[str, Any]] = []
         audits: list[dict[str, Any]] = []
         for peer, batch in by_peer.items():
-            sealed = self._sealers[peer].seal_batch(batch, [self.config.peers[peer].public_key, self.public])
+            sealed = self._sealers[peer].seal_batch(batch, [self.peer_chains[peer].current, self.public])
             for (_payload, label), env in zip(batch, sealed, strict=True):
                 rows.append(_item_row(label, env, "out", peer, lane, now, None))
                 outbox.append(_outbox_row(peer, lane, "item", label.item_id, env, now))
@@ -857,7 +888,7 @@ class Node(NodeLedger):
         return {"classification": new_classification, "previous": current.classification}
 
     def receive_record(self, peer: str, data: Any) -> bool:
-        record = records.verify(data, self.config.peers[peer].public_key.ed25519, peer)
+        record = records.verify(data, self.peer_chains[peer], peer)
         now = self.clock.now()
         try:
             with self.engine.begin() as conn:

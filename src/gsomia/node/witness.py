@@ -26,9 +26,12 @@ MIN_GAP = 1.0  # seconds between two checks of the same partner
 
 
 class Witness:
-    def __init__(self, node: Node, clients: dict[str, httpx.AsyncClient], interval: float = 30.0) -> None:
+    def __init__(
+        self, node: Node, clients: dict[str, httpx.AsyncClient], interval: float = 30.0, keys: Any = None
+    ) -> None:
         self.node = node
         self.clients = clients
+        self.keys = keys  # a KeySync: a head its known keys did not sign may be a rotation
         self.interval = interval
         self.wake = {code: asyncio.Event() for code in node.config.peers}
         self.stopping = False
@@ -75,9 +78,14 @@ class Witness:
     async def check(self, code: str) -> str:
         """Check the partner's log once; returns what was concluded."""
         node = self.node
-        key = node.config.peers[code].public_key.ed25519
         head = ledger.TreeHead.from_dict(await self._get(code, "/peer/ledger/head"))
-        if head.party != code or not ledger.verify_head(key, head):
+
+        def signed() -> bool:
+            return ledger.verify_head(node.peer_chains[code].key_for_head(head.size).ed25519, head)
+
+        if head.party == code and not signed() and self.keys is not None:
+            await self.keys.refresh(code)  # the partner may have rotated its key
+        if head.party != code or not signed():
             await asyncio.to_thread(
                 node.raise_alarm, "bad_head", code, f"{code} sent a tree head its key did not sign (size {head.size})"
             )

@@ -209,3 +209,19 @@ records = Table(
 )
 Index("ix_records_item", records.c.item_id)
 Index("ix_records_ref", records.c.ref)
+
+# Key rotation statements (``keyring.Rotation``), the node's own and its partners',
+# each verified against the chain before it is stored.
+key_rotations = Table(
+    "key_rotations",
+    metadata,
+    Column("seq", Seq, primary_key=True, autoincrement=True),
+    Column("party", String(3), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("old_kid", String(32), nullable=False),
+    Column("new_kid", String(32), nullable=False),
+    Column("statement", Text, nullable=False),  # canonical JSON with both signatures
+    Column("at", UTCDateTime(), nullable=False),
+    Column("received_at", UTCDateTime(), nullable=False),
+    UniqueConstraint("party", "number", name="uq_key_rotations_party_number"),
+)
