@@ -54,13 +54,15 @@ def test_a_rotated_key_is_learned_by_the_partner_and_old_items_stay_readable(pai
     pair.wait(lambda: pair.pending("KOR") == 0 and pair.pending("JPN") == 0, "delivery before the rotation")
 
     running = run("keys", "rotate", "--config", str(kor_cfg))
-    assert running.returncode == 2 and "stop it before rotating" in running.stderr
+    assert running.returncode == 2
+    assert "stop it before rotating" in running.stderr
     pair.procs["KOR"].stop()
     rotated = run("keys", "rotate", "--config", str(kor_cfg))
     assert rotated.returncode == 0, rotated.stderr
     assert "rotation 1" in rotated.stdout
     retired = list((kor_cfg.parent / "keys" / "retired").glob("KOR-*.key"))
-    assert len(retired) == 1 and retired[0].stat().st_mode & 0o777 == 0o600
+    assert len(retired) == 1
+    assert retired[0].stat().st_mode & 0o777 == 0o600
     pair.procs["KOR"].start()
 
     after = pair.share("KOR", "JPN", "군사II급비밀", 3)  # signed with the new key, which JPN must learn
@@ -79,7 +81,9 @@ def test_a_rotated_key_is_learned_by_the_partner_and_old_items_stay_readable(pai
     history = run("keys", "history", "--config", str(jpn_cfg), "--json")
     assert history.returncode == 0, history.stderr
     kor_keys = [row for row in json.loads(history.stdout) if row["party"] == "KOR"]
-    assert len(kor_keys) == 2 and kor_keys[0]["retired_at"] and kor_keys[1]["retired_at"] is None
+    assert len(kor_keys) == 2
+    assert kor_keys[0]["retired_at"]
+    assert kor_keys[1]["retired_at"] is None
 
     kor_db, jpn_db = (node_config.load(c).database_url for c in (kor_cfg, jpn_cfg))
     assert "key_rotation" in ledger_kinds(kor_db)
@@ -118,7 +122,9 @@ def test_a_retired_key_file_in_place_of_the_current_one_is_refused(kor: node_con
     with pytest.raises(keychain.KeyChainError, match="is a retired key"):
         Node(node_config.load(kor.path), engine, SystemClock())
     result = run("user", "list", "--config", str(kor.path))
-    assert result.returncode == 2 and "retired key" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2
+    assert "retired key" in result.stderr
+    assert "Traceback" not in result.stderr
     assert rotation.old.kid in result.stderr
 
 
@@ -136,13 +142,16 @@ def test_an_interrupted_rotation_is_finished_or_discarded_at_the_next_start(kor:
     # Crashed after writing KOR.key.new, before the transaction: the old key stays current.
     pending.write_bytes(keys.generate("KOR", "classic").to_bytes())
     node = Node(node_config.load(kor.path), engine, SystemClock())
-    assert node.public.kid == kor.key.public().kid and not pending.exists()
+    assert node.public.kid == kor.key.public().kid
+    assert not pending.exists()
     # Crashed after the transaction, before the rename: the new key becomes current.
     rotation = keychain.rotate(kor, engine)
     shutil.copy(kor.key_path, pending)
     shutil.copy(keychain.retired_dir(kor) / f"KOR-{rotation.old.kid}.key", kor.key_path)
     node = Node(node_config.load(kor.path), engine, SystemClock())
-    assert node.public.kid == rotation.new.kid and not pending.exists()
-    assert json.loads(kor.key_path.with_suffix(".pub").read_bytes())["ed25519"] == json.loads(
-        rotation.new.to_bytes()
-    )["ed25519"]
+    assert node.public.kid == rotation.new.kid
+    assert not pending.exists()
+    assert (
+        json.loads(kor.key_path.with_suffix(".pub").read_bytes())["ed25519"]
+        == json.loads(rotation.new.to_bytes())["ed25519"]
+    )

@@ -62,7 +62,14 @@ def test_what_each_key_is_trusted_for() -> None:
     h = KeyHistory.build(ks[0].public(), rotations)
     kid = [k.public().kid for k in ks]
     # Heads: by size; the rotation entry itself (index 10) is covered by the new key.
-    assert [h.key_for_head(s).kid for s in (0, 10, 11, 20, 21, 10_000)] == [kid[0], kid[0], kid[1], kid[1], kid[2], kid[2]]
+    assert [h.key_for_head(s).kid for s in (0, 10, 11, 20, 21, 10_000)] == [
+        kid[0],
+        kid[0],
+        kid[1],
+        kid[1],
+        kid[2],
+        kid[2],
+    ]
     # Items and records: a key is trusted for what was released before it was retired.
     assert [k.kid for k in h.trusted_for(T0)] == kid
     assert [k.kid for k in h.trusted_for(T0 + timedelta(days=45))] == kid[1:]
