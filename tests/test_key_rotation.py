@@ -155,3 +155,25 @@ def test_an_interrupted_rotation_is_finished_or_discarded_at_the_next_start(kor:
         json.loads(kor.key_path.with_suffix(".pub").read_bytes())["ed25519"]
         == json.loads(rotation.new.to_bytes())["ed25519"]
     )
+
+
+def test_both_partners_rotating_at_once_still_learn_each_others_keys(pair: Pair) -> None:
+    pair.share("KOR", "JPN", "군사II급비밀", 2)
+    pair.share("JPN", "KOR", "極秘", 2)
+    pair.wait(lambda: pair.pending("KOR") == 0 and pair.pending("JPN") == 0, "delivery before the rotations")
+    for party in ("KOR", "JPN"):
+        pair.procs[party].stop()
+        rotated = run("keys", "rotate", "--config", str(pair.nodes[party].config))
+        assert rotated.returncode == 0, rotated.stderr
+    for party in ("KOR", "JPN"):
+        pair.procs[party].start()
+    # Each side's first request names a key the other does not know, and so does each receipt.
+    to_jpn = pair.share("KOR", "JPN", "군사II급비밀", 2)
+    to_kor = pair.share("JPN", "KOR", "極秘", 2)
+    pair.wait(lambda: pair.pending("KOR") == 0 and pair.pending("JPN") == 0, "delivery after both rotations")
+    assert set(to_jpn) <= {r["item_id"] for r in pair.received("JPN")}
+    assert set(to_kor) <= {r["item_id"] for r in pair.received("KOR")}
+    for party, other in (("KOR", "JPN"), ("JPN", "KOR")):
+        history = run("keys", "history", "--config", str(pair.nodes[party].config), "--json")
+        assert history.returncode == 0, history.stderr
+        assert len([row for row in json.loads(history.stdout) if row["party"] == other]) == 2

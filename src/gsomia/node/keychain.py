@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, insert, select
+from sqlalchemy.exc import IntegrityError
 
 from gsomia import keyring, keys
 from gsomia.errors import GsomiaError
@@ -106,10 +107,13 @@ def learn(engine: Engine, known: KeyHistory, offered: list[Rotation], actor: str
     for r in sorted(fresh, key=lambda r: r.number):
         extended = extended.extend(r)
     if fresh:
-        with engine.begin() as conn:
-            already = len(rotations(conn, known.party))
-            for r in extended.rotations[already:]:
-                store(conn, r, actor, received=True)
+        try:
+            with engine.begin() as conn:
+                already = len(rotations(conn, known.party))
+                for r in extended.rotations[already:]:
+                    store(conn, r, actor, received=True)
+        except IntegrityError:
+            pass  # another process of this node stored the same verified statements first
     return extended
 
 
