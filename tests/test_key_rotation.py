@@ -177,3 +177,46 @@ def test_both_partners_rotating_at_once_still_learn_each_others_keys(pair: Pair)
         history = run("keys", "history", "--config", str(pair.nodes[party].config), "--json")
         assert history.returncode == 0, history.stderr
         assert len([row for row in json.loads(history.stdout) if row["party"] == other]) == 2
+
+
+def test_a_proof_across_a_rotation_checks_with_either_key_and_not_with_a_forged_chain(
+    kor: node_config.NodeConfig, tmp_path: Path
+) -> None:
+    from gsomia.node.service import ItemSpec
+
+    engine = open_database(kor.database_url)
+    old_pub = tmp_path / "KOR-old.pub"
+    old_pub.write_bytes(kor.key.public().to_bytes())
+    node = Node(kor, engine, SystemClock())
+    analyst = node.authenticate(json.loads((kor.path.parent / "tokens.json").read_text())["analyst"])
+    assert analyst is not None
+    item = node.provide(analyst, [ItemSpec("JPN", "군사II급비밀", b"before")])[0]["item_id"]
+    node.own_head()
+    keychain.rotate(kor, engine)
+    proof = run("audit", "prove", item, "--config", str(kor.path))
+    assert proof.returncode == 0, proof.stderr
+    data = json.loads(proof.stdout)
+    assert len(data["keys"]) == 1
+    good = tmp_path / "proof.json"
+    good.write_text(proof.stdout)
+    for trusted in (old_pub, kor.key_path.with_suffix(".pub")):
+        checked = run("audit", "check-proof", str(good), "--trust", str(trusted))
+        assert checked.returncode == 0, checked.stderr
+    # Without the chain the new key's head does not verify with the old key; a forged chain is named.
+    no_chain = tmp_path / "no-chain.json"
+    no_chain.write_text(json.dumps({**data, "keys": []}))
+    refused = run("audit", "check-proof", str(no_chain), "--trust", str(old_pub))
+    assert refused.returncode == 2
+    assert "does not verify" in refused.stderr
+    forged = json.loads(proof.stdout)
+    forged["keys"][0]["statement"]["tree_size"] += 1
+    forged_file = tmp_path / "forged.json"
+    forged_file.write_text(json.dumps(forged))
+    refused = run("audit", "check-proof", str(forged_file), "--trust", str(old_pub))
+    assert refused.returncode == 2
+    assert "key chain" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    # The auditor's full verification walks the chain too: every head, old key and new.
+    verified = run("audit", "verify", "--config", str(kor.path), "--json")
+    assert verified.returncode == 0, verified.stderr
+    assert json.loads(verified.stdout)["tree_heads_checked"] >= 2
