@@ -60,3 +60,7 @@ def test_copies_translations_destruction_and_reclassification(pair: Pair) -> Non
     assert jpn_sa.post("/records", {"kind": "destruction", "item_id": item}).status_code == 201
     assert jpn_analyst.get(f"/items/{item}").status_code == 404
     assert jpn_analyst.post("/records", {"kind": "reproduction", "item_id": item}).status_code == 403
+    # JPN destroyed its holding; the originator's own copy stays (each party destroys what it holds).
+    pair.wait(lambda: kor_sa.get(f"/register/{item}").json()["destroyed_by"] == ["JPN"], "JPN's destruction at KOR")
+    assert kor_sa.get(f"/register/{item}").json()["item_destroyed"] is False
+    assert pair.user("KOR", "analyst").get(f"/items/{item}", purpose="nk-missile").status_code == 200

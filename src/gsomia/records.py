@@ -176,10 +176,14 @@ def current_classification(records: Iterable[Record], originator: str, sealed: s
     return current
 
 
-def register(records: Iterable[Record]) -> dict[str, Any]:
-    """Copies and translations of an item, and what has been destroyed (R8, R9)."""
+def register(records: Iterable[Record], holder: str) -> dict[str, Any]:
+    """Copies and translations of an item, and what has been destroyed (R8, R9).
+
+    Both nodes keep every record about an item, but each party destroys only what it
+    holds: ``holder`` is the party whose holding this node keeps, so the partner's
+    destruction of its own copy (recorded here too) leaves this one in place."""
     copies: dict[str, dict[str, Any]] = {}
-    destroyed_item = False
+    destroyed_by: set[str] = set()
     for r in records:
         if r.kind in ("reproduction", "translation"):
             copies[str(r.body["copy_id"])] = {
@@ -193,8 +197,12 @@ def register(records: Iterable[Record]) -> dict[str, Any]:
             }
         elif r.kind == "destruction":
             target = r.body.get("copy_id")
-            if target and target in copies:
+            if target and target in copies and copies[str(target)]["holder"] == r.by:
                 copies[str(target)]["destroyed_at"] = r.body["at"]
             elif not target:
-                destroyed_item = True
-    return {"copies": list(copies.values()), "item_destroyed": destroyed_item}
+                destroyed_by.add(r.by)
+    return {
+        "copies": list(copies.values()),
+        "item_destroyed": holder in destroyed_by,
+        "destroyed_by": sorted(destroyed_by),
+    }

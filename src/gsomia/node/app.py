@@ -19,6 +19,7 @@ from sse_starlette.sse import EventSourceResponse
 
 from gsomia import policy
 from gsomia.agreement import lifecycle
+from gsomia.envelope import EnvelopeError
 from gsomia.errors import GsomiaError
 from gsomia.node import lanes, problems
 from gsomia.node import peer as peer_proto
@@ -188,6 +189,8 @@ def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
             raise _refusal(exc) from None
         except NotFound as exc:
             raise Problem(404, "Not found", str(exc)) from None
+        except EnvelopeError as exc:  # a stored item that no longer verifies: an integrity failure, not bad input
+            raise Problem(409, "Integrity failure", str(exc), error=type(exc).__name__) from None
         except GsomiaError as exc:
             raise Problem(
                 409 if "note" in type(exc).__name__.lower() or "History" in type(exc).__name__ else 400,
@@ -263,14 +266,22 @@ def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
     ) -> EventSourceResponse:
         start = after if after is not None else int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
 
+        token = (request.headers.get("authorization") or "").removeprefix("Bearer ").strip()
+
         async def events() -> Any:
             cursor = start
             while not await request.is_disconnected():
                 rows = await lanes.run("flash", node.alerts_after, cursor)
+                if rows and await lanes.run("control", node.authenticate, token) is None:
+                    return  # revoked while subscribed: the stream ends before anything more is shown
+                shown = []
                 for row in rows:
                     cursor = row["seq"]
                     event = await lanes.run("flash", node.alert_event, who, row)
+                    shown.append(event)
                     yield {"id": str(cursor), "event": "flash", "data": json.dumps(event, ensure_ascii=False)}
+                if shown:  # recorded once sent: the ledger write stays off the report's path
+                    await lanes.run("flash", node.record_alert_reads, who, shown)
                 if not rows:
                     await broker.wait(1.0)
 

@@ -76,6 +76,13 @@ def _address(source: str, key: str, value: Any) -> tuple[str, int]:
     return host, int(port)
 
 
+def _flag(source: str, key: str, value: Any) -> bool:
+    # TOML has booleans: "false" as a string must not switch the simulated clock on.
+    if not isinstance(value, bool):
+        raise AgreementFileError(source, key, "must be true or false (a TOML boolean, unquoted)")
+    return value
+
+
 def load(path: Path) -> NodeConfig:
     source = str(path)
     try:
@@ -135,7 +142,7 @@ def load(path: Path) -> NodeConfig:
         tls_key=rel(need("tls_key")),
         listen=_address(source, "listen", need("listen")),
         peer_listen=_address(source, "peer_listen", need("peer_listen")),
-        demo=bool(data.get("demo", False)),
+        demo=_flag(source, "demo", data.get("demo", False)),
         peers=peers,
     )
     for code in peers:

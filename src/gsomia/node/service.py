@@ -595,7 +595,7 @@ class Node(NodeLedger):
         peer = row["peer"]
         agreement = self.agreement(peer)
         now = self.clock.now()
-        if records.register(history)["item_destroyed"]:
+        if records.register(history, self.party)["item_destroyed"]:
             raise NotFound(f"item {item_id} was destroyed (R9)")
         decision = policy.decide(
             agreement, subject, policy.Action.READ, label, lifecycle.status(agreement, now), (), now, purpose=purpose
@@ -604,7 +604,7 @@ class Node(NodeLedger):
             self._audit(conn, "read" if decision.permit else "read_denied", subject.id, item_id, decision.as_dict())
         if not decision.permit:
             raise Refused(decision, f"reading {item_id}")
-        opened, payload = self._openers[peer].open(row["envelope"])
+        opened, payload = self._open_stored(row)
         current = effective_label(opened, history)
         return {
             "item_id": item_id,
@@ -649,8 +649,32 @@ class Node(NodeLedger):
             "decision": decision.effect,
         }
         if decision.permit:
-            event["text"] = self._openers[row["peer"]].open(row["envelope"])[1].decode("utf-8", "replace")
+            event["text"] = self._open_stored(row)[1].decode("utf-8", "replace")
         return event
+
+    def record_alert_reads(self, subject: policy.Subject, events: Sequence[dict[str, Any]]) -> None:
+        """Flash text shown on a stream is a read like any other (R9): one entry per report shown."""
+        shown = [e for e in events if "text" in e]
+        if shown:
+            now = self.clock.now()
+            rows = [
+                _audit_row(now, "read", subject.id, e["alert_id"], {"via": "alerts/stream", "effect": "permit"})
+                for e in shown
+            ]
+            with self.engine.begin() as conn:
+                append_rows(conn, rows)
+
+    def _open_stored(self, row: Any) -> tuple[Label, bytes]:
+        """Open a stored envelope; its sealed label must be the stored copy the decision used.
+
+        Decisions read the label copy in ``items.label`` (no decryption before a permit); a
+        copy edited in the database to open more than it should is caught here."""
+        opened, payload = self._openers[row["peer"]].open(row["envelope"])
+        if opened.to_bytes().decode("utf-8") != row["label"]:
+            detail = f"item {opened.item_id}: the stored label differs from the sealed label (database edited)"
+            self.raise_alarm("tampered_item", self.party, detail)
+            raise envelope.Tampered(detail)
+        return opened, payload
 
     # --- records: consent and release (R5), compromise and investigation (R11) ----------------
 
@@ -690,7 +714,7 @@ class Node(NodeLedger):
         sealed = Label.from_bytes(row["label"].encode("utf-8"))
         current = effective_label(sealed, history)
         agreement = self.agreement(row["peer"])
-        reg = records.register(history)
+        reg = records.register(history, self.party)
         marking = marking_for(current, agreement, self.party)
         return {
             "item_id": item_id,
@@ -703,6 +727,7 @@ class Node(NodeLedger):
             "display": display(current, agreement, self.party),
             "copies": [{**c, "marking": marking} for c in reg["copies"]],
             "item_destroyed": reg["item_destroyed"],
+            "destroyed_by": reg["destroyed_by"],
             "records": [r.body for r in history if r.kind in records.REGISTER],
         }
 
@@ -872,7 +897,7 @@ class Node(NodeLedger):
         )
         if not decision.permit:
             raise Refused(decision, f"{kind} of {label.item_id}")
-        reg = records.register(history)
+        reg = records.register(history, self.party)
         if reg["item_destroyed"]:
             raise Refused(policy.Decision(False, (policy.Reason("R9", "the item has been destroyed"),)), kind)
         if kind in ("reproduction", "translation"):
@@ -882,8 +907,9 @@ class Node(NodeLedger):
             return extra
         if kind == "destruction":
             target = fields.get("copy_id")
-            if target is not None and target not in {c["copy_id"] for c in reg["copies"] if c["destroyed_at"] is None}:
-                raise NotFound(f"no live copy {target} of item {label.item_id}")
+            live = {c["copy_id"] for c in reg["copies"] if c["destroyed_at"] is None and c["holder"] == self.party}
+            if target is not None and target not in live:
+                raise NotFound(f"no live copy {target} of item {label.item_id} held by {self.party}")
             return {"copy_id": target}
         return {"classification": new_classification, "previous": current.classification}
 

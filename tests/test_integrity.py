@@ -1,0 +1,104 @@
+"""What a node checks of its own database and its own streams, across two real nodes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from sqlalchemy import create_engine, select, update
+
+from gsomia.node import config as node_config
+from gsomia.store import schema as t
+from nodes import Pair, User
+from test_nodes import FlashListener
+
+GSOMIA = str(Path(sys.executable).parent / "gsomia")
+
+
+def gsomia(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([GSOMIA, *args], capture_output=True, text=True, timeout=120, check=False)
+
+
+def add_user(pair: Pair, party: str, user_id: str, *options: str) -> User:
+    made = gsomia("user", "add", "--config", str(pair.nodes[party].config), user_id, *options)
+    assert made.returncode == 0, made.stderr
+    token = next(w for w in made.stdout.split() if w.startswith("gsk_"))
+    return User(pair.nodes[party].user_url, token)
+
+
+def test_a_label_copy_edited_in_the_database_opens_nothing_and_raises_an_alarm(pair: Pair) -> None:
+    [item] = pair.share("JPN", "KOR", "極秘", 1)  # KOR 군사II급비밀
+    pair.wait(lambda: pair.pending("JPN") == 0, "delivery")
+    low = add_user(
+        pair, "KOR", "kor.low", "--role", "analyst", "--clearance", "군사III급비밀", "--need-to-know", "nk-missile"
+    )
+    assert low.get(f"/items/{item}", purpose="nk-missile").status_code == 403  # R7: clearance too low
+
+    # An insider lowers the stored copy of the label, which the access decision reads.
+    engine = create_engine(node_config.load(pair.nodes["KOR"].config).database_url)
+    with engine.begin() as conn:
+        label = conn.execute(select(t.items.c.label).where(t.items.c.item_id == item)).scalar_one()
+        assert '"classification":"極秘"' in label
+        lowered = label.replace('"classification":"極秘"', '"classification":"秘"')
+        conn.execute(update(t.items).where(t.items.c.item_id == item).values(label=lowered))
+    engine.dispose()
+
+    r = low.get(f"/items/{item}", purpose="nk-missile")
+    assert r.status_code == 409, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert "payload_b64" not in r.text
+    assert "stored label differs from the sealed label" in r.json()["detail"]
+    alarms = pair.user("KOR", "security_authority").get("/ledger/alarms").json()["alarms"]
+    assert [a["kind"] for a in alarms] == ["tampered_item"]
+    pair.wait(
+        lambda: (
+            [a["kind"] for a in pair.user("JPN", "security_authority").get("/ledger/alarms").json()["alarms"]]
+            == ["tampered_item"]
+        ),
+        "the alarm at the originator",
+    )
+
+
+def test_flash_text_shown_on_a_stream_is_recorded_and_a_revoked_subscriber_sees_no_more(pair: Pair) -> None:
+    watcher = add_user(
+        pair,
+        "KOR",
+        "kor.watch",
+        "--role",
+        "duty_officer",
+        "--clearance",
+        "군사II급비밀",
+        "--need-to-know",
+        "nk-missile",
+    )
+    listener = FlashListener(pair.nodes["KOR"].user_url, watcher.token)
+    listener.start()
+    assert listener.ready.wait(10)
+    duty = pair.user("JPN", "duty_officer")
+    alert = {"to": "KOR", "classification": "極秘", "text": "launch", "purposes": ["nk-missile"]}
+    first = duty.post("/alerts", alert)
+    assert first.status_code == 201, first.text
+    pair.wait(lambda: len(listener.events) == 1, "the first report on the stream")
+    alert_id = first.json()["alert"]["item_id"]
+
+    engine = create_engine(node_config.load(pair.nodes["KOR"].config).database_url)
+
+    def reads() -> list[str]:
+        with engine.connect() as conn:
+            return list(
+                conn.execute(
+                    select(t.ledger_entries.c.actor).where(
+                        t.ledger_entries.c.kind == "read", t.ledger_entries.c.item_id == alert_id
+                    )
+                ).scalars()
+            )
+
+    pair.wait(lambda: reads() == ["kor.watch"], "the stream read on KOR's ledger")
+    engine.dispose()
+
+    revoked = gsomia("user", "revoke", "--config", str(pair.nodes["KOR"].config), "kor.watch")
+    assert revoked.returncode == 0, revoked.stderr
+    assert duty.post("/alerts", {**alert, "text": "second launch"}).status_code == 201
+    pair.wait(lambda: not listener.is_alive(), "the revoked subscriber's stream to end", timeout=30)
+    assert [e["text"] for _, e in listener.events] == ["launch"]
