@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from gsomia import keys
 from gsomia.keys import PrivateKeys, PublicKeys
@@ -132,6 +133,28 @@ def test_keys_generate_refuses_to_overwrite_without_force(tmp_path: Path) -> Non
     assert gsomia("keys", "generate", "--party", "KOR", "--out", tmp_path, "--force").code == 0
     assert (tmp_path / "KOR.key").read_bytes() != before["KOR.key"]
     assert stat.S_IMODE((tmp_path / "KOR.key").stat().st_mode) == 0o600
+
+
+def test_keys_generate_tls_only_replaces_the_certificate_for_the_hosts_named(tmp_path: Path) -> None:
+    from cryptography import x509
+
+    assert gsomia("keys", "generate", "--party", "KOR", "--out", tmp_path).code == 0
+    node_key, old_cert = (tmp_path / "KOR.key").read_bytes(), (tmp_path / "KOR.crt").read_bytes()
+    run = gsomia(
+        "keys", "generate", "--party", "KOR", "--out", tmp_path, "--tls-only", "--force",
+        "--host", "kor-node.example", "--host", "192.0.2.7",
+    )  # fmt: skip
+    assert run.code == 0, run.err
+    assert (tmp_path / "KOR.key").read_bytes() == node_key  # the node key is untouched
+    cert = x509.load_pem_x509_certificate((tmp_path / "KOR.crt").read_bytes())
+    assert cert.public_bytes(serialization.Encoding.PEM) != old_cert
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == ["kor-node.example"]
+    assert [str(a) for a in names.get_values_for_type(x509.IPAddress)] == ["192.0.2.7"]
+    one_line_error(
+        gsomia("keys", "generate", "--party", "KOR", "--out", tmp_path, "--tls-only", "--force", "--host", "a b"),
+        "--host",
+    )
 
 
 def test_keys_generate_refuses_a_party_that_is_not_alpha_3(tmp_path: Path) -> None:

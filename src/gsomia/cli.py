@@ -186,9 +186,18 @@ def keys_generate(
     party: Annotated[str, typer.Option(help="ISO 3166-1 alpha-3 code of the party, e.g. KOR.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Directory for PARTY.key (mode 0600) and PARTY.pub.")],
     suite: Annotated[str, typer.Option(help="classic or pq-hybrid (the agreement file chooses).")] = "classic",
-    force: Annotated[bool, typer.Option(help="Replace existing key files.")] = False,
+    host: Annotated[
+        list[str] | None,
+        typer.Option(help="Host name or IP address the peer API is reached at; repeat. Default: 127.0.0.1, localhost."),
+    ] = None,
+    tls_only: Annotated[
+        bool, typer.Option("--tls-only", help="Only a new TLS certificate and key (PARTY.crt, PARTY.tls.key).")
+    ] = False,
+    force: Annotated[bool, typer.Option(help="Replace existing files.")] = False,
 ) -> None:
-    """Generate a party's node keys (KEM + signature) and its TLS certificate for the peer API."""
+    """Generate a party's node keys (KEM + signature) and its TLS certificate for the peer API.
+
+    A running node's key is replaced with `gsomia keys rotate`, never by generating over it."""
     from gsomia import keys, tls
     from gsomia.files import atomic_output
 
@@ -196,25 +205,35 @@ def keys_generate(
         raise InvalidInput(f"--party: {party!r} is not an ISO 3166-1 alpha-3 code such as KOR")
     if suite not in terms.SUITES:
         raise InvalidInput(f"--suite: {suite!r} is not one of {', '.join(terms.SUITES)}")
+    hosts = tuple(host or ("127.0.0.1", "localhost"))
+    for name in hosts:
+        if not name or any(c.isspace() or c in "/:@" for c in name):
+            raise InvalidInput(f"--host: {name!r} is not a host name or IP address")
     out_dir.mkdir(parents=True, exist_ok=True)
-    private = keys.generate(party, suite)
     key_path, pub_path = out_dir / f"{party}.key", out_dir / f"{party}.pub"
     crt_path, tls_key_path = out_dir / f"{party}.crt", out_dir / f"{party}.tls.key"
+    targets = (crt_path, tls_key_path) if tls_only else (key_path, pub_path, crt_path, tls_key_path)
     if not force:
-        for path in (key_path, pub_path, crt_path, tls_key_path):
+        for path in targets:
             if path.exists():
                 raise InvalidInput(f"{path}: already exists (use --force to replace it)")
-    with atomic_output(key_path, mode=0o600) as handle:
-        handle.write(private.to_bytes())
-    with atomic_output(pub_path) as handle:
-        handle.write(private.public().to_bytes())
-    cert_pem, tls_key_pem = tls.make_certificate(party, datetime.now().astimezone())
+    if not tls_only:
+        private = keys.generate(party, suite)
+        with atomic_output(key_path, mode=0o600) as handle:
+            handle.write(private.to_bytes())
+        with atomic_output(pub_path) as handle:
+            handle.write(private.public().to_bytes())
+        out.print(
+            f"{party} {suite} keys: {key_path} (private, 0600), {pub_path} (public, key id {private.public().kid})"
+        )
+    cert_pem, tls_key_pem = tls.make_certificate(party, datetime.now().astimezone(), hosts)
     with atomic_output(tls_key_path, mode=0o600) as handle:
         handle.write(tls_key_pem)
     with atomic_output(crt_path) as handle:
         handle.write(cert_pem)
-    out.print(f"{party} {suite} keys: {key_path} (private, 0600), {pub_path} (public, key id {private.public().kid})")
-    out.print(f"{party} TLS for the peer API: {crt_path} (certificate), {tls_key_path} (private, 0600)")
+    out.print(
+        f"{party} TLS for the peer API: {crt_path} (certificate for {', '.join(hosts)}), {tls_key_path} (private, 0600)"
+    )
 
 
 @keys_app.command("rotate")

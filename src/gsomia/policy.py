@@ -2,8 +2,9 @@
 
 Deny by default. Each rule of AGREEMENT.md that bears on an action is checked
 here and nowhere else; every reason, permit or deny, cites its rule and article.
-Pure and fast: no I/O, no clock, no crypto. Consents arrive already verified
-(their signatures are checked by ``gsomia.consent`` in the shell) and are matched
+Pure and fast: no I/O, no clock, no crypto. Consents arrive from the shell,
+built from the originator's signed consent decisions (``records.consents``; a
+partner's record is verified by ``records.verify`` when it arrives), and are matched
 here on item, recipient and purpose.
 """
 

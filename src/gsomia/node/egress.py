@@ -1,4 +1,7 @@
-"""The egress guard: a second, independent check on everything that leaves the node.
+"""The egress guard: a second, independent check on every item that leaves the node.
+
+Items (sealed envelopes) are what carry classified information; notes, records and
+alarms carry none and are not passed through it.
 
 It reads only the item's own label and the agreement, shares no code path with
 ``policy.decide`` beyond the lifecycle engine, and denies by default. An item goes

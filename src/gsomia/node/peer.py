@@ -2,7 +2,8 @@
 
 TLS authenticates the channel; the Ed25519 request signature authenticates the
 message itself with the party's node key (the same key that signs envelopes), so a
-receipt or a note can be shown to a third person later without the TLS session.
+receipt (kept with its signature, and entered on the sender's ledger) can be shown
+to a third person later without the TLS session.
 """
 
 from __future__ import annotations

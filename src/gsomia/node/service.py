@@ -1012,6 +1012,9 @@ class Node(NodeLedger):
                     received_at=now,
                 )
             )
+            if signature:  # the partner's signed word that it holds these: on this ledger too, one entry a batch
+                detail = {"receipt": receipt, "signature": signature}
+                append_rows(conn, [_audit_row(now, "receipt_signed", str(receipt.get("node", "?")), None, detail)])
 
     def failed(self, seqs: Sequence[int], error: str, delay: float) -> None:
         now = datetime.now(UTC)
