@@ -102,3 +102,31 @@ def test_flash_text_shown_on_a_stream_is_recorded_and_a_revoked_subscriber_sees_
     assert duty.post("/alerts", {**alert, "text": "second launch"}).status_code == 201
     pair.wait(lambda: not listener.is_alive(), "the revoked subscriber's stream to end", timeout=30)
     assert [e["text"] for _, e in listener.events] == ["launch"]
+
+
+def test_a_delivery_refused_without_a_signed_receipt_is_entered_on_the_ledger(tmp_path: Path) -> None:
+    from gsomia.demo import terms_only
+    from gsomia.node.clock import SystemClock
+    from gsomia.node.provision import provision_pair
+    from gsomia.node.service import ItemSpec, Node
+    from gsomia.store.db import open_database
+    from nodes import AGREEMENT
+
+    nodes = provision_pair(tmp_path, terms_only(AGREEMENT, tmp_path / "terms.toml"))
+    cfg = node_config.load(nodes["KOR"].config)
+    node = Node(cfg, open_database(cfg.database_url), SystemClock())
+    analyst = node.authenticate(nodes["KOR"].tokens["analyst"])
+    assert analyst is not None
+    [item] = node.provide(analyst, [ItemSpec("JPN", "군사II급비밀", b"x")])
+    rows = node.claim("JPN", "bulk", "test-worker", 10)
+    reason = "refused by JPN: HTTP 400: bad"
+    node.delivered([r["seq"] for r in rows], {"node": "JPN", "refused_http": 400}, "", {item["item_id"]: reason})
+    with node.engine.connect() as conn:
+        entries = conn.execute(
+            select(t.ledger_entries.c.kind, t.ledger_entries.c.body).where(
+                t.ledger_entries.c.item_id == item["item_id"]
+            )
+        ).all()
+    assert [k for k, _ in entries] == ["provide", "delivery_refused"]
+    assert reason in entries[1][1]
+    assert node.pending("JPN") == 0

@@ -139,6 +139,8 @@ class Delivery:
                 await lanes.run(
                     lane, node.delivered, seqs, {"node": code, "refused_http": response.status_code}, "", refused
                 )
+                if any(r["kind"] == "note" for r in rows):  # the two nodes now disagree on the agreement's status
+                    await lanes.run("control", node.raise_alarm, "note_refused", code, reason)
                 return True
             if response.status_code != 200:
                 raise RuntimeError(f"HTTP {response.status_code}: {response.text[:200]}")

@@ -1004,6 +1004,15 @@ class Node(NodeLedger):
                     .where(and_(t.outbox.c.seq.in_(list(seqs)), t.outbox.c.ref == ref))
                     .values(last_error=reason)
                 )
+            if refused and not signature:  # held back here, or refused unread: no signed receipt says so
+                peer = str(receipt.get("node", "?"))
+                append_rows(
+                    conn,
+                    [
+                        _audit_row(now, "delivery_refused", self.party, ref or None, {"peer": peer, "reason": reason})
+                        for ref, reason in refused.items()
+                    ],
+                )
             conn.execute(
                 insert(t.receipts).values(
                     peer=receipt.get("node", "?"),
