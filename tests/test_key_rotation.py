@@ -85,6 +85,10 @@ def test_a_rotated_key_is_learned_by_the_partner_and_old_items_stay_readable(pai
     assert kor_keys[0]["retired_at"]
     assert kor_keys[1]["retired_at"] is None
 
+    seen = pair.user("JPN", "auditor").get("/keys").json()["keys"]
+    assert [k["kid"] for k in seen if k["party"] == "KOR"] == [k["kid"] for k in kor_keys]
+    assert pair.user("JPN", "analyst").get("/keys").status_code == 403
+
     kor_db, jpn_db = (node_config.load(c).database_url for c in (kor_cfg, jpn_cfg))
     assert "key_rotation" in ledger_kinds(kor_db)
     assert "key_rotation_received" in ledger_kinds(jpn_db)

@@ -270,20 +270,7 @@ def keys_history(
     cfg, _, own = keychain.resolve(cfg, engine)
     with engine.connect() as conn:
         chains = [own, *(keychain.history(conn, p.public_key) for p in cfg.peers.values())]
-    rows: list[dict[str, Any]] = []
-    for chain in chains:
-        for n, key in enumerate(chain.keys):
-            retired = chain.retired_at(key.kid)
-            rows.append(
-                {
-                    "party": chain.party,
-                    "number": n,
-                    "kid": key.kid,
-                    "since": chain.rotations[n - 1].at.isoformat() if n else None,
-                    "retired_at": retired.isoformat() if retired else None,
-                    "heads_from_size": chain.rotations[n - 1].tree_size + 1 if n else 0,
-                }
-            )
+    rows = keychain.summary(chains)
     if as_json:
         print(json.dumps(rows))
         return

@@ -318,6 +318,12 @@ def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
             raise Problem(403, "Denied", "R11: alarms are for the security authority and auditors")
         return {"alarms": await lanes.run("control", node.alarms)}
 
+    @app.get("/keys")
+    async def keys(who: Who) -> dict[str, Any]:
+        if who.role not in (policy.Role.SECURITY_AUTHORITY, policy.Role.AUDITOR):
+            raise Problem(403, "Denied", "R8: the key chains are for the security authority and auditors")
+        return {"keys": node.key_chains()}
+
     @app.get("/outbox")
     async def outbox(who: Who) -> dict[str, Any]:
         return {"pending": await lanes.run("control", node.pending)}

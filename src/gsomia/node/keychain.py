@@ -20,6 +20,7 @@ import socket
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select
 from sqlalchemy.exc import IntegrityError
@@ -66,6 +67,25 @@ def own_history(conn: Connection, party: str, fallback: keys.PublicKeys) -> KeyH
     """This node's own chain: its first key is the one it started with."""
     found = rotations(conn, party)
     return KeyHistory.build(found[0].old if found else fallback, found)
+
+
+def summary(chains: list[KeyHistory]) -> list[dict[str, Any]]:
+    """One row per key of each chain: what `gsomia keys history` and `GET /keys` show."""
+    rows: list[dict[str, Any]] = []
+    for chain in chains:
+        for n, key in enumerate(chain.keys):
+            retired = chain.retired_at(key.kid)
+            rows.append(
+                {
+                    "party": chain.party,
+                    "number": n,
+                    "kid": key.kid,
+                    "since": chain.rotations[n - 1].at.isoformat() if n else None,
+                    "retired_at": retired.isoformat() if retired else None,
+                    "heads_from_size": chain.rotations[n - 1].tree_size + 1 if n else 0,
+                }
+            )
+    return rows
 
 
 def store(conn: Connection, rotation: Rotation, actor: str, received: bool) -> int:

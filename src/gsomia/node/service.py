@@ -254,6 +254,10 @@ class Node(NodeLedger):
         self.reload_notes()  # openers trust the new key, sealers wrap for it
         return True
 
+    def key_chains(self) -> list[dict[str, Any]]:
+        """Every key of this node and of its partners, as known here."""
+        return keychain.summary([self.own_chain, *self.peer_chains.values()])
+
     def key_chain(self) -> dict[str, Any]:
         """This node's rotations, for its partners (public keys and signatures only)."""
         with self.engine.connect() as conn:
