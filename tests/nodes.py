@@ -123,10 +123,13 @@ class Pair:
 
 
 @contextmanager
-def node_pair(tmp: Path, backend: str, demo: bool = False) -> Iterator[Pair]:
+def node_pair(tmp: Path, backend: str, demo: bool = False, suite: str = "classic") -> Iterator[Pair]:
     agreement = terms_only(AGREEMENT, tmp / "agreement-terms.toml")
+    if suite != "classic":
+        text = agreement.read_text(encoding="utf-8")
+        agreement.write_text(text.replace('suite = "classic"', f'suite = "{suite}"', 1), encoding="utf-8")
     with _databases(backend) as urls:
-        nodes = provision_pair(tmp, agreement, database_urls=urls, demo=demo)
+        nodes = provision_pair(tmp, agreement, database_urls=urls, demo=demo, suite=suite)
         procs = {p: NodeProcess(n.config, n.user_url, n.root / "node.log") for p, n in nodes.items()}
         try:
             for proc in procs.values():

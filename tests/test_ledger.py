@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 from datetime import UTC, datetime
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gsomia import ledger, merkle
+from gsomia import keys, ledger, merkle
 
 
 def build(n: int) -> tuple[list[bytes], dict[tuple[int, int], bytes]]:
@@ -101,17 +101,23 @@ def test_a_proof_reads_only_logarithmically_many_stored_nodes() -> None:
     assert len(ledger.plan(lambda get: ledger.root(size, get))) <= size.bit_length()
 
 
-def test_signed_tree_heads() -> None:
-    key = Ed25519PrivateKey.generate()
+@pytest.mark.parametrize("suite", ["classic", "pq-hybrid"])
+def test_signed_tree_heads(suite: str) -> None:
+    key = keys.generate("KOR", suite)  # type: ignore[arg-type]
     head = ledger.sign_head(key, "KOR", 42, bytes(range(32)), datetime(2019, 11, 22, 9, tzinfo=UTC))
-    assert ledger.verify_head(key.public_key(), head)
+    assert len(head.signature) == (64 if suite == "classic" else 64 + 3309)  # Ed25519 (‖ ML-DSA-65)
+    assert ledger.verify_head(key.public(), head)
     again = ledger.TreeHead.from_dict(head.as_dict())
     assert again == head
-    assert ledger.verify_head(key.public_key(), again)
-    for forged in (
+    assert ledger.verify_head(key.public(), again)
+    forgeries = [
         ledger.TreeHead("KOR", 43, head.root, head.at, head.signature),
         ledger.TreeHead("JPN", 42, head.root, head.at, head.signature),
         ledger.TreeHead("KOR", 42, bytes(32), head.at, head.signature),
-    ):
-        assert not ledger.verify_head(key.public_key(), forged)
-    assert not ledger.verify_head(Ed25519PrivateKey.generate().public_key(), head)
+        ledger.TreeHead("KOR", 42, head.root, head.at, head.signature[:-1] + bytes([head.signature[-1] ^ 1])),
+    ]
+    if suite == "pq-hybrid":  # the Ed25519 half alone is not enough
+        forgeries.append(ledger.TreeHead("KOR", 42, head.root, head.at, head.signature[:64]))
+    for forged in forgeries:
+        assert not ledger.verify_head(key.public(), forged)
+    assert not ledger.verify_head(keys.generate("KOR", suite).public(), head)  # type: ignore[arg-type]

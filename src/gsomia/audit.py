@@ -31,7 +31,7 @@ class AuditFailure(GsomiaError):
 def current_head(conn: Connection, key: PrivateKeys, at: datetime | None = None) -> ledger.TreeHead:
     """Sign the log's current head and keep it (a node's own heads are evidence too)."""
     size = ledger_store.size(conn)
-    head = ledger.sign_head(key.ed25519, key.party, size, ledger_store.root(conn, size), at or datetime.now(UTC))
+    head = ledger.sign_head(key, key.party, size, ledger_store.root(conn, size), at or datetime.now(UTC))
     store_head(conn, head)
     return head
 
@@ -79,7 +79,7 @@ def verify_node(engine: Engine, own: PublicKeys, peers: dict[str, PublicKeys]) -
             chain = chains.get(head.party)
             if chain is None:
                 continue
-            if not ledger.verify_head(chain.key_for_head(head.size).ed25519, head):
+            if not ledger.verify_head(chain.key_for_head(head.size), head):
                 raise AuditFailure(
                     f"stored tree head #{row['seq']} of {head.party} (size {head.size}) has a bad signature"
                 )
@@ -142,7 +142,7 @@ def check_proof(proof: Any, trusted: PublicKeys) -> dict[str, Any]:
     except KeyRotationInvalid as exc:
         raise AuditFailure(f"the proof's key chain: {exc}") from None
     signer = chain.key_for_head(head.size)
-    if not ledger.verify_head(signer.ed25519, head):
+    if not ledger.verify_head(signer, head):
         raise AuditFailure(f"the tree head's signature does not verify with {trusted.party}'s key {signer.kid}")
     kinds = []
     for n, e in enumerate(entries):

@@ -20,8 +20,9 @@ import hashlib
 import json
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, Final
 
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PrivateKey, MLDSA65PublicKey
@@ -48,6 +49,10 @@ def _unb64(data: dict[str, Any], key: str, what: str) -> bytes:
         return base64.b64decode(value, validate=True)
     except ValueError:
         raise KeyFileInvalid(f"{what}: {key} is not base64") from None
+
+
+ED25519_SIGNATURE: Final = 64
+MLDSA65_SIGNATURE: Final = 3309
 
 
 def kem_suite(suite: Suite) -> hpke.Suite:
@@ -86,6 +91,20 @@ class PublicKeys:
         Computed once per object (the keys are immutable): sealing and opening look it
         up for every envelope."""
         return hashlib.sha256(self.to_bytes()).hexdigest()[:32]
+
+    def verify(self, signature: bytes, message: bytes, context: bytes) -> bool:
+        """Check a ``PrivateKeys.sign`` signature: Ed25519, and in pq-hybrid ML-DSA-65 too; both must hold."""
+        pq = self.suite == "pq-hybrid"
+        if len(signature) != ED25519_SIGNATURE + (MLDSA65_SIGNATURE if pq else 0):
+            return False
+        try:
+            self.ed25519.verify(signature[:ED25519_SIGNATURE], message)
+            if pq:
+                assert self.mldsa is not None
+                self.mldsa.verify(signature[ED25519_SIGNATURE:], message, context)
+        except InvalidSignature:
+            return False
+        return True
 
     def kem_key(self) -> X25519PublicKey | hpke.MLKEM768X25519PublicKey:
         if self.suite == "classic":
@@ -129,6 +148,19 @@ class PrivateKeys:
             mlkem=None if self.mlkem is None else self.mlkem.public_key(),
             mldsa=None if self.mldsa is None else self.mldsa.public_key(),
         )
+
+    def sign(self, message: bytes, context: bytes) -> bytes:
+        """The node's signature on a statement (tree heads, records, requests, receipts).
+
+        Classic: the 64-byte Ed25519 signature. pq-hybrid: Ed25519 ‖ ML-DSA-65 (64 + 3,309
+        bytes, both fixed-length, so the split is unambiguous), under ``context`` for
+        ML-DSA; a forger must break both. Envelopes and key rotations sign with their own
+        fields (``envelope``, ``keyring``)."""
+        signature = self.ed25519.sign(message)
+        if self.suite == "pq-hybrid":
+            assert self.mldsa is not None
+            signature += self.mldsa.sign(message, context)
+        return signature
 
     def kem_key(self) -> X25519PrivateKey | hpke.MLKEM768X25519PrivateKey:
         if self.suite == "classic":

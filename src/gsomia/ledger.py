@@ -10,7 +10,8 @@ Because the nodes a computation reads do not depend on the hash values, a caller
 can first ``plan`` a computation (collect the keys it will read), fetch them all in
 one query, then run it: one round trip to the database per proof.
 
-Signed tree heads (``TreeHead``) are what nodes exchange: anyone holding the node's
+Signed tree heads (``TreeHead``, signed by the node key: Ed25519, and ML-DSA-65 too
+in the pq-hybrid suite, ``PrivateKeys.sign``) are what nodes exchange: anyone holding the node's
 public key can check a head, an inclusion proof against it, and that a later head
 extends an earlier one (RFC 9162 sections 2.1.3 and 2.1.4).
 """
@@ -23,14 +24,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-
+from gsomia.keys import PrivateKeys, PublicKeys
 from gsomia.merkle import EMPTY_ROOT, leaf_hash, node_hash
 
 Get = Callable[[int, int], bytes]
 NodeKey = tuple[int, int]
 _HEAD = b"gsomia/ledger/v1/tree-head\x00"
+_CONTEXT = b"gsomia/ledger/v1"
 
 
 def _largest_power_below(n: int) -> int:
@@ -241,14 +241,11 @@ class TreeHead:
             raise ValueError("not a signed tree head") from None
 
 
-def sign_head(key: Ed25519PrivateKey, party: str, size: int, head_root: bytes, at: datetime) -> TreeHead:
+def sign_head(key: PrivateKeys, party: str, size: int, head_root: bytes, at: datetime) -> TreeHead:
     unsigned = TreeHead(party, size, head_root, at)
-    return TreeHead(party, size, head_root, at, key.sign(unsigned.message()))
+    return TreeHead(party, size, head_root, at, key.sign(unsigned.message(), _CONTEXT))
 
 
-def verify_head(key: Ed25519PublicKey, head: TreeHead) -> bool:
-    try:
-        key.verify(head.signature, head.message())
-    except InvalidSignature:
-        return False
-    return True
+def verify_head(key: PublicKeys, head: TreeHead) -> bool:
+    """Signed by ``key`` (Ed25519, and ML-DSA-65 too for a pq-hybrid key)."""
+    return key.verify(head.signature, head.message(), _CONTEXT)

@@ -18,14 +18,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from gsomia.errors import GsomiaError
 from gsomia.keyring import KeyHistory
+from gsomia.keys import PrivateKeys
 from gsomia.policy import Consent
 
 _SIGNED = b"gsomia/record/v1\x00"
+_CONTEXT = b"gsomia/record/v1"
 
 KINDS = (
     "consent_request",
@@ -76,7 +75,7 @@ def canonical(body: dict[str, Any]) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def make(key: Ed25519PrivateKey, kind: str, by: str, actor: str, item_id: str, at: datetime, **fields: Any) -> Record:
+def make(key: PrivateKeys, kind: str, by: str, actor: str, item_id: str, at: datetime, **fields: Any) -> Record:
     if kind not in KINDS:
         raise RecordInvalid(f"unknown record kind {kind!r}")
     body = {
@@ -88,7 +87,7 @@ def make(key: Ed25519PrivateKey, kind: str, by: str, actor: str, item_id: str, a
         "at": at.isoformat(),
         **fields,
     }
-    return Record(body, base64.b64encode(key.sign(_SIGNED + canonical(body))).decode())
+    return Record(body, base64.b64encode(key.sign(_SIGNED + canonical(body), _CONTEXT)).decode())
 
 
 def verify(data: Any, chain: KeyHistory, party: str) -> Record:
@@ -118,11 +117,8 @@ def verify(data: Any, chain: KeyHistory, party: str) -> Record:
         raise RecordInvalid("the record's instant must carry a UTC offset")
     message = _SIGNED + record.canonical()
     for key in chain.trusted_for(at):
-        try:
-            key.ed25519.verify(signature, message)
-        except InvalidSignature:
-            continue
-        return record
+        if key.verify(signature, message, _CONTEXT):
+            return record
     raise RecordInvalid(f"the record's signature does not verify with {party}'s node key of {at.isoformat()}")
 
 

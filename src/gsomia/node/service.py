@@ -769,9 +769,7 @@ class Node(NodeLedger):
         peer = row["peer"]
         agreement = self.agreement(peer)
         extra = self._check_record(subject, kind, label, agreement, history, fields, now)
-        record = records.make(
-            self.config.key.ed25519, kind, self.party, subject.id, item_id, now, **{**fields, **extra}
-        )
+        record = records.make(self.config.key, kind, self.party, subject.id, item_id, now, **{**fields, **extra})
         lane = "flash" if kind in records.FLASH else "bulk"
         with self.engine.begin() as conn:
             self._store_record(conn, record, self.party)

@@ -81,7 +81,7 @@ class Witness:
         head = ledger.TreeHead.from_dict(await self._get(code, "/peer/ledger/head"))
 
         def signed() -> bool:
-            return ledger.verify_head(node.peer_chains[code].key_for_head(head.size).ed25519, head)
+            return ledger.verify_head(node.peer_chains[code].key_for_head(head.size), head)
 
         if head.party == code and not signed() and self.keys is not None:
             await self.keys.refresh(code)  # the partner may have rotated its key
