@@ -30,6 +30,7 @@ from gsomia.node import egress
 from gsomia.node.clock import Clock
 from gsomia.node.config import NodeConfig
 from gsomia.node.lanes import yield_to_flash
+from gsomia.store import gate
 from gsomia.store import schema as t
 from gsomia.store.ledger_store import append_rows
 
@@ -91,7 +92,7 @@ class NodeLedger:
         from gsomia import audit
         from gsomia.store import ledger_store
 
-        with self.engine.begin() as conn:
+        with gate.begin(self.engine) as conn:
             size = ledger_store.size(conn)
             last = (
                 conn.execute(
@@ -138,7 +139,7 @@ class NodeLedger:
     def keep_partner_head(self, head: Any) -> None:
         from gsomia import audit
 
-        with self.engine.begin() as conn:
+        with gate.begin(self.engine) as conn:
             audit.store_head(conn, head)
 
     def raise_alarm(self, kind: str, about: str, detail: str) -> dict[str, Any]:
@@ -151,7 +152,7 @@ class NodeLedger:
             "raised_by": self.party,
             "detail": detail,
         }
-        with self.engine.begin() as conn:
+        with gate.begin(self.engine) as conn:
             if conn.execute(
                 select(t.alarms.c.seq).where(
                     t.alarms.c.kind == kind, t.alarms.c.about == about, t.alarms.c.detail == detail
@@ -183,7 +184,7 @@ class NodeLedger:
         except (KeyError, ValueError):
             raise InvalidHistory("alarm", "", "not an alarm") from None
         try:
-            with self.engine.begin() as conn:
+            with gate.begin(self.engine) as conn:
                 conn.execute(insert(t.alarms).values(**values))
                 append_rows(
                     conn, [_audit_row(datetime.now(UTC), "alarm_received", peer, None, {**values, "at": body["at"]})]
@@ -439,7 +440,7 @@ class Node(NodeLedger):
                 recipient=spec.to,
             )
             if not decision.permit:
-                with self.engine.begin() as conn:
+                with gate.begin(self.engine) as conn:
                     self._audit(conn, "provide_denied", subject.id, label.item_id, decision.as_dict())
                 raise Refused(decision, f"providing to {spec.to}")
             by_peer.setdefault(spec.to, []).append((spec.payload, label))
@@ -457,7 +458,7 @@ class Node(NodeLedger):
                 results.append({"item_id": label.item_id, "to": peer, "classification": label.classification})
         if lane == "bulk":
             yield_to_flash()  # let a pending flash report take the write lock first
-        with self.engine.begin() as conn:
+        with gate.begin(self.engine) as conn:
             conn.execute(insert(t.items), rows)
             conn.execute(insert(t.outbox), outbox)
             append_rows(conn, audits)
@@ -490,7 +491,7 @@ class Node(NodeLedger):
         received: list[str] = []
         if accepted:
             rows = [_item_row(lbl, env, "in", peer, lane, lbl.created_at, now) for lbl, env in accepted]
-            with self.engine.begin() as conn:
+            with gate.begin(self.engine) as conn:
                 # Insert-or-ignore: a redelivery (or a race between two senders' workers) stores nothing twice.
                 stmt = _insert_ignore(self.engine, t.items, ["item_id"]).returning(t.items.c.item_id)
                 returned = set(conn.execute(stmt, rows).scalars())
@@ -569,7 +570,7 @@ class Node(NodeLedger):
         decision = policy.decide(
             agreement, subject, policy.Action.READ, label, lifecycle.status(agreement, now), (), now, purpose=purpose
         )
-        with self.engine.begin() as conn:
+        with gate.begin(self.engine) as conn:
             self._audit(conn, "read" if decision.permit else "read_denied", subject.id, item_id, decision.as_dict())
         if not decision.permit:
             raise Refused(decision, f"reading {item_id}")
@@ -919,7 +920,7 @@ class Node(NodeLedger):
         )
         if self.engine.dialect.name == "postgresql":
             pending = pending.with_for_update(skip_locked=True)
-        with self.engine.begin() as conn:
+        with gate.begin(self.engine) as conn:
             rows = (
                 conn.execute(
                     update(t.outbox)
@@ -937,7 +938,7 @@ class Node(NodeLedger):
 
     def delivered(self, seqs: Sequence[int], receipt: dict[str, Any], signature: str, refused: dict[str, str]) -> None:
         now = datetime.now(UTC)
-        with self.engine.begin() as conn:
+        with gate.begin(self.engine) as conn:
             conn.execute(
                 update(t.outbox).where(t.outbox.c.seq.in_(list(seqs))).values(delivered_at=now, claimed_until=None)
             )
@@ -958,7 +959,7 @@ class Node(NodeLedger):
 
     def failed(self, seqs: Sequence[int], error: str, delay: float) -> None:
         now = datetime.now(UTC)
-        with self.engine.begin() as conn:
+        with gate.begin(self.engine) as conn:
             conn.execute(
                 update(t.outbox)
                 .where(t.outbox.c.seq.in_(list(seqs)))
