@@ -16,13 +16,20 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, TypeVar
 
+from gsomia.store import gate
+
 Lane = Literal["flash", "bulk", "control"]
 R = TypeVar("R")
 
+# Writes from the flash and control lanes' threads are urgent: on SQLite they pass the
+# node's write gate before any bulk writer (``store.gate``).
 _POOLS: dict[str, ThreadPoolExecutor] = {
-    "flash": ThreadPoolExecutor(max_workers=4, thread_name_prefix="gsomia-flash"),
-    "bulk": ThreadPoolExecutor(max_workers=8, thread_name_prefix="gsomia-bulk"),
-    "control": ThreadPoolExecutor(max_workers=4, thread_name_prefix="gsomia-control"),
+    "flash": ThreadPoolExecutor(max_workers=4, thread_name_prefix="gsomia-flash", initializer=gate.mark_urgent),
+    # Two, not more: bulk work is GIL-bound, so more threads add no throughput; they only
+    # stretch each bulk transaction (and the flash writes waiting for it) and make the flash
+    # thread and the event loop queue for the GIL behind more runnable threads.
+    "bulk": ThreadPoolExecutor(max_workers=2, thread_name_prefix="gsomia-bulk"),
+    "control": ThreadPoolExecutor(max_workers=4, thread_name_prefix="gsomia-control", initializer=gate.mark_urgent),
 }
 
 

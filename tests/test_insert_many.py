@@ -1,0 +1,91 @@
+"""``ledger_store.insert_many``: the rows as given, in the order given, on both backends."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, select
+
+from gsomia.store import schema as t
+from gsomia.store.db import open_database
+from gsomia.store.ledger_store import insert_many
+from nodes import pg_databases
+
+
+@pytest.fixture
+def engine(tmp_path: Path, backend: str) -> Iterator[Engine]:
+    if backend == "sqlite":
+        e = open_database(f"sqlite:///{tmp_path}/n.db")
+        yield e
+        e.dispose()
+        return
+    with pg_databases(1) as (url,):
+        e = open_database(url)
+        yield e
+        e.dispose()
+
+
+def _outbox_row(i: int, at: datetime) -> dict[str, object]:
+    return {
+        "peer": "JPN",
+        "lane": "bulk",
+        "kind": "item",
+        "ref": f"ref-{i:04d}",
+        "body": bytes([i % 256]) * (i + 1),
+        "created_at": at,
+        "attempts": 0,
+    }
+
+
+def test_rows_keep_their_values_and_their_order(engine: Engine) -> None:
+    at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    # Refs in an order their sort would not give: the seq must follow the order given.
+    order = [(i * 37) % 300 for i in range(300)]
+    with engine.begin() as conn:
+        insert_many(conn, t.outbox, [_outbox_row(i, at + timedelta(seconds=i)) for i in order])
+    with engine.connect() as conn:
+        rows = conn.execute(select(t.outbox).order_by(t.outbox.c.seq)).mappings().all()
+    assert [r["ref"] for r in rows] == [f"ref-{i:04d}" for i in order]
+    for r, i in zip(rows, order, strict=True):
+        assert bytes(r["body"]) == bytes([i % 256]) * (i + 1)
+        assert r["created_at"] == at + timedelta(seconds=i)
+        assert r["attempts"] == 0
+        assert r["delivered_at"] is None
+        assert r["claimed_by"] is None
+
+
+def test_conflicts_are_skipped_and_the_fresh_ones_returned(engine: Engine, backend: str) -> None:
+    if backend != "postgresql":
+        pytest.skip("RETURNING from many rows is the PostgreSQL form")
+    at = datetime(2026, 1, 2, tzinfo=UTC)
+
+    def item(n: int) -> dict[str, object]:
+        return {
+            "item_id": f"00000000-0000-4000-8000-{n:012d}",
+            "agreement": "a",
+            "originator": "KOR",
+            "direction": "in",
+            "peer": "KOR",
+            "classification": "c",
+            "label": "{}",
+            "envelope": b"e",
+            "lane": "bulk",
+            "provided_at": at,
+            "received_at": None,
+            "route": "direct",
+        }
+
+    with engine.begin() as conn:
+        first = insert_many(conn, t.items, [item(1), item(2)], ignore_conflicts_on="item_id", returning="item_id")
+        again = insert_many(
+            conn, t.items, [item(2), item(3), item(1)], ignore_conflicts_on="item_id", returning="item_id"
+        )
+    assert sorted(first) == [item(1)["item_id"], item(2)["item_id"]]
+    assert again == [item(3)["item_id"]]
+    with engine.connect() as conn:
+        stored = conn.execute(select(t.items.c.item_id, t.items.c.received_at).order_by(t.items.c.seq)).all()
+    assert [s[0] for s in stored] == [item(n)["item_id"] for n in (1, 2, 3)]
+    assert all(s[1] is None for s in stored)
