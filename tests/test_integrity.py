@@ -130,3 +130,39 @@ def test_a_delivery_refused_without_a_signed_receipt_is_entered_on_the_ledger(tm
     assert [k for k, _ in entries] == ["provide", "delivery_refused"]
     assert reason in entries[1][1]
     assert node.pending("JPN") == 0
+
+
+def test_a_failed_send_gives_back_the_rest_of_its_claim_so_nothing_is_overtaken(tmp_path: Path) -> None:
+    import asyncio
+
+    import httpx
+
+    from gsomia.demo import terms_only
+    from gsomia.node.clock import SystemClock
+    from gsomia.node.delivery import Delivery
+    from gsomia.node.provision import provision_pair
+    from gsomia.node.service import ItemSpec, Node
+    from gsomia.store.db import open_database
+    from nodes import AGREEMENT
+
+    nodes = provision_pair(tmp_path, terms_only(AGREEMENT, tmp_path / "terms.toml"))
+    cfg = node_config.load(nodes["KOR"].config)
+    node = Node(cfg, open_database(cfg.database_url), SystemClock())
+    duty = node.authenticate(nodes["KOR"].tokens["duty_officer"])
+    assert duty is not None
+    spec = ItemSpec("JPN", "군사II급비밀", b"launch", purposes=("nk-missile",))
+    node.provide(duty, [spec], "flash")
+    node.raise_alarm("fork", "JPN", "a test alarm")  # a row of another kind between two items
+    node.provide(duty, [spec], "flash")
+    claimed = node.claim("JPN", "flash", "w1", 32)
+    assert [r["kind"] for r in claimed] == ["item", "alarm", "item"]
+
+    delivery = Delivery(node)
+    delivery.stopping = True  # no back-off sleep in the test
+    delivery.clients["JPN"] = httpx.AsyncClient(
+        base_url="https://jpn.invalid", transport=httpx.MockTransport(lambda _: httpx.Response(503))
+    )
+    asyncio.run(delivery._deliver("JPN", "flash", claimed))
+    again = node.claim("JPN", "flash", "w2", 32)  # another worker: everything, still in order
+    assert [r["seq"] for r in again] == [r["seq"] for r in claimed]
+    assert again[0]["attempts"] == 1

@@ -89,20 +89,23 @@ class Delivery:
 
     async def _deliver(self, code: str, lane: str, rows: list[dict[str, Any]]) -> None:
         # Keep order: send runs of consecutive items together, notes one by one, in seq order.
+        # When a send fails, the rows after it in this claim are released with it: left
+        # claimed, they would be skipped by the next claim and overtaken by later rows.
         run: list[dict[str, Any]] = []
-        for row in rows:
+        for n, row in enumerate(rows):
             if row["kind"] == "item":
                 run.append(row)
                 continue
-            if run and not await self._send_items(code, lane, run):
+            after = [r["seq"] for r in rows[n:]]
+            if run and not await self._send_items(code, lane, run, after):
                 return
             run = []
-            if not await self._post(code, PATHS[row["kind"]], row["body"], [row], lane):
+            if not await self._post(code, PATHS[row["kind"]], row["body"], [row], lane, after[1:]):
                 return
         if run:
-            await self._send_items(code, lane, run)
+            await self._send_items(code, lane, run, [])
 
-    async def _send_items(self, code: str, lane: str, rows: list[dict[str, Any]]) -> bool:
+    async def _send_items(self, code: str, lane: str, rows: list[dict[str, Any]], after: list[int]) -> bool:
         node = self.node
         # The guard and the encoding run in the lane's thread, off the event loop.
         allowed, blocked, body = await lanes.run(lane, _guard_and_encode, node, code, lane, rows)
@@ -118,9 +121,11 @@ class Delivery:
             )
         if not allowed:
             return True
-        return await self._post(code, "/peer/items", body, allowed, lane)
+        return await self._post(code, "/peer/items", body, allowed, lane, after)
 
-    async def _post(self, code: str, path: str, body: bytes, rows: list[dict[str, Any]], lane: str) -> bool:
+    async def _post(
+        self, code: str, path: str, body: bytes, rows: list[dict[str, Any]], lane: str, after: list[int]
+    ) -> bool:
         node = self.node
         seqs = [r["seq"] for r in rows]
         headers = peer.sign_request(node.config.key, "POST", path, body)
@@ -158,7 +163,7 @@ class Delivery:
         except Exception as exc:  # network down, peer restarting, bad answer: retry later
             delay = backoff(max(r["attempts"] for r in rows))
             log.info("delivery to %s failed (%s); retrying in %.2f s", code, exc, delay)
-            await lanes.run(lane, node.failed, seqs, str(exc), delay)
+            await lanes.run(lane, node.failed, seqs, str(exc), delay, after)
             if not self.stopping:
                 await asyncio.sleep(delay)
             return False

@@ -308,7 +308,7 @@ class Node(NodeLedger):
             "ref": ref,
             "recorded_by": subject.id,
         }
-        with self.engine.begin() as conn:
+        with gate.begin(self.engine) as conn:
             self._store_note(conn, body, origin=self.party)
             self._enqueue(conn, peer, "flash", "note", note_id, json.dumps(body).encode())
             self._audit(conn, "diplomatic_note", subject.id, None, body)
@@ -320,7 +320,7 @@ class Node(NodeLedger):
         if body.get("by") != peer:
             raise LabelInvalid(f"a note delivered by {peer} must be {peer}'s own note")
         try:
-            with self.engine.begin() as conn:
+            with gate.begin(self.engine) as conn:
                 self._store_note(conn, body, origin=peer)
                 self._audit(conn, "diplomatic_note_received", peer, None, body)
         except IntegrityError:
@@ -669,7 +669,7 @@ class Node(NodeLedger):
                 _audit_row(now, "read", subject.id, e["alert_id"], {"via": "alerts/stream", "effect": "permit"})
                 for e in shown
             ]
-            with self.engine.begin() as conn:
+            with gate.begin(self.engine) as conn:
                 append_rows(conn, rows)
 
     def _open_stored(self, row: Any) -> tuple[Label, bytes]:
@@ -775,7 +775,7 @@ class Node(NodeLedger):
         extra = self._check_record(subject, kind, label, agreement, history, fields, now)
         record = records.make(self.config.key, kind, self.party, subject.id, item_id, now, **{**fields, **extra})
         lane = "flash" if kind in records.FLASH else "bulk"
-        with self.engine.begin() as conn:
+        with gate.begin(self.engine) as conn:
             self._store_record(conn, record, self.party)
             append_rows(conn, [_audit_row(now, kind, subject.id, item_id, record.body)])
             conn.execute(
@@ -923,7 +923,7 @@ class Node(NodeLedger):
         record = records.verify(data, self.peer_chains[peer], peer)
         now = self.clock.now()
         try:
-            with self.engine.begin() as conn:
+            with gate.begin(self.engine) as conn:
                 self._store_record(conn, record, peer)
                 append_rows(
                     conn, [_audit_row(now, f"{record.kind}_received", peer, record.body["item_id"], record.body)]
@@ -1031,9 +1031,12 @@ class Node(NodeLedger):
                 detail = {"receipt": receipt, "signature": signature}
                 append_rows(conn, [_audit_row(now, "receipt_signed", str(receipt.get("node", "?")), None, detail)])
 
-    def failed(self, seqs: Sequence[int], error: str, delay: float) -> None:
+    def failed(self, seqs: Sequence[int], error: str, delay: float, release: Sequence[int] = ()) -> None:
+        """A send failed: count the attempt, and give back ``release`` (the rest of the claim) unsent."""
         now = datetime.now(UTC)
         with gate.begin(self.engine) as conn:
+            if release:
+                conn.execute(update(t.outbox).where(t.outbox.c.seq.in_(list(release))).values(claimed_until=None))
             conn.execute(
                 update(t.outbox)
                 .where(t.outbox.c.seq.in_(list(seqs)))
