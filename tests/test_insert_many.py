@@ -57,9 +57,8 @@ def test_rows_keep_their_values_and_their_order(engine: Engine) -> None:
         assert r["claimed_by"] is None
 
 
-def test_conflicts_are_skipped_and_the_fresh_ones_returned(engine: Engine, backend: str) -> None:
-    if backend != "postgresql":
-        pytest.skip("RETURNING from many rows is the PostgreSQL form")
+@pytest.mark.parametrize("backend", ["postgresql"])  # RETURNING from many rows is the PostgreSQL form
+def test_conflicts_are_skipped_and_the_fresh_ones_returned(engine: Engine) -> None:
     at = datetime(2026, 1, 2, tzinfo=UTC)
 
     def item(n: int) -> dict[str, object]:
