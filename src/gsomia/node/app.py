@@ -271,18 +271,16 @@ def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
         async def events() -> Any:
             cursor = start
             while not await request.is_disconnected():
-                rows = await lanes.run("flash", node.alerts_after, cursor)
-                if rows and await lanes.run("control", node.authenticate, token) is None:
+                # One hop to a flash thread for the lot: each hop waits for the GIL behind bulk work.
+                shown = await lanes.run("flash", node.alert_events, who, token, cursor)
+                if shown is None:
                     return  # revoked while subscribed: the stream ends before anything more is shown
-                shown = []
-                for row in rows:
-                    cursor = row["seq"]
-                    event = await lanes.run("flash", node.alert_event, who, row)
-                    shown.append(event)
+                for seq, event in shown:
+                    cursor = seq
                     yield {"id": str(cursor), "event": "flash", "data": json.dumps(event, ensure_ascii=False)}
                 if shown:  # recorded once sent: the ledger write stays off the report's path
-                    await lanes.run("flash", node.record_alert_reads, who, shown)
-                if not rows:
+                    await lanes.run("flash", node.record_alert_reads, who, [e for _, e in shown])
+                else:
                     await broker.wait(1.0)
 
         return EventSourceResponse(events(), ping=15)

@@ -639,6 +639,13 @@ class Node(NodeLedger):
             )
         return [dict(r) for r in rows]
 
+    def alert_events(self, subject: policy.Subject, token: str, after: int) -> list[tuple[int, dict[str, Any]]] | None:
+        """The flash reports after ``after`` as this subscriber may see them; None once its token is revoked."""
+        rows = self.alerts_after(after)
+        if rows and self.authenticate(token) is None:
+            return None
+        return [(row["seq"], self.alert_event(subject, row)) for row in rows]
+
     def alert_event(self, subject: policy.Subject, row: dict[str, Any]) -> dict[str, Any]:
         """What one subscriber may see of one flash report."""
         label = Label.from_bytes(row["label"].encode("utf-8"))
