@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
+import pytest
 from sqlalchemy import create_engine, select, update
 
+from gsomia.demo import terms_only
 from gsomia.node import config as node_config
+from gsomia.node.clock import SystemClock
+from gsomia.node.delivery import Delivery
+from gsomia.node.provision import provision_pair
+from gsomia.node.service import ItemSpec, Node
 from gsomia.store import schema as t
-from nodes import Pair, User
+from gsomia.store.db import open_database
+from nodes import AGREEMENT, Pair, User
 from test_nodes import FlashListener
 
 GSOMIA = str(Path(sys.executable).parent / "gsomia")
@@ -104,18 +113,17 @@ def test_flash_text_shown_on_a_stream_is_recorded_and_a_revoked_subscriber_sees_
     assert [e["text"] for _, e in listener.events] == ["launch"]
 
 
-def test_a_delivery_refused_without_a_signed_receipt_is_entered_on_the_ledger(tmp_path: Path) -> None:
-    from gsomia.demo import terms_only
-    from gsomia.node.clock import SystemClock
-    from gsomia.node.provision import provision_pair
-    from gsomia.node.service import ItemSpec, Node
-    from gsomia.store.db import open_database
-    from nodes import AGREEMENT
-
+@pytest.fixture
+def kor(tmp_path: Path) -> tuple[Node, dict[str, str]]:
+    """KOR's node in this process (no server), and its users' tokens by role."""
     nodes = provision_pair(tmp_path, terms_only(AGREEMENT, tmp_path / "terms.toml"))
     cfg = node_config.load(nodes["KOR"].config)
-    node = Node(cfg, open_database(cfg.database_url), SystemClock())
-    analyst = node.authenticate(nodes["KOR"].tokens["analyst"])
+    return Node(cfg, open_database(cfg.database_url), SystemClock()), nodes["KOR"].tokens
+
+
+def test_a_delivery_refused_without_a_signed_receipt_is_entered_on_the_ledger(kor: tuple[Node, dict[str, str]]) -> None:
+    node, tokens = kor
+    analyst = node.authenticate(tokens["analyst"])
     assert analyst is not None
     [item] = node.provide(analyst, [ItemSpec("JPN", "군사II급비밀", b"x")])
     rows = node.claim("JPN", "bulk", "test-worker", 10)
@@ -132,23 +140,11 @@ def test_a_delivery_refused_without_a_signed_receipt_is_entered_on_the_ledger(tm
     assert node.pending("JPN") == 0
 
 
-def test_a_failed_send_gives_back_the_rest_of_its_claim_so_nothing_is_overtaken(tmp_path: Path) -> None:
-    import asyncio
-
-    import httpx
-
-    from gsomia.demo import terms_only
-    from gsomia.node.clock import SystemClock
-    from gsomia.node.delivery import Delivery
-    from gsomia.node.provision import provision_pair
-    from gsomia.node.service import ItemSpec, Node
-    from gsomia.store.db import open_database
-    from nodes import AGREEMENT
-
-    nodes = provision_pair(tmp_path, terms_only(AGREEMENT, tmp_path / "terms.toml"))
-    cfg = node_config.load(nodes["KOR"].config)
-    node = Node(cfg, open_database(cfg.database_url), SystemClock())
-    duty = node.authenticate(nodes["KOR"].tokens["duty_officer"])
+def test_a_failed_send_gives_back_the_rest_of_its_claim_so_nothing_is_overtaken(
+    kor: tuple[Node, dict[str, str]],
+) -> None:
+    node, tokens = kor
+    duty = node.authenticate(tokens["duty_officer"])
     assert duty is not None
     spec = ItemSpec("JPN", "군사II급비밀", b"launch", purposes=("nk-missile",))
     node.provide(duty, [spec], "flash")
