@@ -7,6 +7,7 @@ same nodes a party would run, only on one machine.
 from __future__ import annotations
 
 import json
+import secrets
 import socket
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,8 +42,38 @@ ROLE_KEYS = {
 }
 
 
+_HANDED_OUT: set[int] = set()
+
+
+def _ephemeral_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A loopback port free now, below the ephemeral range.
+
+    The kernel's own choice (bind to port 0) comes from the ephemeral range, which every
+    outgoing connection (to PostgreSQL, between the nodes) also draws from: one of those
+    could take the port before the node binds it ("address already in use"). Ports below
+    the range are only ever taken by servers, and each is handed out once per process.
+    """
+    top = _ephemeral_start()
+    low = max(1024, min(20000, top - 4096))
+    for _ in range(200):
+        port = secrets.randbelow(top - low) + low
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    with socket.socket() as s:  # a crowded range: fall back to the kernel's choice
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
