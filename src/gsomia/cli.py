@@ -253,7 +253,7 @@ def keys_rotate(config: Annotated[Path, typer.Option("--config", help="The node'
         f"{rotation.party}: rotation {rotation.number} at {rotation.at.isoformat()}: key {rotation.old.kid} "
         f"retired to {keychain.retired_dir(cfg)}, key {rotation.new.kid} current from ledger entry {rotation.tree_size}"
     )
-    out.print(f"give the partner's operator {cfg.key_path.with_suffix('.pub')} (or let its node learn it on contact)")
+    out.print(f"give the partner's operator {keychain.public_path(cfg)} (or let its node learn it on contact)")
 
 
 @keys_app.command("history")

@@ -47,7 +47,7 @@ def _pending(config: NodeConfig) -> Path:
     return config.key_path.with_name(config.key_path.name + ".new")
 
 
-def _pub_path(config: NodeConfig) -> Path:
+def public_path(config: NodeConfig) -> Path:
     return config.key_path.with_suffix(".pub")
 
 
@@ -173,7 +173,7 @@ def resolve(config: NodeConfig, engine: Engine) -> tuple[NodeConfig, list[Privat
 
 
 def _write_public(config: NodeConfig, key: PrivateKeys) -> None:
-    with atomic_output(_pub_path(config)) as handle:
+    with atomic_output(public_path(config)) as handle:
         handle.write(key.public().to_bytes())
 
 
@@ -199,6 +199,9 @@ def rotate(config: NodeConfig, engine: Engine, at: datetime | None = None) -> Ro
     """
     _refuse_if_running(config)
     config, _, chain = resolve(config, engine)
+    when = at or datetime.now(UTC)
+    if chain.rotations and when <= chain.rotations[-1].at:  # before any file is written
+        raise KeyChainError(f"a rotation must come after the last one ({chain.rotations[-1].at.isoformat()})")
     old = config.key
     new = keys.generate(config.party, old.suite)
     folder = retired_dir(config)
@@ -207,9 +210,6 @@ def rotate(config: NodeConfig, engine: Engine, at: datetime | None = None) -> Ro
         handle.write(old.to_bytes())
     with atomic_output(_pending(config), mode=0o600) as handle:
         handle.write(new.to_bytes())
-    when = at or datetime.now(UTC)
-    if chain.rotations and when <= chain.rotations[-1].at:
-        raise KeyChainError(f"a rotation must come after the last one ({chain.rotations[-1].at.isoformat()})")
     with engine.begin() as conn:
         size = ledger_store.size(conn)
         rotation = keyring.rotate(old, new, len(chain.rotations) + 1, when, size)

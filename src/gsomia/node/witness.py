@@ -83,9 +83,11 @@ class Witness:
         def signed() -> bool:
             return ledger.verify_head(node.peer_chains[code].key_for_head(head.size), head)
 
-        if head.party == code and not signed() and self.keys is not None:
-            await self.keys.refresh(code)  # the partner may have rotated its key
-        if head.party != code or not signed():
+        ok = head.party == code and signed()
+        if head.party == code and not ok and self.keys is not None:
+            await self.keys.refresh(code)  # the partner may have rotated its key (or another task learned it)
+            ok = signed()
+        if not ok:
             await asyncio.to_thread(
                 node.raise_alarm, "bad_head", code, f"{code} sent a tree head its key did not sign (size {head.size})"
             )
