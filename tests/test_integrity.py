@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 from pathlib import Path
+from typing import cast
 
 import httpx
 import pytest
@@ -162,3 +164,99 @@ def test_a_failed_send_gives_back_the_rest_of_its_claim_so_nothing_is_overtaken(
     again = node.claim("JPN", "flash", "w2", 32)  # another worker: everything, still in order
     assert [r["seq"] for r in again] == [r["seq"] for r in claimed]
     assert again[0]["attempts"] == 1
+
+
+def test_a_flash_report_committed_claimed_comes_back_only_to_its_own_workers_claim_in_order(
+    kor: tuple[Node, dict[str, str]],
+) -> None:
+    node, tokens = kor
+    duty = node.authenticate(tokens["duty_officer"])
+    assert duty is not None
+    spec = ItemSpec("JPN", "군사II급비밀", b"launch", purposes=("nk-missile",))
+    [older] = node.provide(duty, [spec], "flash")
+    _, [held], _ = node.provide_alert(duty, spec, "w1")
+    w2 = node.claim("JPN", "flash", "w2", 32)
+    assert [r["ref"] for r in w2] == [older["item_id"]]  # w1's lease holds its row
+    node.failed([r["seq"] for r in w2], "partner down", 0.0)  # w2 gives the older row back
+    assert [r["seq"] for r in node.claim("JPN", "flash", "w1", 32)] == [w2[0]["seq"], held["seq"]]
+
+
+def test_a_handed_over_flash_report_waits_for_older_rows_after_a_failure(kor: tuple[Node, dict[str, str]]) -> None:
+    """The fast path (no claim) is taken only once the lane is drained: never past an older row."""
+    from io import BytesIO
+
+    from gsomia.envelope import peek_label
+
+    node, tokens = kor
+    duty = node.authenticate(tokens["duty_officer"])
+    assert duty is not None
+    spec = ItemSpec("JPN", "군사II급비밀", b"launch", purposes=("nk-missile",))
+    [older] = node.provide(duty, [spec], "flash")  # stored earlier, e.g. while the partner was down
+    sent: list[list[str]] = []
+
+    def partner_down(request: httpx.Request) -> httpx.Response:
+        import base64
+        import json
+
+        envelopes = json.loads(request.content)["envelopes"]
+        sent.append([peek_label(BytesIO(base64.b64decode(e))).item_id for e in envelopes])
+        return httpx.Response(503)
+
+    async def scenario() -> None:
+        delivery = Delivery(node)
+        delivery.clients["JPN"] = httpx.AsyncClient(
+            base_url="https://jpn.invalid", transport=httpx.MockTransport(partner_down)
+        )
+        delivery.wake[("JPN", "flash")] = asyncio.Event()
+        result, claimed, _ = node.provide_alert(duty, spec, delivery.worker_id)
+        delivery.hand_over("JPN", claimed)
+        task = asyncio.create_task(delivery._run("JPN", "flash"))
+        for _ in range(200):
+            if sent:
+                break
+            await asyncio.sleep(0.01)
+        delivery.stopping = True
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert sent[0] == [older["item_id"], result["item_id"]]
+
+    asyncio.run(scenario())
+
+
+def test_a_stream_shows_a_fresh_report_as_decided_and_nothing_to_a_revoked_subscriber(
+    kor: tuple[Node, dict[str, str]],
+) -> None:
+    node, tokens = kor
+    duty = node.authenticate(tokens["duty_officer"])
+    assert duty is not None
+    _, _, fresh = node.provide_alert(duty, ItemSpec("JPN", "군사II급비밀", b"launch", purposes=("nk-missile",)), "w1")
+    [(seq, event)] = node.fresh_alert_events(duty, tokens["duty_officer"], fresh) or []
+    assert (seq, event["text"], event["decision"]) == (fresh[0].seq, "launch", "permit")
+    assert event == dict(node.alert_events(duty, tokens["duty_officer"], seq - 1) or [])[seq]  # as if read back
+
+    low_token = node.add_user("kor.low", "duty_officer", "군사III급비밀", ["nk-missile"])
+    low = node.authenticate(low_token)
+    assert low is not None
+    [(_, seen)] = node.fresh_alert_events(low, low_token, fresh) or []
+    assert seen["decision"] == "deny"  # R7: the clearance is too low
+    assert "text" not in seen
+    node.revoke_user("kor.low")
+    assert node.fresh_alert_events(low, low_token, fresh) is None
+
+
+def test_the_broker_hands_out_what_it_holds_and_defers_to_the_database_once_some_fell_out() -> None:
+    from gsomia.label import Label
+    from gsomia.node.app import Broker
+    from gsomia.node.service import FreshAlert
+
+    def alert(seq: int) -> FreshAlert:
+        return FreshAlert(seq, f"a{seq}", "JPN", "in", "JPN", cast(Label, None), b"")
+
+    broker = Broker()
+    broker.publish([alert(3), alert(5), alert(4)])
+    assert [a.seq for a in broker.after(3)] == [4, 5]
+    assert broker.after(5) == []
+    broker.publish([alert(s) for s in range(6, 6 + Broker.RECENT)])
+    assert broker.after(4) == []  # 5 is no longer held: the stream must ask the database
+    assert [a.seq for a in broker.after(4 + Broker.RECENT)] == [5 + Broker.RECENT]

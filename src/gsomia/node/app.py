@@ -7,8 +7,9 @@ documents naming the rules behind them. Blocking database work runs in threads.
 import asyncio
 import base64
 import binascii
-import contextlib
 import json
+from collections import deque
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -26,23 +27,41 @@ from gsomia.node import peer as peer_proto
 from gsomia.node.clock import SimulatedClock
 from gsomia.node.delivery import Delivery
 from gsomia.node.problems import Problem
-from gsomia.node.service import ItemSpec, Node, NotFound, Refused
+from gsomia.node.service import FreshAlert, ItemSpec, Node, NotFound, Refused
 
 
 class Broker:
-    """Wakes SSE subscribers when flash reports arrive (other processes: by polling)."""
+    """Hands flash reports this process commits to its alert streams, from memory (R17).
+
+    A stream shows what is published here without reading it back; what other processes
+    of the node store, it finds by polling the database when a second passes quietly.
+    """
+
+    RECENT = 256
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
+        self._recent: deque[FreshAlert] = deque(maxlen=self.RECENT)
 
-    def publish(self) -> None:
+    def publish(self, alerts: Sequence[FreshAlert] = ()) -> None:
+        self._recent.extend(alerts)
         self._event.set()
         self._event = asyncio.Event()
 
-    async def wait(self, timeout: float) -> None:
+    def after(self, seq: int) -> list[FreshAlert]:
+        """The published reports after ``seq``, in order; empty if ``seq`` is older than all kept."""
+        if len(self._recent) == self.RECENT and self._recent[0].seq > seq:
+            return []  # some may have fallen out of memory: the database has them all
+        return sorted((a for a in self._recent if a.seq > seq), key=lambda a: a.seq)
+
+    async def wait(self, timeout: float) -> bool:
+        """True when woken by a publication, False when ``timeout`` passed."""
         event = self._event
-        with contextlib.suppress(TimeoutError):
+        try:
             await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
 
 
 class Strict(BaseModel):
@@ -252,10 +271,10 @@ def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
         spec = ItemSpec(
             body.to, body.classification, body.text.encode("utf-8"), (), tuple(body.purposes), tuple(body.compartments)
         )
-        results = await call(node.provide, who, [spec], "flash", lane="flash")
-        delivery.notify(body.to, "flash")
-        broker.publish()
-        return {"alert": results[0]}
+        result, claimed, fresh = await call(node.provide_alert, who, spec, delivery.worker_id, lane="flash")
+        delivery.hand_over(body.to, claimed)
+        broker.publish(fresh)
+        return {"alert": result}
 
     @app.get("/alerts/stream")
     async def stream(
@@ -270,9 +289,14 @@ def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
 
         async def events() -> Any:
             cursor = start
+            from_db = True  # first what is stored; after a publication here, from memory
             while not await request.is_disconnected():
                 # One hop to a flash thread for the lot: each hop waits for the GIL behind bulk work.
-                shown = await lanes.run("flash", node.alert_events, who, token, cursor)
+                if from_db:
+                    shown = await lanes.run("flash", node.alert_events, who, token, cursor)
+                else:
+                    fresh = broker.after(cursor)
+                    shown = await lanes.run("flash", node.fresh_alert_events, who, token, fresh) if fresh else []
                 if shown is None:
                     return  # revoked while subscribed: the stream ends before anything more is shown
                 for seq, event in shown:
@@ -280,8 +304,10 @@ def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
                     yield {"id": str(cursor), "event": "flash", "data": json.dumps(event, ensure_ascii=False)}
                 if shown:  # recorded once sent: the ledger write stays off the report's path
                     await lanes.run("flash", node.record_alert_reads, who, [e for _, e in shown])
-                else:
-                    await broker.wait(1.0)
+                    continue
+                # Woken by a publication: read it from memory. A quiet second: ask the database, for
+                # what other processes of this node stored (and what fell out of memory).
+                from_db = not await broker.wait(1.0) or not broker.after(cursor)
 
         return EventSourceResponse(events(), ping=15)
 
@@ -375,9 +401,9 @@ def create_peer_app(node: Node, broker: Broker, witness: Any = None, keys: Any =
             lane, envelopes = await lanes.run(hint, _parse_envelopes, body)
         except (ValueError, KeyError, TypeError):
             raise Problem(400, "Invalid request", "expected {lane, envelopes: [base64]}") from None
-        receipt = await lanes.run(lane, node.receive_items, party, envelopes, lane)
-        if lane == "flash" and receipt["received"]:
-            broker.publish()
+        receipt, fresh = await lanes.run(lane, node.receive_alerts, party, envelopes, lane)
+        if fresh:
+            broker.publish(fresh)
         return await answer(receipt, body)
 
     @app.post("/peer/notes")

@@ -44,11 +44,21 @@ class Delivery:
         self._tasks: list[asyncio.Task[None]] = []
         self.witness: Any = None  # set by serve: heads in receipts wake it
         self.keys: Any = None  # set by serve: a KeySync, to learn the partner's rotated key
+        # Flash rows committed already claimed by this worker (``Node.provide_alert``), waiting to go.
+        self.handed: dict[str, list[dict[str, Any]]] = {}
+        # Per peer: did the flash lane's last pass drain the outbox? Only then may handed rows skip
+        # the claim: otherwise older rows may still wait, and the claim returns everything in order.
+        self.drained: dict[str, bool] = {}
 
     def notify(self, peer_party: str, lane: str) -> None:
         event = self.wake.get((peer_party, lane))
         if event is not None:
             event.set()
+
+    def hand_over(self, peer_party: str, rows: list[dict[str, Any]]) -> None:
+        """Flash rows this worker already holds: send them with no claim transaction (R17)."""
+        self.handed.setdefault(peer_party, []).extend(rows)
+        self.notify(peer_party, "flash")
 
     async def start(self) -> None:
         cfg = self.node.config
@@ -74,20 +84,31 @@ class Delivery:
         event = self.wake[(code, lane)]
         idle = 0.2 if lane == "flash" else 0.5  # other processes of this node may have queued rows
         while not self.stopping:
-            try:
-                rows = await lanes.run(lane, self.node.claim, code, lane, self.worker_id, BATCH[lane])
-            except Exception as exc:  # the database is down or busy: wait and try again
-                log.warning("claim failed for %s/%s: %s", code, lane, exc)
-                await asyncio.sleep(1.0)
-                continue
+            handed = self.handed.pop(code, []) if lane == "flash" else []
+            if handed and self.drained.get(code):
+                rows, claimed = handed, False
+            else:  # rows handed over are claimed by this worker already: the claim returns them in order
+                try:
+                    rows = await lanes.run(lane, self.node.claim, code, lane, self.worker_id, BATCH[lane])
+                except Exception as exc:  # the database is down or busy: wait and try again
+                    log.warning("claim failed for %s/%s: %s", code, lane, exc)
+                    self.handed.setdefault(code, [])[:0] = handed
+                    await asyncio.sleep(1.0)
+                    continue
+                claimed = True
             if not rows:
+                self.drained[code] = True
                 event.clear()
+                if self.handed.get(code):
+                    continue
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(event.wait(), idle)
                 continue
-            await self._deliver(code, lane, rows)
+            sent = await self._deliver(code, lane, rows)
+            self.drained[code] = sent and (not claimed or len(rows) < BATCH[lane])
 
-    async def _deliver(self, code: str, lane: str, rows: list[dict[str, Any]]) -> None:
+    async def _deliver(self, code: str, lane: str, rows: list[dict[str, Any]]) -> bool:
+        """Send ``rows`` in order; False once a send failed (the rest go back to the outbox)."""
         # Keep order: send runs of consecutive items together, notes one by one, in seq order.
         # When a send fails, the rows after it in this claim are released with it: left
         # claimed, they would be skipped by the next claim and overtaken by later rows.
@@ -98,12 +119,11 @@ class Delivery:
                 continue
             after = [r["seq"] for r in rows[n:]]
             if run and not await self._send_items(code, lane, run, after):
-                return
+                return False
             run = []
             if not await self._post(code, PATHS[row["kind"]], row["body"], [row], lane, after[1:]):
-                return
-        if run:
-            await self._send_items(code, lane, run, [])
+                return False
+        return await self._send_items(code, lane, run, []) if run else True
 
     async def _send_items(self, code: str, lane: str, rows: list[dict[str, Any]], after: list[int]) -> bool:
         node = self.node
@@ -131,7 +151,10 @@ class Delivery:
         headers = peer.sign_request(node.config.key, "POST", path, body)
         headers["X-Gsomia-Lane"] = lane  # lets the receiver schedule the parsing; the body says it too
         try:
-            headers[peer.HEAD_HEADER] = peer.encode_head(await lanes.run("control", node.own_head))
+            head = node.cached_head()  # no thread hop when cached
+            if head is None:
+                head = await lanes.run("control", node.own_head)
+            headers[peer.HEAD_HEADER] = peer.encode_head(head)
         except Exception as exc:  # the head is a courtesy; delivery must not wait on it
             log.warning("could not sign a tree head: %s", exc)
         try:

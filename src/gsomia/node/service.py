@@ -13,7 +13,7 @@ import json
 import secrets
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -36,6 +36,9 @@ from gsomia.store import schema as t
 from gsomia.store.ledger_store import append_rows, insert_many
 
 LANES = ("flash", "bulk")
+LEASE = 30.0  # seconds a delivery worker holds the outbox rows it claimed
+# What a claim hands the delivery worker of each outbox row.
+_CLAIMED = (t.outbox.c.seq, t.outbox.c.kind, t.outbox.c.ref, t.outbox.c.body, t.outbox.c.attempts)
 
 
 class Refused(GsomiaError):
@@ -68,6 +71,22 @@ class ItemSpec:
 # --- the ledger between the two nodes ------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class FreshAlert:
+    """A flash report this process has just committed, with its opened text.
+
+    Alert streams show it from memory (R17: no read back, no second open on the way to
+    the duty officer); ``seq`` is its row in ``alerts``, the streams' cursor."""
+
+    seq: int
+    alert_id: str
+    origin: str
+    direction: str
+    peer: str
+    label: Label
+    payload: bytes
+
+
 class NodeLedger:
     """Tree heads and fork alarms: the part of a node that watches its partner's log."""
 
@@ -82,12 +101,19 @@ class NodeLedger:
         database write on the flash path. A head a second old is still a valid,
         signed statement, and the partner's witness asks for the current one itself.
         """
-        cached: tuple[float, dict[str, Any]] | None = getattr(self, "_head_cache", None)
-        if cached is not None and time.monotonic() - cached[0] < max_age:
-            return cached[1]
+        cached = self.cached_head(max_age)
+        if cached is not None:
+            return cached
         head = self._sign_current_head()
         self._head_cache = (time.monotonic(), head)
         return head
+
+    def cached_head(self, max_age: float = 1.0) -> dict[str, Any] | None:
+        """The head ``own_head`` would return without touching the database, if it has one that fresh."""
+        cached: tuple[float, dict[str, Any]] | None = getattr(self, "_head_cache", None)
+        if cached is not None and time.monotonic() - cached[0] < max_age:
+            return cached[1]
+        return None
 
     def _sign_current_head(self) -> dict[str, Any]:
         from gsomia import audit
@@ -446,8 +472,24 @@ class Node(NodeLedger):
 
     def provide(self, subject: policy.Subject, specs: Sequence[ItemSpec], lane: str = "bulk") -> list[dict[str, Any]]:
         """Decide, seal and commit items with their outbox rows; all or nothing."""
+        return self._provide(subject, specs, lane, None)[0]
+
+    def provide_alert(
+        self, subject: policy.Subject, spec: ItemSpec, worker: str
+    ) -> tuple[dict[str, Any], list[dict[str, Any]], list[FreshAlert]]:
+        """A flash report (R17): committed like any item, its outbox row already claimed by ``worker``.
+
+        The claim is part of the commit, so the delivery worker can send the row it is handed
+        at once instead of claiming it back in a transaction of its own; the stream shows the
+        returned ``FreshAlert`` without reading it back."""
+        results, claimed, fresh = self._provide(subject, [spec], "flash", worker)
+        return results[0], claimed, fresh
+
+    def _provide(
+        self, subject: policy.Subject, specs: Sequence[ItemSpec], lane: str, worker: str | None
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[FreshAlert]]:
         if not specs:
-            return []
+            return [], [], []
         now = self.clock.now()
         by_peer: dict[str, list[tuple[bytes, Label]]] = {}
         for n, spec in enumerate(specs):
@@ -484,37 +526,61 @@ class Node(NodeLedger):
         rows: list[dict[str, Any]] = []
         outbox: list[dict[str, Any]] = []
         audits: list[dict[str, Any]] = []
+        opened: list[tuple[str, Label, bytes]] = []
         for peer, batch in by_peer.items():
             sealed = self._sealers[peer].seal_batch(batch, [self.peer_chains[peer].current, self.public])
-            for (_payload, label), env in zip(batch, sealed, strict=True):
+            for (payload, label), env in zip(batch, sealed, strict=True):
                 rows.append(_item_row(label, env, "out", peer, lane, now, None))
                 outbox.append(_outbox_row(peer, lane, "item", label.item_id, env, now))
                 audits.append(_audit_row(now, "provide", subject.id, label.item_id, {"to": peer, "lane": lane}))
                 results.append({"item_id": label.item_id, "to": peer, "classification": label.classification})
+                opened.append((peer, label, payload))
+        if worker is not None:  # leases are real time, even in the demo (as in ``claim``)
+            until = datetime.now(UTC) + timedelta(seconds=LEASE)
+            outbox = [{**row, "claimed_by": worker, "claimed_until": until} for row in outbox]
         if lane == "bulk":
             yield_to_flash()  # let a pending flash report take the write lock first
+        claimed: list[dict[str, Any]] = []
+        fresh: list[FreshAlert] = []
         with gate.begin(self.engine) as conn:
             _insert_rows(conn, t.items, rows)
-            _insert_rows(conn, t.outbox, outbox)  # in this order: delivery follows the outbox's seq
+            if worker is None:
+                _insert_rows(conn, t.outbox, outbox)  # in this order: delivery follows the outbox's seq
+            else:
+                returned = conn.execute(insert(t.outbox).returning(*_CLAIMED, sort_by_parameter_order=True), outbox)
+                claimed = [dict(r) for r in returned.mappings()]
             append_rows(conn, audits)
             if lane == "flash":
-                conn.execute(insert(t.alerts), [_alert_row(r["item_id"], self.party, "out", now) for r in results])
-        return results
+                seqs = conn.execute(
+                    insert(t.alerts).returning(t.alerts.c.seq, sort_by_parameter_order=True),
+                    [_alert_row(r["item_id"], self.party, "out", now) for r in results],
+                ).scalars()
+                fresh = [
+                    FreshAlert(seq, label.item_id, self.party, "out", peer, label, payload)
+                    for seq, (peer, label, payload) in zip(seqs, opened, strict=True)
+                ]
+        return results, claimed, fresh
 
     # --- receiving items ---------------------------------------------------------------
 
     def receive_items(self, peer: str, envelopes: Sequence[bytes], lane: str) -> dict[str, Any]:
         """Verify each envelope, check the agreement at its release instant, store; idempotent."""
+        return self.receive_alerts(peer, envelopes, lane)[0]
+
+    def receive_alerts(
+        self, peer: str, envelopes: Sequence[bytes], lane: str
+    ) -> tuple[dict[str, Any], list[FreshAlert]]:
+        """``receive_items``, and the flash reports newly stored, opened, for the alert streams."""
         now = self.clock.now()
         opener = self._openers[peer]
         agreement = self.agreement(peer)
-        accepted: list[tuple[Label, bytes]] = []
+        accepted: list[tuple[Label, bytes, bytes]] = []
         refused: list[dict[str, str]] = []
         for n, env in enumerate(envelopes):
             if lane == "bulk" and n % 16 == 0:
                 yield_to_flash()
             try:
-                label, _ = opener.open(env)
+                label, payload = opener.open(env)
             except (envelope.EnvelopeError, LabelInvalid) as exc:
                 refused.append({"item_id": "", "reason": f"{type(exc).__name__}: {exc}"})
                 continue
@@ -522,10 +588,11 @@ class Node(NodeLedger):
             if problem:
                 refused.append({"item_id": label.item_id, "reason": problem})
                 continue
-            accepted.append((label, env))
+            accepted.append((label, env, payload))
         received: list[str] = []
+        fresh_alerts: list[FreshAlert] = []
         if accepted:
-            rows = [_item_row(lbl, env, "in", peer, lane, lbl.created_at, now) for lbl, env in accepted]
+            rows = [_item_row(lbl, env, "in", peer, lane, lbl.created_at, now) for lbl, env, _ in accepted]
             with gate.begin(self.engine) as conn:
                 # Insert-or-ignore: a redelivery (or a race between two senders' workers) stores nothing twice.
                 if self.engine.dialect.name == "postgresql":
@@ -533,15 +600,27 @@ class Node(NodeLedger):
                 else:
                     stmt = _insert_ignore(self.engine, t.items, ["item_id"]).returning(t.items.c.item_id)
                     returned = set(conn.execute(stmt, rows).scalars())
-                fresh = [lbl.item_id for lbl, _ in accepted if lbl.item_id in returned]  # delivery order
+                fresh = [(lbl, payload) for lbl, _, payload in accepted if lbl.item_id in returned]  # delivery order
                 if fresh:
                     append_rows(
-                        conn, [_audit_row(now, "receipt", peer, i, {"from": peer, "lane": lane}) for i in fresh]
+                        conn,
+                        [
+                            _audit_row(now, "receipt", peer, lbl.item_id, {"from": peer, "lane": lane})
+                            for lbl, _ in fresh
+                        ],
                     )
                     if lane == "flash":
-                        conn.execute(insert(t.alerts), [_alert_row(i, peer, "in", now) for i in fresh])
-            received = [lbl.item_id for lbl, _ in accepted]  # repeats are acknowledged again
-        return {"node": self.party, "received": received, "refused": refused, "at": now.isoformat()}
+                        seqs = conn.execute(
+                            insert(t.alerts).returning(t.alerts.c.seq, sort_by_parameter_order=True),
+                            [_alert_row(lbl.item_id, peer, "in", now) for lbl, _ in fresh],
+                        ).scalars()
+                        fresh_alerts = [
+                            FreshAlert(seq, lbl.item_id, peer, "in", peer, lbl, payload)
+                            for seq, (lbl, payload) in zip(seqs, fresh, strict=True)
+                        ]
+            received = [lbl.item_id for lbl, _, _ in accepted]  # repeats are acknowledged again
+        receipt = {"node": self.party, "received": received, "refused": refused, "at": now.isoformat()}
+        return receipt, fresh_alerts
 
     # --- reading -------------------------------------------------------------------------
 
@@ -646,25 +725,59 @@ class Node(NodeLedger):
             return None
         return [(row["seq"], self.alert_event(subject, row)) for row in rows]
 
+    def fresh_alert_events(
+        self, subject: policy.Subject, token: str, alerts: Sequence[FreshAlert]
+    ) -> list[tuple[int, dict[str, Any]]] | None:
+        """``alert_events`` for reports just committed by this process: no read back, no second open."""
+        if alerts and self.authenticate(token) is None:
+            return None
+        return [
+            (
+                a.seq,
+                self._alert_view(subject, a.alert_id, a.origin, a.direction, a.peer, a.label, _given(a.payload)),
+            )
+            for a in alerts
+        ]
+
     def alert_event(self, subject: policy.Subject, row: dict[str, Any]) -> dict[str, Any]:
         """What one subscriber may see of one flash report."""
         label = Label.from_bytes(row["label"].encode("utf-8"))
-        agreement = self.agreement(row["peer"])
+        return self._alert_view(
+            subject,
+            row["alert_id"],
+            row["origin"],
+            row["direction"],
+            row["peer"],
+            label,
+            lambda: self._open_stored(row)[1],
+        )
+
+    def _alert_view(
+        self,
+        subject: policy.Subject,
+        alert_id: str,
+        origin: str,
+        direction: str,
+        peer: str,
+        label: Label,
+        payload: Callable[[], bytes],
+    ) -> dict[str, Any]:
+        agreement = self.agreement(peer)
         now = self.clock.now()
         decision = policy.decide(
             agreement, subject, policy.Action.READ, label, lifecycle.status(agreement, now), (), now
         )
         event: dict[str, Any] = {
-            "alert_id": row["alert_id"],
-            "origin": row["origin"],
-            "direction": row["direction"],
+            "alert_id": alert_id,
+            "origin": origin,
+            "direction": direction,
             "marking": marking_for(label, agreement, self.party),
             "display": display(label, agreement, self.party),
             "created_at": label.created_at.isoformat(),
             "decision": decision.effect,
         }
-        if decision.permit:
-            event["text"] = self._open_stored(row)[1].decode("utf-8", "replace")
+        if decision.permit:  # opened only once permitted
+            event["text"] = payload().decode("utf-8", "replace")
         return event
 
     def record_alert_reads(self, subject: policy.Subject, events: Sequence[dict[str, Any]]) -> None:
@@ -971,9 +1084,13 @@ class Node(NodeLedger):
     def _enqueue(self, conn: Connection, peer: str, lane: str, kind: str, ref: str, body: bytes) -> None:
         conn.execute(insert(t.outbox).values(**_outbox_row(peer, lane, kind, ref, body, self.clock.now())))
 
-    def claim(self, peer: str, lane: str, worker: str, limit: int, lease: float = 30.0) -> list[dict[str, Any]]:
-        """Claim undelivered rows in order. On PostgreSQL, rows locked by another worker are skipped."""
+    def claim(self, peer: str, lane: str, worker: str, limit: int, lease: float = LEASE) -> list[dict[str, Any]]:
+        """Claim undelivered rows in order. On PostgreSQL, rows locked by another worker are skipped.
+
+        Rows this worker holds already (a flash report committed claimed, ``provide_alert``)
+        come back with the rest, in their place."""
         now = datetime.now(UTC)  # leases and back-off are real time, even in the demo
+        free = or_(t.outbox.c.claimed_until.is_(None), t.outbox.c.claimed_until < now, t.outbox.c.claimed_by == worker)
         pending = (
             select(t.outbox.c.seq)
             .where(
@@ -982,7 +1099,7 @@ class Node(NodeLedger):
                 t.outbox.c.delivered_at.is_(None),
                 # No per-row "not before": skipping a row that is backing off would let a later
                 # one overtake it. The worker backs off as a whole, so order holds.
-                or_(t.outbox.c.claimed_until.is_(None), t.outbox.c.claimed_until < now),
+                free,
             )
             .order_by(t.outbox.c.seq)
             .limit(limit)
@@ -993,12 +1110,9 @@ class Node(NodeLedger):
             rows = (
                 conn.execute(
                     update(t.outbox)
-                    .where(
-                        t.outbox.c.seq.in_(pending.scalar_subquery()),
-                        or_(t.outbox.c.claimed_until.is_(None), t.outbox.c.claimed_until < now),
-                    )
+                    .where(t.outbox.c.seq.in_(pending.scalar_subquery()), free)
                     .values(claimed_by=worker, claimed_until=now + timedelta(seconds=lease))
-                    .returning(t.outbox.c.seq, t.outbox.c.kind, t.outbox.c.ref, t.outbox.c.body, t.outbox.c.attempts)
+                    .returning(*_CLAIMED)
                 )
                 .mappings()
                 .all()
@@ -1080,6 +1194,10 @@ def effective_label(label: Label, history: Sequence[records.Record]) -> Label:
 
 def _case_of(record: records.Record) -> str:
     return str(record.body.get("request_id") or record.body.get("report_id") or record.id)
+
+
+def _given(payload: bytes) -> Callable[[], bytes]:
+    return lambda: payload
 
 
 def _insert_rows(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
