@@ -260,3 +260,31 @@ def test_the_broker_hands_out_what_it_holds_and_defers_to_the_database_once_some
     broker.publish([alert(s) for s in range(6, 6 + Broker.RECENT)])
     assert broker.after(4) == []  # 5 is no longer held: the stream must ask the database
     assert [a.seq for a in broker.after(4 + Broker.RECENT)] == [5 + Broker.RECENT]
+
+
+def test_a_flash_reports_ledger_entry_is_queued_with_it_and_proven_once_sequenced(
+    kor: tuple[Node, dict[str, str]],
+) -> None:
+    from gsomia import audit
+
+    node, tokens = kor
+    duty = node.authenticate(tokens["duty_officer"])
+    assert duty is not None
+    result, _, _ = node.provide_alert(duty, ItemSpec("JPN", "군사II급비밀", b"launch", purposes=("nk-missile",)), "w1")
+    item = result["item_id"]
+
+    def kinds() -> list[str]:
+        with node.engine.connect() as conn:
+            return list(
+                conn.execute(select(t.ledger_entries.c.kind).where(t.ledger_entries.c.item_id == item)).scalars()
+            )
+
+    assert kinds() == []  # committed with the report, not yet in the log
+    peers = {p: c.current for p, c in node.peer_chains.items()}
+    assert audit.verify_node(node.engine, node.public, peers)["queued"] == 1
+    proof = audit.prove(node.engine, node.config.key, item)  # gives queued entries their place first
+    index = proof["tree_head"]["size"] - 1
+    assert audit.check_proof(proof, node.public)["entries"] == [f"{index}:provide"]
+    assert kinds() == ["provide"]
+    assert audit.verify_node(node.engine, node.public, peers)["queued"] == 0
+    assert node.sequence_ledger() == 0

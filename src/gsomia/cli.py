@@ -555,6 +555,7 @@ def audit_verify(config: ConfigOption, as_json: JsonFlag = False) -> None:
     out.print(
         f"ledger of {result['party']}: {result['size']} entries, root {result['root']}, "
         f"{result['tree_heads_checked']} signed tree heads checked: all consistent"
+        + (f"; {result['queued']} entries of flash reports queued for the log" if result["queued"] else "")
     )
 
 

@@ -179,6 +179,9 @@ def _parse_provide(body: bytes) -> list[ItemSpec]:
     return [i.spec() for i in parsed.items]
 
 
+FLASH_INLINE = 64 * 1024  # bytes of a flash delivery parsed on the event loop itself
+
+
 def _parse_envelopes(body: bytes) -> tuple[str, list[bytes]]:
     data = json.loads(body)
     lane = data["lane"]
@@ -288,6 +291,16 @@ def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
         token = (request.headers.get("authorization") or "").removeprefix("Bearer ").strip()
 
         async def events() -> Any:
+            try:
+                async for event in _events():
+                    yield event
+            finally:  # every text shown is on the ledger before the stream is done
+                for task in recording:
+                    await asyncio.shield(task)
+
+        recording: list[asyncio.Future[None]] = []
+
+        async def _events() -> Any:
             cursor = start
             from_db = True  # first what is stored; after a publication here, from memory
             while not await request.is_disconnected():
@@ -302,8 +315,11 @@ def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
                 for seq, event in shown:
                     cursor = seq
                     yield {"id": str(cursor), "event": "flash", "data": json.dumps(event, ensure_ascii=False)}
-                if shown:  # recorded once sent: the ledger write stays off the report's path
-                    await lanes.run("flash", node.record_alert_reads, who, [e for _, e in shown])
+                if shown:  # recorded once sent, beside the stream: the ledger write may wait behind bulk work
+                    recording[:] = [task for task in recording if not task.done() or task.result()]
+                    recording.append(
+                        asyncio.ensure_future(lanes.run("flash", node.record_alert_reads, who, [e for _, e in shown]))
+                    )
                     continue
                 # Woken by a publication: read it from memory. A quiet second: ask the database, for
                 # what other processes of this node stored (and what fell out of memory).
@@ -388,7 +404,9 @@ def create_peer_app(node: Node, broker: Broker, witness: Any = None, keys: Any =
     async def answer(receipt: dict[str, Any], body: bytes) -> JSONResponse:
         import hashlib
 
-        head = await lanes.run("control", node.own_head)
+        head = node.cached_head()  # no thread hop when cached
+        if head is None:
+            head = await lanes.run("control", node.own_head)
         receipt = {**receipt, "request_sha256": hashlib.sha256(body).hexdigest(), "tree_head": head}
         _, signature = peer_proto.sign_receipt(node.config.key, receipt)
         return JSONResponse({"receipt": receipt, "signature": signature, "kid": node.public.kid})
@@ -398,7 +416,10 @@ def create_peer_app(node: Node, broker: Broker, witness: Any = None, keys: Any =
         party, body = await authenticated(request)
         hint = "flash" if request.headers.get("x-gsomia-lane") == "flash" else "bulk"  # scheduling only
         try:
-            lane, envelopes = await lanes.run(hint, _parse_envelopes, body)
+            if hint == "flash" and len(body) <= FLASH_INLINE:  # a report or two: parsed here, without a thread hop
+                lane, envelopes = _parse_envelopes(body)
+            else:
+                lane, envelopes = await lanes.run(hint, _parse_envelopes, body)
         except (ValueError, KeyError, TypeError):
             raise Problem(400, "Invalid request", "expected {lane, envelopes: [base64]}") from None
         receipt, fresh = await lanes.run(lane, node.receive_alerts, party, envelopes, lane)

@@ -49,16 +49,24 @@ class Delivery:
         # Per peer: did the flash lane's last pass drain the outbox? Only then may handed rows skip
         # the claim: otherwise older rows may still wait, and the claim returns everything in order.
         self.drained: dict[str, bool] = {}
+        # Flash receipts being recorded (``Node.delivered``) while the next report goes out: that
+        # write may wait behind a bulk transaction, and the next report must not wait with it.
+        self._settling: dict[str, list[asyncio.Task[None]]] = {}
+        self._asked: dict[tuple[str, str], bool] = {}  # (peer, lane): rows were queued, claim them
 
     def notify(self, peer_party: str, lane: str) -> None:
+        """Rows for ``peer_party`` on ``lane`` are in the outbox: the worker claims them."""
         event = self.wake.get((peer_party, lane))
         if event is not None:
+            self._asked[(peer_party, lane)] = True
             event.set()
 
     def hand_over(self, peer_party: str, rows: list[dict[str, Any]]) -> None:
         """Flash rows this worker already holds: send them with no claim transaction (R17)."""
         self.handed.setdefault(peer_party, []).extend(rows)
-        self.notify(peer_party, "flash")
+        event = self.wake.get((peer_party, "flash"))
+        if event is not None:
+            event.set()
 
     async def start(self) -> None:
         cfg = self.node.config
@@ -77,35 +85,47 @@ class Delivery:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        for code in list(self._settling):
+            await self._settle(code)
         for client in self.clients.values():
             await client.aclose()
 
     async def _run(self, code: str, lane: str) -> None:
         event = self.wake[(code, lane)]
         idle = 0.2 if lane == "flash" else 0.5  # other processes of this node may have queued rows
+        must_claim = True
         while not self.stopping:
             handed = self.handed.pop(code, []) if lane == "flash" else []
             if handed and self.drained.get(code):
                 rows, claimed = handed, False
-            else:  # rows handed over are claimed by this worker already: the claim returns them in order
+            elif handed or must_claim or self._asked.pop((code, lane), False):
+                # Rows handed over are claimed by this worker already: the claim returns them in order.
+                await self._settle(code)  # else the claim would hand back rows whose receipt is being recorded
                 try:
                     rows = await lanes.run(lane, self.node.claim, code, lane, self.worker_id, BATCH[lane])
                 except Exception as exc:  # the database is down or busy: wait and try again
                     log.warning("claim failed for %s/%s: %s", code, lane, exc)
-                    self.handed.setdefault(code, [])[:0] = handed
                     await asyncio.sleep(1.0)
+                    must_claim = True
                     continue
                 claimed = True
+            else:  # what was handed over is sent and nothing else was asked for: no claim, wait
+                rows, claimed = [], False
             if not rows:
-                self.drained[code] = True
+                if claimed:
+                    self.drained[code] = True
                 event.clear()
-                if self.handed.get(code):
+                if self.handed.get(code) or self._asked.get((code, lane)):
                     continue
-                with contextlib.suppress(TimeoutError):
+                try:
                     await asyncio.wait_for(event.wait(), idle)
+                    must_claim = False
+                except TimeoutError:  # a quiet spell: look in the outbox (other processes' rows, retries)
+                    must_claim = True
                 continue
             sent = await self._deliver(code, lane, rows)
             self.drained[code] = sent and (not claimed or len(rows) < BATCH[lane])
+            must_claim = claimed or not sent  # after a claim more may wait; after a hand-over, wait to be told
 
     async def _deliver(self, code: str, lane: str, rows: list[dict[str, Any]]) -> bool:
         """Send ``rows`` in order; False once a send failed (the rest go back to the outbox)."""
@@ -194,8 +214,23 @@ class Delivery:
         if self.witness is not None:
             self.witness.observe(code, receipt.get("tree_head"))
         refused = {r.get("item_id", ""): r.get("reason", "") for r in receipt.get("refused", [])}
-        await lanes.run(lane, node.delivered, seqs, receipt, answer["signature"], refused)
+        recording = lanes.run(lane, node.delivered, seqs, receipt, answer["signature"], refused, lane)
+        if lane == "flash":
+            self._settling.setdefault(code, []).append(asyncio.ensure_future(recording))
+        else:
+            await recording
         return True
+
+    async def _settle(self, code: str) -> None:
+        """Wait for the flash receipts still being recorded for ``code``.
+
+        One that fails to record leaves its rows claimed by this worker: its next claim sends
+        them again, and the partner, which stores by item id, acknowledges them again."""
+        for task in self._settling.pop(code, []):
+            try:
+                await task
+            except Exception as exc:
+                log.warning("recording a receipt from %s failed: %s", code, exc)
 
 
 def _guard_and_encode(

@@ -16,6 +16,7 @@ from gsomia.node.clock import SimulatedClock, SystemClock
 from gsomia.node.config import NodeConfig
 from gsomia.node.delivery import Delivery
 from gsomia.node.keysync import KeySync
+from gsomia.node.sequencer import Sequencer
 from gsomia.node.service import Node
 from gsomia.node.witness import Witness
 from gsomia.store.db import open_database
@@ -75,10 +76,13 @@ async def serve(config: NodeConfig) -> None:
             timeout_graceful_shutdown=3,  # the partner's idle keep-alive TLS connections never answer close_notify
         )
     )
+    sequencer = Sequencer(node)
+    await sequencer.start()
     await witness.start()
     try:
         await asyncio.gather(user.serve(), peer.serve())
     finally:
         await witness.stop()
         await delivery.stop()
+        await sequencer.stop()
         node.engine.dispose()

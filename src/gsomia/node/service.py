@@ -33,7 +33,7 @@ from gsomia.node.config import NodeConfig
 from gsomia.node.lanes import yield_to_flash
 from gsomia.store import gate
 from gsomia.store import schema as t
-from gsomia.store.ledger_store import append_rows, insert_many
+from gsomia.store.ledger_store import append_rows, enqueue_rows, insert_many, sequence_queued
 
 LANES = ("flash", "bulk")
 LEASE = 30.0  # seconds a delivery worker holds the outbox rows it claimed
@@ -234,6 +234,7 @@ class Node(NodeLedger):
     _agreements: dict[str, Agreement] = field(default_factory=dict)
     _sealers: dict[str, envelope.Sealer] = field(default_factory=dict)
     _openers: dict[str, envelope.Opener] = field(default_factory=dict)
+    queued: int = 0  # ledger entries this process has queued (``ledger_store.enqueue_rows``): wakes the sequencer
 
     def __post_init__(self) -> None:
         self.party = self.config.party
@@ -549,7 +550,7 @@ class Node(NodeLedger):
             else:
                 returned = conn.execute(insert(t.outbox).returning(*_CLAIMED, sort_by_parameter_order=True), outbox)
                 claimed = [dict(r) for r in returned.mappings()]
-            append_rows(conn, audits)
+            self._log(conn, lane, audits)
             if lane == "flash":
                 seqs = conn.execute(
                     insert(t.alerts).returning(t.alerts.c.seq, sort_by_parameter_order=True),
@@ -602,8 +603,9 @@ class Node(NodeLedger):
                     returned = set(conn.execute(stmt, rows).scalars())
                 fresh = [(lbl, payload) for lbl, _, payload in accepted if lbl.item_id in returned]  # delivery order
                 if fresh:
-                    append_rows(
+                    self._log(
                         conn,
+                        lane,
                         [
                             _audit_row(now, "receipt", peer, lbl.item_id, {"from": peer, "lane": lane})
                             for lbl, _ in fresh
@@ -790,7 +792,7 @@ class Node(NodeLedger):
                 for e in shown
             ]
             with gate.begin(self.engine) as conn:
-                append_rows(conn, rows)
+                self._log(conn, "flash", rows)  # the stream's own lane: never behind a bulk transaction
 
     def _open_stored(self, row: Any) -> tuple[Label, bytes]:
         """Open a stored envelope; its sealed label must be the stored copy the decision used.
@@ -1119,7 +1121,9 @@ class Node(NodeLedger):
             )
         return sorted((dict(r) for r in rows), key=lambda r: r["seq"])
 
-    def delivered(self, seqs: Sequence[int], receipt: dict[str, Any], signature: str, refused: dict[str, str]) -> None:
+    def delivered(
+        self, seqs: Sequence[int], receipt: dict[str, Any], signature: str, refused: dict[str, str], lane: str = "bulk"
+    ) -> None:
         now = datetime.now(UTC)
         with gate.begin(self.engine) as conn:
             conn.execute(
@@ -1150,7 +1154,7 @@ class Node(NodeLedger):
             )
             if signature:  # the partner's signed word that it holds these: on this ledger too, one entry a batch
                 detail = {"receipt": receipt, "signature": signature}
-                append_rows(conn, [_audit_row(now, "receipt_signed", str(receipt.get("node", "?")), None, detail)])
+                self._log(conn, lane, [_audit_row(now, "receipt_signed", str(receipt.get("node", "?")), None, detail)])
 
     def failed(self, seqs: Sequence[int], error: str, delay: float, release: Sequence[int] = ()) -> None:
         """A send failed: count the attempt, and give back ``release`` (the rest of the claim) unsent."""
@@ -1179,6 +1183,28 @@ class Node(NodeLedger):
             return int(conn.execute(q).scalar_one())
 
     # --- audit -----------------------------------------------------------------------------
+
+    def _log(self, conn: Connection, lane: str, rows: Sequence[dict[str, Any]]) -> None:
+        """Write ledger entries in a transaction of ``lane``: a flash one queues them (R17).
+
+        A bulk transaction holds the log's counter from its first entry until it commits; a
+        flash report that waited for it would wait for the whole batch. Queued entries commit
+        with the report and join the log when ``sequence_ledger`` runs, a moment later."""
+        if lane == "flash":
+            enqueue_rows(conn, rows)
+            self.queued += len(rows)
+        else:
+            append_rows(conn, rows)
+
+    def sequence_ledger(self) -> int:
+        """Move queued entries into the log, in the order queued; how many moved."""
+        moved = 0
+        while True:
+            with gate.begin(self.engine) as conn:
+                n = sequence_queued(conn)
+            moved += n
+            if n == 0:
+                return moved
 
     def _audit(self, conn: Connection, kind: str, actor: str, item_id: str | None, detail: dict[str, Any]) -> None:
         append_rows(conn, [_audit_row(self.clock.now(), kind, actor, item_id, detail)])

@@ -255,6 +255,56 @@ def append_rows(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[int]:
     return list(range(start, start + k))
 
 
+def enqueue_rows(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Commit entries with the caller's transaction without taking the log's counter.
+
+    They join the log, in the order queued, when ``sequence_queued`` next runs; until then
+    they are durable but have no index, no proof and no place under a signed head."""
+    if rows:
+        conn.execute(
+            t.ledger_queue.insert(),
+            [
+                {
+                    "at": _utc(r["at"]),
+                    "kind": r["kind"],
+                    "actor": r["actor"],
+                    "item_id": r.get("item_id"),
+                    "detail": json.dumps(r.get("detail") or {}, sort_keys=True, ensure_ascii=False),
+                }
+                for r in rows
+            ],
+        )
+
+
+def sequence_queued(conn: Connection, limit: int = 1000) -> int:
+    """Append up to ``limit`` queued entries to the log, oldest first, and drop them from the queue.
+
+    The counter is taken first, so sequencers of several processes run one after the other
+    and each queued entry is appended exactly once."""
+    sql = _statements(conn)
+    conn.exec_driver_sql(sql.bump, (0,))  # the log's lock, held to commit
+    q = t.ledger_queue
+    rows = conn.execute(select(q).order_by(q.c.seq).limit(limit)).mappings().all()
+    if not rows:
+        return 0
+    append_rows(
+        conn,
+        [
+            {"at": r["at"], "kind": r["kind"], "actor": r["actor"], "item_id": r["item_id"], "detail": r["detail"]}
+            for r in rows
+        ],
+    )
+    conn.execute(q.delete().where(q.c.seq.in_([r["seq"] for r in rows])))
+    return len(rows)
+
+
+def queued(conn: Connection) -> int:
+    """Entries committed but not yet in the log."""
+    from sqlalchemy import func
+
+    return int(conn.execute(select(func.count()).select_from(t.ledger_queue)).scalar_one())
+
+
 def _frontier(n: int) -> list[tuple[int, int]]:
     """The complete subtrees that tile leaves 0 … n-1, one per 1-bit of n (what the root of n is made of).
 

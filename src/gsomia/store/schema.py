@@ -142,6 +142,20 @@ ledger_entries = Table(
 )
 Index("ix_ledger_entries_item", ledger_entries.c.item_id)
 
+# Entries committed with a flash report's transaction, waiting for the sequencer to give them
+# their index in the log (``ledger_store.sequence_queued``): the flash path never takes the
+# log's counter, which bulk transactions hold until they commit (R17). Trillian's queue.
+ledger_queue = Table(
+    "ledger_queue",
+    metadata,
+    Column("seq", Seq, primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime(), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("item_id", String(64)),
+    Column("detail", Text, nullable=False),  # JSON
+)
+
 ledger_nodes = Table(
     "ledger_nodes",
     metadata,

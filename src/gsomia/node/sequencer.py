@@ -1,0 +1,54 @@
+"""The ledger's sequencer: gives the entries flash transactions queued their place in the log.
+
+A flash transaction queues its ledger entries (``Node._log``) instead of waiting for the
+log's counter, which a bulk transaction holds until it commits (R17). This task appends
+them a moment later, from a bulk thread, where that wait delays no flash report. It runs
+at start (entries queued before a crash), whenever this process queues more, every few
+seconds for what other processes of the node queued, and once more on stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from gsomia.node import lanes
+from gsomia.node.service import Node
+
+log = logging.getLogger("gsomia.sequencer")
+
+
+class Sequencer:
+    def __init__(self, node: Node, interval: float = 0.05, sweep: float = 5.0) -> None:
+        self.node = node
+        self.interval = interval  # how soon entries queued here join the log
+        self.sweep = sweep  # how soon entries queued by other processes do
+        self.stopping = False
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="ledger-sequencer")
+
+    async def stop(self) -> None:
+        self.stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(Exception):  # what is left stays queued: the next start moves it
+            await lanes.run("bulk", self.node.sequence_ledger)
+
+    async def _run(self) -> None:
+        seen = -1
+        swept = 0.0
+        while not self.stopping:
+            if self.node.queued != seen or time.monotonic() - swept > self.sweep:
+                seen = self.node.queued
+                swept = time.monotonic()
+                try:
+                    await lanes.run("bulk", self.node.sequence_ledger)
+                except Exception as exc:  # the database is busy or down: the entries wait in the queue
+                    log.warning("sequencing the ledger failed: %s", exc)
+            await asyncio.sleep(self.interval)
