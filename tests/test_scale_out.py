@@ -93,3 +93,30 @@ def test_two_delivery_workers_on_one_postgresql_deliver_each_item_once(tmp_path:
 
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+
+
+def test_a_note_recorded_by_one_process_is_enforced_by_the_others_within_a_moment(tmp_path: Path) -> None:
+    """Two processes of KOR's node (two ``Node``s, two engines, one database): the status is one."""
+    import time
+    from datetime import UTC, datetime
+
+    from gsomia.agreement.lifecycle import State
+    from gsomia.node import config as node_config
+    from gsomia.node.clock import SimulatedClock
+    from gsomia.node.service import NOTES_REFRESH, Node
+    from gsomia.store.db import open_database
+
+    nodes = provision_pair(tmp_path, terms_only(AGREEMENT, tmp_path / "terms.toml"))
+    cfg = node_config.load(nodes["KOR"].config)
+    after_expiry = datetime(2019, 12, 1, tzinfo=UTC)  # a termination notice of 2019-08-23 has taken effect by then
+    first, second = (Node(cfg, open_database(cfg.database_url), SimulatedClock(after_expiry)) for _ in range(2))
+    authority = first.authenticate(nodes["KOR"].tokens["security_authority"])
+    assert authority is not None
+    assert second.status("JPN").in_force
+
+    first.record_note(authority, "JPN", "termination_notice", datetime(2019, 8, 23, 9, tzinfo=UTC), (), None)
+    assert first.status("JPN").state is State.TERMINATED  # the recording process: at once
+    time.sleep(NOTES_REFRESH + 0.1)
+    assert second.status("JPN").state is State.TERMINATED  # another process: within NOTES_REFRESH
+    for node in (first, second):
+        node.engine.dispose()

@@ -36,6 +36,9 @@ from gsomia.store import schema as t
 from gsomia.store.ledger_store import append_rows, enqueue_rows, insert_many, sequence_queued
 
 LANES = ("flash", "bulk")
+# Seconds within which a note recorded by another process of this node is enforced here too
+# (the process that records or receives a note applies it at once).
+NOTES_REFRESH = 0.25
 LEASE = 30.0  # seconds a delivery worker holds the outbox rows it claimed
 # What a claim hands the delivery worker of each outbox row.
 _CLAIMED = (t.outbox.c.seq, t.outbox.c.kind, t.outbox.c.ref, t.outbox.c.body, t.outbox.c.attempts)
@@ -234,6 +237,8 @@ class Node(NodeLedger):
     _agreements: dict[str, Agreement] = field(default_factory=dict)
     _sealers: dict[str, envelope.Sealer] = field(default_factory=dict)
     _openers: dict[str, envelope.Opener] = field(default_factory=dict)
+    _notes_mark: tuple[int, int] = (0, 0)  # (count, last seq) of the notes applied
+    _notes_checked: float = 0.0
     queued: int = 0  # ledger entries this process has queued (``ledger_store.enqueue_rows``): wakes the sequencer
 
     def __post_init__(self) -> None:
@@ -251,6 +256,8 @@ class Node(NodeLedger):
         """Apply the notes recorded on this node to each agreement file's own history."""
         with self.engine.connect() as conn:
             rows = conn.execute(select(t.notes).order_by(t.notes.c.seq)).mappings().all()
+        self._notes_mark = (len(rows), max((r["seq"] for r in rows), default=0))
+        self._notes_checked = time.monotonic()
         for code in self.config.peers:
             base = self.config.agreement_with(code)
             extra = [r for r in rows if r["agreement"] == base.id]
@@ -265,6 +272,16 @@ class Node(NodeLedger):
                 agreement,
                 retired={**chain.windows(), **self.own_chain.windows()},
             )
+
+    def _refresh_notes(self) -> None:
+        """Apply notes another process of this node recorded (or received) since the last look."""
+        from sqlalchemy import func
+
+        self._notes_checked = time.monotonic()
+        with self.engine.connect() as conn:
+            count, last = conn.execute(select(func.count(), func.coalesce(func.max(t.notes.c.seq), 0))).one()
+        if (int(count), int(last)) != self._notes_mark:
+            self.reload_notes()
 
     # --- key chains ---------------------------------------------------------------------
 
@@ -293,6 +310,8 @@ class Node(NodeLedger):
         return {"party": self.party, "current": self.public.kid, "rotations": [r.as_dict() for r in found]}
 
     def agreement(self, peer: str) -> Agreement:
+        if time.monotonic() - self._notes_checked > NOTES_REFRESH:
+            self._refresh_notes()
         try:
             return self._agreements[peer]
         except KeyError:
