@@ -19,6 +19,7 @@ from gsomia.node.clock import SystemClock
 from gsomia.node.delivery import Delivery
 from gsomia.node.provision import provision_pair
 from gsomia.node.service import ItemSpec, Node
+from gsomia.policy import Subject
 from gsomia.store import schema as t
 from gsomia.store.db import open_database
 from nodes import AGREEMENT, Pair, User
@@ -123,6 +124,15 @@ def kor(tmp_path: Path) -> tuple[Node, dict[str, str]]:
     return Node(cfg, open_database(cfg.database_url), SystemClock()), nodes["KOR"].tokens
 
 
+LAUNCH = ItemSpec("JPN", "군사II급비밀", b"launch", purposes=("nk-missile",))  # a flash report KOR sends
+
+
+def signed_in(kor: tuple[Node, dict[str, str]], role: str) -> Subject:
+    subject = kor[0].authenticate(kor[1][role])
+    assert subject is not None
+    return subject
+
+
 def test_a_delivery_refused_without_a_signed_receipt_is_entered_on_the_ledger(kor: tuple[Node, dict[str, str]]) -> None:
     node, tokens = kor
     analyst = node.authenticate(tokens["analyst"])
@@ -145,13 +155,11 @@ def test_a_delivery_refused_without_a_signed_receipt_is_entered_on_the_ledger(ko
 def test_a_failed_send_gives_back_the_rest_of_its_claim_so_nothing_is_overtaken(
     kor: tuple[Node, dict[str, str]],
 ) -> None:
-    node, tokens = kor
-    duty = node.authenticate(tokens["duty_officer"])
-    assert duty is not None
-    spec = ItemSpec("JPN", "군사II급비밀", b"launch", purposes=("nk-missile",))
-    node.provide(duty, [spec], "flash")
+    node = kor[0]
+    duty = signed_in(kor, "duty_officer")
+    node.provide(duty, [LAUNCH], "flash")
     node.raise_alarm("fork", "JPN", "a test alarm")  # a row of another kind between two items
-    node.provide(duty, [spec], "flash")
+    node.provide(duty, [LAUNCH], "flash")
     claimed = node.claim("JPN", "flash", "w1", 32)
     assert [r["kind"] for r in claimed] == ["item", "alarm", "item"]
 
@@ -169,12 +177,10 @@ def test_a_failed_send_gives_back_the_rest_of_its_claim_so_nothing_is_overtaken(
 def test_a_flash_report_committed_claimed_comes_back_only_to_its_own_workers_claim_in_order(
     kor: tuple[Node, dict[str, str]],
 ) -> None:
-    node, tokens = kor
-    duty = node.authenticate(tokens["duty_officer"])
-    assert duty is not None
-    spec = ItemSpec("JPN", "군사II급비밀", b"launch", purposes=("nk-missile",))
-    [older] = node.provide(duty, [spec], "flash")
-    _, [held], _ = node.provide_alert(duty, spec, "w1")
+    node = kor[0]
+    duty = signed_in(kor, "duty_officer")
+    [older] = node.provide(duty, [LAUNCH], "flash")
+    _, [held], _ = node.provide_alert(duty, LAUNCH, "w1")
     w2 = node.claim("JPN", "flash", "w2", 32)
     assert [r["ref"] for r in w2] == [older["item_id"]]  # w1's lease holds its row
     node.failed([r["seq"] for r in w2], "partner down", 0.0)  # w2 gives the older row back
@@ -187,11 +193,9 @@ def test_a_handed_over_flash_report_waits_for_older_rows_after_a_failure(kor: tu
 
     from gsomia.envelope import peek_label
 
-    node, tokens = kor
-    duty = node.authenticate(tokens["duty_officer"])
-    assert duty is not None
-    spec = ItemSpec("JPN", "군사II급비밀", b"launch", purposes=("nk-missile",))
-    [older] = node.provide(duty, [spec], "flash")  # stored earlier, e.g. while the partner was down
+    node = kor[0]
+    duty = signed_in(kor, "duty_officer")
+    [older] = node.provide(duty, [LAUNCH], "flash")  # stored earlier, e.g. while the partner was down
     sent: list[list[str]] = []
 
     def partner_down(request: httpx.Request) -> httpx.Response:
@@ -208,7 +212,7 @@ def test_a_handed_over_flash_report_waits_for_older_rows_after_a_failure(kor: tu
             base_url="https://jpn.invalid", transport=httpx.MockTransport(partner_down)
         )
         delivery.wake[("JPN", "flash")] = asyncio.Event()
-        result, claimed, _ = node.provide_alert(duty, spec, delivery.worker_id)
+        result, claimed, _ = node.provide_alert(duty, LAUNCH, delivery.worker_id)
         delivery.hand_over("JPN", claimed)
         task = asyncio.create_task(delivery._run("JPN", "flash"))
         for _ in range(200):
@@ -228,9 +232,8 @@ def test_a_stream_shows_a_fresh_report_as_decided_and_nothing_to_a_revoked_subsc
     kor: tuple[Node, dict[str, str]],
 ) -> None:
     node, tokens = kor
-    duty = node.authenticate(tokens["duty_officer"])
-    assert duty is not None
-    _, _, fresh = node.provide_alert(duty, ItemSpec("JPN", "군사II급비밀", b"launch", purposes=("nk-missile",)), "w1")
+    duty = signed_in(kor, "duty_officer")
+    _, _, fresh = node.provide_alert(duty, LAUNCH, "w1")
     [(seq, event)] = node.fresh_alert_events(duty, tokens["duty_officer"], fresh) or []
     assert (seq, event["text"], event["decision"]) == (fresh[0].seq, "launch", "permit")
     assert event == dict(node.alert_events(duty, tokens["duty_officer"], seq - 1) or [])[seq]  # as if read back
@@ -267,10 +270,9 @@ def test_a_flash_reports_ledger_entry_is_queued_with_it_and_proven_once_sequence
 ) -> None:
     from gsomia import audit
 
-    node, tokens = kor
-    duty = node.authenticate(tokens["duty_officer"])
-    assert duty is not None
-    result, _, _ = node.provide_alert(duty, ItemSpec("JPN", "군사II급비밀", b"launch", purposes=("nk-missile",)), "w1")
+    node = kor[0]
+    duty = signed_in(kor, "duty_officer")
+    result, _, _ = node.provide_alert(duty, LAUNCH, "w1")
     item = result["item_id"]
 
     def kinds() -> list[str]:
