@@ -35,7 +35,9 @@ database server, medallion), so the CPU time of each process is printed too.
 Needs ``medallion``, ``taxii2-client`` and ``stix2`` for (c), which the project does
 not depend on: ``.venv/bin/pip install medallion taxii2-client stix2`` (or
 ``--skip-medallion``). ``--py-spy DIR`` records both nodes during the bulk run
-with py-spy (``pip install py-spy``) and prints where their CPU time goes.
+with py-spy (``pip install py-spy``) and prints where their CPU time goes; ``--trace``
+has both nodes mark each flash report's hops (``gsomia.node.trace``) and prints how long
+the reports sent under load spent at each.
 
 Run: ``.venv/bin/python bench/exchange.py [--postgres] [--items N] [--json FILE]``.
 The nodes run whatever ``gsomia`` is importable (printed at the start). To measure one
@@ -418,6 +420,7 @@ class GsomiaResult:
     cpu_seconds: dict[str, float]
     timeline: list[tuple[float, int, int]]  # (s since start, posted, pending at KOR)
     phases: dict[str, Any] = field(default_factory=dict)
+    trace: dict[str, dict[str, float]] = field(default_factory=dict)
     profiles: dict[str, str] = field(default_factory=dict)
 
 
@@ -590,6 +593,30 @@ class PySpy:
         return out
 
 
+def trace_hops(path: Path, items: list[str]) -> dict[str, dict[str, float]]:
+    """Per hop of ``trace.POINTS``, the time flash reports ``items`` spent there (ms)."""
+    from gsomia.node.trace import POINTS
+
+    marks: dict[str, dict[str, float]] = {}
+    with contextlib.suppress(OSError), path.open(encoding="utf-8") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 4:
+                marks.setdefault(parts[2], {}).setdefault(parts[3], float(parts[0]))
+    hops: dict[str, list[float]] = {}
+    for item in items:
+        seen = marks.get(item, {})
+        for a, b in [*pairwise(POINTS), (POINTS[0], POINTS[-1])]:
+            if a in seen and b in seen:
+                hops.setdefault(f"{a} -> {b}" if (a, b) != (POINTS[0], POINTS[-1]) else "all of it", []).append(
+                    (seen[b] - seen[a]) * 1000
+                )
+    return {
+        hop: {"n": len(v), "p50": percentile(v, 50), "p90": percentile(v, 90), "p99": percentile(v, 99)}
+        for hop, v in hops.items()
+    }
+
+
 def summarize_profile(path: Path, top: int = 14) -> list[str]:
     """Share of samples per function, inclusive (anywhere on the stack) and self (innermost)."""
     inclusive: Counter[str] = Counter()
@@ -645,9 +672,15 @@ def run_gsomia(backend: str, args: argparse.Namespace, tmp_root: Path) -> Gsomia
         nodes = provision_pair(tmp, agreement, database_urls=urls)
         kor, jpn = nodes["KOR"], nodes["JPN"]
         procs = {p: NodeProcess(n.config, n.user_url, n.root / "node.log") for p, n in nodes.items()}
-        for party, proc in procs.items():
-            stack.callback(_stop_and_report, proc, party)
-            proc.start()
+        trace_log = tmp / "trace.log"
+        if args.trace:
+            os.environ["GSOMIA_TRACE"] = str(trace_log)  # read by each node process at its start
+        try:
+            for party, proc in procs.items():
+                stack.callback(_stop_and_report, proc, party)
+                proc.start()
+        finally:
+            os.environ.pop("GSOMIA_TRACE", None)
         pids = {p: proc.proc.pid for p, proc in procs.items() if proc.proc}
         groups: dict[str, Callable[[], list[int]]] = {
             "KOR node": lambda: [pids["KOR"]],
@@ -761,6 +794,7 @@ def run_gsomia(backend: str, args: argparse.Namespace, tmp_root: Path) -> Gsomia
             + ("" if verified else f"; missing {len(expected - distinct):,}, unexpected {len(distinct - expected):,}")
         )
         flash = probe.latencies_ms()
+        hops = trace_hops(trace_log, [item for item, _, _ in probe.times().values()]) if args.trace else {}
         try:
             where = phases(nodes, {"flash": probe.times(), "idle_flash": probe.idle_times})
         except Exception as exc:  # a diagnostic: never lose the run for it
@@ -794,6 +828,7 @@ def run_gsomia(backend: str, args: argparse.Namespace, tmp_root: Path) -> Gsomia
             timeline=timeline,
             phases=where,
             profiles=profiles,
+            trace=hops,
         )
         report_gsomia(result)
         return result
@@ -858,6 +893,10 @@ def report_gsomia(r: GsomiaResult) -> None:
                     f"JPN provide->KOR receive {fmt(ph[f'{name}_to_kor_ms'])}; "
                     f"KOR receive->SSE event {fmt(ph[f'{name}_kor_to_console_ms'])}"
                 )
+    if r.trace:
+        print("  flash reports under load, hop by hop (--trace; ms):")
+        for hop, d in r.trace.items():
+            print(f"    {hop:40s} n {d['n']:4.0f}  p50 {d['p50']:6.1f}  p90 {d['p90']:6.1f}  p99 {d['p99']:6.1f}")
     for name, path in r.profiles.items():
         print(f"  py-spy {name} ({path}):")
         for line in summarize_profile(Path(path)):
@@ -1187,6 +1226,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--sample-interval", type=float, default=0.5, help="seconds between outbox samples")
     parser.add_argument("--py-spy", metavar="DIR", help="record both nodes with py-spy into DIR and summarize")
+    parser.add_argument(
+        "--trace", action="store_true", help="mark each flash report's hops in both nodes and print where it waited"
+    )
     parser.add_argument("--tmp", metavar="DIR", help="where the nodes' state goes (default: the system temp dir)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--check", action="store_true", help="exit 3 if a target is missed")

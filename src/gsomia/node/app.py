@@ -22,7 +22,7 @@ from gsomia import policy
 from gsomia.agreement import lifecycle
 from gsomia.envelope import EnvelopeError
 from gsomia.errors import GsomiaError
-from gsomia.node import lanes, problems
+from gsomia.node import lanes, problems, trace
 from gsomia.node import peer as peer_proto
 from gsomia.node.clock import SimulatedClock
 from gsomia.node.delivery import Delivery
@@ -309,11 +309,14 @@ def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
                     shown = await lanes.run("flash", node.alert_events, who, token, cursor)
                 else:
                     fresh = broker.after(cursor)
+                    for a in fresh:
+                        trace.mark(a.alert_id, "stream.woke")
                     shown = await lanes.run("flash", node.fresh_alert_events, who, token, fresh) if fresh else []
                 if shown is None:
                     return  # revoked while subscribed: the stream ends before anything more is shown
                 for seq, event in shown:
                     cursor = seq
+                    trace.mark(event["alert_id"], "stream.shown")
                     yield {"id": str(cursor), "event": "flash", "data": json.dumps(event, ensure_ascii=False)}
                 if shown:  # recorded once sent, beside the stream: the ledger write may wait behind bulk work
                     recording[:] = [task for task in recording if not task.done() or task.result()]

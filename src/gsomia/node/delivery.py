@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 
 from gsomia.label import Label
-from gsomia.node import egress, lanes, peer
+from gsomia.node import egress, lanes, peer, trace
 from gsomia.node.service import LANES, Node
 
 log = logging.getLogger("gsomia.delivery")
@@ -123,6 +123,9 @@ class Delivery:
                 except TimeoutError:  # a quiet spell: look in the outbox (other processes' rows, retries)
                     must_claim = True
                 continue
+            if lane == "flash":
+                for row in rows:
+                    trace.mark(row["ref"], "handed")
             sent = await self._deliver(code, lane, rows)
             self.drained[code] = sent and (not claimed or len(rows) < BATCH[lane])
             must_claim = claimed or not sent  # after a claim more may wait; after a hand-over, wait to be told
@@ -178,6 +181,9 @@ class Delivery:
         except Exception as exc:  # the head is a courtesy; delivery must not wait on it
             log.warning("could not sign a tree head: %s", exc)
         try:
+            if lane == "flash":
+                for row in rows:
+                    trace.mark(row["ref"], "posting")
             response = await self.clients[code].post(path, content=body, headers=headers)
             if 400 <= response.status_code < 500 and response.status_code not in (401, 408, 429):
                 # The peer read the request and refused it for good: record why, do not retry forever.

@@ -27,7 +27,7 @@ from gsomia.agreement.terms import Agreement, Note, NoteType
 from gsomia.errors import GsomiaError, InvalidHistory
 from gsomia.keyring import KeyRotationInvalid
 from gsomia.label import Label, LabelInvalid, display, marking_for, new_item_id
-from gsomia.node import egress, keychain
+from gsomia.node import egress, keychain, trace
 from gsomia.node.clock import Clock
 from gsomia.node.config import NodeConfig
 from gsomia.node.lanes import yield_to_flash
@@ -562,6 +562,9 @@ class Node(NodeLedger):
             yield_to_flash()  # let a pending flash report take the write lock first
         claimed: list[dict[str, Any]] = []
         fresh: list[FreshAlert] = []
+        if lane == "flash":
+            for r in results:
+                trace.mark(r["item_id"], "provide.begin")
         with gate.begin(self.engine) as conn:
             _insert_rows(conn, t.items, rows)
             if worker is None:
@@ -579,6 +582,8 @@ class Node(NodeLedger):
                     FreshAlert(seq, label.item_id, self.party, "out", peer, label, payload)
                     for seq, (peer, label, payload) in zip(seqs, opened, strict=True)
                 ]
+        for a in fresh:
+            trace.mark(a.alert_id, "provide.committed")
         return results, claimed, fresh
 
     # --- receiving items ---------------------------------------------------------------
@@ -611,6 +616,9 @@ class Node(NodeLedger):
             accepted.append((label, env, payload))
         received: list[str] = []
         fresh_alerts: list[FreshAlert] = []
+        if lane == "flash":
+            for lbl, _, _ in accepted:
+                trace.mark(lbl.item_id, "receive.begin")
         if accepted:
             rows = [_item_row(lbl, env, "in", peer, lane, lbl.created_at, now) for lbl, env, _ in accepted]
             with gate.begin(self.engine) as conn:
@@ -641,6 +649,8 @@ class Node(NodeLedger):
                         ]
             received = [lbl.item_id for lbl, _, _ in accepted]  # repeats are acknowledged again
         receipt = {"node": self.party, "received": received, "refused": refused, "at": now.isoformat()}
+        for a in fresh_alerts:
+            trace.mark(a.alert_id, "receive.committed")
         return receipt, fresh_alerts
 
     # --- reading -------------------------------------------------------------------------
