@@ -290,3 +290,36 @@ def test_a_flash_reports_ledger_entry_is_queued_with_it_and_proven_once_sequence
     assert kinds() == ["provide"]
     assert audit.verify_node(node.engine, node.public, peers)["queued"] == 0
     assert node.sequence_ledger() == 0
+
+
+def test_entries_left_queued_by_a_crash_join_the_log_when_the_node_starts_again(
+    kor: tuple[Node, dict[str, str]],
+) -> None:
+    from gsomia.node.sequencer import Sequencer
+    from gsomia.store import ledger_store
+
+    node = kor[0]
+    result, _, _ = node.provide_alert(signed_in(kor, "duty_officer"), LAUNCH, "w1")  # then kill -9: never sequenced
+    restarted = Node(node.config, node.engine, SystemClock())
+
+    async def start() -> bool:
+        sequencer = Sequencer(restarted)
+        await sequencer.start()
+        try:
+            for _ in range(200):
+                with restarted.engine.connect() as conn:
+                    if ledger_store.queued(conn) == 0:
+                        return True  # moved by the running sequencer, not by the one at stop
+                await asyncio.sleep(0.01)
+            return False
+        finally:
+            await sequencer.stop()
+
+    assert asyncio.run(start())
+    with node.engine.connect() as conn:
+        assert ledger_store.queued(conn) == 0
+        kinds = conn.execute(
+            select(t.ledger_entries.c.kind).where(t.ledger_entries.c.item_id == result["item_id"])
+        ).scalars()
+        assert list(kinds) == ["provide"]
+        assert ledger_store.verify_all(conn).size == ledger_store.size(conn)
