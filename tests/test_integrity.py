@@ -323,3 +323,37 @@ def test_entries_left_queued_by_a_crash_join_the_log_when_the_node_starts_again(
         ).scalars()
         assert list(kinds) == ["provide"]
         assert ledger_store.verify_all(conn).size == ledger_store.size(conn)
+
+
+def test_a_delivery_worker_told_of_new_rows_claims_once_and_then_waits(kor: tuple[Node, dict[str, str]]) -> None:
+    """An empty outbox costs one claim per notice (and one per idle spell), not a claim loop."""
+    node = kor[0]
+    claims: list[int] = []
+    claim = node.claim
+
+    def counted(*args: object, **kwargs: object) -> list[dict[str, object]]:
+        rows = claim(*args, **kwargs)  # type: ignore[arg-type]
+        claims.append(len(rows))
+        return rows
+
+    node.claim = counted  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        delivery = Delivery(node)
+        for lane in ("flash", "bulk"):
+            delivery.wake[("JPN", lane)] = asyncio.Event()
+        for lane in ("flash", "bulk"):
+            delivery.notify("JPN", lane)  # rows were queued before the worker started (none are, in fact)
+        tasks = [asyncio.create_task(delivery._run("JPN", lane)) for lane in ("flash", "bulk")]
+        await asyncio.sleep(0.05)
+        for lane in ("flash", "bulk"):
+            delivery.notify("JPN", lane)  # and while it waits
+        await asyncio.sleep(0.1)
+        delivery.stopping = True
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    asyncio.run(scenario())
+    assert 2 <= len(claims) <= 6, len(claims)  # a claim at start and one per later notice, per lane

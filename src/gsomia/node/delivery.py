@@ -96,9 +96,10 @@ class Delivery:
         must_claim = True
         while not self.stopping:
             handed = self.handed.pop(code, []) if lane == "flash" else []
+            asked = self._asked.pop((code, lane), False)  # taken whichever way this pass goes
             if handed and self.drained.get(code):
                 rows, claimed = handed, False
-            elif handed or must_claim or self._asked.pop((code, lane), False):
+            elif handed or must_claim or asked:
                 # Rows handed over are claimed by this worker already: the claim returns them in order.
                 await self._settle(code)  # else the claim would hand back rows whose receipt is being recorded
                 try:
