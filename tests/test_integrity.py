@@ -357,3 +357,38 @@ def test_a_delivery_worker_told_of_new_rows_claims_once_and_then_waits(kor: tupl
 
     asyncio.run(scenario())
     assert 2 <= len(claims) <= 6, len(claims)  # a claim at start and one per later notice, per lane
+
+
+def test_a_handed_over_flash_report_does_not_overtake_an_alarm_queued_before_it(
+    kor: tuple[Node, dict[str, str]],
+) -> None:
+    node = kor[0]
+    duty = signed_in(kor, "duty_officer")
+    paths: list[str] = []
+
+    def partner_down(request: httpx.Request) -> httpx.Response:
+        paths.append(request.url.path)
+        return httpx.Response(503)
+
+    async def scenario() -> None:
+        delivery = Delivery(node)
+        delivery.clients["JPN"] = httpx.AsyncClient(
+            base_url="https://jpn.invalid", transport=httpx.MockTransport(partner_down)
+        )
+        delivery.wake[("JPN", "flash")] = asyncio.Event()
+        delivery.drained["JPN"] = True  # the lane was empty a moment ago
+        node.raise_alarm("fork", "JPN", "a test alarm")  # queued on the flash lane, with no notice
+        _, claimed, _ = node.provide_alert(duty, LAUNCH, delivery.worker_id)
+        delivery.hand_over("JPN", claimed)
+        task = asyncio.create_task(delivery._run("JPN", "flash"))
+        for _ in range(200):
+            if paths:
+                break
+            await asyncio.sleep(0.01)
+        delivery.stopping = True
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(scenario())
+    assert paths[0] == "/peer/alarms"  # the alarm first, then the report: the claim returned both in order

@@ -46,13 +46,15 @@ class Delivery:
         self.keys: Any = None  # set by serve: a KeySync, to learn the partner's rotated key
         # Flash rows committed already claimed by this worker (``Node.provide_alert``), waiting to go.
         self.handed: dict[str, list[dict[str, Any]]] = {}
-        # Per peer: did the flash lane's last pass drain the outbox? Only then may handed rows skip
-        # the claim: otherwise older rows may still wait, and the claim returns everything in order.
+        # Per peer: did the flash lane's last pass drain the outbox? Only then, and with nothing
+        # queued since (a note, an alarm), may handed rows skip the claim: otherwise older rows
+        # may wait, and the claim returns everything in order.
         self.drained: dict[str, bool] = {}
         # Flash receipts being recorded (``Node.delivered``) while the next report goes out: that
         # write may wait behind a bulk transaction, and the next report must not wait with it.
         self._settling: dict[str, list[asyncio.Task[None]]] = {}
         self._asked: dict[tuple[str, str], bool] = {}  # (peer, lane): rows were queued, claim them
+        self._queued_seen: dict[str, int] = {}  # ``Node.flash_queued`` as of the last pass
 
     def notify(self, peer_party: str, lane: str) -> None:
         """Rows for ``peer_party`` on ``lane`` are in the outbox: the worker claims them."""
@@ -97,7 +99,11 @@ class Delivery:
         while not self.stopping:
             handed = self.handed.pop(code, []) if lane == "flash" else []
             asked = self._asked.pop((code, lane), False)  # taken whichever way this pass goes
-            if handed and self.drained.get(code):
+            if lane == "flash":  # rows queued here with no notice (an alarm) count as asked, too
+                queued = self.node.flash_queued.get(code, 0)
+                asked = asked or queued != self._queued_seen.get(code, 0)
+                self._queued_seen[code] = queued
+            if handed and self.drained.get(code) and not asked:
                 rows, claimed = handed, False
             elif handed or must_claim or asked:
                 # Rows handed over are claimed by this worker already: the claim returns them in order.

@@ -96,6 +96,11 @@ class NodeLedger:
     engine: Engine
     config: NodeConfig
     party: str
+    flash_queued: dict[str, int]
+
+    def _queued_flash(self, peer: str) -> None:
+        """Called after a commit that put unclaimed rows for ``peer`` on the flash lane."""
+        self.flash_queued[peer] = self.flash_queued.get(peer, 0) + 1
 
     def own_head(self, max_age: float = 1.0) -> dict[str, Any]:
         """The log's signed tree head, at most ``max_age`` seconds old.
@@ -199,6 +204,8 @@ class NodeLedger:
                         )
                     )
                 )
+        for code in self.config.peers:
+            self._queued_flash(code)
         return body
 
     def receive_alarm(self, peer: str, body: dict[str, Any]) -> bool:
@@ -239,6 +246,9 @@ class Node(NodeLedger):
     _openers: dict[str, envelope.Opener] = field(default_factory=dict)
     _notes_mark: tuple[int, int] = (0, 0)  # (count, last seq) of the notes applied
     _notes_checked: float = 0.0
+    # Per peer, how many times this process committed flash-lane outbox rows nobody holds:
+    # a delivery worker that sees the count move claims before it sends what it was handed.
+    flash_queued: dict[str, int] = field(default_factory=dict)
     queued: int = 0  # ledger entries this process has queued (``ledger_store.enqueue_rows``): wakes the sequencer
 
     def __post_init__(self) -> None:
@@ -358,6 +368,7 @@ class Node(NodeLedger):
             self._store_note(conn, body, origin=self.party)
             self._enqueue(conn, peer, "flash", "note", note_id, json.dumps(body).encode())
             self._audit(conn, "diplomatic_note", subject.id, None, body)
+        self._queued_flash(peer)
         self.reload_notes()
         return body
 
@@ -584,6 +595,9 @@ class Node(NodeLedger):
                 ]
         for a in fresh:
             trace.mark(a.alert_id, "provide.committed")
+        if lane == "flash" and worker is None:
+            for peer in by_peer:
+                self._queued_flash(peer)
         return results, claimed, fresh
 
     # --- receiving items ---------------------------------------------------------------
@@ -934,6 +948,8 @@ class Node(NodeLedger):
                     **_outbox_row(peer, lane, "record", record.id, json.dumps(record.as_dict()).encode(), now)
                 )
             )
+        if lane == "flash":
+            self._queued_flash(peer)
         state = records.case_state([*history, record], _case_of(record))
         return {"record": record.body, "state": state, "peer": peer}
 
