@@ -248,7 +248,7 @@ def test_a_stream_shows_a_fresh_report_as_decided_and_nothing_to_a_revoked_subsc
     assert node.fresh_alert_events(low, low_token, fresh) is None
 
 
-def test_the_broker_hands_out_what_it_holds_and_defers_to_the_database_once_some_fell_out() -> None:
+def test_the_broker_hands_out_what_it_holds_and_defers_to_the_database_for_any_gap() -> None:
     from gsomia.label import Label
     from gsomia.node.app import Broker
     from gsomia.node.service import FreshAlert
@@ -258,11 +258,16 @@ def test_the_broker_hands_out_what_it_holds_and_defers_to_the_database_once_some
 
     broker = Broker()
     broker.publish([alert(3), alert(5), alert(4)])
-    assert [a.seq for a in broker.after(3)] == [4, 5]
+    after = broker.after(3)
+    assert after is not None
+    assert [a.seq for a in after] == [4, 5]
     assert broker.after(5) == []
+    assert broker.after(1) is None  # 2 is not here: another process of the node stored it
     broker.publish([alert(s) for s in range(6, 6 + Broker.RECENT)])
-    assert broker.after(4) == []  # 5 is no longer held: the stream must ask the database
-    assert [a.seq for a in broker.after(4 + Broker.RECENT)] == [5 + Broker.RECENT]
+    assert broker.after(4) is None  # 5 is no longer held: the stream must ask the database
+    last = broker.after(4 + Broker.RECENT)
+    assert last is not None
+    assert [a.seq for a in last] == [5 + Broker.RECENT]
 
 
 def test_a_flash_reports_ledger_entry_is_queued_with_it_and_proven_once_sequenced(

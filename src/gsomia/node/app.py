@@ -48,11 +48,15 @@ class Broker:
         self._event.set()
         self._event = asyncio.Event()
 
-    def after(self, seq: int) -> list[FreshAlert]:
-        """The published reports after ``seq``, in order; empty if ``seq`` is older than all kept."""
-        if len(self._recent) == self.RECENT and self._recent[0].seq > seq:
-            return []  # some may have fallen out of memory: the database has them all
-        return sorted((a for a in self._recent if a.seq > seq), key=lambda a: a.seq)
+    def after(self, seq: int) -> list[FreshAlert] | None:
+        """The published reports after ``seq``, in order, or None when memory cannot tell.
+
+        None when their numbers leave a gap: another process of the node stored the missing
+        ones, or they fell out of memory. The database has them all."""
+        fresh = sorted((a for a in self._recent if a.seq > seq), key=lambda a: a.seq)
+        if any(a.seq != seq + 1 + n for n, a in enumerate(fresh)):
+            return None
+        return fresh
 
     async def wait(self, timeout: float) -> bool:
         """True when woken by a publication, False when ``timeout`` passed."""
@@ -305,10 +309,10 @@ def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
             from_db = True  # first what is stored; after a publication here, from memory
             while not await request.is_disconnected():
                 # One hop to a flash thread for the lot: each hop waits for the GIL behind bulk work.
-                if from_db:
+                fresh = None if from_db else broker.after(cursor)
+                if fresh is None:
                     shown = await lanes.run("flash", node.alert_events, who, token, cursor)
                 else:
-                    fresh = broker.after(cursor)
                     for a in fresh:
                         trace.mark(a.alert_id, "stream.woke")
                     shown = await lanes.run("flash", node.fresh_alert_events, who, token, fresh) if fresh else []
@@ -323,10 +327,11 @@ def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
                     recording.append(
                         asyncio.ensure_future(lanes.run("flash", node.record_alert_reads, who, [e for _, e in shown]))
                     )
+                    from_db = fresh is None  # a page from the database: there may be more
                     continue
                 # Woken by a publication: read it from memory. A quiet second: ask the database, for
-                # what other processes of this node stored (and what fell out of memory).
-                from_db = not await broker.wait(1.0) or not broker.after(cursor)
+                # what other processes of this node stored.
+                from_db = not await broker.wait(1.0)
 
         return EventSourceResponse(events(), ping=15)
 
