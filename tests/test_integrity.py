@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
@@ -133,6 +134,35 @@ def signed_in(kor: tuple[Node, dict[str, str]], role: str) -> Subject:
     return subject
 
 
+def first_flash_sends_to_a_partner_that_is_down(node: Node, prepare: Callable[[Delivery], None]) -> list[httpx.Request]:
+    """Run the flash delivery worker, after ``prepare``, until its first request (answered 503)."""
+    requests: list[httpx.Request] = []
+
+    def partner_down(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        return httpx.Response(503)
+
+    async def scenario() -> None:
+        delivery = Delivery(node)
+        delivery.clients["JPN"] = httpx.AsyncClient(
+            base_url="https://jpn.invalid", transport=httpx.MockTransport(partner_down)
+        )
+        delivery.wake[("JPN", "flash")] = asyncio.Event()
+        prepare(delivery)
+        task = asyncio.create_task(delivery._run("JPN", "flash"))
+        for _ in range(200):
+            if requests:
+                break
+            await asyncio.sleep(0.01)
+        delivery.stopping = True
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(scenario())
+    return requests
+
+
 def test_a_delivery_refused_without_a_signed_receipt_is_entered_on_the_ledger(kor: tuple[Node, dict[str, str]]) -> None:
     node, tokens = kor
     analyst = node.authenticate(tokens["analyst"])
@@ -189,6 +219,8 @@ def test_a_flash_report_committed_claimed_comes_back_only_to_its_own_workers_cla
 
 def test_a_handed_over_flash_report_waits_for_older_rows_after_a_failure(kor: tuple[Node, dict[str, str]]) -> None:
     """The fast path (no claim) is taken only once the lane is drained: never past an older row."""
+    import base64
+    import json
     from io import BytesIO
 
     from gsomia.envelope import peek_label
@@ -196,36 +228,16 @@ def test_a_handed_over_flash_report_waits_for_older_rows_after_a_failure(kor: tu
     node = kor[0]
     duty = signed_in(kor, "duty_officer")
     [older] = node.provide(duty, [LAUNCH], "flash")  # stored earlier, e.g. while the partner was down
-    sent: list[list[str]] = []
+    handed: list[str] = []
 
-    def partner_down(request: httpx.Request) -> httpx.Response:
-        import base64
-        import json
-
-        envelopes = json.loads(request.content)["envelopes"]
-        sent.append([peek_label(BytesIO(base64.b64decode(e))).item_id for e in envelopes])
-        return httpx.Response(503)
-
-    async def scenario() -> None:
-        delivery = Delivery(node)
-        delivery.clients["JPN"] = httpx.AsyncClient(
-            base_url="https://jpn.invalid", transport=httpx.MockTransport(partner_down)
-        )
-        delivery.wake[("JPN", "flash")] = asyncio.Event()
+    def hand_over(delivery: Delivery) -> None:
         result, claimed, _ = node.provide_alert(duty, LAUNCH, delivery.worker_id)
+        handed.append(result["item_id"])
         delivery.hand_over("JPN", claimed)
-        task = asyncio.create_task(delivery._run("JPN", "flash"))
-        for _ in range(200):
-            if sent:
-                break
-            await asyncio.sleep(0.01)
-        delivery.stopping = True
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        assert sent[0] == [older["item_id"], result["item_id"]]
 
-    asyncio.run(scenario())
+    [first, *_] = first_flash_sends_to_a_partner_that_is_down(node, hand_over)
+    envelopes = json.loads(first.content)["envelopes"]
+    assert [peek_label(BytesIO(base64.b64decode(e))).item_id for e in envelopes] == [older["item_id"], *handed]
 
 
 def test_a_stream_shows_a_fresh_report_as_decided_and_nothing_to_a_revoked_subscriber(
@@ -369,31 +381,11 @@ def test_a_handed_over_flash_report_does_not_overtake_an_alarm_queued_before_it(
 ) -> None:
     node = kor[0]
     duty = signed_in(kor, "duty_officer")
-    paths: list[str] = []
 
-    def partner_down(request: httpx.Request) -> httpx.Response:
-        paths.append(request.url.path)
-        return httpx.Response(503)
-
-    async def scenario() -> None:
-        delivery = Delivery(node)
-        delivery.clients["JPN"] = httpx.AsyncClient(
-            base_url="https://jpn.invalid", transport=httpx.MockTransport(partner_down)
-        )
-        delivery.wake[("JPN", "flash")] = asyncio.Event()
+    def alarm_then_report(delivery: Delivery) -> None:
         delivery.drained["JPN"] = True  # the lane was empty a moment ago
         node.raise_alarm("fork", "JPN", "a test alarm")  # queued on the flash lane, with no notice
-        _, claimed, _ = node.provide_alert(duty, LAUNCH, delivery.worker_id)
-        delivery.hand_over("JPN", claimed)
-        task = asyncio.create_task(delivery._run("JPN", "flash"))
-        for _ in range(200):
-            if paths:
-                break
-            await asyncio.sleep(0.01)
-        delivery.stopping = True
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        delivery.hand_over("JPN", node.provide_alert(duty, LAUNCH, delivery.worker_id)[1])
 
-    asyncio.run(scenario())
-    assert paths[0] == "/peer/alarms"  # the alarm first, then the report: the claim returned both in order
+    [first, *_] = first_flash_sends_to_a_partner_that_is_down(node, alarm_then_report)
+    assert first.url.path == "/peer/alarms"  # the alarm first, then the report: the claim returned both in order
