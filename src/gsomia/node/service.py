@@ -31,7 +31,7 @@ from gsomia.node import egress, keychain, trace
 from gsomia.node.clock import Clock
 from gsomia.node.config import NodeConfig
 from gsomia.node.lanes import yield_to_flash
-from gsomia.store import gate
+from gsomia.store import gate, ledger_store
 from gsomia.store import schema as t
 from gsomia.store.ledger_store import append_rows, enqueue_rows, insert_many, sequence_queued
 
@@ -1245,6 +1245,9 @@ class Node(NodeLedger):
         """Move queued entries into the log, in the order queued; how many moved."""
         moved = 0
         while True:
+            with self.engine.connect() as conn:  # an empty queue: no write transaction, no turn at the gate
+                if ledger_store.queued(conn) == 0:
+                    return moved
             with gate.begin(self.engine) as conn:
                 n = sequence_queued(conn)
             moved += n

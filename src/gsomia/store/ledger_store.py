@@ -280,11 +280,14 @@ def sequence_queued(conn: Connection, limit: int = 1000) -> int:
     """Append up to ``limit`` queued entries to the log, oldest first, and drop them from the queue.
 
     The counter is taken first, so sequencers of several processes run one after the other
-    and each queued entry is appended exactly once."""
+    and each queued entry is appended exactly once. An empty queue takes no lock: the
+    sequencer looks often, and on SQLite each lock would be a write transaction."""
+    q = t.ledger_queue
+    if conn.execute(select(q.c.seq).limit(1)).first() is None:
+        return 0
     sql = _statements(conn)
     conn.exec_driver_sql(sql.bump, (0,))  # the log's lock, held to commit
-    q = t.ledger_queue
-    rows = conn.execute(select(q).order_by(q.c.seq).limit(limit)).mappings().all()
+    rows = conn.execute(select(q).order_by(q.c.seq).limit(limit)).mappings().all()  # read again under it
     if not rows:
         return 0
     append_rows(
