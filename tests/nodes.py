@@ -6,7 +6,9 @@ Imported by the integration tests. PostgreSQL comes from ``GSOMIA_TEST_PG``
 
 from __future__ import annotations
 
+import json
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -67,8 +69,10 @@ class Pair:
     nodes: dict[str, Provisioned]
     procs: dict[str, NodeProcess]
 
-    def user(self, party: str, role: str) -> User:
-        return User(self.nodes[party].user_url, self.nodes[party].tokens[role])
+    def user(self, party: str, role: str, flash: bool = False) -> User:
+        """``party``'s user API; with ``flash``, its flash process's where it runs one."""
+        node = self.nodes[party]
+        return User(node.alerts_url if flash else node.user_url, node.tokens[role])
 
     def share(self, frm: str, to: str, classification: str, n: int, batch: int = 100, **extra: Any) -> list[str]:
         ids: list[str] = []
@@ -123,14 +127,16 @@ class Pair:
 
 
 @contextmanager
-def node_pair(tmp: Path, backend: str, demo: bool = False, suite: str = "classic") -> Iterator[Pair]:
+def node_pair(
+    tmp: Path, backend: str, demo: bool = False, suite: str = "classic", flash_process: bool = False
+) -> Iterator[Pair]:
     agreement = terms_only(AGREEMENT, tmp / "agreement-terms.toml")
     if suite != "classic":
         text = agreement.read_text(encoding="utf-8")
         agreement.write_text(text.replace('suite = "classic"', f'suite = "{suite}"', 1), encoding="utf-8")
     with _databases(backend) as urls:
-        nodes = provision_pair(tmp, agreement, database_urls=urls, demo=demo, suite=suite)
-        procs = {p: NodeProcess(n.config, n.user_url, n.root / "node.log") for p, n in nodes.items()}
+        nodes = provision_pair(tmp, agreement, database_urls=urls, demo=demo, suite=suite, flash_process=flash_process)
+        procs = {p: NodeProcess(n.config, n.user_url, n.root / "node.log", n.flash_user_url) for p, n in nodes.items()}
         try:
             for proc in procs.values():
                 proc.start()
@@ -146,3 +152,39 @@ def _databases(backend: str) -> Iterator[dict[str, str] | None]:
         return
     with pg_databases(2) as urls:
         yield {"KOR": urls[0], "JPN": urls[1]}
+
+
+class FlashListener(threading.Thread):
+    def __init__(self, base: str, token: str, last_event_id: str | None = None) -> None:
+        super().__init__(daemon=True)
+        self.base, self.token, self.last = base, token, last_event_id
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.ready = threading.Event()
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        try:
+            self._listen()
+        except httpx.HTTPError:
+            if not self.done.is_set():  # the node closing a stream the test has finished with is fine
+                raise
+
+    def _listen(self) -> None:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        if self.last:
+            headers["Last-Event-ID"] = self.last
+        with httpx.stream(
+            "GET", f"{self.base}/alerts/stream", headers=headers, timeout=httpx.Timeout(20, connect=5)
+        ) as r:
+            self.ready.set()
+            event_id, data = "", ""
+            for line in r.iter_lines():
+                if self.done.is_set():
+                    return
+                if line.startswith("id:"):
+                    event_id = line[3:].strip()
+                elif line.startswith("data:"):
+                    data = line[5:].strip()
+                elif not line and data:
+                    self.events.append((event_id, json.loads(data)))
+                    data = ""

@@ -23,8 +23,7 @@ from gsomia.node.service import ItemSpec, Node
 from gsomia.policy import Subject
 from gsomia.store import schema as t
 from gsomia.store.db import open_database
-from nodes import AGREEMENT, Pair, User
-from test_nodes import FlashListener
+from nodes import AGREEMENT, FlashListener, Pair, User
 
 GSOMIA = str(Path(sys.executable).parent / "gsomia")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import ssl
 import threading
 import time
@@ -11,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from nodes import Pair
+from nodes import FlashListener, Pair
 
 
 def test_items_flow_both_ways_in_the_recipients_marking(pair: Pair) -> None:
@@ -48,42 +47,6 @@ def test_marking_outside_the_agreement_is_refused_and_nothing_is_stored(pair: Pa
     assert r.status_code == 403
     assert r.json()["reasons"][0]["rule"] == "R3"
     assert pair.user("KOR", "analyst").get("/items").json()["items"] == []
-
-
-class FlashListener(threading.Thread):
-    def __init__(self, base: str, token: str, last_event_id: str | None = None) -> None:
-        super().__init__(daemon=True)
-        self.base, self.token, self.last = base, token, last_event_id
-        self.events: list[tuple[str, dict[str, Any]]] = []
-        self.ready = threading.Event()
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        try:
-            self._listen()
-        except httpx.HTTPError:
-            if not self.done.is_set():  # the node closing a stream the test has finished with is fine
-                raise
-
-    def _listen(self) -> None:
-        headers = {"Authorization": f"Bearer {self.token}"}
-        if self.last:
-            headers["Last-Event-ID"] = self.last
-        with httpx.stream(
-            "GET", f"{self.base}/alerts/stream", headers=headers, timeout=httpx.Timeout(20, connect=5)
-        ) as r:
-            self.ready.set()
-            event_id, data = "", ""
-            for line in r.iter_lines():
-                if self.done.is_set():
-                    return
-                if line.startswith("id:"):
-                    event_id = line[3:].strip()
-                elif line.startswith("data:"):
-                    data = line[5:].strip()
-                elif not line and data:
-                    self.events.append((event_id, json.loads(data)))
-                    data = ""
 
 
 def test_flash_reports_reach_the_partner_live_and_resume_with_last_event_id(pair: Pair) -> None:

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from gsomia import ledger
-from nodes import Pair, node_pair
-from test_nodes import FlashListener
+from nodes import FlashListener, Pair, node_pair
 
 GSOMIA = str(Path(sys.executable).parent / "gsomia")
 

@@ -467,19 +467,33 @@ ConfigOption = Annotated[Path, typer.Option("--config", help="The node's node.to
 
 
 @node_app.command("serve")
-def node_serve(config: ConfigOption) -> None:
-    """Serve the user API and the mutual-TLS peer API, and deliver the outbox."""
+def node_serve(
+    config: ConfigOption,
+    flash_link: Annotated[int | None, typer.Option(hidden=True, help="Run as the node's flash process.")] = None,
+) -> None:
+    """Serve the user API and the mutual-TLS peer API, and deliver the outbox.
+
+    With flash_listen in the configuration, flash work (R17) runs in a second process on
+    ports of its own, which this one starts, watches and stops."""
     import asyncio
 
     from gsomia.node import config as node_config
     from gsomia.node.serve import serve
 
     cfg = node_config.load(config)
-    out.print(
-        f"gsomia node {cfg.party}: user API http://{cfg.listen[0]}:{cfg.listen[1]}, "
-        f"peer API https://{cfg.peer_listen[0]}:{cfg.peer_listen[1]} (mutual TLS)"
-    )
-    asyncio.run(serve(cfg))
+    if flash_link is not None and cfg.flash_listen is None:
+        raise typer.BadParameter("this configuration has no flash_listen", param_hint="--flash-link")
+    if flash_link is None:
+        out.print(
+            f"gsomia node {cfg.party}: user API http://{cfg.listen[0]}:{cfg.listen[1]}, "
+            f"peer API https://{cfg.peer_listen[0]}:{cfg.peer_listen[1]} (mutual TLS)"
+        )
+    if flash_link is None and cfg.flash_listen and cfg.flash_peer_listen:
+        out.print(
+            f"gsomia node {cfg.party}: flash process: user API http://{cfg.flash_listen[0]}:{cfg.flash_listen[1]}, "
+            f"peer API https://{cfg.flash_peer_listen[0]}:{cfg.flash_peer_listen[1]}"
+        )
+    asyncio.run(serve(cfg, flash_link))
 
 
 def _node(config: Path) -> Any:

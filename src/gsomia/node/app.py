@@ -9,7 +9,7 @@ import base64
 import binascii
 import json
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -42,9 +42,16 @@ class Broker:
     def __init__(self) -> None:
         self._event = asyncio.Event()
         self._recent: deque[FreshAlert] = deque(maxlen=self.RECENT)
+        self.relay: Callable[[], None] | None = None  # tells the node's other process (``node/link.py``)
 
     def publish(self, alerts: Sequence[FreshAlert] = ()) -> None:
         self._recent.extend(alerts)
+        self.wake()
+        if self.relay is not None:
+            self.relay()
+
+    def wake(self) -> None:
+        """Streams look in the database: another process of the node stored something."""
         self._event.set()
         self._event = asyncio.Event()
 
@@ -278,8 +285,14 @@ def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
         spec = ItemSpec(
             body.to, body.classification, body.text.encode("utf-8"), (), tuple(body.purposes), tuple(body.compartments)
         )
-        result, claimed, fresh = await call(node.provide_alert, who, spec, delivery.worker_id, lane="flash")
-        delivery.hand_over(body.to, claimed)
+        # Claimed at commit only where this process delivers the flash lane; else the node's
+        # flash process is told and claims it (``node/link.py``).
+        here = "flash" in delivery.lanes
+        result, claimed, fresh = await call(
+            node.provide_alert, who, spec, delivery.worker_id if here else None, lane="flash"
+        )
+        if here:
+            delivery.hand_over(body.to, claimed)
         broker.publish(fresh)
         return {"alert": result}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 
@@ -20,9 +21,21 @@ class SimulatedClock:
 
     def __init__(self, start: datetime | None = None) -> None:
         self._offset = timedelta(0) if start is None else start - datetime.now(UTC)
+        self.on_set: Callable[[float], None] | None = None  # the node's flash process follows it
 
     def set(self, at: datetime) -> None:
         self._offset = at.astimezone(UTC) - datetime.now(UTC)
+        if self.on_set is not None:
+            self.on_set(self.offset)
+
+    @property
+    def offset(self) -> float:
+        """Seconds ahead of real time: what a node's flash process is told (``node/link.py``)."""
+        return self._offset.total_seconds()
+
+    @offset.setter
+    def offset(self, seconds: float) -> None:
+        self._offset = timedelta(seconds=seconds)
 
     def now(self) -> datetime:
         return datetime.now(UTC) + self._offset

@@ -11,9 +11,14 @@ tls_key = "keys/KOR.tls.key"
 listen = "127.0.0.1:8701"                 # user API (tokens)
 peer_listen = "127.0.0.1:8711"            # peer API (mutual TLS)
 demo = false                              # a simulated clock, demo only
+# Optional: flash work (R17) in a process of its own, on ports of its own (``node/link.py``).
+flash_listen = "127.0.0.1:8721"           # its user API: duty officers' POST /alerts and alert streams
+flash_peer_listen = "127.0.0.1:8731"      # its peer API: partners send flash-lane deliveries here
+bulk_nice = 10                            # the main process's CPU priority drops by this much (0-19)
 
 [peers.JPN]
 url = "https://127.0.0.1:8712"
+flash_url = "https://127.0.0.1:8732"      # optional: JPN's flash peer API (default: url)
 public_key = "keys/JPN.pub"
 tls_cert = "keys/JPN.crt"
 ```
@@ -32,8 +37,23 @@ from gsomia.errors import AgreementFileError
 from gsomia.files import load_private, load_public, read_bytes
 from gsomia.keys import PrivateKeys, PublicKeys
 
-_KEYS = {"party", "agreements", "database_url", "key", "tls_cert", "tls_key", "listen", "peer_listen", "demo", "peers"}
+_KEYS = {
+    "party",
+    "agreements",
+    "database_url",
+    "key",
+    "tls_cert",
+    "tls_key",
+    "listen",
+    "peer_listen",
+    "flash_listen",
+    "flash_peer_listen",
+    "bulk_nice",
+    "demo",
+    "peers",
+}
 _PEER_KEYS = {"url", "public_key", "tls_cert"}
+_PEER_OPTIONAL = {"flash_url"}
 
 
 @dataclass(frozen=True)
@@ -42,6 +62,10 @@ class Peer:
     url: str
     public_key: PublicKeys
     tls_cert: Path
+    flash_url: str | None = None  # the partner's flash process, if it runs one
+
+    def url_for(self, lane: str) -> str:
+        return self.flash_url if lane == "flash" and self.flash_url else self.url
 
 
 @dataclass(frozen=True)
@@ -58,6 +82,11 @@ class NodeConfig:
     peer_listen: tuple[str, int]
     demo: bool
     peers: dict[str, Peer]
+    # The flash process's user and peer API (both or neither), and how far the main process
+    # lowers its CPU priority when there is one.
+    flash_listen: tuple[str, int] | None = None
+    flash_peer_listen: tuple[str, int] | None = None
+    bulk_nice: int = 10
 
     def agreement_with(self, party: str) -> Agreement:
         """The bilateral agreement between this node's party and ``party``."""
@@ -121,7 +150,7 @@ def load(path: Path) -> NodeConfig:
     for code, raw in need("peers", dict).items():
         if not isinstance(raw, dict):
             raise AgreementFileError(source, f"peers.{code}", "must be a table")
-        extra = set(raw) - _PEER_KEYS
+        extra = set(raw) - _PEER_KEYS - _PEER_OPTIONAL
         if extra:
             raise AgreementFileError(source, f"peers.{code}.{sorted(extra)[0]}", "unknown key")
         for k in _PEER_KEYS:
@@ -130,7 +159,22 @@ def load(path: Path) -> NodeConfig:
         pub = load_public(rel(raw["public_key"]))
         if pub.party != code:
             raise AgreementFileError(source, f"peers.{code}.public_key", f"is {pub.party}'s key")
-        peers[code] = Peer(code, raw["url"].rstrip("/"), pub, rel(raw["tls_cert"]))
+        flash_url = raw.get("flash_url")
+        if flash_url is not None and not (isinstance(flash_url, str) and flash_url.startswith("https://")):
+            raise AgreementFileError(source, f"peers.{code}.flash_url", "must be an https:// URL")
+        for k in ("url", *(["flash_url"] if flash_url else [])):
+            if not raw[k].startswith("https://"):
+                raise AgreementFileError(source, f"peers.{code}.{k}", "must be an https:// URL (mutual TLS)")
+        peers[code] = Peer(
+            code, raw["url"].rstrip("/"), pub, rel(raw["tls_cert"]), flash_url.rstrip("/") if flash_url else None
+        )
+    flash = [k for k in ("flash_listen", "flash_peer_listen") if k in data]
+    if len(flash) == 1:
+        other = ({"flash_listen", "flash_peer_listen"} - set(flash)).pop()
+        raise AgreementFileError(source, other, f"missing (a flash process needs both {flash[0]} and {other})")
+    nice = data.get("bulk_nice", 10)
+    if not isinstance(nice, int) or isinstance(nice, bool) or not 0 <= nice <= 19:
+        raise AgreementFileError(source, "bulk_nice", "must be a whole number from 0 to 19")
     config = NodeConfig(
         path=path,
         party=party,
@@ -144,7 +188,21 @@ def load(path: Path) -> NodeConfig:
         peer_listen=_address(source, "peer_listen", need("peer_listen")),
         demo=_flag(source, "demo", data.get("demo", False)),
         peers=peers,
+        flash_listen=_address(source, "flash_listen", data["flash_listen"]) if flash else None,
+        flash_peer_listen=_address(source, "flash_peer_listen", data["flash_peer_listen"]) if flash else None,
+        bulk_nice=nice,
     )
+    named = {
+        "listen": config.listen,
+        "peer_listen": config.peer_listen,
+        "flash_listen": config.flash_listen,
+        "flash_peer_listen": config.flash_peer_listen,
+    }
+    ports = [(name, address) for name, address in named.items() if address is not None]
+    for n, (name, address) in enumerate(ports):
+        for earlier, seen in ports[:n]:
+            if address == seen:
+                raise AgreementFileError(source, name, f"is the same address as {earlier}")
     for code in peers:
         try:
             config.agreement_with(code)

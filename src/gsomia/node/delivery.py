@@ -17,6 +17,7 @@ import json
 import logging
 import random
 import uuid
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import httpx
@@ -35,11 +36,19 @@ def backoff(attempts: int) -> float:
 
 
 class Delivery:
-    def __init__(self, node: Node) -> None:
+    """The delivery workers of one process, for the lanes it delivers (all of them, unless the
+    node runs a flash process: then the main process delivers bulk and the flash process flash).
+    """
+
+    def __init__(self, node: Node, lanes_here: Iterable[str] = LANES) -> None:
         self.node = node
+        self.lanes = tuple(lane for lane in LANES if lane in set(lanes_here))
+        # Rows committed here on a lane another process delivers: it is told (``node/link.py``).
+        self.forward: Callable[[str, str], None] | None = None
         self.worker_id = f"{node.party}-{uuid.uuid4().hex[:8]}"
         self.wake: dict[tuple[str, str], asyncio.Event] = {}
-        self.clients: dict[str, httpx.AsyncClient] = {}
+        self.clients: dict[str, httpx.AsyncClient] = {}  # per peer, to its main peer API
+        self._flash_clients: dict[str, httpx.AsyncClient] = {}  # to its flash process, where it has one
         self.stopping = False
         self._tasks: list[asyncio.Task[None]] = []
         self.witness: Any = None  # set by serve: heads in receipts wake it
@@ -58,6 +67,10 @@ class Delivery:
 
     def notify(self, peer_party: str, lane: str) -> None:
         """Rows for ``peer_party`` on ``lane`` are in the outbox: the worker claims them."""
+        if lane not in self.lanes:
+            if self.forward is not None:
+                self.forward(peer_party, lane)
+            return
         event = self.wake.get((peer_party, lane))
         if event is not None:
             self._asked[(peer_party, lane)] = True
@@ -74,7 +87,11 @@ class Delivery:
         cfg = self.node.config
         for code, p in cfg.peers.items():
             self.clients[code] = peer.make_client(str(cfg.tls_cert), str(cfg.tls_key), str(p.tls_cert), p.url)
-            for lane in LANES:
+            if p.flash_url and "flash" in self.lanes:
+                self._flash_clients[code] = peer.make_client(
+                    str(cfg.tls_cert), str(cfg.tls_key), str(p.tls_cert), p.flash_url
+                )
+            for lane in self.lanes:
                 self.wake[(code, lane)] = asyncio.Event()
                 self._tasks.append(asyncio.create_task(self._run(code, lane), name=f"deliver-{code}-{lane}"))
 
@@ -89,7 +106,7 @@ class Delivery:
                 await task
         for code in list(self._settling):
             await self._settle(code)
-        for client in self.clients.values():
+        for client in [*self.clients.values(), *self._flash_clients.values()]:
             await client.aclose()
 
     async def _run(self, code: str, lane: str) -> None:
@@ -191,7 +208,8 @@ class Delivery:
             if lane == "flash":
                 for row in rows:
                     trace.mark(row["ref"], "posting")
-            response = await self.clients[code].post(path, content=body, headers=headers)
+            client = self._flash_clients.get(code, self.clients[code]) if lane == "flash" else self.clients[code]
+            response = await client.post(path, content=body, headers=headers)
             if 400 <= response.status_code < 500 and response.status_code not in (401, 408, 429):
                 # The peer read the request and refused it for good: record why, do not retry forever.
                 reason = f"refused by {code}: HTTP {response.status_code}: {response.text[:300]}"

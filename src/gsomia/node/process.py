@@ -12,12 +12,21 @@ from pathlib import Path
 import httpx
 
 
+def answers(url: str) -> bool:
+    """Does the node at ``url`` answer ``GET /health``?"""
+    try:
+        return httpx.get(f"{url}/health", timeout=0.5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 class NodeProcess:
     """``gsomia node serve`` in a child process, with its log in ``log``."""
 
-    def __init__(self, config: Path, user_url: str, log: Path) -> None:
+    def __init__(self, config: Path, user_url: str, log: Path, flash_url: str | None = None) -> None:
         self.config = config
         self.user_url = user_url
+        self.flash_url = flash_url  # the node's flash process: ready when it answers too
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -36,11 +45,8 @@ class NodeProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"node {self.config} exited with {self.proc.returncode}; see {self.log}")
-            try:
-                if httpx.get(f"{self.user_url}/health", timeout=0.5).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
+            if all(answers(url) for url in (self.user_url, self.flash_url) if url):
+                return self
             time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"node {self.config} did not answer within {timeout:.0f} s; see {self.log}")

@@ -85,6 +85,12 @@ class Provisioned:
     config: Path
     user_url: str
     tokens: dict[str, str]
+    flash_user_url: str | None = None  # the flash process's user API, if the node runs one
+
+    @property
+    def alerts_url(self) -> str:
+        """Where duty officers post and follow flash reports (R17)."""
+        return self.flash_user_url or self.user_url
 
 
 def provision_pair(
@@ -94,9 +100,13 @@ def provision_pair(
     demo: bool = False,
     suite: str = "classic",
     parties: tuple[str, str] = ("KOR", "JPN"),
+    flash_process: bool = False,
 ) -> dict[str, Provisioned]:
-    """Create ``root/<PARTY>/`` for both parties and return how to reach each."""
+    """Create ``root/<PARTY>/`` for both parties and return how to reach each.
+
+    With ``flash_process`` each node runs its flash lane in a process of its own (R17)."""
     ports = {p: (free_port(), free_port()) for p in parties}
+    flash_ports = {p: (free_port(), free_port()) for p in parties} if flash_process else {}
     now = datetime.now().astimezone()
     for party in parties:
         home = root / party
@@ -119,6 +129,12 @@ def provision_pair(
         (home / "keys" / f"{other}.crt").write_bytes((root / other / "keys" / f"{other}.crt").read_bytes())
         url = (database_urls or {}).get(party) or "sqlite:///node.db"
         user_port, peer_port = ports[party]
+        flash = (
+            f'flash_listen = "127.0.0.1:{flash_ports[party][0]}"\nflash_peer_listen = "127.0.0.1:{flash_ports[party][1]}"\n'
+            if flash_process
+            else ""
+        )
+        flash_url = f'flash_url = "https://127.0.0.1:{flash_ports[other][1]}"\n' if flash_process else ""
         text = f"""# gsomia node {party} (provisioned {now.isoformat(timespec="seconds")})
 party = "{party}"
 agreements = ["{agreement_file.resolve()}"]
@@ -129,10 +145,10 @@ tls_key = "keys/{party}.tls.key"
 listen = "127.0.0.1:{user_port}"
 peer_listen = "127.0.0.1:{peer_port}"
 demo = {"true" if demo else "false"}
-
+{flash}
 [peers.{other}]
 url = "https://127.0.0.1:{ports[other][1]}"
-public_key = "keys/{other}.pub"
+{flash_url}public_key = "keys/{other}.pub"
 tls_cert = "keys/{other}.crt"
 """
         (home / "node.toml").write_text(text, encoding="utf-8")
@@ -144,5 +160,12 @@ tls_cert = "keys/{other}.crt"
         node.engine.dispose()
         with atomic_output(home / "tokens.json", mode=0o600) as f:
             f.write(json.dumps(tokens, indent=2).encode())
-        result[party] = Provisioned(party, home, home / "node.toml", f"http://127.0.0.1:{user_port}", tokens)
+        result[party] = Provisioned(
+            party,
+            home,
+            home / "node.toml",
+            f"http://127.0.0.1:{user_port}",
+            tokens,
+            f"http://127.0.0.1:{flash_ports[party][0]}" if flash_process else None,
+        )
     return result

@@ -1,13 +1,23 @@
-"""Run a node: the user API and the mutual-TLS peer API in one process, plus delivery."""
+"""Run a node: the user API and the mutual-TLS peer API, plus delivery.
+
+One process by default. With ``flash_listen`` in ``node.toml`` the node runs two: this
+main process (bulk delivery, the witness) and a flash process it starts, watches and
+restarts, serving the flash lane on ports of its own (R17; ``node/link.py``).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import socket
 import ssl
+import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -16,66 +26,184 @@ from gsomia.node.clock import SimulatedClock, SystemClock
 from gsomia.node.config import NodeConfig
 from gsomia.node.delivery import Delivery
 from gsomia.node.keysync import KeySync
+from gsomia.node.link import Link
 from gsomia.node.sequencer import Sequencer
-from gsomia.node.service import Node
+from gsomia.node.service import LANES, Node
 from gsomia.node.witness import Witness
 from gsomia.store.db import open_database
+
+log = logging.getLogger("gsomia.serve")
 
 
 def peer_ca_bundle(config: NodeConfig) -> Path:
     """The peers' certificates, the only anchors the peer API trusts for client certificates."""
     bundle = config.path.parent / ".peer-ca.pem"
-    bundle.write_bytes(b"".join(p.tls_cert.read_bytes() for p in config.peers.values()))
+    tmp = bundle.with_name(f".peer-ca.{os.getpid()}.tmp")  # both processes of a node write it
+    tmp.write_bytes(b"".join(p.tls_cert.read_bytes() for p in config.peers.values()))
+    tmp.replace(bundle)
     return bundle
 
 
-def build(config: NodeConfig) -> tuple[Node, Delivery, Broker]:
+def build(config: NodeConfig, lanes: tuple[str, ...] = LANES) -> tuple[Node, Delivery, Broker]:
     engine = open_database(config.database_url)
     clock = SimulatedClock() if config.demo else SystemClock()
     node = Node(config, engine, clock)
-    return node, Delivery(node), Broker()
+    return node, Delivery(node, lanes), Broker()
 
 
 WITNESS_INTERVAL = float(os.environ.get("GSOMIA_WITNESS_INTERVAL", "30"))
+RESTART_DELAY = 1.0  # seconds before a flash process that died is started again
 
 
-async def serve(config: NodeConfig) -> None:
+def _server(app: Any, address: tuple[str, int], tls: dict[str, Any] | None = None) -> uvicorn.Server:
+    return uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=address[0],
+            port=address[1],
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            # Open SSE streams, and a partner's idle keep-alive TLS connections (which never answer
+            # close_notify), would otherwise hold shutdown forever.
+            timeout_graceful_shutdown=3,
+            **(tls or {}),
+        )
+    )
+
+
+def _peer_tls(config: NodeConfig) -> dict[str, Any]:
+    return {
+        "ssl_certfile": str(config.tls_cert),
+        "ssl_keyfile": str(config.tls_key),
+        "ssl_ca_certs": str(peer_ca_bundle(config)),
+        "ssl_cert_reqs": ssl.CERT_REQUIRED,
+    }
+
+
+def _hints(node: Node, delivery: Delivery, broker: Broker) -> dict[str, Any]:
+    """What each process does with the other's hints (``node/link.py``)."""
+
+    def wake(words: list[str]) -> None:
+        lane, peer = words
+        if peer in node.config.peers and lane in LANES:
+            delivery.notify(peer, lane)
+
+    def clock(words: list[str]) -> None:
+        if isinstance(node.clock, SimulatedClock):
+            node.clock.offset = float(words[0])  # the setter, not ``set``: no hint back
+
+    return {"wake": wake, "alerts": lambda _: broker.wake(), "clock": clock}
+
+
+def _wire(link: Any, node: Node, delivery: Delivery, broker: Broker) -> None:
+    """Hints to the other process, for what this one commits on a lane it does not deliver."""
+    delivery.forward = lambda peer, lane: link.send_threadsafe("wake", lane, peer)
+    broker.relay = lambda: link.send_threadsafe("alerts")
+    if "flash" not in delivery.lanes:
+        node.on_flash_queued = lambda peer: link.send_threadsafe("wake", "flash", peer)
+    if isinstance(node.clock, SimulatedClock):
+        node.clock.on_set = lambda offset: link.send_threadsafe("clock", repr(offset))
+
+
+class FlashProcess:
+    """The node's flash process, seen from the main process: started, watched, restarted.
+
+    It is started from a thread kept at the main process's original CPU priority (Linux
+    nice values are per thread, and a child inherits the forking thread's), so the main
+    process may lower its own priority and still start flash processes at full priority.
+    """
+
+    def __init__(self, config: NodeConfig, node: Node, delivery: Delivery, broker: Broker) -> None:
+        self.config, self.node, self.delivery, self.broker = config, node, delivery, broker
+        self.spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gsomia-spawner")
+        self.spawner.submit(lambda: None).result()  # the thread exists now, before any nice
+        self.link: Link | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.stopping = False
+        self._task: asyncio.Task[None] | None = None
+
+    def send_threadsafe(self, *words: str) -> None:
+        if self.link is not None:
+            self.link.send_threadsafe(*words)
+
+    async def start(self) -> None:
+        _wire(self, self.node, self.delivery, self.broker)
+        await self._spawn()
+        self._task = asyncio.create_task(self._watch(), name="flash-process")
+
+    async def _spawn(self) -> None:
+        ours, theirs = socket.socketpair()
+        argv = [sys.executable, "-m", "gsomia", "node", "serve", "--config", str(self.config.path)]
+        argv += ["--flash-link", str(theirs.fileno())]
+        try:
+            self.proc = await asyncio.get_running_loop().run_in_executor(
+                self.spawner,
+                # Its own session: a Ctrl-C meant for the node reaches the main process, which stops it.
+                lambda: subprocess.Popen(argv, pass_fds=(theirs.fileno(),), start_new_session=True),  # noqa: S603
+            )
+        finally:
+            theirs.close()
+        self.link = Link(ours, _hints(self.node, self.delivery, self.broker))
+        await self.link.open()
+        if isinstance(self.node.clock, SimulatedClock):
+            self.link.send("clock", repr(self.node.clock.offset))
+        for peer in self.config.peers:  # rows may have waited while it was down
+            self.link.send("wake", "flash", peer)
+
+    async def _watch(self) -> None:
+        while not self.stopping:
+            assert self.link is not None
+            assert self.proc is not None
+            await self.link.closed.wait()
+            if self.stopping:
+                return
+            code = await asyncio.get_running_loop().run_in_executor(self.spawner, self.proc.wait)
+            log.error("the flash process exited (%s); starting another in %.0f s", code, RESTART_DELAY)
+            await asyncio.sleep(RESTART_DELAY)
+            if not self.stopping:
+                await self._spawn()
+
+    async def stop(self, timeout: float = 8.0) -> None:
+        self.stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.link is not None:
+            self.link.close()  # end of file: the flash process stops
+        if self.proc is not None:
+            proc = self.proc
+            try:
+                await asyncio.get_running_loop().run_in_executor(self.spawner, proc.wait, timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.spawner.shutdown(wait=False)
+
+
+async def serve(config: NodeConfig, flash_link: int | None = None) -> None:
+    """The main process, or with ``flash_link`` (a socket's file descriptor) the flash process."""
     # Hand the GIL over more often (default 5 ms) so a flash report's thread is not
     # kept waiting behind a bulk thread's time slice (R17).
     sys.setswitchinterval(0.001)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    node, delivery, broker = build(config)
+    if flash_link is not None:
+        await _serve_flash(config, socket.socket(fileno=flash_link))
+        return
+    split = config.flash_listen is not None
+    node, delivery, broker = build(config, ("bulk",) if split else LANES)
+    flash = FlashProcess(config, node, delivery, broker) if split else None
+    if flash is not None:
+        await flash.start()
+        os.nice(config.bulk_nice)  # this thread and every thread it starts from now on
     await delivery.start()
     keys = KeySync(node, delivery.clients)
     witness = Witness(node, delivery.clients, WITNESS_INTERVAL, keys)
     delivery.witness = witness
     delivery.keys = keys
-    user = uvicorn.Server(
-        uvicorn.Config(
-            create_user_app(node, delivery, broker),
-            host=config.listen[0],
-            port=config.listen[1],
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            timeout_graceful_shutdown=3,  # open SSE streams would otherwise hold shutdown forever
-        )
-    )
-    peer = uvicorn.Server(
-        uvicorn.Config(
-            create_peer_app(node, broker, witness, keys),
-            host=config.peer_listen[0],
-            port=config.peer_listen[1],
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            ssl_certfile=str(config.tls_cert),
-            ssl_keyfile=str(config.tls_key),
-            ssl_ca_certs=str(peer_ca_bundle(config)),
-            ssl_cert_reqs=ssl.CERT_REQUIRED,
-            timeout_graceful_shutdown=3,  # the partner's idle keep-alive TLS connections never answer close_notify
-        )
-    )
+    user = _server(create_user_app(node, delivery, broker), config.listen)
+    peer = _server(create_peer_app(node, broker, witness, keys), config.peer_listen, _peer_tls(config))
     sequencer = Sequencer(node)
     await sequencer.start()
     await witness.start()
@@ -85,4 +213,37 @@ async def serve(config: NodeConfig) -> None:
         await witness.stop()
         await delivery.stop()
         await sequencer.stop()
+        if flash is not None:
+            await flash.stop()
+        node.engine.dispose()
+
+
+async def _serve_flash(config: NodeConfig, sock: socket.socket) -> None:
+    """The flash process: the flash lane's delivery, and the user and peer APIs on the flash ports."""
+    assert config.flash_listen is not None
+    assert config.flash_peer_listen is not None
+    node, delivery, broker = build(config, ("flash",))
+    link = Link(sock, _hints(node, delivery, broker))
+    await link.open()
+    _wire(link, node, delivery, broker)
+    await delivery.start()
+    keys = KeySync(node, delivery.clients)
+    delivery.keys = keys
+    user = _server(create_user_app(node, delivery, broker), config.flash_listen)
+    peer = _server(create_peer_app(node, broker, None, keys), config.flash_peer_listen, _peer_tls(config))
+    sequencer = Sequencer(node)
+    await sequencer.start()
+
+    async def orphaned() -> None:
+        await link.closed.wait()  # the main process stopped or died: so does this one
+        user.should_exit = peer.should_exit = True
+
+    watch = asyncio.create_task(orphaned())
+    try:
+        await asyncio.gather(user.serve(), peer.serve())
+    finally:
+        watch.cancel()
+        await delivery.stop()
+        await sequencer.stop()
+        link.close()
         node.engine.dispose()

@@ -98,9 +98,13 @@ class NodeLedger:
     party: str
     flash_queued: dict[str, int]
 
+    on_flash_queued: Callable[[str], None] | None
+
     def _queued_flash(self, peer: str) -> None:
         """Called after a commit that put unclaimed rows for ``peer`` on the flash lane."""
         self.flash_queued[peer] = self.flash_queued.get(peer, 0) + 1
+        if self.on_flash_queued is not None:  # the node's flash process delivers them: tell it
+            self.on_flash_queued(peer)
 
     def own_head(self, max_age: float = 1.0) -> dict[str, Any]:
         """The log's signed tree head, at most ``max_age`` seconds old.
@@ -249,6 +253,8 @@ class Node(NodeLedger):
     # Per peer, how many times this process committed flash-lane outbox rows nobody holds:
     # a delivery worker that sees the count move claims before it sends what it was handed.
     flash_queued: dict[str, int] = field(default_factory=dict)
+    # Called from the committing thread with the peer's code, when another process delivers the flash lane.
+    on_flash_queued: Callable[[str], None] | None = None
     queued: int = 0  # ledger entries this process has queued (``ledger_store.enqueue_rows``): wakes the sequencer
 
     def __post_init__(self) -> None:
@@ -506,13 +512,14 @@ class Node(NodeLedger):
         return self._provide(subject, specs, lane, None)[0]
 
     def provide_alert(
-        self, subject: policy.Subject, spec: ItemSpec, worker: str
+        self, subject: policy.Subject, spec: ItemSpec, worker: str | None
     ) -> tuple[dict[str, Any], list[dict[str, Any]], list[FreshAlert]]:
         """A flash report (R17): committed like any item, its outbox row already claimed by ``worker``.
 
         The claim is part of the commit, so the delivery worker can send the row it is handed
         at once instead of claiming it back in a transaction of its own; the stream shows the
-        returned ``FreshAlert`` without reading it back."""
+        returned ``FreshAlert`` without reading it back. With no ``worker`` (this process does not
+        deliver the flash lane), the row is left for whichever worker claims it."""
         results, claimed, fresh = self._provide(subject, [spec], "flash", worker)
         return results[0], claimed, fresh
 

@@ -1,0 +1,205 @@
+"""A node's flash process (``flash_listen``): flash work on ports and in a process of its own (R17).
+
+Real nodes over real HTTP on SQLite and PostgreSQL: reports, notes and bulk items cross
+between the two processes of each node, the flash process goes when its node goes (also on
+``kill -9``), a flash process that dies is started again, and bad configurations are refused.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from gsomia.demo import terms_only
+from gsomia.errors import AgreementFileError
+from gsomia.node import config as node_config
+from gsomia.node.process import NodeProcess, answers
+from gsomia.node.provision import provision_pair
+from nodes import AGREEMENT, FlashListener, Pair, node_pair
+
+GSOMIA = str(Path(sys.executable).parent / "gsomia")
+LAUNCH = {"to": "KOR", "classification": "極秘", "purposes": ["nk-missile"]}
+
+
+@pytest.fixture
+def split_pair(tmp_path: Path, backend: str) -> Iterator[Pair]:
+    with node_pair(tmp_path, backend, flash_process=True) as p:
+        yield p
+
+
+def flash_pids(config: Path) -> list[int]:
+    """The flash processes running for the node configured at ``config``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"--flash-link" in argv and str(config).encode() in argv:
+            found.append(int(entry.name))
+    return found
+
+
+def wait_until(check: object, what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_reports_notes_and_items_cross_between_the_two_processes_of_each_node(split_pair: Pair) -> None:
+    pair = split_pair
+    kor = pair.nodes["KOR"]
+    assert kor.flash_user_url
+    assert kor.flash_user_url != kor.user_url
+    on_flash = FlashListener(kor.alerts_url, kor.tokens["duty_officer"])
+    on_main = FlashListener(kor.user_url, kor.tokens["duty_officer"])
+    for listener in (on_flash, on_main):
+        listener.start()
+        assert listener.ready.wait(10)
+    duty_flash = pair.user("JPN", "duty_officer", flash=True)
+    duty_main = pair.user("JPN", "duty_officer")
+    ids = pair.share("JPN", "KOR", "秘", 50)  # bulk, through the main processes
+    for n, duty in enumerate([duty_flash, duty_main, duty_flash]):  # the main one hands its report over
+        r = duty.post("/alerts", {**LAUNCH, "text": f"launch {n}"})
+        assert r.status_code == 201, r.text
+    want = ["launch 0", "launch 1", "launch 2"]
+    pair.wait(lambda: len(on_flash.events) >= 3 and len(on_main.events) >= 3, "the reports on both streams", 30)
+    for listener in (on_flash, on_main):
+        listener.done.set()
+        assert [e["text"] for _, e in listener.events] == want  # in order, once, on either port
+    pair.wait(lambda: pair.pending("JPN") == 0, "bulk delivery")
+    assert [r["item_id"] for r in pair.received("KOR") if r["item_id"] in set(ids)] == ids
+    # Items posted to the flash port are still delivered, by the main process.
+    r = pair.user("JPN", "analyst", flash=True).post(
+        "/items", {"items": [{"to": "KOR", "classification": "秘", "text": "via the flash port"}]}
+    )
+    assert r.status_code == 201, r.text
+    pair.wait(lambda: r.json()["items"][0]["item_id"] in {x["item_id"] for x in pair.received("KOR")}, "that item")
+    # A note recorded on KOR's main process goes out through its flash process and binds both nodes.
+    note = pair.user("KOR", "security_authority").post("/notes", {"to": "JPN", "type": "termination_notice"})
+    assert note.status_code == 201, note.text
+    for party, other in (("KOR", "JPN"), ("JPN", "KOR")):
+        for flash in (False, True):
+            user = pair.user(party, "analyst", flash=flash)
+            pair.wait(lambda u=user, o=other: u.get("/status").json()[o]["state"] == "termination_pending", "status")
+
+
+def test_the_flash_process_goes_with_its_node_even_on_kill_9(tmp_path: Path) -> None:
+    with node_pair(tmp_path, "sqlite", flash_process=True) as pair:
+        kor = pair.nodes["KOR"]
+        [child] = flash_pids(kor.config)
+        pair.procs["KOR"].kill()  # no chance to stop it
+        wait_until(lambda: not flash_pids(kor.config), "KOR's flash process to go")
+        assert kor.flash_user_url
+        assert not answers(kor.flash_user_url)
+        # Reports sent meanwhile wait in JPN's outbox, and arrive once KOR is back.
+        duty = pair.user("JPN", "duty_officer", flash=True)
+        assert duty.post("/alerts", {**LAUNCH, "text": "while KOR was down"}).status_code == 201
+        pair.procs["KOR"].start()
+        [again] = flash_pids(kor.config)
+        assert again != child
+        listener = FlashListener(kor.alerts_url, kor.tokens["duty_officer"])
+        listener.start()
+        pair.wait(lambda: listener.events, "the report held while KOR was down", 30)
+        listener.done.set()
+        assert listener.events[0][1]["text"] == "while KOR was down"
+
+
+def test_a_flash_process_that_dies_is_started_again(tmp_path: Path) -> None:
+    with node_pair(tmp_path, "sqlite", flash_process=True) as pair:
+        kor = pair.nodes["KOR"]
+        [child] = flash_pids(kor.config)
+        os.kill(child, signal.SIGKILL)
+        wait_until(lambda: flash_pids(kor.config) not in ([], [child]), "a new flash process")
+        assert kor.flash_user_url is not None
+        wait_until(lambda: answers(kor.flash_user_url or ""), "the new flash process to answer")
+        listener = FlashListener(kor.alerts_url, kor.tokens["duty_officer"])
+        listener.start()
+        assert listener.ready.wait(10)
+        r = pair.user("JPN", "duty_officer", flash=True).post("/alerts", {**LAUNCH, "text": "after the restart"})
+        assert r.status_code == 201, r.text
+        pair.wait(lambda: listener.events, "a report through the new flash process", 30)
+        listener.done.set()
+        # KOR's own reports go out through it as well (its main process hands them over).
+        r = pair.user("KOR", "duty_officer").post(
+            "/alerts", {"to": "JPN", "classification": "군사II급비밀", "text": "from KOR", "purposes": ["nk-missile"]}
+        )
+        assert r.status_code == 201, r.text
+        pair.wait(lambda: pair.pending("KOR") == 0, "KOR's report to be acknowledged")
+
+
+def test_the_demo_clock_is_one_clock_for_both_processes(tmp_path: Path) -> None:
+    with node_pair(tmp_path, "sqlite", demo=True, flash_process=True) as pair:
+        main = pair.user("KOR", "security_authority")
+        flash = pair.user("KOR", "security_authority", flash=True)
+
+        def now(user: object) -> datetime:
+            return datetime.fromisoformat(user.get("/health").json()["now"])  # type: ignore[attr-defined]
+
+        assert main.post("/demo/clock", {"at": "2019-11-22T17:59:00+09:00"}).status_code == 200
+        pair.wait(lambda: now(flash).year == 2019, "the flash process to follow the main one")
+        assert abs((now(flash) - now(main)).total_seconds()) < 5
+        assert flash.post("/demo/clock", {"at": "2019-08-23T10:00:00+09:00"}).status_code == 200
+        pair.wait(lambda: now(main).month == 8, "the main process to follow the flash one")
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        (lambda t: t + 'flash_listen = "127.0.0.1:9"\n', "flash_peer_listen"),
+        (lambda t: t + 'flash_listen = "127.0.0.1:9"\nflash_peer_listen = "127.0.0.1:9"\n', "flash_peer_listen"),
+        (lambda t: t + "bulk_nice = 40\n", "bulk_nice"),
+        (lambda t: t + 'bulk_nice = "10"\n', "bulk_nice"),
+        (lambda t: t.replace("public_key =", 'flash_url = "http://127.0.0.1:9"\npublic_key ='), "flash_url"),
+    ],
+)
+def test_a_bad_flash_configuration_names_the_key(tmp_path: Path, change: object, needle: str) -> None:
+    config = provision_pair(tmp_path, terms_only(AGREEMENT, tmp_path / "terms.toml"))["KOR"].config
+    text = config.read_text()
+    top, _, peers = text.partition("[peers.")
+    bad = change(top) + "[peers." + peers if needle != "flash_url" else change(text)  # type: ignore[operator]
+    config.write_text(bad)
+    with pytest.raises(AgreementFileError, match=needle):
+        node_config.load(config)
+    r = subprocess.run(
+        [GSOMIA, "node", "serve", "--config", str(config)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert r.returncode == 2
+    assert needle in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_only_a_node_with_flash_ports_runs_a_flash_process(tmp_path: Path) -> None:
+    config = provision_pair(tmp_path, terms_only(AGREEMENT, tmp_path / "terms.toml"))["KOR"].config
+    r = subprocess.run(
+        [GSOMIA, "node", "serve", "--config", str(config), "--flash-link", "3"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert r.returncode == 2
+    assert "flash_listen" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_node_process_waits_for_the_flash_process(tmp_path: Path) -> None:
+    nodes = provision_pair(tmp_path, terms_only(AGREEMENT, tmp_path / "terms.toml"), flash_process=True)
+    kor = nodes["KOR"]
+    with NodeProcess(kor.config, kor.user_url, kor.root / "node.log", kor.flash_user_url):
+        assert kor.flash_user_url is not None
+        assert answers(kor.flash_user_url)
+        assert answers(kor.user_url)
