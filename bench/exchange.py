@@ -263,7 +263,7 @@ class FlashProbe:
         self._count = 0
         self._lock = threading.Lock()
         self._http = httpx.Client(
-            base_url=jpn.user_url, headers={"Authorization": f"Bearer {jpn.tokens['duty_officer']}"}, timeout=30
+            base_url=jpn.alerts_url, headers={"Authorization": f"Bearer {jpn.tokens['duty_officer']}"}, timeout=30
         )
         self._listener = threading.Thread(target=self._listen, name="flash-listener", daemon=True)
         self._sender = threading.Thread(target=self._send_loop, name="flash-sender", daemon=True)
@@ -280,7 +280,7 @@ class FlashProbe:
             try:
                 with httpx.stream(
                     "GET",
-                    f"{self.kor.user_url}/alerts/stream",
+                    f"{self.kor.alerts_url}/alerts/stream",
                     headers={**headers, **({"Last-Event-ID": last} if last else {})},
                     timeout=httpx.Timeout(None, connect=5),
                 ) as response:
@@ -658,7 +658,9 @@ def _short_frame(frame: str) -> str:
 
 def run_gsomia(backend: str, args: argparse.Namespace, tmp_root: Path) -> GsomiaResult:
     label = "SQLite" if backend == "sqlite" else "PostgreSQL"
-    print(f"\n== gsomia on {label}: {args.items:,} items, batches of {args.batch}, {args.clients} clients ==")
+    split = not args.one_process
+    shape = "a flash process per node" if split else "one process per node"
+    print(f"\n== gsomia on {label}: {args.items:,} items, batches of {args.batch}, {args.clients} clients, {shape} ==")
     with contextlib.ExitStack() as stack:
         tmp = Path(tempfile.mkdtemp(prefix=f"gsomia-bench-{backend}-", dir=tmp_root))
         stack.callback(shutil.rmtree, tmp, True)
@@ -669,9 +671,9 @@ def run_gsomia(backend: str, args: argparse.Namespace, tmp_root: Path) -> Gsomia
             urls = {"KOR": pg[0], "JPN": pg[1]}
             dbnames = [u.rsplit("/", 1)[1] for u in pg]
         agreement = terms_only(AGREEMENT, tmp / "agreement-terms.toml")
-        nodes = provision_pair(tmp, agreement, database_urls=urls)
+        nodes = provision_pair(tmp, agreement, database_urls=urls, flash_process=split)
         kor, jpn = nodes["KOR"], nodes["JPN"]
-        procs = {p: NodeProcess(n.config, n.user_url, n.root / "node.log") for p, n in nodes.items()}
+        procs = {p: NodeProcess(n.config, n.user_url, n.root / "node.log", n.flash_user_url) for p, n in nodes.items()}
         trace_log = tmp / "trace.log"
         if args.trace:
             os.environ["GSOMIA_TRACE"] = str(trace_log)  # read by each node process at its start
@@ -686,6 +688,9 @@ def run_gsomia(backend: str, args: argparse.Namespace, tmp_root: Path) -> Gsomia
             "KOR node": lambda: [pids["KOR"]],
             "JPN node": lambda: [pids["JPN"]],
         }
+        if split:
+            groups["KOR flash process"] = lambda: pids_matching("--flash-link", str(kor.config))
+            groups["JPN flash process"] = lambda: pids_matching("--flash-link", str(jpn.config))
         if dbnames:
             groups["PostgreSQL (KOR db)"] = lambda: pids_matching("postgres", dbnames[0])
             groups["PostgreSQL (JPN db)"] = lambda: pids_matching("postgres", dbnames[1])
@@ -1220,6 +1225,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--postgres", action="store_true", help="also run gsomia on PostgreSQL")
     parser.add_argument("--no-sqlite", action="store_true", help="skip the SQLite run")
     parser.add_argument("--skip-medallion", action="store_true", help="skip the medallion comparison")
+    parser.add_argument(
+        "--one-process", action="store_true", help="run each node as one process, without its flash process"
+    )
     parser.add_argument("--flash-interval", type=float, default=0.05, help="seconds between flash reports (0: none)")
     parser.add_argument(
         "--idle-flash", type=int, default=40, help="flash reports sent before the bulk run, for a baseline (0: none)"
