@@ -94,3 +94,68 @@ def _wait_until(ready: Callable[[], bool]) -> None:
     event = threading.Event()
     while not ready():
         event.wait(0.001)
+
+
+# --- across processes: lock files beside the database ---------------------------------------
+# Two gates on one database file stand for two processes: flock locks belong to open files,
+# so they exclude each other within one process just as across processes.
+
+
+def _blocked_flocks() -> int:
+    # Requests blocked on a lock, as the kernel lists them ("N: -> FLOCK ...").
+    return sum(1 for line in Path("/proc/locks").read_text().splitlines() if "-> FLOCK" in line)
+
+
+def test_across_processes_an_urgent_writer_goes_before_a_bulk_writer_that_came_first(tmp_path: Path) -> None:
+    db = str(tmp_path / "node.db")
+    main, flash, other = gate.WriteGate(db), gate.WriteGate(db), gate.WriteGate(db)
+    order: list[str] = []
+    release = threading.Event()
+    holding = threading.Event()
+    baseline = _blocked_flocks()
+
+    def holder() -> None:
+        with main.hold(False):
+            holding.set()
+            release.wait()
+            order.append("holder")
+
+    def writer(g: gate.WriteGate, name: str, urgent: bool) -> None:
+        with g.hold(urgent):
+            order.append(name)
+
+    first = threading.Thread(target=holder)
+    first.start()
+    holding.wait()
+    bulk = threading.Thread(target=writer, args=(other, "bulk", False))
+    bulk.start()
+    _wait_until(lambda: _blocked_flocks() == baseline + 1)  # the bulk writer queues for the gate
+    urgent = threading.Thread(target=writer, args=(flash, "flash", True))
+    urgent.start()
+    _wait_until(lambda: _blocked_flocks() == baseline + 2)  # then the flash writer
+    release.set()
+    for t in (first, urgent, bulk):
+        t.join()
+    assert order == ["holder", "flash", "bulk"]
+
+
+def test_a_process_killed_holding_the_gate_leaves_it_free(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    db = str(tmp_path / "node.db")
+    code = (
+        "import sys, time\nfrom gsomia.store import gate\n"
+        f"with gate.WriteGate({db!r}).hold(False):\n    print('held', flush=True)\n    time.sleep(600)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "held"
+        proc.kill()  # kill -9: no clean-up
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    with gate.WriteGate(db).hold(True):  # would block forever if the lock had outlived the process
+        pass

@@ -8,11 +8,20 @@ node process the gate serialises write transactions itself, in Python, before SQ
 is asked: waiters are woken the moment the holder commits, and urgent waiters are
 woken before any bulk waiter.
 
-It only orders; SQLite still does the locking. Other processes on the same database
-(another node process, the CLI) are not gated and meet the busy handler as before, and
-a writer that waits longer than ``WAIT`` goes ahead ungated, so a mistake here can
-slow a writer but never deadlock or corrupt one. PostgreSQL needs no gate: its lock
-waiters are woken by the server.
+Across the processes of one node (its main and flash processes, ``node/link.py``) the
+gate continues as two lock files beside the database, taken with ``flock`` so that the
+kernel wakes a waiter the moment the holder lets go: ``<db>-gate``, held for the whole
+write transaction, and ``<db>-urgent``, held shared by urgent writers while they queue.
+A bulk writer that gets the gate while an urgent writer is queued hands it back and waits
+until the urgent one has it. A process that dies
+lets go of both with its last file descriptor, so ``kill -9`` leaves nothing locked.
+
+It only orders; SQLite still does the locking. Processes that do not use the gate (the
+CLI, another program) meet the busy handler as before, and a writer that waits longer
+than ``WAIT`` for the in-process gate goes ahead ungated, so a mistake here can slow a
+writer but never corrupt one. Locks are always taken in one order (in-process gate,
+lock files, SQLite), so they cannot deadlock. PostgreSQL needs no gate: its lock waiters
+are woken by the server.
 
 Which writers are urgent is a property of the thread: the flash and control lanes'
 threads mark themselves with ``mark_urgent`` (``node.lanes``).
@@ -20,6 +29,8 @@ threads mark themselves with ``mark_urgent`` (``node.lanes``).
 
 from __future__ import annotations
 
+import fcntl
+import os
 import threading
 import weakref
 from collections.abc import Iterator
@@ -42,11 +53,12 @@ def urgent() -> bool:
 
 
 class WriteGate:
-    def __init__(self) -> None:
+    def __init__(self, database: str | None = None) -> None:
         self._cond = threading.Condition(threading.Lock())
         self._held = False
         self._holder: int | None = None
         self._urgent_waiting = 0
+        self._files = (f"{database}-gate", f"{database}-urgent") if database else None
 
     @contextmanager
     def hold(self, is_urgent: bool) -> Iterator[None]:
@@ -55,13 +67,38 @@ class WriteGate:
             return
         got = self._acquire(is_urgent)
         try:
-            yield
+            with self._across_processes(is_urgent):
+                yield
         finally:
             if got:
                 with self._cond:
                     self._held = False
                     self._holder = None
                     self._cond.notify_all()
+
+    @contextmanager
+    def _across_processes(self, is_urgent: bool) -> Iterator[None]:
+        if self._files is None or getattr(_local, "files_held", False):  # in memory, or held by this thread
+            yield
+            return
+        gate = os.open(self._files[0], os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            mark = os.open(self._files[1], os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                if is_urgent:  # queued, and says so (shared) until it holds the gate
+                    fcntl.flock(mark, fcntl.LOCK_SH)
+                    fcntl.flock(gate, fcntl.LOCK_EX)
+                else:
+                    _take_behind_urgent(gate, mark)
+            finally:
+                os.close(mark)
+            _local.files_held = True
+            try:
+                yield
+            finally:
+                _local.files_held = False
+        finally:
+            os.close(gate)  # lets go of the flock
 
     def _acquire(self, is_urgent: bool) -> bool:
         with self._cond:
@@ -82,6 +119,21 @@ class WriteGate:
             return ok
 
 
+def _take_behind_urgent(gate: int, mark: int) -> None:
+    """A bulk writer's turn at the gate, stepping back whenever an urgent writer is queued."""
+    while True:
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(mark, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # an urgent writer waits: let it have the gate, wait until it has
+            fcntl.flock(gate, fcntl.LOCK_UN)
+            fcntl.flock(mark, fcntl.LOCK_EX)
+            fcntl.flock(mark, fcntl.LOCK_UN)
+            continue
+        fcntl.flock(mark, fcntl.LOCK_UN)
+        return
+
+
 _GATES: weakref.WeakKeyDictionary[Engine, WriteGate] = weakref.WeakKeyDictionary()
 _GATES_LOCK = threading.Lock()
 
@@ -92,7 +144,8 @@ def gate_of(engine: Engine) -> WriteGate | None:
     with _GATES_LOCK:
         found = _GATES.get(engine)
         if found is None:
-            found = _GATES[engine] = WriteGate()
+            database = engine.url.database
+            found = _GATES[engine] = WriteGate(database if database and database != ":memory:" else None)
         return found
 
 
