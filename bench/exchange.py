@@ -673,6 +673,10 @@ def run_gsomia(backend: str, args: argparse.Namespace, tmp_root: Path) -> Gsomia
         agreement = terms_only(AGREEMENT, tmp / "agreement-terms.toml")
         nodes = provision_pair(tmp, agreement, database_urls=urls, flash_process=split)
         kor, jpn = nodes["KOR"], nodes["JPN"]
+        if split and args.bulk_nice is not None:
+            for n in nodes.values():
+                top, _, peers = n.config.read_text().partition("[peers.")
+                n.config.write_text(f"{top}bulk_nice = {args.bulk_nice}\n\n[peers.{peers}")
         procs = {p: NodeProcess(n.config, n.user_url, n.root / "node.log", n.flash_user_url) for p, n in nodes.items()}
         trace_log = tmp / "trace.log"
         if args.trace:
@@ -1228,6 +1232,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--one-process", action="store_true", help="run each node as one process, without its flash process"
     )
+    parser.add_argument("--bulk-nice", type=int, metavar="N", help="the nodes' bulk_nice (default: node.toml's)")
     parser.add_argument("--flash-interval", type=float, default=0.05, help="seconds between flash reports (0: none)")
     parser.add_argument(
         "--idle-flash", type=int, default=40, help="flash reports sent before the bulk run, for a baseline (0: none)"

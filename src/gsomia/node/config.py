@@ -14,7 +14,7 @@ demo = false                              # a simulated clock, demo only
 # Optional: flash work (R17) in a process of its own, on ports of its own (``node/link.py``).
 flash_listen = "127.0.0.1:8721"           # its user API: duty officers' POST /alerts and alert streams
 flash_peer_listen = "127.0.0.1:8731"      # its peer API: partners send flash-lane deliveries here
-bulk_nice = 10                            # the main process's CPU priority drops by this much (0-19)
+bulk_nice = 19                            # the main process's CPU priority drops by this much (0-19)
 
 [peers.JPN]
 url = "https://127.0.0.1:8712"
@@ -86,7 +86,7 @@ class NodeConfig:
     # lowers its CPU priority when there is one.
     flash_listen: tuple[str, int] | None = None
     flash_peer_listen: tuple[str, int] | None = None
-    bulk_nice: int = 10
+    bulk_nice: int = 19
 
     def agreement_with(self, party: str) -> Agreement:
         """The bilateral agreement between this node's party and ``party``."""
@@ -172,7 +172,7 @@ def load(path: Path) -> NodeConfig:
     if len(flash) == 1:
         other = ({"flash_listen", "flash_peer_listen"} - set(flash)).pop()
         raise AgreementFileError(source, other, f"missing (a flash process needs both {flash[0]} and {other})")
-    nice = data.get("bulk_nice", 10)
+    nice = data.get("bulk_nice", 19)
     if not isinstance(nice, int) or isinstance(nice, bool) or not 0 <= nice <= 19:
         raise AgreementFileError(source, "bulk_nice", "must be a whole number from 0 to 19")
     config = NodeConfig(
