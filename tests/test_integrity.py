@@ -388,3 +388,21 @@ def test_a_handed_over_flash_report_does_not_overtake_an_alarm_queued_before_it(
 
     [first, *_] = first_flash_sends_to_a_partner_that_is_down(node, alarm_then_report)
     assert first.url.path == "/peer/alarms"  # the alarm first, then the report: the claim returned both in order
+
+
+def test_an_items_envelope_is_stored_once_and_claimed_from_the_items_table(kor: tuple[Node, dict[str, str]]) -> None:
+    node = kor[0]
+    analyst = signed_in(kor, "analyst")
+    spec = ItemSpec("JPN", "군사II급비밀", b"routine", (), ("nk-missile",), ())
+    old, new = node.provide(analyst, [spec, spec])
+    with node.engine.begin() as conn:
+        stored = dict(conn.execute(select(t.items.c.item_id, t.items.c.envelope)).all())
+        assert set(conn.execute(select(t.outbox.c.body)).scalars()) == {b""}  # no second copy
+        # A row written before (with its own copy of the envelope) is sent from that copy.
+        conn.execute(update(t.outbox).where(t.outbox.c.ref == old["item_id"]).values(body=b"its own copy"))
+    _, held, _ = node.provide_alert(signed_in(kor, "duty_officer"), LAUNCH, "w1")
+    claimed = {r["ref"]: r["body"] for r in node.claim("JPN", "bulk", "w1", 10)}
+    assert claimed == {old["item_id"]: b"its own copy", new["item_id"]: stored[new["item_id"]]}
+    with node.engine.connect() as conn:
+        report = conn.execute(select(t.items.c.envelope).where(t.items.c.item_id == held[0]["ref"])).scalar_one()
+    assert held[0]["body"] == report  # a report handed over at commit carries its envelope

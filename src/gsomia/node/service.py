@@ -569,7 +569,8 @@ class Node(NodeLedger):
             sealed = self._sealers[peer].seal_batch(batch, [self.peer_chains[peer].current, self.public])
             for (payload, label), env in zip(batch, sealed, strict=True):
                 rows.append(_item_row(label, env, "out", peer, lane, now, None))
-                outbox.append(_outbox_row(peer, lane, "item", label.item_id, env, now))
+                # The envelope is stored once, in ``items``: the claim reads it from there.
+                outbox.append(_outbox_row(peer, lane, "item", label.item_id, b"", now))
                 audits.append(_audit_row(now, "provide", subject.id, label.item_id, {"to": peer, "lane": lane}))
                 results.append({"item_id": label.item_id, "to": peer, "classification": label.classification})
                 opened.append((peer, label, payload))
@@ -589,7 +590,8 @@ class Node(NodeLedger):
                 _insert_rows(conn, t.outbox, outbox)  # in this order: delivery follows the outbox's seq
             else:
                 returned = conn.execute(insert(t.outbox).returning(*_CLAIMED, sort_by_parameter_order=True), outbox)
-                claimed = [dict(r) for r in returned.mappings()]
+                envelopes = {r["item_id"]: r["envelope"] for r in rows}
+                claimed = [{**r, "body": envelopes[r["ref"]]} for r in returned.mappings()]
             self._log(conn, lane, audits)
             if lane == "flash":
                 seqs = conn.execute(
@@ -1171,7 +1173,9 @@ class Node(NodeLedger):
                 .mappings()
                 .all()
             )
-        return sorted((dict(r) for r in rows), key=lambda r: r["seq"])
+            claimed = sorted((dict(r) for r in rows), key=lambda r: r["seq"])
+            _fill_envelopes(conn, claimed)
+        return claimed
 
     def delivered(
         self, seqs: Sequence[int], receipt: dict[str, Any], signature: str, refused: dict[str, str], lane: str = "bulk"
@@ -1342,6 +1346,19 @@ def _item_row(
         "received_at": received,
         "route": label.route,
     }
+
+
+def _fill_envelopes(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """An item's outbox row holds no copy of its envelope (written once, in ``items``): read it.
+
+    Rows written before that (migration-free: a non-empty body) keep their own copy."""
+    refs = [r["ref"] for r in rows if r["kind"] == "item" and not r["body"]]
+    if not refs:
+        return
+    found = dict(conn.execute(select(t.items.c.item_id, t.items.c.envelope).where(t.items.c.item_id.in_(refs))).all())
+    for r in rows:
+        if r["kind"] == "item" and not r["body"]:
+            r["body"] = found[r["ref"]]
 
 
 def _outbox_row(peer: str, lane: str, kind: str, ref: str, body: bytes, now: datetime) -> dict[str, Any]:
