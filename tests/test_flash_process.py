@@ -7,6 +7,7 @@ between the two processes of each node, the flash process goes when its node goe
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -95,6 +97,21 @@ def test_reports_notes_and_items_cross_between_the_two_processes_of_each_node(sp
         for flash in (False, True):
             user = pair.user(party, "analyst", flash=flash)
             pair.wait(lambda u=user, o=other: u.get("/status").json()[o]["state"] == "termination_pending", "status")
+    # What the flash processes queued for the ledger, the main processes sequence: nothing stays queued.
+    for node in pair.nodes.values():
+
+        def audit(config: Path = node.config) -> dict[str, Any]:
+            r = subprocess.run(
+                [GSOMIA, "audit", "verify", "--config", str(config), "--json"],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=True,
+            )
+            return dict(json.loads(r.stdout))
+
+        pair.wait(lambda a=audit: a()["queued"] == 0, "the flash processes' ledger entries to be sequenced")
+        assert audit()["size"] > 0
 
 
 def test_the_flash_process_goes_with_its_node_even_on_kill_9(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ poll, one line each:
 
 - ``wake <lane> <PEER>``: rows for PEER were committed on a lane the other process delivers.
 - ``alerts``: flash reports were stored here; the other process's alert streams look.
+- ``ledger``: the flash process queued ledger entries; the main process sequences them.
 - ``clock <seconds>``: demo mode only, the simulated clock's offset from real time.
 
 A lost hint delays, never loses: the delivery workers look in the outbox when idle (flash

@@ -93,7 +93,10 @@ def _hints(node: Node, delivery: Delivery, broker: Broker) -> dict[str, Any]:
         if isinstance(node.clock, SimulatedClock):
             node.clock.offset = float(words[0])  # the setter, not ``set``: no hint back
 
-    return {"wake": wake, "alerts": lambda _: broker.wake(), "clock": clock}
+    def ledger(_: list[str]) -> None:  # the flash process queued ledger entries: sequence them
+        node.queued += 1
+
+    return {"wake": wake, "alerts": lambda _: broker.wake(), "clock": clock, "ledger": ledger}
 
 
 def _wire(link: Any, node: Node, delivery: Delivery, broker: Broker) -> None:
@@ -231,7 +234,7 @@ async def _serve_flash(config: NodeConfig, sock: socket.socket) -> None:
     delivery.keys = keys
     user = _server(create_user_app(node, delivery, broker), config.flash_listen)
     peer = _server(create_peer_app(node, broker, None, keys), config.flash_peer_listen, _peer_tls(config))
-    sequencer = Sequencer(node)
+    sequencer = Sequencer(node, delegate=lambda: link.send("ledger"))
     await sequencer.start()
 
     async def orphaned() -> None:
