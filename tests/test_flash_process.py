@@ -220,3 +220,13 @@ def test_node_process_waits_for_the_flash_process(tmp_path: Path) -> None:
         assert kor.flash_user_url is not None
         assert answers(kor.flash_user_url)
         assert answers(kor.user_url)
+
+
+def test_the_main_process_copies_the_wal_into_the_database_as_it_goes(tmp_path: Path) -> None:
+    with node_pair(tmp_path, "sqlite", flash_process=True) as pair:
+        db = pair.nodes["JPN"].root / "node.db"
+        before = db.stat().st_size
+        pair.share("KOR", "JPN", "군사II급비밀", 300)  # about 1 MiB of WAL: under SQLite's own 4 MiB threshold
+        pair.wait(lambda: pair.pending("KOR") == 0, "delivery")
+        # Only a checkpoint writes pages into the database file itself.
+        pair.wait(lambda: db.stat().st_size > before, "a checkpoint by JPN's main process", timeout=30)

@@ -159,3 +159,18 @@ def test_a_process_killed_holding_the_gate_leaves_it_free(tmp_path: Path) -> Non
             proc.kill()
     with gate.WriteGate(db).hold(True):  # would block forever if the lock had outlived the process
         pass
+
+
+# --- checkpoints: not inside a commit ----------------------------------------------------------
+
+
+def test_a_server_process_checkpoints_the_wal_itself_and_its_commits_never_do(tmp_path: Path) -> None:
+    from gsomia.store.db import open_database
+
+    plain = open_database(f"sqlite:///{tmp_path}/a.db")
+    own = open_database(f"sqlite:///{tmp_path}/b.db", own_checkpoints=True)
+    with plain.connect() as a, own.connect() as b:
+        assert a.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one() == 1000  # SQLite's default
+        assert b.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one() == 0
+    plain.dispose()
+    own.dispose()

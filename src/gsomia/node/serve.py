@@ -22,6 +22,7 @@ from typing import Any
 import uvicorn
 
 from gsomia.node.app import Broker, create_peer_app, create_user_app
+from gsomia.node.checkpoint import Checkpointer
 from gsomia.node.clock import SimulatedClock, SystemClock
 from gsomia.node.config import NodeConfig
 from gsomia.node.delivery import Delivery
@@ -45,7 +46,7 @@ def peer_ca_bundle(config: NodeConfig) -> Path:
 
 
 def build(config: NodeConfig, lanes: tuple[str, ...] = LANES) -> tuple[Node, Delivery, Broker]:
-    engine = open_database(config.database_url)
+    engine = open_database(config.database_url, own_checkpoints=True)  # the main process's Checkpointer
     clock = SimulatedClock() if config.demo else SystemClock()
     node = Node(config, engine, clock)
     return node, Delivery(node, lanes), Broker()
@@ -209,6 +210,8 @@ async def serve(config: NodeConfig, flash_link: int | None = None) -> None:
     peer = _server(create_peer_app(node, broker, witness, keys), config.peer_listen, _peer_tls(config))
     sequencer = Sequencer(node)
     await sequencer.start()
+    checkpointer = Checkpointer(node.engine)
+    await checkpointer.start()
     await witness.start()
     try:
         await asyncio.gather(user.serve(), peer.serve())
@@ -216,6 +219,7 @@ async def serve(config: NodeConfig, flash_link: int | None = None) -> None:
         await witness.stop()
         await delivery.stop()
         await sequencer.stop()
+        await checkpointer.stop()
         if flash is not None:
             await flash.stop()
         node.engine.dispose()

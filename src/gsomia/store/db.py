@@ -31,7 +31,24 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
     cursor.close()
 
 
-def make_engine(url: str) -> Engine:
+def _no_autocheckpoint(dbapi_connection: object, _record: object) -> None:
+    # A commit that takes the WAL past 1,000 pages copies it into the database file while
+    # it still holds SQLite's one write lock, and every flash write waits for it (R17). A
+    # node's server process checkpoints from a task of its own instead (``checkpoint``).
+    cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+    cursor.execute("PRAGMA wal_autocheckpoint=0")
+    cursor.close()
+
+
+def checkpoint(engine: Engine) -> None:
+    """Copy the SQLite WAL into the database file without taking the write lock (PASSIVE)."""
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+
+
+def make_engine(url: str, own_checkpoints: bool = False) -> Engine:
+    """``own_checkpoints``: the caller runs ``checkpoint`` itself; commits never do (SQLite)."""
     if not url.startswith(("sqlite", "postgresql")):
         raise InvalidInput(
             f"database_url: {url.split(':', 1)[0]!r} is not supported (sqlite:/// or postgresql+psycopg://)"
@@ -39,6 +56,8 @@ def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
         event.listen(engine, "connect", _sqlite_pragmas)
+        if own_checkpoints:
+            event.listen(engine, "connect", _no_autocheckpoint)
         return engine
     return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
 
@@ -51,8 +70,8 @@ def upgrade(engine: Engine) -> None:
         command.upgrade(cfg, "head")
 
 
-def open_database(url: str) -> Engine:
-    engine = make_engine(url)
+def open_database(url: str, own_checkpoints: bool = False) -> Engine:
+    engine = make_engine(url, own_checkpoints)
     upgrade(engine)
     return engine
 
