@@ -30,11 +30,22 @@ class Sequencer:
     """
 
     def __init__(
-        self, node: Node, interval: float = 0.05, sweep: float = 5.0, delegate: Callable[[], None] | None = None
+        self,
+        node: Node,
+        interval: float | None = None,
+        sweep: float = 5.0,
+        delegate: Callable[[], None] | None = None,
     ) -> None:
         self.node = node
         self.delegate = delegate
-        self.interval = interval  # how soon entries queued here join the log
+        # How soon entries queued here join the log; nothing waits for it (R17). On PostgreSQL a
+        # turn costs about 4 ms of CPU (ten statements) whatever it moves, so turns are spaced
+        # (0.25 s: 10% more items/s in alternating runs). On SQLite a turn holds the one write
+        # lock that flash writes wait for, so turns stay short and often (0.05 s: flash p99
+        # 122-141 ms against 160-191 at 0.25).
+        if interval is None:
+            interval = 0.05 if node.engine.dialect.name == "sqlite" else 0.25
+        self.interval = interval
         self.sweep = sweep  # how soon entries queued by other processes do
         self.stopping = False
         self._task: asyncio.Task[None] | None = None

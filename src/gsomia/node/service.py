@@ -1260,13 +1260,16 @@ class Node(NodeLedger):
                 if ledger_store.queued(conn) == 0:
                     return moved
             with gate.begin(self.engine) as conn:
-                n = sequence_queued(conn)
+                n = sequence_queued(conn, SEQUENCE_TURN)
             moved += n
-            if n == 0:
+            if n < SEQUENCE_TURN:  # the queue is empty now, but for what was queued meanwhile
                 return moved
 
     def _audit(self, conn: Connection, kind: str, actor: str, item_id: str | None, detail: dict[str, Any]) -> None:
         append_rows(conn, [_audit_row(self.clock.now(), kind, actor, item_id, detail)])
+
+
+SEQUENCE_TURN = 1000  # queued entries appended per write transaction
 
 
 def effective_label(label: Label, history: Sequence[records.Record]) -> Label:
