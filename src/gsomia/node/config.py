@@ -64,9 +64,6 @@ class Peer:
     tls_cert: Path
     flash_url: str | None = None  # the partner's flash process, if it runs one
 
-    def url_for(self, lane: str) -> str:
-        return self.flash_url if lane == "flash" and self.flash_url else self.url
-
 
 @dataclass(frozen=True)
 class NodeConfig:
@@ -160,10 +157,8 @@ def load(path: Path) -> NodeConfig:
         if pub.party != code:
             raise AgreementFileError(source, f"peers.{code}.public_key", f"is {pub.party}'s key")
         flash_url = raw.get("flash_url")
-        if flash_url is not None and not (isinstance(flash_url, str) and flash_url.startswith("https://")):
-            raise AgreementFileError(source, f"peers.{code}.flash_url", "must be an https:// URL")
-        for k in ("url", *(["flash_url"] if flash_url else [])):
-            if not raw[k].startswith("https://"):
+        for k in ("url", "flash_url") if flash_url is not None else ("url",):
+            if not (isinstance(raw[k], str) and raw[k].startswith("https://")):
                 raise AgreementFileError(source, f"peers.{code}.{k}", "must be an https:// URL (mutual TLS)")
         peers[code] = Peer(
             code, raw["url"].rstrip("/"), pub, rel(raw["tls_cert"]), flash_url.rstrip("/") if flash_url else None

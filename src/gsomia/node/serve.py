@@ -27,7 +27,7 @@ from gsomia.node.clock import SimulatedClock, SystemClock
 from gsomia.node.config import NodeConfig
 from gsomia.node.delivery import Delivery
 from gsomia.node.keysync import KeySync
-from gsomia.node.link import Link
+from gsomia.node.link import Handler, Link
 from gsomia.node.sequencer import Sequencer
 from gsomia.node.service import LANES, Node
 from gsomia.node.witness import Witness
@@ -82,7 +82,7 @@ def _peer_tls(config: NodeConfig) -> dict[str, Any]:
     }
 
 
-def _hints(node: Node, delivery: Delivery, broker: Broker) -> dict[str, Any]:
+def _hints(node: Node, delivery: Delivery, broker: Broker) -> dict[str, Handler]:
     """What each process does with the other's hints (``node/link.py``)."""
 
     def wake(words: list[str]) -> None:
