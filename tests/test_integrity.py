@@ -169,7 +169,7 @@ def test_a_delivery_refused_without_a_signed_receipt_is_entered_on_the_ledger(ko
     [item] = node.provide(analyst, [ItemSpec("JPN", "군사II급비밀", b"x")])
     rows = node.claim("JPN", "bulk", "test-worker", 10)
     reason = "refused by JPN: HTTP 400: bad"
-    node.delivered([r["seq"] for r in rows], {"node": "JPN", "refused_http": 400}, "", {item["item_id"]: reason})
+    node.delivered([r["key"] for r in rows], {"node": "JPN", "refused_http": 400}, "", {item["item_id"]: reason})
     with node.engine.connect() as conn:
         entries = conn.execute(
             select(t.ledger_entries.c.kind, t.ledger_entries.c.body).where(
@@ -199,7 +199,7 @@ def test_a_failed_send_gives_back_the_rest_of_its_claim_so_nothing_is_overtaken(
     )
     asyncio.run(delivery._deliver("JPN", "flash", claimed))
     again = node.claim("JPN", "flash", "w2", 32)  # another worker: everything, still in order
-    assert [r["seq"] for r in again] == [r["seq"] for r in claimed]
+    assert [r["key"] for r in again] == [r["key"] for r in claimed]
     assert again[0]["attempts"] == 1
 
 
@@ -212,8 +212,8 @@ def test_a_flash_report_committed_claimed_comes_back_only_to_its_own_workers_cla
     _, [held], _ = node.provide_alert(duty, LAUNCH, "w1")
     w2 = node.claim("JPN", "flash", "w2", 32)
     assert [r["ref"] for r in w2] == [older["item_id"]]  # w1's lease holds its row
-    node.failed([r["seq"] for r in w2], "partner down", 0.0)  # w2 gives the older row back
-    assert [r["seq"] for r in node.claim("JPN", "flash", "w1", 32)] == [w2[0]["seq"], held["seq"]]
+    node.failed([r["key"] for r in w2], "partner down", 0.0)  # w2 gives the older row back
+    assert [r["key"] for r in node.claim("JPN", "flash", "w1", 32)] == [w2[0]["key"], held["key"]]
 
 
 def test_a_handed_over_flash_report_waits_for_older_rows_after_a_failure(kor: tuple[Node, dict[str, str]]) -> None:
@@ -403,6 +403,7 @@ def test_an_items_envelope_is_stored_once_and_claimed_from_the_items_table(kor: 
     _, held, _ = node.provide_alert(signed_in(kor, "duty_officer"), LAUNCH, "w1")
     claimed = {r["ref"]: r["body"] for r in node.claim("JPN", "bulk", "w1", 10)}
     assert claimed == {old["item_id"]: b"its own copy", new["item_id"]: stored[new["item_id"]]}
-    with node.engine.connect() as conn:
-        report = conn.execute(select(t.items.c.envelope).where(t.items.c.item_id == held[0]["ref"])).scalar_one()
+    fi = node.flash.items  # the flash lane's own file on SQLite, the main tables on PostgreSQL
+    with node.flash.engine.connect() as conn:
+        report = conn.execute(select(fi.c.envelope).where(fi.c.item_id == held[0]["ref"])).scalar_one()
     assert held[0]["body"] == report  # a report handed over at commit carries its envelope

@@ -18,7 +18,7 @@ from gsomia import ledger, merkle
 from gsomia.errors import GsomiaError
 from gsomia.keyring import KeyHistory, KeyRotationInvalid, Rotation
 from gsomia.keys import PrivateKeys, PublicKeys
-from gsomia.store import ledger_store
+from gsomia.store import flash, ledger_store
 from gsomia.store import schema as t
 
 PROOF_FORMAT = "gsomia-inclusion-proof/1"
@@ -94,6 +94,8 @@ def verify_node(engine: Engine, own: PublicKeys, peers: dict[str, PublicKeys]) -
                     )
             checked += 1
         queued = ledger_store.queued(conn)
+    store = flash.existing(engine)
+    queued += flash.queued(store) if store else 0
     return {
         "party": own.party,
         "size": result.size,
@@ -104,6 +106,9 @@ def verify_node(engine: Engine, own: PublicKeys, peers: dict[str, PublicKeys]) -
 
 
 def prove(engine: Engine, key: PrivateKeys, item_id: str) -> dict[str, Any]:
+    store = flash.existing(engine)
+    if store is not None:  # a flash report's entries may wait in its own file
+        flash.move(engine, store)
     with engine.begin() as conn:
         while ledger_store.sequence_queued(conn):  # entries of flash reports still queued: give them their place
             pass

@@ -4,8 +4,8 @@ A node's server processes open SQLite with automatic checkpoints off
 (``store.db.open_database(own_checkpoints=True)``): an automatic one runs inside the
 commit that fills the WAL, while that commit still holds the one write lock, and every
 flash write waits for it. This task copies the WAL into the database file every second
-in PASSIVE mode, which takes no write lock, from a bulk thread. Only the main process
-runs it; PostgreSQL needs none.
+in PASSIVE mode, which takes no write lock, from a bulk thread, for the main file and
+the flash file (``store.flash``). Only the main process runs it; PostgreSQL needs none.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 
 from gsomia.node import lanes
 from gsomia.store.db import checkpoint
+from gsomia.store.flash import flash_store
 
 log = logging.getLogger("gsomia.checkpoint")
 
@@ -39,12 +40,18 @@ class Checkpointer:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         with contextlib.suppress(Exception):  # what is left is checkpointed by the next opener
-            await lanes.run("bulk", checkpoint, self.engine)
+            await lanes.run("bulk", self._checkpoint)
+
+    def _checkpoint(self) -> None:
+        checkpoint(self.engine)
+        store = flash_store(self.engine)
+        if store.separate:
+            checkpoint(store.engine)
 
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
             try:
-                await lanes.run("bulk", checkpoint, self.engine)
+                await lanes.run("bulk", self._checkpoint)
             except Exception as exc:  # busy or failing disk: the WAL grows until the next one works
                 log.warning("WAL checkpoint failed: %s", exc)

@@ -24,7 +24,7 @@ import httpx
 
 from gsomia.label import Label
 from gsomia.node import egress, lanes, peer, trace
-from gsomia.node.service import LANES, Node
+from gsomia.node.service import LANES, Node, RowKey
 
 log = logging.getLogger("gsomia.delivery")
 BATCH = {"flash": 32, "bulk": 256}  # smaller bulk batches hold the receiver's write lock for less time
@@ -164,7 +164,7 @@ class Delivery:
             if row["kind"] == "item":
                 run.append(row)
                 continue
-            after = [r["seq"] for r in rows[n:]]
+            after = [r["key"] for r in rows[n:]]
             if run and not await self._send_items(code, lane, run, after):
                 return False
             run = []
@@ -172,7 +172,7 @@ class Delivery:
                 return False
         return await self._send_items(code, lane, run, []) if run else True
 
-    async def _send_items(self, code: str, lane: str, rows: list[dict[str, Any]], after: list[int]) -> bool:
+    async def _send_items(self, code: str, lane: str, rows: list[dict[str, Any]], after: list[RowKey]) -> bool:
         node = self.node
         # The guard and the encoding run in the lane's thread, off the event loop.
         allowed, blocked, body = await lanes.run(lane, _guard_and_encode, node, code, lane, rows)
@@ -181,7 +181,7 @@ class Delivery:
             await lanes.run(
                 lane,
                 node.delivered,
-                [r["seq"] for r in rows if r["ref"] in blocked],
+                [r["key"] for r in rows if r["ref"] in blocked],
                 {"node": node.party, "egress_refused": blocked},
                 "",
                 blocked,
@@ -191,10 +191,10 @@ class Delivery:
         return await self._post(code, "/peer/items", body, allowed, lane, after)
 
     async def _post(
-        self, code: str, path: str, body: bytes, rows: list[dict[str, Any]], lane: str, after: list[int]
+        self, code: str, path: str, body: bytes, rows: list[dict[str, Any]], lane: str, after: list[RowKey]
     ) -> bool:
         node = self.node
-        seqs = [r["seq"] for r in rows]
+        seqs = [r["key"] for r in rows]
         headers = peer.sign_request(node.config.key, "POST", path, body)
         headers["X-Gsomia-Lane"] = lane  # lets the receiver schedule the parsing; the body says it too
         try:

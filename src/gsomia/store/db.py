@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 
 from alembic import command
@@ -40,6 +41,14 @@ def _no_autocheckpoint(dbapi_connection: object, _record: object) -> None:
     cursor.close()
 
 
+_OWN_CHECKPOINTS: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def owns_checkpoints(engine: Engine) -> bool:
+    """Whether ``engine`` was made with ``own_checkpoints`` (its commits never checkpoint)."""
+    return engine in _OWN_CHECKPOINTS
+
+
 def checkpoint(engine: Engine) -> None:
     """Copy the SQLite WAL into the database file without taking the write lock (PASSIVE)."""
     if engine.dialect.name == "sqlite":
@@ -58,6 +67,7 @@ def make_engine(url: str, own_checkpoints: bool = False) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         if own_checkpoints:
             event.listen(engine, "connect", _no_autocheckpoint)
+            _OWN_CHECKPOINTS.add(engine)
         return engine
     return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
 

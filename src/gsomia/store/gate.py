@@ -78,7 +78,8 @@ class WriteGate:
 
     @contextmanager
     def _across_processes(self, is_urgent: bool) -> Iterator[None]:
-        if self._files is None or getattr(_local, "files_held", False):  # in memory, or held by this thread
+        held: set[str] = _local.__dict__.setdefault("files_held", set())
+        if self._files is None or self._files[0] in held:  # in memory, or held by this thread
             yield
             return
         gate = os.open(self._files[0], os.O_RDWR | os.O_CREAT, 0o600)
@@ -92,11 +93,11 @@ class WriteGate:
                     _take_behind_urgent(gate, mark)
             finally:
                 os.close(mark)
-            _local.files_held = True
+            held.add(self._files[0])
             try:
                 yield
             finally:
-                _local.files_held = False
+                held.discard(self._files[0])
         finally:
             os.close(gate)  # lets go of the flock
 

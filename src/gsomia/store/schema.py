@@ -239,3 +239,13 @@ key_rotations = Table(
     Column("received_at", UTCDateTime(), nullable=False),
     UniqueConstraint("party", "number", name="uq_key_rotations_party_number"),
 )
+
+# A SQLite node's flash file (``store.flash``): per table there, the highest seq whose row
+# has been moved into the table of the same name here. Written in the moving transaction, so
+# a crash before the moved rows are deleted from the flash file moves nothing twice.
+flash_moved = Table(
+    "flash_moved",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+)

@@ -1,0 +1,237 @@
+"""The flash lane's own persistence (R17): on SQLite, a second database file beside the node's.
+
+SQLite has one write lock per database file. Each flash report's transactions (the
+sender's commit, the receiver's store, the sender's record of the receipt) waited for
+whichever bulk transaction held it: a 500-item provision or a 256-item receipt, tens to
+hundreds of milliseconds under load. The write gate (``store.gate``) orders waiters; it
+cannot shorten a holder. So on SQLite the flash lane writes to ``<db>-flash``, a file
+with a write lock of its own and copies of the five tables it writes: ``items``,
+``outbox``, ``alerts``, ``receipts`` and ``ledger_queue``.
+
+The node's main process moves committed rows into the tables of the same name in the main
+file a moment later (``move``, run by the ledger's sequencer), so listings, proofs and the
+ledger see one store. Until then, the readers that must see a report at once (alert
+streams, ``read_item``, the outbox count, the claim) look in both files.
+
+Moving survives a crash at any point: the main file's ``flash_moved`` row per table,
+written in the moving transaction, says how far rows have been moved, and only after that
+commit are they deleted here. The tables here count with AUTOINCREMENT, and a new flash
+file starts counting above those marks, so a seq is never used twice.
+
+On PostgreSQL, and for an in-memory SQLite database, there is no second file: the flash
+store is the node's own engine and tables (PostgreSQL's row locks do not make one writer
+wait for another's unrelated rows).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Column, Connection, Engine, MetaData, String, Table, Text, func, insert, select, update
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.schema import CreateTable
+
+from gsomia.errors import GsomiaError
+from gsomia.store import db, gate
+from gsomia.store import schema as t
+
+MIRRORED = ("items", "outbox", "alerts", "receipts", "ledger_queue")
+_metadata = MetaData()
+_TABLES: dict[str, Table] = {}
+for _name in MIRRORED:
+    _copy = getattr(t, _name).to_metadata(_metadata)
+    _copy.dialect_kwargs["sqlite_autoincrement"] = True  # a seq deleted here is never handed out again
+    _TABLES[_name] = _copy
+_meta = Table(
+    "flash_meta", _metadata, Column("name", String(32), primary_key=True), Column("value", Text, nullable=False)
+)
+# What the file's tables look like: a file made by a version with other columns is not written to.
+SCHEMA = hashlib.sha256(
+    "".join(str(CreateTable(tbl).compile(dialect=sqlite.dialect())) for tbl in _TABLES.values()).encode()
+).hexdigest()[:16]
+
+
+class FlashFileError(GsomiaError):
+    """The flash file cannot be used as it is (made by another version, with rows not yet moved)."""
+
+
+@dataclass(frozen=True)
+class FlashStore:
+    """Where the flash lane writes: an engine and its five tables."""
+
+    engine: Engine
+    items: Table
+    outbox: Table
+    alerts: Table
+    receipts: Table
+    queue: Table
+    separate: bool  # a file of its own, whose rows ``move`` brings into the main tables
+
+    @property
+    def path(self) -> str | None:
+        return self.engine.url.database if self.separate else None
+
+
+_STORES: weakref.WeakKeyDictionary[Engine, FlashStore] = weakref.WeakKeyDictionary()
+_LOCK = threading.Lock()
+
+
+def flash_path(engine: Engine) -> str | None:
+    """The flash file of a SQLite database file; None where the flash lane shares the engine."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        return None
+    return f"{database}-flash"
+
+
+def main_store(engine: Engine) -> FlashStore:
+    """The main file's tables, in the shape of a flash store (where the bulk lane writes)."""
+    return FlashStore(engine, t.items, t.outbox, t.alerts, t.receipts, t.ledger_queue, separate=False)
+
+
+def flash_store(engine: Engine) -> FlashStore:
+    """The flash store of the node whose main engine this is (made on first use; one per engine)."""
+    with _LOCK:
+        found = _STORES.get(engine)
+        if found is None:
+            found = _STORES[engine] = _open(engine)
+        return found
+
+
+def existing(engine: Engine) -> FlashStore | None:
+    """The flash store, if the node has one already (for tools that must not make the file)."""
+    path = flash_path(engine)
+    return flash_store(engine) if path is None or os.path.exists(path) else None
+
+
+def _open(main: Engine) -> FlashStore:
+    path = flash_path(main)
+    if path is None:
+        return main_store(main)
+    # Checkpointed like the main file: by the node's checkpointer where it runs one (``db.checkpoint``).
+    engine = db.make_engine(f"sqlite:///{path}", own_checkpoints=db.owns_checkpoints(main))
+    with gate.begin(engine) as conn:  # the gate's lock file: one process makes the file, the other waits
+        _prepare(conn, main)
+    tb = _TABLES
+    return FlashStore(engine, tb["items"], tb["outbox"], tb["alerts"], tb["receipts"], tb["ledger_queue"], True)
+
+
+def _prepare(conn: Connection, main: Engine) -> None:
+    """Make the tables if missing, counting above what was moved; refuse a file of another schema."""
+    existing = set(conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'table'").scalars())
+    if "flash_meta" in existing:
+        made = conn.execute(select(_meta.c.value).where(_meta.c.name == "schema")).scalar_one_or_none()
+        if made == SCHEMA:
+            return
+        left = sum(
+            int(conn.exec_driver_sql(f'SELECT count(*) FROM "{name}"').scalar_one())  # noqa: S608 - our names
+            for name in MIRRORED
+            if name in existing
+        )
+        if left:
+            raise FlashFileError(
+                f"{conn.engine.url.database}: made by another version of gsomia and holds {left} row(s) not yet "
+                "moved into the main database; start that version once to move them"
+            )
+        for name in [*MIRRORED, "flash_meta"]:
+            conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{name}"')
+    _metadata.create_all(conn)
+    with main.connect() as mc:
+        marks = dict(mc.execute(select(t.flash_moved.c.name, t.flash_moved.c.seq)).all())
+        top_alert = mc.execute(select(func.max(t.alerts.c.seq))).scalar_one() or 0
+    # Alert seqs are the streams' event ids (``Last-Event-ID``): they go on from the main file's.
+    marks["alerts"] = max(int(marks.get("alerts", 0)), int(top_alert))
+    for name in MIRRORED:
+        conn.exec_driver_sql("DELETE FROM sqlite_sequence WHERE name = ?", (name,))
+        conn.exec_driver_sql("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (name, int(marks.get(name, 0))))
+    conn.execute(insert(_meta).values(name="schema", value=SCHEMA))
+
+
+# --- moving -------------------------------------------------------------------------------
+
+_KEEP_SEQ = {"alerts"}  # seqs that are ids to someone (stream event ids); others get the main file's
+
+
+def move(main: Engine, store: FlashStore, limit: int = 1000) -> int:
+    """Move committed rows of the flash file into the main tables; how many moved.
+
+    Outbox rows move once delivered, and only in order (the first undelivered one stops
+    them), so the mark stays "everything up to here". Queued ledger entries join the main
+    queue, behind what is there, and the sequencer appends them."""
+    if not store.separate:
+        return 0
+    with store.engine.connect() as fc, fc.begin():  # one snapshot: rows committed later move next time
+        batches = {name: _unmoved(fc, name, limit) for name in MIRRORED}
+        # An alert moves with or after its item: the streams read alerts joined to items.
+        staying = {r["item_id"] for r in _rest(fc, "items", batches["items"])}
+        batches["alerts"] = _prefix(batches["alerts"], lambda r: r["alert_id"] not in staying)
+    if not any(batches.values()):
+        return 0
+    moved = 0
+    with gate.begin(main) as conn:
+        marks = dict(conn.execute(select(t.flash_moved.c.name, t.flash_moved.c.seq)).all())
+        for name, rows in batches.items():
+            rows = [r for r in rows if r["seq"] > marks.get(name, 0)]  # moved already by a turn that then died
+            if not rows:
+                continue
+            _insert(conn, name, rows)
+            top = max(r["seq"] for r in rows)
+            if name in marks:
+                conn.execute(update(t.flash_moved).where(t.flash_moved.c.name == name).values(seq=top))
+            else:
+                conn.execute(insert(t.flash_moved).values(name=name, seq=top))
+            marks[name] = top
+            moved += len(rows)
+    with gate.begin(store.engine) as fc:
+        for name in MIRRORED:
+            if name in marks:
+                table = _TABLES[name]
+                fc.execute(table.delete().where(table.c.seq <= marks[name]))
+    return moved
+
+
+def _unmoved(conn: Connection, name: str, limit: int) -> list[dict[str, Any]]:
+    table = _TABLES[name]
+    rows = [dict(r) for r in conn.execute(select(table).order_by(table.c.seq).limit(limit)).mappings()]
+    if name == "outbox":  # a row moves once delivered, and none after one that is not
+        rows = _prefix(rows, lambda r: r["delivered_at"] is not None)
+    return rows
+
+
+def _rest(conn: Connection, name: str, batch: list[dict[str, Any]]) -> list[Any]:
+    """The rows of table ``name`` after ``batch`` (which is a first part of it)."""
+    table = _TABLES[name]
+    after = batch[-1]["seq"] if batch else 0
+    return list(conn.execute(select(table.c.item_id).where(table.c.seq > after)).mappings())
+
+
+def _prefix(rows: list[dict[str, Any]], ok: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+    for n, r in enumerate(rows):
+        if not ok(r):
+            return rows[:n]
+    return rows
+
+
+def _insert(conn: Connection, name: str, rows: list[dict[str, Any]]) -> None:
+    table: Table = getattr(t, name)
+    if name not in _KEEP_SEQ:
+        rows = [{k: v for k, v in r.items() if k != "seq"} for r in rows]
+    if name in ("items", "alerts"):  # a report stored here once already (a repeat), keep the first
+        stmt: Any = sqlite.insert(table).on_conflict_do_nothing()
+    else:
+        stmt = insert(table)
+    conn.execute(stmt, rows)
+
+
+def queued(store: FlashStore) -> int:
+    """Ledger entries waiting in the flash file (0 without one): not yet in the main file's queue."""
+    if not store.separate:
+        return 0
+    with store.engine.connect() as fc:
+        return int(fc.execute(select(func.count()).select_from(store.queue)).scalar_one())
