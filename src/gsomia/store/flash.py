@@ -162,22 +162,30 @@ def move(main: Engine, store: FlashStore, limit: int = 1000) -> int:
     """Move committed rows of the flash file into the main tables; how many moved.
 
     Outbox rows move once delivered, and only in order (the first undelivered one stops
-    them), so the mark stays "everything up to here". Queued ledger entries join the main
+    them), so each mark stays "everything up to here". Queued ledger entries join the main
     queue, behind what is there, and the sequencer appends them."""
     if not store.separate:
         return 0
+    moved, marks = copy_rows(main, store, limit)
+    if marks:
+        trim(store, marks)
+    return moved
+
+
+def copy_rows(main: Engine, store: FlashStore, limit: int = 1000) -> tuple[int, dict[str, int]]:
+    """The first half of ``move``: copy rows above the marks into the main file, raise the marks."""
     with store.engine.connect() as fc, fc.begin():  # one snapshot: rows committed later move next time
         batches = {name: _unmoved(fc, name, limit) for name in MIRRORED}
         # An alert moves with or after its item: the streams read alerts joined to items.
         staying = {r["item_id"] for r in _rest(fc, "items", batches["items"])}
         batches["alerts"] = _prefix(batches["alerts"], lambda r: r["alert_id"] not in staying)
-    if not any(batches.values()):
-        return 0
+    if not any(batches.values()):  # nothing to move: no turn at the main file's gate
+        return 0, {}
     moved = 0
     with gate.begin(main) as conn:
-        marks = dict(conn.execute(select(t.flash_moved.c.name, t.flash_moved.c.seq)).all())
+        marks = {name: int(seq) for name, seq in conn.execute(select(t.flash_moved.c.name, t.flash_moved.c.seq))}
         for name, rows in batches.items():
-            rows = [r for r in rows if r["seq"] > marks.get(name, 0)]  # moved already by a turn that then died
+            rows = [r for r in rows if r["seq"] > marks.get(name, 0)]  # copied by a turn that died before trim
             if not rows:
                 continue
             _insert(conn, name, rows)
@@ -188,12 +196,16 @@ def move(main: Engine, store: FlashStore, limit: int = 1000) -> int:
                 conn.execute(insert(t.flash_moved).values(name=name, seq=top))
             marks[name] = top
             moved += len(rows)
+    return moved, marks
+
+
+def trim(store: FlashStore, marks: dict[str, int]) -> None:
+    """The second half of ``move``: delete from the flash file what the main file now holds."""
     with gate.begin(store.engine) as fc:
-        for name in MIRRORED:
-            if name in marks:
+        for name, top in marks.items():
+            if name in _TABLES:
                 table = _TABLES[name]
-                fc.execute(table.delete().where(table.c.seq <= marks[name]))
-    return moved
+                fc.execute(table.delete().where(table.c.seq <= top))
 
 
 def _unmoved(conn: Connection, name: str, limit: int) -> list[dict[str, Any]]:

@@ -1,0 +1,222 @@
+"""The flash lane's own persistence (R17, ``store.flash``): on SQLite a file of its own.
+
+A flash report is committed, received and acknowledged while a bulk transaction holds the
+main database's write lock; its rows move into the main tables later, each once, even
+when the move is cut short; and nothing a user sees of it changes when it moves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, func, select, text
+
+from gsomia import audit
+from gsomia.demo import terms_only
+from gsomia.node import config as node_config
+from gsomia.node.clock import SystemClock
+from gsomia.node.provision import provision_pair
+from gsomia.node.service import ItemSpec, Node
+from gsomia.policy import Subject
+from gsomia.store import flash
+from gsomia.store import schema as t
+from gsomia.store.db import open_database
+from nodes import AGREEMENT, pg_databases
+
+LAUNCH = ItemSpec("JPN", "군사II급비밀", b"launch", purposes=("nk-missile",))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def two(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, Node]]:
+    """KOR's and JPN's nodes in this process, on the backend, with each one's users by role."""
+    with pg_databases(2) if request.param == "postgresql" else contextlib.nullcontext([]) as urls:
+        database_urls = dict(zip(("KOR", "JPN"), urls, strict=True)) if urls else None
+        nodes = provision_pair(tmp_path, terms_only(AGREEMENT, tmp_path / "terms.toml"), database_urls)
+        made = {}
+        for party, p in nodes.items():
+            cfg = node_config.load(p.config)
+            node = Node(cfg, open_database(cfg.database_url), SystemClock())
+            node.tokens = p.tokens  # type: ignore[attr-defined]
+            made[party] = node
+        yield made
+        for node in made.values():
+            node.engine.dispose()
+            node.flash.engine.dispose()
+
+
+def user(node: Node, role: str) -> Subject:
+    subject = node.authenticate(node.tokens[role])  # type: ignore[attr-defined]
+    assert subject is not None
+    return subject
+
+
+def count(engine: Engine, table: Any) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+
+
+def holding_the_bulk_lock(engine: Engine, work: Callable[[], Any]) -> Any:
+    """Run ``work`` in a thread while another connection holds what a bulk transaction holds:
+    SQLite's write lock on the main file; on PostgreSQL, the log's counter row."""
+    result: dict[str, Any] = {}
+    with engine.connect() as holder:
+        if engine.dialect.name == "sqlite":
+            holder.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            holder.begin()
+            holder.execute(text("UPDATE ledger_state SET size = size WHERE id = 1"))
+
+        def run() -> None:
+            try:
+                result["value"] = work()
+            except Exception as exc:  # reported below
+                result["error"] = exc
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join(timeout=8.0)  # the busy timeout is 10 s: a write that waited for the holder would still wait
+        finished = not thread.is_alive()
+        holder.rollback()
+    thread.join()
+    assert finished, "the flash write waited for the bulk transaction"
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+def test_a_flash_report_is_committed_received_and_acknowledged_while_bulk_holds_the_write_lock(
+    two: dict[str, Node],
+) -> None:
+    kor, jpn = two["KOR"], two["JPN"]
+    result, [row], [_fresh] = holding_the_bulk_lock(
+        kor.engine, lambda: kor.provide_alert(user(kor, "duty_officer"), LAUNCH, "w1")
+    )
+    receipt, [arrived] = holding_the_bulk_lock(jpn.engine, lambda: jpn.receive_alerts("KOR", [row["body"]], "flash"))
+    assert receipt["received"] == [result["item_id"]]
+    assert arrived.alert_id == result["item_id"]
+    holding_the_bulk_lock(kor.engine, lambda: kor.delivered([row["key"]], receipt, "signature", {}, "flash"))
+    assert kor.pending("JPN") == 0
+    # The reader on the stream sees it at once, before anything has moved.
+    assert [r["alert_id"] for r in jpn.alerts_after(0)] == [result["item_id"]]
+    assert jpn.read_item(user(jpn, "analyst"), result["item_id"])["payload_b64"] == "bGF1bmNo"
+
+
+def test_flash_rows_move_into_the_main_tables_once_and_the_stream_sees_the_same_events(
+    two: dict[str, Node],
+) -> None:
+    kor, jpn = two["KOR"], two["JPN"]
+    sent = [kor.provide_alert(user(kor, "duty_officer"), LAUNCH, "w1") for _ in range(3)]
+    for _result, [row], _ in sent:
+        receipt, _ = jpn.receive_alerts("KOR", [row["body"]], "flash")
+        kor.delivered([row["key"]], receipt, "signature", {}, "flash")
+    before = [(r["seq"], r["alert_id"]) for r in jpn.alerts_after(0)]
+    assert [a for _, a in before] == [r["item_id"] for r, _, _ in sent]
+
+    for node in (kor, jpn):
+        node.sequence_ledger()
+    for node in (kor, jpn):
+        assert [(r["seq"], r["alert_id"]) for r in node.alerts_after(0)] == before  # Last-Event-ID still holds
+        assert count(node.engine, t.items) == 3
+        assert count(node.engine, t.alerts) == 3
+        assert count(node.engine, t.ledger_queue) == 0
+        if node.flash.separate:  # the flash file holds nothing once moved
+            assert all(count(node.flash.engine, getattr(node.flash, n)) == 0 for n in ("items", "alerts", "queue"))
+    assert count(kor.engine, t.receipts) == 3
+    assert kor.pending("JPN") == 0
+    with kor.engine.connect() as conn:  # the outbox's history too, delivered
+        assert conn.execute(select(func.count()).where(t.outbox.c.delivered_at.is_not(None))).scalar_one() == 3
+    peers = {p: c.current for p, c in jpn.peer_chains.items()}
+    assert audit.verify_node(jpn.engine, jpn.public, peers)["queued"] == 0
+    kinds = _ledger_kinds(jpn.engine)
+    assert kinds.count("receipt") == 3  # one entry per report received, no more
+    listed, _ = jpn.list_items(user(jpn, "analyst"), 0, 10)
+    assert {i["item_id"] for i in listed} == {r["item_id"] for r, _, _ in sent}
+
+
+def test_a_repeat_of_a_report_already_moved_is_acknowledged_and_stored_nowhere_again(two: dict[str, Node]) -> None:
+    kor, jpn = two["KOR"], two["JPN"]
+    result, [row], _ = kor.provide_alert(user(kor, "duty_officer"), LAUNCH, "w1")
+    jpn.receive_alerts("KOR", [row["body"]], "flash")
+    jpn.sequence_ledger()
+    receipt, fresh = jpn.receive_alerts("KOR", [row["body"]], "flash")  # the sender never saw the receipt
+    assert receipt["received"] == [result["item_id"]]
+    assert fresh == []
+    jpn.sequence_ledger()
+    assert count(jpn.engine, t.items) == 1
+    assert count(jpn.engine, t.alerts) == 1
+    assert _ledger_kinds(jpn.engine).count("receipt") == 1
+
+
+@pytest.fixture
+def kor_on_sqlite(tmp_path: Path) -> Iterator[Node]:
+    nodes = provision_pair(tmp_path, terms_only(AGREEMENT, tmp_path / "terms.toml"))
+    cfg = node_config.load(nodes["KOR"].config)
+    node = Node(cfg, open_database(cfg.database_url), SystemClock())
+    node.tokens = nodes["KOR"].tokens  # type: ignore[attr-defined]
+    yield node
+    node.engine.dispose()
+    node.flash.engine.dispose()
+
+
+def test_a_move_cut_short_before_the_flash_file_is_trimmed_moves_nothing_twice(kor_on_sqlite: Node) -> None:
+    node = kor_on_sqlite
+    assert node.flash.separate
+    assert node.flash.path == f"{node.engine.url.database}-flash"
+    for _ in range(2):
+        node.provide_alert(user(node, "duty_officer"), LAUNCH, None)
+    moved, _marks = flash.copy_rows(node.engine, node.flash)  # ... and the process dies here
+    assert moved == 6
+    assert count(node.flash.engine, node.flash.items) == 2
+    node.provide_alert(user(node, "duty_officer"), LAUNCH, None)  # one more after the restart
+    node.sequence_ledger()
+    assert count(node.engine, t.items) == 3
+    assert count(node.engine, t.alerts) == 3
+    assert _ledger_kinds(node.engine).count("provide") == 3
+    assert count(node.flash.engine, node.flash.items) == 0
+
+
+def test_a_new_flash_file_counts_on_from_the_alerts_already_moved(kor_on_sqlite: Node, tmp_path: Path) -> None:
+    node = kor_on_sqlite
+    node.provide_alert(user(node, "duty_officer"), LAUNCH, None)
+    node.sequence_ledger()
+    [first] = node.alerts_after(0)
+    path = Path(str(node.flash.path))
+    node.flash.engine.dispose()
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    again = Node(node.config, open_database(str(node.engine.url)), SystemClock())
+    assert again.flash.path == str(path)
+    assert path.exists()
+    again.provide_alert(user(node, "duty_officer"), LAUNCH, None)
+    seqs = [r["seq"] for r in again.alerts_after(0)]
+    assert seqs[0] == first["seq"]
+    assert seqs[1] > first["seq"]
+
+
+def test_a_flash_file_of_another_schema_is_remade_when_empty_and_refused_with_rows(kor_on_sqlite: Node) -> None:
+    node = kor_on_sqlite
+    path = str(node.flash.path)
+    node.flash.engine.dispose()
+    _mark_older(path)
+    remade = Node(node.config, open_database(str(node.engine.url)), SystemClock())  # empty: made again
+    remade.provide_alert(user(node, "duty_officer"), LAUNCH, None)
+    remade.flash.engine.dispose()
+    _mark_older(path)
+    with pytest.raises(flash.FlashFileError, match=r"made by another version of gsomia and holds 4 row\(s\) not yet"):
+        Node(node.config, open_database(str(node.engine.url)), SystemClock())
+
+
+def _ledger_kinds(engine: Engine) -> list[str]:
+    with engine.connect() as conn:
+        return list(conn.execute(select(t.ledger_entries.c.kind).order_by(t.ledger_entries.c.idx)).scalars())
+
+
+def _mark_older(path: str) -> None:
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("UPDATE flash_meta SET value = 'older' WHERE name = 'schema'")
