@@ -38,14 +38,12 @@ class Sequencer:
     ) -> None:
         self.node = node
         self.delegate = delegate
-        # How soon entries queued here join the log; nothing waits for it (R17). On PostgreSQL a
-        # turn costs about 4 ms of CPU (ten statements) whatever it moves, so turns are spaced
-        # (0.25 s: 10% more items/s in alternating runs). On SQLite a turn holds the one write
-        # lock that flash writes wait for, so turns stay short and often (0.05 s: flash p99
-        # 122-141 ms against 160-191 at 0.25).
-        if interval is None:
-            interval = 0.05 if node.engine.dialect.name == "sqlite" else 0.25
-        self.interval = interval
+        # How soon entries queued here join the log; nothing waits for it (R17). A turn costs
+        # about 4 ms of CPU on PostgreSQL (ten statements) whatever it moves, and on SQLite also
+        # moves the flash file's rows (``store.flash``), so turns are spaced: 0.25 s gave 10% more
+        # items/s on PostgreSQL. (On SQLite they were 50 ms apart while flash writes waited for a
+        # turn's hold on the one write lock; they now write a file of their own.)
+        self.interval = 0.25 if interval is None else interval
         self.sweep = sweep  # how soon entries queued by other processes do
         self.stopping = False
         self._task: asyncio.Task[None] | None = None
