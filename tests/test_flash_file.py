@@ -220,3 +220,17 @@ def _ledger_kinds(engine: Engine) -> list[str]:
 def _mark_older(path: str) -> None:
     with contextlib.closing(sqlite3.connect(path)) as conn, conn:
         conn.execute("UPDATE flash_meta SET value = 'older' WHERE name = 'schema'")
+
+
+def test_a_flash_file_beside_another_database_is_refused_while_it_holds_rows(
+    kor_on_sqlite: Node, tmp_path: Path
+) -> None:
+    node = kor_on_sqlite
+    node.provide_alert(user(node, "duty_officer"), LAUNCH, None)  # waits in the flash file
+    other = tmp_path / "other.db"
+    node.flash.engine.dispose()
+    for suffix in ("", "-wal", "-shm"):
+        if Path(f"{node.flash.path}{suffix}").exists():
+            Path(f"{other}-flash{suffix}").write_bytes(Path(f"{node.flash.path}{suffix}").read_bytes())
+    with pytest.raises(flash.FlashFileError, match=r"belongs to another database than .*other\.db and holds 4 row"):
+        Node(node.config, open_database(f"sqlite:///{other}"), SystemClock())

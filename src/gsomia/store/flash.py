@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import threading
 import weakref
 from collections.abc import Callable
@@ -123,11 +124,13 @@ def _open(main: Engine) -> FlashStore:
 
 
 def _prepare(conn: Connection, main: Engine) -> None:
-    """Make the tables if missing, counting above what was moved; refuse a file of another schema."""
+    """Make the tables if missing, counting above what was moved; refuse a file that is not this
+    database's (another schema, or another main file) while it holds rows."""
+    pair = str(_pair_of(main))
     existing = set(conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'table'").scalars())
     if "flash_meta" in existing:
-        made = conn.execute(select(_meta.c.value).where(_meta.c.name == "schema")).scalar_one_or_none()
-        if made == SCHEMA:
+        meta = {name: value for name, value in conn.execute(select(_meta.c.name, _meta.c.value))}
+        if meta.get("schema") == SCHEMA and meta.get("pair") == pair:
             return
         left = sum(
             int(conn.exec_driver_sql(f'SELECT count(*) FROM "{name}"').scalar_one())  # noqa: S608 - our names
@@ -135,22 +138,43 @@ def _prepare(conn: Connection, main: Engine) -> None:
             if name in existing
         )
         if left:
+            path = conn.engine.url.database
+            if meta.get("schema") != SCHEMA:
+                raise FlashFileError(
+                    f"{path}: made by another version of gsomia and holds {left} row(s) not yet moved into "
+                    "the main database; start that version once to move them"
+                )
             raise FlashFileError(
-                f"{conn.engine.url.database}: made by another version of gsomia and holds {left} row(s) not yet "
-                "moved into the main database; start that version once to move them"
+                f"{path}: belongs to another database than {main.url.database} and holds {left} row(s) not yet "
+                "moved; restore the database it belongs to, or move it away (its rows are then lost)"
             )
         for name in [*MIRRORED, "flash_meta"]:
             conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{name}"')
     _metadata.create_all(conn)
     with main.connect() as mc:
-        marks = dict(mc.execute(select(t.flash_moved.c.name, t.flash_moved.c.seq)).all())
+        marks = {name: int(seq) for name, seq in mc.execute(select(t.flash_moved.c.name, t.flash_moved.c.seq))}
         top_alert = mc.execute(select(func.max(t.alerts.c.seq))).scalar_one() or 0
     # Alert seqs are the streams' event ids (``Last-Event-ID``): they go on from the main file's.
-    marks["alerts"] = max(int(marks.get("alerts", 0)), int(top_alert))
+    marks["alerts"] = max(marks.get("alerts", 0), int(top_alert))
     for name in MIRRORED:
         conn.exec_driver_sql("DELETE FROM sqlite_sequence WHERE name = ?", (name,))
-        conn.exec_driver_sql("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (name, int(marks.get(name, 0))))
-    conn.execute(insert(_meta).values(name="schema", value=SCHEMA))
+        conn.exec_driver_sql("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (name, marks.get(name, 0)))
+    conn.execute(insert(_meta), [{"name": "schema", "value": SCHEMA}, {"name": "pair", "value": pair}])
+
+
+def _pair_of(main: Engine) -> int:
+    """A number the main file draws once and its flash file keeps: a flash file restored or
+    copied beside another database must not move its rows into that one."""
+    with gate.begin(main) as conn:
+        q = select(t.flash_moved.c.seq).where(t.flash_moved.c.name == PAIR)
+        found = conn.execute(q).scalar_one_or_none()
+        if found is None:
+            found = secrets.randbits(62)
+            conn.execute(insert(t.flash_moved).values(name=PAIR, seq=found))
+        return int(found)
+
+
+PAIR = "(pair)"  # the row of ``flash_moved`` that is no table's mark
 
 
 # --- moving -------------------------------------------------------------------------------
