@@ -523,7 +523,9 @@ class Node(NodeLedger):
         The claim is part of the commit, so the delivery worker can send the row it is handed
         at once instead of claiming it back in a transaction of its own; the stream shows the
         returned ``FreshAlert`` without reading it back. With no ``worker`` (this process does not
-        deliver the flash lane), the row is left for whichever worker claims it."""
+        deliver the flash lane), the row is left for whichever worker claims it. On SQLite it
+        is all written to the flash lane's own file (``store.flash``): no bulk transaction
+        holds that file's write lock."""
         results, claimed, fresh = self._provide(subject, [spec], "flash", worker)
         return results[0], claimed, fresh
 
@@ -745,13 +747,7 @@ class Node(NodeLedger):
         return out, (rows[-1]["seq"] if rows else after)
 
     def read_item(self, subject: policy.Subject, item_id: str, purpose: str | None = None) -> dict[str, Any]:
-        with self.engine.connect() as conn:
-            row = conn.execute(select(t.items).where(t.items.c.item_id == item_id)).mappings().first()
-            history = self._records(conn, item_id) if row is not None else []
-        if row is None and self.flash.separate:  # a flash report not yet moved to the main file
-            with self.flash.engine.connect() as conn:
-                fi = self.flash.items
-                row = conn.execute(select(fi).where(fi.c.item_id == item_id)).mappings().first()
+        row, history = self._stored_item(item_id)
         if row is None:
             raise NotFound(f"no item {item_id}")
         label = effective_label(Label.from_bytes(row["label"].encode("utf-8")), history)
@@ -778,6 +774,19 @@ class Node(NodeLedger):
             "payload_b64": base64.b64encode(payload).decode(),
             "decision": decision.as_dict(),
         }
+
+    def _stored_item(self, item_id: str) -> tuple[Any, list[records.Record]]:
+        """An item's row and its records, wherever it is: a flash report may not have moved yet.
+
+        The main file is read again when the flash file lacks it too: the report may have moved
+        between the two reads (it is copied to the main file before it leaves the flash file)."""
+        stores = [self.main, self.flash, self.main] if self.flash.separate else [self.main]
+        for store in stores:
+            with store.engine.connect() as conn:
+                row = conn.execute(select(store.items).where(store.items.c.item_id == item_id)).mappings().first()
+                if row is not None:
+                    return row, self._records(conn, item_id) if store is self.main else []
+        return None, []
 
     def alerts_after(self, after: int, limit: int = 100) -> list[dict[str, Any]]:
         """Flash reports after ``after``, in seq order, from both files where there are two.
@@ -1205,6 +1214,9 @@ class Node(NodeLedger):
             .order_by(ob.c.seq)
             .limit(limit)
         )
+        with store.engine.connect() as conn:  # nothing to claim (an idle worker's poll): no write transaction
+            if conn.execute(pending.limit(1)).first() is None:
+                return []
         if store.engine.dialect.name == "postgresql":
             pending = pending.with_for_update(skip_locked=True)
         with gate.begin(store.engine) as conn:
@@ -1439,9 +1451,10 @@ def _keyed(store: FlashStore, row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _fill_envelopes(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    """An item's outbox row holds no copy of its envelope (written once, in ``items``): read it.
+    """A bulk item's outbox row holds no copy of its envelope (written once, in ``items``): read it.
 
-    Rows written before that (migration-free: a non-empty body) keep their own copy."""
+    Rows written before that (migration-free: a non-empty body) and flash reports' rows keep
+    their own copy."""
     refs = [r["ref"] for r in rows if r["kind"] == "item" and not r["body"]]
     if not refs:
         return
