@@ -117,8 +117,12 @@ def _open(main: Engine) -> FlashStore:
         return main_store(main)
     # Checkpointed like the main file: by the node's checkpointer where it runs one (``db.checkpoint``).
     engine = db.make_engine(f"sqlite:///{path}", own_checkpoints=db.owns_checkpoints(main))
-    with gate.begin(engine) as conn:  # the gate's lock file: one process makes the file, the other waits
-        _prepare(conn, main)
+    try:
+        with gate.begin(engine) as conn:  # the gate's lock file: one process makes the file, the other waits
+            _prepare(conn, main)
+    except BaseException:
+        engine.dispose()
+        raise
     tb = _TABLES
     return FlashStore(engine, tb["items"], tb["outbox"], tb["alerts"], tb["receipts"], tb["ledger_queue"], True)
 
@@ -127,15 +131,15 @@ def _prepare(conn: Connection, main: Engine) -> None:
     """Make the tables if missing, counting above what was moved; refuse a file that is not this
     database's (another schema, or another main file) while it holds rows."""
     pair = str(_pair_of(main))
-    existing = set(conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'table'").scalars())
-    if "flash_meta" in existing:
+    tables = set(conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'table'").scalars())
+    if "flash_meta" in tables:
         meta = {name: value for name, value in conn.execute(select(_meta.c.name, _meta.c.value))}
         if meta.get("schema") == SCHEMA and meta.get("pair") == pair:
             return
         left = sum(
             int(conn.exec_driver_sql(f'SELECT count(*) FROM "{name}"').scalar_one())  # noqa: S608 - our names
             for name in MIRRORED
-            if name in existing
+            if name in tables
         )
         if left:
             path = conn.engine.url.database
