@@ -591,7 +591,7 @@ class Node(NodeLedger):
         if lane == "flash":
             for r in results:
                 trace.mark(r["item_id"], "provide.begin")
-        store = self.flash if lane == "flash" else self.main
+        store = self._store_of(lane)
         with gate.begin(store.engine) as conn:
             _insert_rows(conn, store.items, rows)
             if worker is None:
@@ -653,7 +653,7 @@ class Node(NodeLedger):
                 trace.mark(lbl.item_id, "receive.begin")
         if accepted:
             rows = [_item_row(lbl, env, "in", peer, lane, lbl.created_at, now) for lbl, env, _ in accepted]
-            store = self.flash if lane == "flash" else self.main
+            store = self._store_of(lane)
             with gate.begin(store.engine) as conn:
                 if store.separate:  # moved to the main file already: a repeat. Read under the flash file's lock,
                     # which the move's delete waits for, so a row is in one file or the other here.
@@ -774,6 +774,10 @@ class Node(NodeLedger):
             "payload_b64": base64.b64encode(payload).decode(),
             "decision": decision.as_dict(),
         }
+
+    def _store_of(self, lane: str) -> FlashStore:
+        """Where a transaction of ``lane`` writes: the flash lane's own file on SQLite (R17)."""
+        return self.flash if lane == "flash" else self.main
 
     def _stored_item(self, item_id: str) -> tuple[Any, list[records.Record]]:
         """An item's row and its records, wherever it is: a flash report may not have moved yet.

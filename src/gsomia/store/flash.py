@@ -205,7 +205,7 @@ def copy_rows(main: Engine, store: FlashStore, limit: int = 1000) -> tuple[int, 
     with store.engine.connect() as fc, fc.begin():  # one snapshot: rows committed later move next time
         batches = {name: _unmoved(fc, name, limit) for name in MIRRORED}
         # An alert moves with or after its item: the streams read alerts joined to items.
-        staying = {r["item_id"] for r in _rest(fc, "items", batches["items"])}
+        staying = _items_after(fc, batches["items"])
         batches["alerts"] = _prefix(batches["alerts"], lambda r: r["alert_id"] not in staying)
     if not any(batches.values()):  # nothing to move: no turn at the main file's gate
         return 0, {}
@@ -244,11 +244,11 @@ def _unmoved(conn: Connection, name: str, limit: int) -> list[dict[str, Any]]:
     return rows
 
 
-def _rest(conn: Connection, name: str, batch: list[dict[str, Any]]) -> list[Any]:
-    """The rows of table ``name`` after ``batch`` (which is a first part of it)."""
-    table = _TABLES[name]
+def _items_after(conn: Connection, batch: list[dict[str, Any]]) -> set[str]:
+    """The ids of the flash file's items after ``batch`` (its first rows): they stay this turn."""
+    items = _TABLES["items"]
     after = batch[-1]["seq"] if batch else 0
-    return list(conn.execute(select(table.c.item_id).where(table.c.seq > after)).mappings())
+    return set(conn.execute(select(items.c.item_id).where(items.c.seq > after)).scalars())
 
 
 def _prefix(rows: list[dict[str, Any]], ok: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
