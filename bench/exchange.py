@@ -717,6 +717,8 @@ def run_gsomia(backend: str, args: argparse.Namespace, tmp_root: Path) -> Gsomia
             stack.callback(spy.stop)
             for party, pid in pids.items():
                 spy.record(f"{backend}-{party}", pid)
+                for flash_pid in groups.get(f"{party} flash process", list)():
+                    spy.record(f"{backend}-{party}-flash", flash_pid)
             time.sleep(1.0)  # let py-spy attach before the clock starts
 
         work: queue.Queue[bytes] = queue.Queue()
@@ -1238,7 +1240,7 @@ def main(argv: list[str] | None = None) -> int:
         "--idle-flash", type=int, default=40, help="flash reports sent before the bulk run, for a baseline (0: none)"
     )
     parser.add_argument("--sample-interval", type=float, default=0.5, help="seconds between outbox samples")
-    parser.add_argument("--py-spy", metavar="DIR", help="record both nodes with py-spy into DIR and summarize")
+    parser.add_argument("--py-spy", metavar="DIR", help="record both nodes (and their flash processes) with py-spy into DIR and summarize")
     parser.add_argument(
         "--trace", action="store_true", help="mark each flash report's hops in both nodes and print where it waited"
     )
