@@ -1240,7 +1240,11 @@ def main(argv: list[str] | None = None) -> int:
         "--idle-flash", type=int, default=40, help="flash reports sent before the bulk run, for a baseline (0: none)"
     )
     parser.add_argument("--sample-interval", type=float, default=0.5, help="seconds between outbox samples")
-    parser.add_argument("--py-spy", metavar="DIR", help="record both nodes (and their flash processes) with py-spy into DIR and summarize")
+    parser.add_argument(
+        "--py-spy",
+        metavar="DIR",
+        help="record both nodes (and their flash processes) with py-spy into DIR and summarize",
+    )
     parser.add_argument(
         "--trace", action="store_true", help="mark each flash report's hops in both nodes and print where it waited"
     )
