@@ -21,7 +21,7 @@ test: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2  # two workers: the nodes a test starts leave a core idle much of the time
 
 bench: $(STAMP)
 	$(BIN)/python bench/lifecycle.py

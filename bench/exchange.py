@@ -77,7 +77,7 @@ from typing import Any
 import httpx
 
 from gsomia.demo import terms_only
-from gsomia.node.process import NodeProcess
+from gsomia.node.process import NodeProcess, start_all
 from gsomia.node.provision import Provisioned, free_port, provision_pair
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -684,7 +684,7 @@ def run_gsomia(backend: str, args: argparse.Namespace, tmp_root: Path) -> Gsomia
         try:
             for party, proc in procs.items():
                 stack.callback(_stop_and_report, proc, party)
-                proc.start()
+            start_all(list(procs.values()))
         finally:
             os.environ.pop("GSOMIA_TRACE", None)
         pids = {p: proc.proc.pid for p, proc in procs.items() if proc.proc}

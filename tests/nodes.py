@@ -21,7 +21,7 @@ import httpx
 from sqlalchemy import create_engine, text
 
 from gsomia.demo import terms_only
-from gsomia.node.process import NodeProcess, stop_all
+from gsomia.node.process import NodeProcess, start_all, stop_all
 from gsomia.node.provision import Provisioned, provision_pair
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,8 +138,7 @@ def node_pair(
         nodes = provision_pair(tmp, agreement, database_urls=urls, demo=demo, suite=suite, flash_process=flash_process)
         procs = {p: NodeProcess(n.config, n.user_url, n.root / "node.log", n.flash_user_url) for p, n in nodes.items()}
         try:
-            for proc in procs.values():
-                proc.start()
+            start_all(list(procs.values()))
             yield Pair(nodes, procs)
         finally:
             stop_all(list(procs.values()))

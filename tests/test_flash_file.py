@@ -164,6 +164,24 @@ def kor_on_sqlite(tmp_path: Path) -> Iterator[Node]:
     node.flash.engine.dispose()
 
 
+def test_rows_a_stopping_worker_holds_go_to_the_next_worker_at_once(two: dict[str, Node]) -> None:
+    """``Delivery.stop`` gives back what it claimed and did not send: a restarted node sends it
+    at once instead of waiting out the 30-second lease."""
+    kor = two["KOR"]
+    kor.provide(user(kor, "analyst"), [ItemSpec("JPN", "군사II급비밀", b"bulk", purposes=("nk-missile",))])
+    report, handed, _ = kor.provide_alert(user(kor, "duty_officer"), LAUNCH, "w1")
+    assert [r["ref"] for r in handed] == [report["item_id"]]  # committed already claimed by w1
+    assert len(kor.claim("JPN", "bulk", "w1", 10)) == 1
+    assert kor.claim("JPN", "bulk", "w2", 10) == []
+    assert kor.claim("JPN", "flash", "w2", 10) == []
+
+    kor.release("w1")
+
+    assert len(kor.claim("JPN", "bulk", "w2", 10)) == 1
+    assert [r["ref"] for r in kor.claim("JPN", "flash", "w2", 10)] == [report["item_id"]]
+    assert kor.pending("JPN") == 2  # given back, not marked delivered
+
+
 def test_a_move_cut_short_before_the_flash_file_is_trimmed_moves_nothing_twice(kor_on_sqlite: Node) -> None:
     node = kor_on_sqlite
     assert node.flash.separate

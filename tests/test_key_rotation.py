@@ -16,6 +16,7 @@ from gsomia.demo import terms_only
 from gsomia.node import config as node_config
 from gsomia.node import keychain
 from gsomia.node.clock import SystemClock
+from gsomia.node.process import start_all
 from gsomia.node.provision import provision_pair
 from gsomia.node.service import Node
 from gsomia.store import schema as t
@@ -169,8 +170,7 @@ def test_both_partners_rotating_at_once_still_learn_each_others_keys(pair: Pair)
         pair.procs[party].stop()
         rotated = run("keys", "rotate", "--config", str(pair.nodes[party].config))
         assert rotated.returncode == 0, rotated.stderr
-    for party in ("KOR", "JPN"):
-        pair.procs[party].start()
+    start_all(list(pair.procs.values()))
     # Each side's first request names a key the other does not know, and so does each receipt.
     to_jpn = pair.share("KOR", "JPN", "군사II급비밀", 2)
     to_kor = pair.share("JPN", "KOR", "極秘", 2)

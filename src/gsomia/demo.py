@@ -32,7 +32,7 @@ import httpx
 from rich.console import Console
 
 from gsomia.agreement import terms
-from gsomia.node.process import NodeProcess, stop_all
+from gsomia.node.process import NodeProcess, start_all, stop_all
 from gsomia.node.provision import Provisioned, provision_pair
 
 KST = timezone(timedelta(hours=9))
@@ -255,8 +255,7 @@ def run(
     story = Story(console, headless, suspension, nodes)
     watcher = FlashWatcher(nodes["KOR"].user_url, nodes["KOR"].tokens["duty_officer"])
     try:
-        for proc in procs:
-            proc.start()
+        start_all(procs)
         story.say(
             f"[bold]gsomia demo[/bold]: KOR and JPN nodes on loopback, mutual TLS between them, state under {root}/"
         )

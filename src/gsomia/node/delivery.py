@@ -106,6 +106,11 @@ class Delivery:
                 await task
         for code in list(self._settling):
             await self._settle(code)
+        if self._tasks:
+            try:  # rows claimed and not sent: the next start sends them at once
+                await lanes.run("control", self.node.release, self.worker_id)
+            except Exception as exc:  # the database is gone: the leases lapse instead
+                log.warning("could not give back claimed rows: %s", exc)
         for client in [*self.clients.values(), *self._flash_clients.values()]:
             await client.aclose()
 

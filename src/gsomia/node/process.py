@@ -31,6 +31,10 @@ class NodeProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 20.0) -> NodeProcess:
+        start_all([self], timeout)
+        return self
+
+    def _spawn(self) -> None:
         handle = self.log.open("ab")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
@@ -41,15 +45,13 @@ class NodeProcess:
             start_new_session=True,
         )
         handle.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"node {self.config} exited with {self.proc.returncode}; see {self.log}")
-            if all(answers(url) for url in (self.user_url, self.flash_url) if url):
-                return self
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"node {self.config} did not answer within {timeout:.0f} s; see {self.log}")
+
+    def _ready(self) -> bool:
+        """Up and answering; raises once the process has exited."""
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"node {self.config} exited with {self.proc.returncode}; see {self.log}")
+        return all(answers(url) for url in (self.user_url, self.flash_url) if url)
 
     def kill(self) -> None:
         """``kill -9``: no clean-up, no flush: what a crash looks like."""
@@ -65,6 +67,29 @@ class NodeProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def start_all(nodes: list[NodeProcess], timeout: float = 20.0) -> None:
+    """Start every node at once and wait until all answer: a pair starts in the time of one.
+
+    A node whose partner is not up yet retries its deliveries, so the order does not matter.
+    If one fails to start, all are stopped."""
+    for n in nodes:
+        n._spawn()
+    waiting = list(nodes)
+    deadline = time.monotonic() + timeout
+    try:
+        while waiting:
+            waiting = [n for n in waiting if not n._ready()]
+            if not waiting:
+                return
+            if time.monotonic() > deadline:
+                names = ", ".join(str(n.config) for n in waiting)
+                raise RuntimeError(f"node {names} did not answer within {timeout:.0f} s; see {waiting[0].log}")
+            time.sleep(0.1)
+    except BaseException:
+        stop_all(nodes)
+        raise
 
 
 def stop_all(nodes: list[NodeProcess], timeout: float = 10.0) -> None:

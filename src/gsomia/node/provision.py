@@ -7,6 +7,7 @@ same nodes a party would run, only on one machine.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import socket
 from dataclasses import dataclass
@@ -52,6 +53,17 @@ def _ephemeral_start() -> int:
         return 32768
 
 
+def port_range() -> tuple[int, int]:
+    """[low, top): below the ephemeral range, or ``GSOMIA_PORTS=low-top`` (test runs in parallel
+    give each its own slice, so two never hand out the same port)."""
+    given = os.environ.get("GSOMIA_PORTS", "")
+    low_text, _, top_text = given.partition("-")
+    if low_text.isdigit() and top_text.isdigit() and 1024 <= int(low_text) < int(top_text) <= 65536:
+        return int(low_text), int(top_text)
+    top = _ephemeral_start()
+    return max(1024, min(20000, top - 4096)), top
+
+
 def free_port() -> int:
     """A loopback port free now, below the ephemeral range.
 
@@ -60,8 +72,7 @@ def free_port() -> int:
     could take the port before the node binds it ("address already in use"). Ports below
     the range are only ever taken by servers, and each is handed out once per process.
     """
-    top = _ephemeral_start()
-    low = max(1024, min(20000, top - 4096))
+    low, top = port_range()
     for _ in range(200):
         port = secrets.randbelow(top - low) + low
         if port in _HANDED_OUT:

@@ -255,6 +255,9 @@ def append_rows(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[int]:
     return list(range(start, start + k))
 
 
+_ENQUEUE = t.ledger_queue.insert()  # built once: a flash report's transactions run it each
+
+
 def enqueue_rows(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     """Commit entries with the caller's transaction without taking the log's counter.
 
@@ -262,7 +265,7 @@ def enqueue_rows(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     they are durable but have no index, no proof and no place under a signed head."""
     if rows:
         conn.execute(
-            t.ledger_queue.insert(),
+            _ENQUEUE,
             [
                 {
                     "at": _utc(r["at"]),
