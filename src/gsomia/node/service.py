@@ -1192,38 +1192,15 @@ class Node(NodeLedger):
     def _claim_in(
         self, store: FlashStore, peer: str, lane: str, worker: str, limit: int, lease: float
     ) -> list[dict[str, Any]]:
-        ob = store.outbox
         now = datetime.now(UTC)  # leases and back-off are real time, even in the demo
-        free = or_(ob.c.claimed_until.is_(None), ob.c.claimed_until < now, ob.c.claimed_by == worker)
-        pending = (
-            select(ob.c.seq)
-            .where(
-                ob.c.peer == peer,
-                ob.c.lane == lane,
-                ob.c.delivered_at.is_(None),
-                # No per-row "not before": skipping a row that is backing off would let a later
-                # one overtake it. The worker backs off as a whole, so order holds.
-                free,
-            )
-            .order_by(ob.c.seq)
-            .limit(limit)
-        )
+        given = {"p_peer": peer, "p_lane": lane, "p_worker": worker, "p_now": now}
+        peek, take = _claim_statements(store.outbox, store.engine.dialect.name == "postgresql")
         with store.engine.connect() as conn:  # nothing to claim (an idle worker's poll): no write transaction
-            if conn.execute(pending.limit(1)).first() is None:
+            if conn.execute(peek, given).first() is None:
                 return []
-        if store.engine.dialect.name == "postgresql":
-            pending = pending.with_for_update(skip_locked=True)
         with gate.begin(store.engine) as conn:
-            rows = (
-                conn.execute(
-                    update(ob)
-                    .where(ob.c.seq.in_(pending.scalar_subquery()), free)
-                    .values(claimed_by=worker, claimed_until=now + timedelta(seconds=lease))
-                    .returning(*_claimed(store), ob.c.created_at)
-                )
-                .mappings()
-                .all()
-            )
+            until = now + timedelta(seconds=lease)
+            rows = conn.execute(take, {**given, "p_limit": limit, "p_until": until}).mappings().all()
             claimed = sorted((_keyed(store, dict(r)) for r in rows), key=lambda r: r["seq"])
             _fill_envelopes(conn, claimed)
         return claimed
@@ -1516,3 +1493,31 @@ def _mark_delivered(outbox: Table) -> Any:
         .where(outbox.c.seq.in_(bindparam("seqs", expanding=True)))
         .values(delivered_at=bindparam("now"), claimed_until=None)
     )
+
+
+@functools.cache
+def _claim_statements(outbox: Table, skip_locked: bool) -> tuple[Any, Any]:
+    """An idle worker's look at the outbox (every 0.2 s on the flash lane), and the claim.
+
+    A row is free when unclaimed, its lease lapsed, or claimed by this worker already. There
+    is no per-row "not before": skipping a row that is backing off would let a later one
+    overtake it. The worker backs off as a whole, so order holds."""
+    ob = outbox
+    free = or_(
+        ob.c.claimed_until.is_(None), ob.c.claimed_until < bindparam("p_now"), ob.c.claimed_by == bindparam("p_worker")
+    )
+    pending = (
+        select(ob.c.seq)
+        .where(ob.c.peer == bindparam("p_peer"), ob.c.lane == bindparam("p_lane"), ob.c.delivered_at.is_(None), free)
+        .order_by(ob.c.seq)
+    )
+    batch = pending.limit(bindparam("p_limit"))
+    if skip_locked:  # PostgreSQL: rows another worker is claiming are skipped, not waited for
+        batch = batch.with_for_update(skip_locked=True)
+    take = (
+        update(ob)
+        .where(ob.c.seq.in_(batch.scalar_subquery()), free)
+        .values(claimed_by=bindparam("p_worker"), claimed_until=bindparam("p_until"))
+        .returning(*(ob.c[name] for name in _CLAIMED), ob.c.created_at)
+    )
+    return pending.limit(1), take
