@@ -416,6 +416,7 @@ class GsomiaResult:
     flash_post_ms_p99: float
     idle_flash_ms_p50: float
     idle_flash_ms_p99: float
+    idle_flash_cpu_ms: dict[str, float]  # CPU per report with no bulk traffic, by process (idle polling included)
     flash_errors: list[str]
     cpu_seconds: dict[str, float]
     timeline: list[tuple[float, int, int]]  # (s since start, posted, pending at KOR)
@@ -709,7 +710,15 @@ def run_gsomia(backend: str, args: argparse.Namespace, tmp_root: Path) -> Gsomia
         stack.callback(probe.close)
         probe.start()
         probe.warm_up()
+        idle_meter = CpuMeter(groups)
+        idle_meter.start()
         idle_flash = probe.idle(args.idle_flash) if args.idle_flash else []
+        idle_cpu = idle_meter.stop()
+        idle_cpu_ms = {
+            k: round(1000 * v / len(idle_flash), 2)
+            for k, v in idle_cpu.items()
+            if idle_flash and k not in ("wall", "machine capacity", "machine busy", "everything else")
+        }
 
         spy = PySpy(Path(args.py_spy)) if args.py_spy else None
         if spy:
@@ -834,6 +843,7 @@ def run_gsomia(backend: str, args: argparse.Namespace, tmp_root: Path) -> Gsomia
             flash_post_ms_p99=round(percentile(probe.post_ms, 99), 2),
             idle_flash_ms_p50=round(percentile(idle_flash, 50), 2),
             idle_flash_ms_p99=round(percentile(idle_flash, 99), 2),
+            idle_flash_cpu_ms=idle_cpu_ms,
             flash_errors=probe.errors[:5],
             cpu_seconds=cpu,
             timeline=timeline,
@@ -870,6 +880,11 @@ def report_gsomia(r: GsomiaResult) -> None:
         f"(POST /alerts answered: p50 {r.flash_post_ms_p50:.1f} ms, p99 {r.flash_post_ms_p99:.1f} ms); "
         f"with no bulk traffic before: p50 {r.idle_flash_ms_p50:.1f} ms, p99 {r.idle_flash_ms_p99:.1f} ms"
     )
+    if r.idle_flash_cpu_ms:
+        print(
+            "  CPU per flash report with no bulk traffic (ms, idle polling included): "
+            + ", ".join(f"{k} {v:.1f}" for k, v in r.idle_flash_cpu_ms.items())
+        )
     for e in r.flash_errors:
         print(f"    flash error: {e}")
     cpu = r.cpu_seconds
@@ -1237,7 +1252,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bulk-nice", type=int, metavar="N", help="the nodes' bulk_nice (default: node.toml's)")
     parser.add_argument("--flash-interval", type=float, default=0.05, help="seconds between flash reports (0: none)")
     parser.add_argument(
-        "--idle-flash", type=int, default=40, help="flash reports sent before the bulk run, for a baseline (0: none)"
+        "--idle-flash", type=int, default=100, help="flash reports sent before the bulk run, for a baseline (0: none)"
     )
     parser.add_argument("--sample-interval", type=float, default=0.5, help="seconds between outbox samples")
     parser.add_argument(
