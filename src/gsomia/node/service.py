@@ -1412,10 +1412,6 @@ def _item_row(
     }
 
 
-def _claimed(store: FlashStore) -> list[Any]:
-    return [store.outbox.c[name] for name in _CLAIMED]
-
-
 def _keyed(store: FlashStore, row: dict[str, Any]) -> dict[str, Any]:
     row["key"] = ("flash" if store.separate else "main", row["seq"])
     return row
