@@ -286,8 +286,9 @@ def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
             body.to, body.classification, body.text.encode("utf-8"), (), tuple(body.purposes), tuple(body.compartments)
         )
         # Claimed at commit only where this process delivers the flash lane; else the node's
-        # flash process is told and claims it (``node/link.py``).
-        here = "flash" in delivery.lanes
+        # flash process is told and claims it (``node/link.py``). Not while stopping: its
+        # workers have given back their rows already, and this one would wait out the lease.
+        here = "flash" in delivery.lanes and not delivery.stopping
         result, claimed, fresh = await call(
             node.provide_alert, who, spec, delivery.worker_id if here else None, lane="flash"
         )
