@@ -1177,9 +1177,7 @@ class Node(NodeLedger):
         where there is one (reports, receipts' entries), and in the main file (notes, alarms,
         records, and reports committed before the flash file): both are claimed, in the order
         they were committed."""
-        stores = [self.main]
-        if lane == "flash" and self.flash.separate:
-            stores.append(self.flash)
+        stores = self._files() if lane == "flash" else (self.main,)
         claimed: list[dict[str, Any]] = []
         for store in stores:
             claimed += self._claim_in(store, peer, lane, worker, limit, lease)
@@ -1283,9 +1281,13 @@ class Node(NodeLedger):
                     )
                 )
 
+    def _files(self) -> tuple[FlashStore, ...]:
+        """The node's files: the main one, and the flash lane's where it has one of its own."""
+        return (self.main, self.flash) if self.flash.separate else (self.main,)
+
     def release(self, worker: str) -> None:
         """Give back what ``worker`` holds unsent (it is stopping): the next worker need not wait out the lease."""
-        for store in (self.main, self.flash) if self.flash.separate else (self.main,):
+        for store in self._files():
             ob = store.outbox
             with gate.begin(store.engine) as conn:
                 conn.execute(
@@ -1297,7 +1299,7 @@ class Node(NodeLedger):
         from sqlalchemy import func
 
         total = 0
-        for store in (self.main, self.flash) if self.flash.separate else (self.main,):
+        for store in self._files():
             q = select(func.count()).select_from(store.outbox).where(store.outbox.c.delivered_at.is_(None))
             if peer:
                 q = q.where(store.outbox.c.peer == peer)
