@@ -475,10 +475,8 @@ def node_serve(
 
     With flash_listen in the configuration, flash work (R17) runs in a second process on
     ports of its own, which this one starts, watches and stops."""
-    import asyncio
-
     from gsomia.node import config as node_config
-    from gsomia.node.serve import serve
+    from gsomia.node.serve import run
 
     cfg = node_config.load(config)
     if flash_link is not None and cfg.flash_listen is None:
@@ -493,7 +491,7 @@ def node_serve(
             f"gsomia node {cfg.party}: flash process: user API http://{cfg.flash_listen[0]}:{cfg.flash_listen[1]}, "
             f"peer API https://{cfg.flash_peer_listen[0]}:{cfg.flash_peer_listen[1]}"
         )
-    asyncio.run(serve(cfg, flash_link))
+    run(cfg, flash_link)
 
 
 def _node(config: Path) -> Any:
