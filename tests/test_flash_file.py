@@ -2,11 +2,14 @@
 
 A flash report is committed, received and acknowledged while a bulk transaction holds the
 main database's write lock; its rows move into the main tables later, each once, even
-when the move is cut short; and nothing a user sees of it changes when it moves.
+when the move is cut short; and nothing a user sees of it changes when it moves. The
+outbox claim that reads both files is tested here too, on both backends: what a stopping
+worker gives back, and what a pipelined bulk worker skips and gives back.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 import threading
@@ -14,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import Engine, func, select, text
 
@@ -21,6 +25,7 @@ from gsomia import audit
 from gsomia.demo import terms_only
 from gsomia.node import config as node_config
 from gsomia.node.clock import SystemClock
+from gsomia.node.delivery import Delivery
 from gsomia.node.provision import provision_pair
 from gsomia.node.service import ItemSpec, Node
 from gsomia.policy import Subject
@@ -180,6 +185,36 @@ def test_rows_a_stopping_worker_holds_go_to_the_next_worker_at_once(two: dict[st
     assert len(kor.claim("JPN", "bulk", "w2", 10)) == 1
     assert [r["ref"] for r in kor.claim("JPN", "flash", "w2", 10)] == [report["item_id"]]
     assert kor.pending("JPN") == 2  # given back, not marked delivered
+
+
+def test_a_claim_skips_the_rows_its_worker_has_in_hand_and_takes_what_follows(two: dict[str, Node]) -> None:
+    node = two["KOR"]
+    analyst = user(node, "analyst")
+    node.provide(analyst, [ItemSpec("JPN", "군사II급비밀", f"item {i}".encode()) for i in range(3)])
+    out = node.claim("JPN", "bulk", "w1", 2)  # with the partner
+    ahead = node.claim("JPN", "bulk", "w1", 2, skip=[r["key"] for r in out])
+    assert [r["seq"] for r in ahead] == [out[-1]["seq"] + 1]
+    # No longer in hand (say its receipt failed to record): the worker's next claim sends it again, in order.
+    assert [r["key"] for r in node.claim("JPN", "bulk", "w1", 10)] == [r["key"] for r in out + ahead]
+    assert node.claim("JPN", "bulk", "w2", 10) == []  # all still w1's
+
+
+def test_a_failed_bulk_send_gives_back_the_batch_claimed_ahead_of_it_in_order(two: dict[str, Node]) -> None:
+    node = two["KOR"]
+    analyst = user(node, "analyst")
+    node.provide(analyst, [ItemSpec("JPN", "군사II급비밀", f"item {i}".encode()) for i in range(300)])
+    delivery = Delivery(node)
+    delivery.worker_id = "w1"
+    delivery.stopping = True  # no back-off sleep in the test
+    delivery.clients["JPN"] = httpx.AsyncClient(
+        base_url="https://jpn.invalid", transport=httpx.MockTransport(lambda _: httpx.Response(503))
+    )
+    out = node.claim("JPN", "bulk", "w1", 256)
+    assert not asyncio.run(delivery._deliver("JPN", "bulk", out))
+    again = node.claim("JPN", "bulk", "w2", 500)  # another worker: all 300, the first batch first
+    assert [r["seq"] for r in again] == sorted(r["seq"] for r in again)
+    assert [r["key"] for r in again[:256]] == [r["key"] for r in out]
+    assert [r["attempts"] for r in again] == [1] * 256 + [0] * 44  # the batch claimed ahead was not sent
 
 
 def test_a_move_cut_short_before_the_flash_file_is_trimmed_moves_nothing_twice(kor_on_sqlite: Node) -> None:

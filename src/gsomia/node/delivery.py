@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import itertools
 import json
 import logging
 import random
@@ -22,12 +23,14 @@ from typing import Any
 
 import httpx
 
+from gsomia.agreement.terms import Agreement
 from gsomia.label import Label
 from gsomia.node import egress, lanes, peer, trace
-from gsomia.node.service import LANES, Node, RowKey
+from gsomia.node.service import LANES, LEASE, Node, RowKey
 
 log = logging.getLogger("gsomia.delivery")
 BATCH = {"flash": 32, "bulk": 256}  # smaller bulk batches hold the receiver's write lock for less time
+POOLS = {"flash": "flash", "bulk": "delivery"}  # the lanes' threads for a worker's blocking calls
 PATHS = {"note": "/peer/notes", "alarm": "/peer/alarms", "record": "/peer/records"}
 
 
@@ -63,6 +66,14 @@ class Delivery:
         # write may wait behind a bulk transaction, and the next report must not wait with it.
         self._settling: dict[str, list[asyncio.Task[None]]] = {}
         self._asked: dict[tuple[str, str], bool] = {}  # (peer, lane): rows were queued, claim them
+        # The bulk lane, pipelined (``_run_bulk``), per peer: the next claim, made while a batch is
+        # with the partner; the rows in hand (with the partner, or their receipt being recorded),
+        # which that claim skips; the last receipt being recorded; the next batch's body, encoded
+        # with the claim.
+        self._ahead: dict[str, asyncio.Future[list[dict[str, Any]]]] = {}
+        self._in_hand: dict[str, set[RowKey]] = {}
+        self._recording: dict[str, asyncio.Future[None]] = {}
+        self._encoded: dict[str, tuple[list[RowKey], Encoded]] = {}
         self._queued_seen: dict[str, int] = {}  # ``Node.flash_queued`` as of the last pass
 
     def notify(self, peer_party: str, lane: str) -> None:
@@ -93,7 +104,8 @@ class Delivery:
                 )
             for lane in self.lanes:
                 self.wake[(code, lane)] = asyncio.Event()
-                self._tasks.append(asyncio.create_task(self._run(code, lane), name=f"deliver-{code}-{lane}"))
+                run = self._run_bulk(code) if lane == "bulk" else self._run(code, lane)
+                self._tasks.append(asyncio.create_task(run, name=f"deliver-{code}-{lane}"))
 
     async def stop(self) -> None:
         self.stopping = True
@@ -106,6 +118,10 @@ class Delivery:
                 await task
         for code in list(self._settling):
             await self._settle(code)
+        pending: list[asyncio.Future[Any]] = [*self._ahead.values(), *self._recording.values()]
+        for work in pending:  # what is claimed is given back below
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await work
         if self._tasks:
             try:  # rows claimed and not sent: the next start sends them at once
                 await lanes.run("control", self.node.release, self.worker_id)
@@ -131,7 +147,7 @@ class Delivery:
                 # Rows handed over are claimed by this worker already: the claim returns them in order.
                 await self._settle(code)  # else the claim would hand back rows whose receipt is being recorded
                 try:
-                    rows = await lanes.run(lane, self.node.claim, code, lane, self.worker_id, BATCH[lane])
+                    rows = await lanes.run(POOLS[lane], self.node.claim, code, lane, self.worker_id, BATCH[lane])
                 except Exception as exc:  # the database is down or busy: wait and try again
                     log.warning("claim failed for %s/%s: %s", code, lane, exc)
                     await asyncio.sleep(1.0)
@@ -159,6 +175,56 @@ class Delivery:
             self.drained[code] = sent and (not claimed or len(rows) < BATCH[lane])
             must_claim = claimed or not sent  # after a claim more may wait; after a hand-over, wait to be told
 
+    async def _run_bulk(self, code: str) -> None:
+        """The bulk lane, pipelined so that the partner is not kept waiting for this node.
+
+        One batch at a time is with the partner, so order holds. While it is, the next batch
+        is claimed and encoded (``_post`` starts that), and while the next batch goes out, the
+        last receipt is recorded. A send that fails gives back the batch claimed ahead with
+        the rest, and the worker backs off as a whole."""
+        event = self.wake[(code, "bulk")]
+        while not self.stopping:
+            ahead = self._ahead.pop(code, None)
+            if ahead is None:
+                self._asked.pop((code, "bulk"), None)  # the claim sees every row committed so far
+            try:
+                rows = await (ahead if ahead is not None else self._claim_ahead(code, []))
+            except Exception as exc:  # the database is down or busy: wait and try again
+                log.warning("claim failed for %s/bulk: %s", code, exc)
+                await asyncio.sleep(1.0)
+                continue
+            if rows:
+                await self._deliver(code, "bulk", rows)
+                continue
+            event.clear()
+            if self._asked.pop((code, "bulk"), False):  # rows were committed while the claim ran
+                continue
+            with contextlib.suppress(TimeoutError):  # a quiet spell: look in the outbox again
+                await asyncio.wait_for(event.wait(), 0.5)
+
+    async def _claim_ahead(self, code: str, sending: list[RowKey]) -> list[dict[str, Any]]:
+        """Claim the bulk rows after those in hand (``sending`` and rows whose receipt is being
+        recorded), and encode their first run of items: ready to go when the receipt comes."""
+        skip = [*self._in_hand.get(code, ()), *sending]
+        rows = await lanes.run("delivery", self.node.claim, code, "bulk", self.worker_id, BATCH["bulk"], LEASE, skip)
+        first = [r for r in itertools.takewhile(lambda r: r["kind"] == "item", rows)]
+        if first:
+            encoded = await lanes.run("delivery", _guard_and_encode, self.node, code, "bulk", first)
+            self._encoded[code] = ([r["key"] for r in first], encoded)
+        return rows
+
+    async def _recorded(self, code: str) -> None:
+        """Wait for the bulk receipt being recorded for ``code``, if any.
+
+        One that fails to record leaves its rows claimed by this worker: a later claim sends
+        them again, and the partner, which stores by item id, acknowledges them again."""
+        recording = self._recording.pop(code, None)
+        if recording is not None:
+            try:
+                await recording
+            except Exception as exc:
+                log.warning("recording a receipt from %s failed: %s", code, exc)
+
     async def _deliver(self, code: str, lane: str, rows: list[dict[str, Any]]) -> bool:
         """Send ``rows`` in order; False once a send failed (the rest go back to the outbox)."""
         # Keep order: send runs of consecutive items together, notes one by one, in seq order.
@@ -179,12 +245,17 @@ class Delivery:
 
     async def _send_items(self, code: str, lane: str, rows: list[dict[str, Any]], after: list[RowKey]) -> bool:
         node = self.node
-        # The guard and the encoding run in the lane's thread, off the event loop.
-        allowed, blocked, body = await lanes.run(lane, _guard_and_encode, node, code, lane, rows)
+        keys, encoded = self._encoded.pop(code, ([], None)) if lane == "bulk" else ([], None)
+        # Encoded ahead, the items were guarded against the agreement as it stood then: with a
+        # note applied since, they are guarded again.
+        if encoded is None or keys != [r["key"] for r in rows] or encoded[3] is not node.applied_agreement(code):
+            # The guard and the encoding run in the lane's thread, off the event loop.
+            encoded = await lanes.run(POOLS[lane], _guard_and_encode, node, code, lane, rows)
+        allowed, blocked, body, _ = encoded
         if blocked:
             log.warning("egress guard held back %d item(s) for %s", len(blocked), code)
             await lanes.run(
-                lane,
+                POOLS[lane],
                 node.delivered,
                 [r["key"] for r in rows if r["ref"] in blocked],
                 {"node": node.party, "egress_refused": blocked},
@@ -214,6 +285,8 @@ class Delivery:
                 for row in rows:
                     trace.mark(row["ref"], "posting")
             client = self._flash_clients.get(code, self.clients[code]) if lane == "flash" else self.clients[code]
+            if lane == "bulk" and not after and code not in self._ahead:  # the last send of this claim
+                self._ahead[code] = asyncio.ensure_future(self._claim_ahead(code, seqs))
             response = await client.post(path, content=body, headers=headers)
             if 400 <= response.status_code < 500 and response.status_code not in (401, 408, 429):
                 # The peer read the request and refused it for good: record why, do not retry forever.
@@ -221,7 +294,7 @@ class Delivery:
                 log.warning("%s", reason)
                 refused = {r["ref"]: reason for r in rows}
                 await lanes.run(
-                    lane, node.delivered, seqs, {"node": code, "refused_http": response.status_code}, "", refused
+                    POOLS[lane], node.delivered, seqs, {"node": code, "refused_http": response.status_code}, "", refused
                 )
                 if any(r["kind"] == "note" for r in rows):  # the two nodes now disagree on the agreement's status
                     await lanes.run("control", node.raise_alarm, "note_refused", code, reason)
@@ -242,7 +315,12 @@ class Delivery:
         except Exception as exc:  # network down, peer restarting, bad answer: retry later
             delay = backoff(max(r["attempts"] for r in rows))
             log.info("delivery to %s failed (%s); retrying in %.2f s", code, exc, delay)
-            await lanes.run(lane, node.failed, seqs, str(exc), delay, after)
+            ahead = self._ahead.pop(code, None) if lane == "bulk" else None
+            if ahead is not None:  # claimed while this batch was out: given back with the rest, in order
+                with contextlib.suppress(Exception):
+                    after = [*after, *(r["key"] for r in await ahead)]
+                self._encoded.pop(code, None)
+            await lanes.run(POOLS[lane], node.failed, seqs, str(exc), delay, after)
             if not self.stopping:
                 await asyncio.sleep(delay)
             return False
@@ -250,11 +328,16 @@ class Delivery:
         if self.witness is not None:
             self.witness.observe(code, receipt.get("tree_head"))
         refused = {r.get("item_id", ""): r.get("reason", "") for r in receipt.get("refused", [])}
-        recording = lanes.run(lane, node.delivered, seqs, receipt, answer["signature"], refused, lane)
+        recording = lanes.run(POOLS[lane], node.delivered, seqs, receipt, answer["signature"], refused, lane)
         if lane == "flash":
             self._settling.setdefault(code, []).append(asyncio.ensure_future(recording))
-        else:
-            await recording
+        else:  # recorded while the next batch goes out; its rows stay in hand until then
+            await self._recorded(code)
+            in_hand = self._in_hand.setdefault(code, set())
+            in_hand.update(seqs)
+            task = asyncio.ensure_future(recording)
+            task.add_done_callback(lambda _: in_hand.difference_update(seqs))
+            self._recording[code] = task
         return True
 
     async def _settle(self, code: str) -> None:
@@ -269,9 +352,11 @@ class Delivery:
                 log.warning("recording a receipt from %s failed: %s", code, exc)
 
 
-def _guard_and_encode(
-    node: Node, code: str, lane: str, rows: list[dict[str, Any]]
-) -> tuple[list[dict[str, Any]], dict[str, str], bytes]:
+# Allowed rows, blocked ones (ref: reason), the body, and the agreement they were guarded against.
+Encoded = tuple[list[dict[str, Any]], dict[str, str], bytes, Agreement]
+
+
+def _guard_and_encode(node: Node, code: str, lane: str, rows: list[dict[str, Any]]) -> Encoded:
     """Check every outgoing item again (egress guard), then encode the ones that may go."""
     agreement = node.agreement(code)
     allowed: list[dict[str, Any]] = []
@@ -283,7 +368,7 @@ def _guard_and_encode(
         else:
             blocked[row["ref"]] = f"egress guard: {problem}"
     body = json.dumps({"lane": lane, "envelopes": [base64.b64encode(r["body"]).decode() for r in allowed]}).encode()
-    return allowed, blocked, body
+    return allowed, blocked, body, agreement
 
 
 def _label_of(env: bytes) -> Label:

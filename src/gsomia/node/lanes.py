@@ -18,7 +18,7 @@ from typing import Any, Literal, TypeVar
 
 from gsomia.store import gate
 
-Lane = Literal["flash", "bulk", "control"]
+Lane = Literal["flash", "bulk", "delivery", "control"]
 R = TypeVar("R")
 
 # Writes from the flash and control lanes' threads are urgent: on SQLite they pass the
@@ -29,6 +29,10 @@ _POOLS: dict[str, ThreadPoolExecutor] = {
     # stretch each bulk transaction (and the flash writes waiting for it) and make the flash
     # thread and the event loop queue for the GIL behind more runnable threads.
     "bulk": ThreadPoolExecutor(max_workers=2, thread_name_prefix="gsomia-bulk"),
+    # The bulk lane's delivery worker (claim, encode, record the receipt): a thread of its own,
+    # so it does not queue behind provisions that hold both bulk threads for as long as
+    # clients keep posting, and the partner receives while this node is still sealing.
+    "delivery": ThreadPoolExecutor(max_workers=1, thread_name_prefix="gsomia-delivery"),
     "control": ThreadPoolExecutor(max_workers=4, thread_name_prefix="gsomia-control", initializer=gate.mark_urgent),
 }
 

@@ -338,6 +338,10 @@ class Node(NodeLedger):
         except KeyError:
             raise NotFound(f"{self.party} has no agreement with {peer!r}") from None
 
+    def applied_agreement(self, peer: str) -> Agreement | None:
+        """The agreement with ``peer`` as last applied here, without looking for new notes (no I/O)."""
+        return self._agreements.get(peer)
+
     def status(self, peer: str, at: datetime | None = None) -> lifecycle.Status:
         return lifecycle.status(self.agreement(peer), at or self.clock.now())
 
@@ -1169,18 +1173,23 @@ class Node(NodeLedger):
     def _enqueue(self, conn: Connection, peer: str, lane: str, kind: str, ref: str, body: bytes) -> None:
         conn.execute(insert(t.outbox).values(**_outbox_row(peer, lane, kind, ref, body)))
 
-    def claim(self, peer: str, lane: str, worker: str, limit: int, lease: float = LEASE) -> list[dict[str, Any]]:
+    def claim(
+        self, peer: str, lane: str, worker: str, limit: int, lease: float = LEASE, skip: Sequence[RowKey] = ()
+    ) -> list[dict[str, Any]]:
         """Claim undelivered rows in order. On PostgreSQL, rows locked by another worker are skipped.
 
         Rows this worker holds already (a flash report committed claimed, ``provide_alert``)
-        come back with the rest, in their place. The flash lane's rows are in the flash file
-        where there is one (reports, receipts' entries), and in the main file (notes, alarms,
-        records, and reports committed before the flash file): both are claimed, in the order
-        they were committed."""
+        come back with the rest, in their place, except those in ``skip``: the worker has them
+        in hand (with the partner, or their receipt being recorded) and claims what comes next.
+        The flash lane's rows are in the flash file where there is one (reports, receipts'
+        entries), and in the main file (notes, alarms, records, and reports committed before
+        the flash file): both are claimed, in the order they were committed."""
         stores = self._files() if lane == "flash" else (self.main,)
         claimed: list[dict[str, Any]] = []
         for store in stores:
-            claimed += self._claim_in(store, peer, lane, worker, limit, lease)
+            name = "flash" if store.separate else "main"
+            skipped = [seq for where, seq in skip if where == name]
+            claimed += self._claim_in(store, peer, lane, worker, limit, lease, skipped)
         if len(stores) > 1:
             claimed.sort(key=lambda r: (r["created_at"], r["key"]))
         for r in claimed:
@@ -1188,11 +1197,13 @@ class Node(NodeLedger):
         return claimed
 
     def _claim_in(
-        self, store: FlashStore, peer: str, lane: str, worker: str, limit: int, lease: float
+        self, store: FlashStore, peer: str, lane: str, worker: str, limit: int, lease: float, skip: list[int]
     ) -> list[dict[str, Any]]:
         now = datetime.now(UTC)  # leases and back-off are real time, even in the demo
-        given = {"p_peer": peer, "p_lane": lane, "p_worker": worker, "p_now": now}
-        peek, take = _claim_statements(store.outbox, store.engine.dialect.name == "postgresql")
+        given: dict[str, Any] = {"p_peer": peer, "p_lane": lane, "p_worker": worker, "p_now": now}
+        if skip:
+            given["p_skip"] = skip
+        peek, take = _claim_statements(store.outbox, store.engine.dialect.name == "postgresql", bool(skip))
         with store.engine.connect() as conn:  # nothing to claim (an idle worker's poll): no write transaction
             if conn.execute(peek, given).first() is None:
                 return []
@@ -1494,16 +1505,19 @@ def _mark_delivered(outbox: Table) -> Any:
 
 
 @functools.cache
-def _claim_statements(outbox: Table, skip_locked: bool) -> tuple[Any, Any]:
+def _claim_statements(outbox: Table, skip_locked: bool, skipping: bool = False) -> tuple[Any, Any]:
     """An idle worker's look at the outbox (every 0.2 s on the flash lane), and the claim.
 
-    A row is free when unclaimed, its lease lapsed, or claimed by this worker already. There
-    is no per-row "not before": skipping a row that is backing off would let a later one
-    overtake it. The worker backs off as a whole, so order holds."""
+    A row is free when unclaimed, its lease lapsed, or claimed by this worker already (and
+    not in ``p_skip``, with ``skipping``: rows it has in hand). There is no per-row "not
+    before": skipping a row that is backing off would let a later one overtake it. The
+    worker backs off as a whole, so order holds."""
     ob = outbox
     free = or_(
         ob.c.claimed_until.is_(None), ob.c.claimed_until < bindparam("p_now"), ob.c.claimed_by == bindparam("p_worker")
     )
+    if skipping:
+        free = and_(free, ob.c.seq.not_in(bindparam("p_skip", expanding=True)))
     pending = (
         select(ob.c.seq)
         .where(ob.c.peer == bindparam("p_peer"), ob.c.lane == bindparam("p_lane"), ob.c.delivered_at.is_(None), free)
