@@ -99,7 +99,15 @@ outbox = Table(
     Column("last_error", Text),
     UniqueConstraint("peer", "kind", "ref", name="uq_outbox_peer_kind_ref"),
 )
-Index("ix_outbox_pending", outbox.c.peer, outbox.c.lane, outbox.c.delivered_at, outbox.c.seq)
+# Only what is pending (migration 0007): the claim and the pending count read no delivered row.
+Index(
+    "ix_outbox_undelivered",
+    outbox.c.peer,
+    outbox.c.lane,
+    outbox.c.seq,
+    postgresql_where=outbox.c.delivered_at.is_(None),
+    sqlite_where=outbox.c.delivered_at.is_(None),
+)
 
 alerts = Table(
     "alerts",
