@@ -257,14 +257,17 @@ def run(config: NodeConfig, flash_link: int | None = None) -> None:
 
 async def serve(config: NodeConfig, flash_link: int | None = None) -> None:
     """The main process, or with ``flash_link`` (a socket's file descriptor) the flash process."""
-    # Hand the GIL over more often (default 5 ms) so a flash report's thread is not
-    # kept waiting behind a bulk thread's time slice (R17).
-    sys.setswitchinterval(0.001)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if flash_link is not None:
         await _serve_flash(config, socket.socket(fileno=flash_link))
         return
     split = config.flash_listen is not None
+    if not split:
+        # Flash and bulk threads share this process's GIL: hand it over more often (default
+        # 5 ms) so a flash report's thread is not kept waiting behind a bulk thread's time
+        # slice (R17). Where flash work has a process of its own, neither process needs it,
+        # and in the flash process it made each report's threads wake each other more often.
+        sys.setswitchinterval(0.001)
     node, delivery, broker = build(config, ("bulk",) if split else LANES)
     flash = FlashProcess(config, node, delivery, broker) if split else None
     if flash is not None:
