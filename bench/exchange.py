@@ -55,6 +55,7 @@ import contextlib
 import copy
 import json
 import math
+import multiprocessing
 import os
 import platform
 import queue
@@ -388,6 +389,92 @@ class FlashProbe:
         return [(self.arrived[t] - s) * 1000 for t, s in self.sent.items() if t in self.arrived]
 
 
+class ProbeProcess:
+    """A ``FlashProbe`` in a process of its own, driven over a pipe (``--probe-in-process``: not).
+
+    A duty officer's console is not the analysts' upload client. In one process the probe's
+    sender and listener threads waited for the GIL behind the bulk client threads (up to the
+    5 ms switch interval at each timestamp), which counted as flash latency. Timestamps are
+    ``time.perf_counter`` (CLOCK_MONOTONIC), comparable across the two processes."""
+
+    def __init__(self, kor: Provisioned, jpn: Provisioned, interval: float) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_probe_main, args=(child, kor, jpn, interval), name="flash-probe", daemon=True)
+        self._proc.start()
+        child.close()
+        self.pid: int = self._proc.pid or 0
+        self._state()
+
+    def _call(self, name: str, *args: Any) -> Any:
+        self._conn.send((name, args))
+        ok, value = self._conn.recv()
+        if not ok:
+            raise RuntimeError(f"flash probe: {value}")
+        return value
+
+    def _state(self) -> None:
+        for name, value in self._call("state").items():
+            setattr(self, name, value)
+
+    def start(self) -> None:
+        self._call("start")
+
+    def warm_up(self) -> None:
+        self._call("warm_up")
+
+    def idle(self, count: int) -> list[float]:
+        out: list[float] = self._call("idle", count)
+        self._state()
+        return out
+
+    def start_sending(self) -> None:
+        self._call("start_sending")
+
+    def stop_sending(self, settle: float = 15.0) -> None:
+        self._call("stop_sending", settle)
+        self._state()
+
+    def latencies_ms(self) -> list[float]:
+        return [(self.arrived[t] - s) * 1000 for t, s in self.sent.items() if t in self.arrived]
+
+    def times(self) -> FlashTimes:
+        return {text: (item_id, *self.wall.get(text, (math.nan, math.nan))) for text, item_id in self.item_ids.items()}
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, EOFError, RuntimeError):
+            self._call("close")
+        self._proc.join(10)
+        if self._proc.is_alive():
+            self._proc.kill()
+
+    sent: dict[str, float]
+    arrived: dict[str, float]
+    wall: dict[str, tuple[float, float]]
+    item_ids: dict[str, str]
+    idle_times: FlashTimes
+    post_ms: list[float]
+    errors: list[str]
+
+
+def _probe_main(conn: Any, kor: Provisioned, jpn: Provisioned, interval: float) -> None:
+    probe = FlashProbe(kor, jpn, interval)
+    state = ("sent", "arrived", "wall", "item_ids", "idle_times", "post_ms", "errors")
+    while True:
+        try:
+            name, args = conn.recv()
+        except EOFError:  # the benchmark is gone
+            probe.close()
+            return
+        try:
+            value = {k: getattr(probe, k) for k in state} if name == "state" else getattr(probe, name)(*args)
+            conn.send((True, value))
+        except Exception as exc:
+            conn.send((False, f"{type(exc).__name__}: {exc}"))
+        if name == "close":
+            return
+
+
 # --- gsomia bulk --------------------------------------------------------------------------------
 
 
@@ -423,6 +510,8 @@ class GsomiaResult:
     phases: dict[str, Any] = field(default_factory=dict)
     trace: dict[str, dict[str, float]] = field(default_factory=dict)
     profiles: dict[str, str] = field(default_factory=dict)
+    # Each report sent under load: (s since the bulk clock started, latency in ms), for when the slow ones came.
+    flash_series: list[tuple[float, float]] = field(default_factory=list)
 
 
 def request_bodies(n: int, batch: int) -> list[bytes]:
@@ -706,7 +795,12 @@ def run_gsomia(backend: str, args: argparse.Namespace, tmp_root: Path) -> Gsomia
                 base_url=kor.user_url, headers={"Authorization": f"Bearer {kor.tokens['analyst']}"}, timeout=30
             )
         )
-        probe = FlashProbe(kor, jpn, args.flash_interval)
+        probe: FlashProbe | ProbeProcess = (FlashProbe if args.probe_in_process else ProbeProcess)(
+            kor, jpn, args.flash_interval
+        )
+        if isinstance(probe, ProbeProcess):
+            probe_pid = probe.pid
+            groups["flash probe (its own process)"] = lambda: [probe_pid]
         stack.callback(probe.close)
         probe.start()
         probe.warm_up()
@@ -851,6 +945,11 @@ def run_gsomia(backend: str, args: argparse.Namespace, tmp_root: Path) -> Gsomia
             phases=where,
             profiles=profiles,
             trace=hops,
+            flash_series=sorted(
+                (round(sent - t0, 3), round((probe.arrived[text] - sent) * 1000, 2))
+                for text, sent in probe.sent.items()
+                if text in probe.arrived
+            ),
         )
         report_gsomia(result)
         return result
@@ -1254,6 +1353,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flash-interval", type=float, default=0.05, help="seconds between flash reports (0: none)")
     parser.add_argument(
         "--idle-flash", type=int, default=100, help="flash reports sent before the bulk run, for a baseline (0: none)"
+    )
+    parser.add_argument(
+        "--probe-in-process",
+        action="store_true",
+        help="time flash reports from this process, beside the bulk clients (sessions 1-6 did)",
     )
     parser.add_argument("--sample-interval", type=float, default=0.5, help="seconds between outbox samples")
     parser.add_argument(

@@ -29,6 +29,7 @@ from gsomia.node import egress, lanes, peer, trace
 from gsomia.node.service import LANES, LEASE, Node, RowKey
 
 log = logging.getLogger("gsomia.delivery")
+FLASH_INLINE = 2  # flash rows guarded and encoded on the event loop itself
 BATCH = {"flash": 32, "bulk": 256}  # smaller bulk batches hold the receiver's write lock for less time
 POOLS = {"flash": "flash", "bulk": "delivery"}  # the lanes' threads for a worker's blocking calls
 PATHS = {"note": "/peer/notes", "alarm": "/peer/alarms", "record": "/peer/records"}
@@ -249,8 +250,13 @@ class Delivery:
         # Encoded ahead, the items were guarded against the agreement as it stood then: with a
         # note applied since, they are guarded again.
         if encoded is None or keys != [r["key"] for r in rows] or encoded[3] is not node.applied_agreement(code):
-            # The guard and the encoding run in the lane's thread, off the event loop.
-            encoded = await lanes.run(POOLS[lane], _guard_and_encode, node, code, lane, rows)
+            fresh = node.agreement_if_fresh(code) if lane == "flash" and len(rows) <= FLASH_INLINE else None
+            if fresh is not None:
+                # A report or two: guarded and encoded here. A hop to a thread and back is two
+                # wake-ups, each a wait for a core while bulk work runs (R17).
+                encoded = _guard_and_encode(node, code, lane, rows, fresh)
+            else:  # off the event loop, in the lane's thread (it may look for new notes)
+                encoded = await lanes.run(POOLS[lane], _guard_and_encode, node, code, lane, rows)
         allowed, blocked, body, _ = encoded
         if blocked:
             log.warning("egress guard held back %d item(s) for %s", len(blocked), code)
@@ -356,9 +362,13 @@ class Delivery:
 Encoded = tuple[list[dict[str, Any]], dict[str, str], bytes, Agreement]
 
 
-def _guard_and_encode(node: Node, code: str, lane: str, rows: list[dict[str, Any]]) -> Encoded:
-    """Check every outgoing item again (egress guard), then encode the ones that may go."""
-    agreement = node.agreement(code)
+def _guard_and_encode(
+    node: Node, code: str, lane: str, rows: list[dict[str, Any]], agreement: Agreement | None = None
+) -> Encoded:
+    """Check every outgoing item again (egress guard), then encode the ones that may go.
+
+    Against ``agreement``, or else the node's as it stands now (which may read new notes)."""
+    agreement = agreement or node.agreement(code)
     allowed: list[dict[str, Any]] = []
     blocked: dict[str, str] = {}
     for row in rows:

@@ -341,6 +341,12 @@ class Node(NodeLedger):
         """The agreement with ``peer`` as last applied here, without looking for new notes (no I/O)."""
         return self._agreements.get(peer)
 
+    def agreement_if_fresh(self, peer: str) -> Agreement | None:
+        """What ``agreement`` would return, where that needs no look for new notes (no I/O); else None."""
+        if time.monotonic() - self._notes_checked > NOTES_REFRESH:
+            return None
+        return self._agreements.get(peer)
+
     def status(self, peer: str, at: datetime | None = None) -> lifecycle.Status:
         return lifecycle.status(self.agreement(peer), at or self.clock.now())
 
