@@ -142,6 +142,16 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+def run_delay(pid: int) -> float:
+    """Seconds the threads of one process spent ready to run but waiting for a core (schedstat)."""
+    total = 0
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError, ValueError, IndexError), open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                total += int(f.read().split()[1])
+    return total / 1e9
+
+
 def system_cpu() -> tuple[float, float]:
     """(busy, total) CPU seconds of the whole machine since boot, all cores."""
     with open("/proc/stat", encoding="utf-8") as f:
@@ -169,16 +179,20 @@ def pids_matching(*needles: str) -> list[int]:
 
 @dataclass
 class CpuMeter:
-    """CPU seconds per named group of processes between ``start`` and ``stop``."""
+    """CPU seconds per named group of processes between ``start`` and ``stop``, and (``waited``)
+    the seconds their threads spent ready to run but waiting for a core."""
 
     groups: dict[str, Callable[[], list[int]]]
     before: dict[int, float] = field(default_factory=dict)
+    delay_before: dict[int, float] = field(default_factory=dict)
+    waited: dict[str, float] = field(default_factory=dict)
     system_before: tuple[float, float] = (0.0, 0.0)
     client_before: float = 0.0
     wall_before: float = 0.0
 
     def start(self) -> None:
         self.before = {pid: proc_cpu(pid) for pids in self.groups.values() for pid in pids()}
+        self.delay_before = {pid: run_delay(pid) for pids in self.groups.values() for pid in pids()}
         self.system_before = system_cpu()
         self.client_before = _own_cpu()
         self.wall_before = time.perf_counter()
@@ -187,6 +201,7 @@ class CpuMeter:
         out: dict[str, float] = {}
         for name, pids in self.groups.items():
             out[name] = round(sum(proc_cpu(pid) - self.before.get(pid, 0.0) for pid in pids()), 2)
+            self.waited[name] = round(sum(run_delay(pid) - self.delay_before.get(pid, 0.0) for pid in pids()), 2)
         out["client (this process)"] = round(_own_cpu() - self.client_before, 2)
         busy, total = system_cpu()
         out["machine busy"] = round(busy - self.system_before[0], 2)
@@ -506,6 +521,7 @@ class GsomiaResult:
     idle_flash_cpu_ms: dict[str, float]  # CPU per report with no bulk traffic, by process (idle polling included)
     flash_errors: list[str]
     cpu_seconds: dict[str, float]
+    run_queue_seconds: dict[str, float]  # threads ready to run, waiting for a core, by process group
     timeline: list[tuple[float, int, int]]  # (s since start, posted, pending at KOR)
     phases: dict[str, Any] = field(default_factory=dict)
     trace: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -941,6 +957,7 @@ def run_gsomia(backend: str, args: argparse.Namespace, tmp_root: Path) -> Gsomia
             idle_flash_cpu_ms=idle_cpu_ms,
             flash_errors=probe.errors[:5],
             cpu_seconds=cpu,
+            run_queue_seconds=meter.waited,
             timeline=timeline,
             phases=where,
             profiles=profiles,
@@ -992,6 +1009,17 @@ def report_gsomia(r: GsomiaResult) -> None:
         f"  CPU seconds over {cpu['wall']:.2f} s wall ({cpu['machine capacity']:.1f} core-s available): "
         + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items() if k not in ("wall", "machine capacity"))
     )
+    if r.run_queue_seconds:
+        flashes = sum(v for k, v in r.run_queue_seconds.items() if "flash process" in k)
+        print(
+            "  waiting for a core (threads ready to run; s): "
+            + ", ".join(f"{k} {v:.1f}" for k, v in r.run_queue_seconds.items())
+            + (
+                f"; both flash processes, per flash report: {1000 * flashes / r.flash_sent:.1f} ms"
+                if r.flash_sent
+                else ""
+            )
+        )
     if r.timeline:
         step = max(1, len(r.timeline) // 12)
         points = r.timeline[::step]

@@ -180,6 +180,7 @@ def test_the_demo_clock_is_one_clock_for_both_processes(tmp_path: Path) -> None:
         (lambda t: t + 'flash_listen = "127.0.0.1:9"\nflash_peer_listen = "127.0.0.1:9"\n', "flash_peer_listen"),
         (lambda t: t + "bulk_nice = 40\n", "bulk_nice"),
         (lambda t: t + 'bulk_nice = "10"\n', "bulk_nice"),
+        (lambda t: t + 'bulk_idle = "yes"\n', "bulk_idle"),
         (lambda t: t.replace("public_key =", 'flash_url = "http://127.0.0.1:9"\npublic_key ='), "flash_url"),
     ],
 )
@@ -220,6 +221,29 @@ def test_node_process_waits_for_the_flash_process(tmp_path: Path) -> None:
         assert kor.flash_user_url is not None
         assert answers(kor.flash_user_url)
         assert answers(kor.user_url)
+
+
+def test_bulk_work_yields_the_cpu_to_the_flash_process(tmp_path: Path) -> None:
+    """The main process's threads run at nice 19 under SCHED_IDLE, but for the one that starts
+    flash processes; every thread of the flash process keeps the normal policy (R17)."""
+
+    def threads(pid: int) -> list[tuple[int, int]]:  # (policy, nice) of each thread
+        return [
+            (os.sched_getscheduler(int(t.name)), os.getpriority(os.PRIO_PROCESS, int(t.name)))
+            for t in Path(f"/proc/{pid}/task").iterdir()
+        ]
+
+    nodes = provision_pair(tmp_path, terms_only(AGREEMENT, tmp_path / "terms.toml"), flash_process=True)
+    kor = nodes["KOR"]
+    with NodeProcess(kor.config, kor.user_url, kor.root / "node.log", kor.flash_user_url) as node:
+        assert node.proc is not None
+        main = threads(node.proc.pid)
+        [flash] = flash_pids(kor.config)
+        normal = (os.SCHED_OTHER, 0)
+        assert sorted(main).count(normal) == 1  # the spawner
+        assert all(t == (os.SCHED_IDLE, 19) for t in main if t != normal)
+        assert len(main) > 2
+        assert set(threads(flash)) == {normal}
 
 
 def test_the_main_process_copies_the_wal_into_the_database_as_it_goes(tmp_path: Path) -> None:
