@@ -234,6 +234,29 @@ def test_a_move_cut_short_before_the_flash_file_is_trimmed_moves_nothing_twice(k
     assert count(node.flash.engine, node.flash.items) == 0
 
 
+def test_rows_moved_but_not_yet_trimmed_are_moved_once_and_trimmed_by_the_flash_files_writer(
+    kor_on_sqlite: Node,
+) -> None:
+    """A main process with a flash process only copies; the flash process trims (``trim_moved``)."""
+    node = kor_on_sqlite
+    node.provide_alert(user(node, "duty_officer"), LAUNCH, None)
+    assert (
+        flash.move(node.engine, node.flash, trim_here=False) == 3
+    )  # the report, its alert, its ledger entry (its outbox row waits) ...
+    assert count(node.flash.engine, node.flash.items) == 1  # ... still in the flash file
+    assert flash.queued(node.engine, node.flash) == 0  # its ledger entry counts once, in the main file's queue
+    assert flash.move(node.engine, node.flash, trim_here=False) == 0  # nothing twice
+    node.provide_alert(user(node, "duty_officer"), LAUNCH, None)
+    assert flash.move(node.engine, node.flash, trim_here=False) == 3  # the next report, past the lingering one
+    [first, second] = node.alerts_after(0)
+    assert first["seq"] < second["seq"]
+    node.trim_flash()
+    assert all(count(node.flash.engine, getattr(node.flash, n)) == 0 for n in ("items", "alerts", "queue"))
+    node.sequence_ledger()
+    assert count(node.engine, t.items) == 2
+    assert _ledger_kinds(node.engine).count("provide") == 2
+
+
 def test_a_new_flash_file_counts_on_from_the_alerts_already_moved(kor_on_sqlite: Node, tmp_path: Path) -> None:
     node = kor_on_sqlite
     node.provide_alert(user(node, "duty_officer"), LAUNCH, None)

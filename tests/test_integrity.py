@@ -148,7 +148,7 @@ def first_flash_sends_to_a_partner_that_is_down(node: Node, prepare: Callable[[D
         )
         delivery.wake[("JPN", "flash")] = asyncio.Event()
         prepare(delivery)
-        task = asyncio.create_task(delivery._run("JPN", "flash"))
+        task = asyncio.create_task(delivery._run_flash("JPN"))
         for _ in range(200):
             if requests:
                 break
@@ -360,7 +360,7 @@ def test_a_delivery_worker_told_of_new_rows_claims_once_and_then_waits(kor: tupl
             delivery.wake[("JPN", lane)] = asyncio.Event()
         for lane in ("flash", "bulk"):
             delivery.notify("JPN", lane)  # rows were queued before the worker started (none are, in fact)
-        tasks = [asyncio.create_task(delivery._run("JPN", lane)) for lane in ("flash", "bulk")]
+        tasks = [asyncio.create_task(delivery._run_flash("JPN")), asyncio.create_task(delivery._run_bulk("JPN"))]
         await asyncio.sleep(0.05)
         for lane in ("flash", "bulk"):
             delivery.notify("JPN", lane)  # and while it waits

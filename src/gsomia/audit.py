@@ -95,7 +95,7 @@ def verify_node(engine: Engine, own: PublicKeys, peers: dict[str, PublicKeys]) -
             checked += 1
         queued = ledger_store.queued(conn)
     store = flash.existing(engine)
-    queued += flash.queued(store) if store else 0
+    queued += flash.queued(engine, store) if store else 0
     return {
         "party": own.party,
         "size": result.size,

@@ -105,7 +105,7 @@ class Delivery:
                 )
             for lane in self.lanes:
                 self.wake[(code, lane)] = asyncio.Event()
-                run = self._run_bulk(code) if lane == "bulk" else self._run(code, lane)
+                run = self._run_bulk(code) if lane == "bulk" else self._run_flash(code)
                 self._tasks.append(asyncio.create_task(run, name=f"deliver-{code}-{lane}"))
 
     async def stop(self) -> None:
@@ -131,26 +131,26 @@ class Delivery:
         for client in [*self.clients.values(), *self._flash_clients.values()]:
             await client.aclose()
 
-    async def _run(self, code: str, lane: str) -> None:
-        event = self.wake[(code, lane)]
-        idle = 0.2 if lane == "flash" else 0.5  # other processes of this node may have queued rows
+    async def _run_flash(self, code: str) -> None:
+        """The flash lane (R17): woken at once, and a report committed already claimed by this
+        worker (``hand_over``) goes with no claim transaction once the lane is drained."""
+        event = self.wake[(code, "flash")]
         must_claim = True
         while not self.stopping:
-            handed = self.handed.pop(code, []) if lane == "flash" else []
-            asked = self._asked.pop((code, lane), False)  # taken whichever way this pass goes
-            if lane == "flash":  # rows queued here with no notice (an alarm) count as asked, too
-                queued = self.node.flash_queued.get(code, 0)
-                asked = asked or queued != self._queued_seen.get(code, 0)
-                self._queued_seen[code] = queued
+            handed = self.handed.pop(code, [])
+            asked = self._asked.pop((code, "flash"), False)  # taken whichever way this pass goes
+            queued = self.node.flash_queued.get(code, 0)  # rows queued here with no notice (an alarm): asked, too
+            asked = asked or queued != self._queued_seen.get(code, 0)
+            self._queued_seen[code] = queued
             if handed and self.drained.get(code) and not asked:
                 rows, claimed = handed, False
             elif handed or must_claim or asked:
                 # Rows handed over are claimed by this worker already: the claim returns them in order.
                 await self._settle(code)  # else the claim would hand back rows whose receipt is being recorded
                 try:
-                    rows = await lanes.run(POOLS[lane], self.node.claim, code, lane, self.worker_id, BATCH[lane])
+                    rows = await lanes.run("flash", self.node.claim, code, "flash", self.worker_id, BATCH["flash"])
                 except Exception as exc:  # the database is down or busy: wait and try again
-                    log.warning("claim failed for %s/%s: %s", code, lane, exc)
+                    log.warning("claim failed for %s/flash: %s", code, exc)
                     await asyncio.sleep(1.0)
                     must_claim = True
                     continue
@@ -161,19 +161,18 @@ class Delivery:
                 if claimed:
                     self.drained[code] = True
                 event.clear()
-                if self.handed.get(code) or self._asked.get((code, lane)):
+                if self.handed.get(code) or self._asked.get((code, "flash")):
                     continue
-                try:
-                    await asyncio.wait_for(event.wait(), idle)
+                try:  # other processes of this node may have queued rows: a look every 0.2 s
+                    await asyncio.wait_for(event.wait(), 0.2)
                     must_claim = False
                 except TimeoutError:  # a quiet spell: look in the outbox (other processes' rows, retries)
                     must_claim = True
                 continue
-            if lane == "flash":
-                for row in rows:
-                    trace.mark(row["ref"], "handed")
-            sent = await self._deliver(code, lane, rows)
-            self.drained[code] = sent and (not claimed or len(rows) < BATCH[lane])
+            for row in rows:
+                trace.mark(row["ref"], "handed")
+            sent = await self._deliver(code, "flash", rows)
+            self.drained[code] = sent and (not claimed or len(rows) < BATCH["flash"])
             must_claim = claimed or not sent  # after a claim more may wait; after a hand-over, wait to be told
 
     async def _run_bulk(self, code: str) -> None:

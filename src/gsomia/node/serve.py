@@ -24,6 +24,7 @@ from typing import Any
 import uvicorn
 import uvloop
 
+from gsomia.node import lanes
 from gsomia.node.app import Broker, create_peer_app, create_user_app
 from gsomia.node.checkpoint import Checkpointer
 from gsomia.node.clock import SimulatedClock, SystemClock
@@ -160,7 +161,19 @@ def _hints(node: Node, delivery: Delivery, broker: Broker) -> dict[str, Handler]
     def ledger(_: list[str]) -> None:  # the flash process queued ledger entries: sequence them
         node.queued += 1
 
-    return {"wake": wake, "alerts": lambda _: broker.wake(), "clock": clock, "ledger": ledger}
+    def trim(_: list[str]) -> None:  # the main process moved rows out of the flash file: delete them there
+        task = asyncio.ensure_future(lanes.run("flash", node.trim_flash))
+        task.add_done_callback(_log_failure("trimming the flash file"))
+
+    return {"wake": wake, "alerts": lambda _: broker.wake(), "clock": clock, "ledger": ledger, "trim": trim}
+
+
+def _log_failure(what: str) -> Callable[[asyncio.Future[None]], None]:
+    def done(task: asyncio.Future[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:  # the next hint tries again
+            log.warning("%s failed: %s", what, task.exception())
+
+    return done
 
 
 def _wire(link: Any, node: Node, delivery: Delivery, broker: Broker) -> None:
@@ -169,6 +182,7 @@ def _wire(link: Any, node: Node, delivery: Delivery, broker: Broker) -> None:
     broker.relay = lambda: link.send_threadsafe("alerts")
     if "flash" not in delivery.lanes:
         node.on_flash_queued = lambda peer: link.send_threadsafe("wake", "flash", peer)
+        node.on_flash_moved = lambda: link.send_threadsafe("trim")
     if isinstance(node.clock, SimulatedClock):
         node.clock.on_set = lambda offset: link.send_threadsafe("clock", repr(offset))
 
@@ -217,6 +231,7 @@ class FlashProcess:
             self.link.send("clock", repr(self.node.clock.offset))
         for peer in self.config.peers:  # rows may have waited while it was down
             self.link.send("wake", "flash", peer)
+        self.link.send("trim")  # and rows moved meanwhile, to be deleted from its file
 
     async def _watch(self) -> None:
         while not self.stopping:

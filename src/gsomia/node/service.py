@@ -259,6 +259,9 @@ class Node(NodeLedger):
     flash_queued: dict[str, int] = field(default_factory=dict)
     # Called from the committing thread with the peer's code, when another process delivers the flash lane.
     on_flash_queued: Callable[[str], None] | None = None
+    # Set in a main process with a flash process: rows were moved out of the flash file, and
+    # the flash process, not this low-priority one, deletes them there (``flash.move``).
+    on_flash_moved: Callable[[], None] | None = None
     queued: int = 0  # ledger entries this process has queued (``ledger_store.enqueue_rows``): wakes the sequencer
 
     def __post_init__(self) -> None:
@@ -1340,7 +1343,9 @@ class Node(NodeLedger):
 
         The flash file's rows (``store.flash``) are moved into the main file first, its
         queued entries with them."""
-        flash.move(self.engine, self.flash)
+        trimmer = self.on_flash_moved
+        if flash.move(self.engine, self.flash, trim_here=trimmer is None) and trimmer is not None:
+            trimmer()
         moved = 0
         while True:
             with self.engine.connect() as conn:  # an empty queue: no write transaction, no turn at the gate
@@ -1351,6 +1356,10 @@ class Node(NodeLedger):
             moved += n
             if n < SEQUENCE_TURN:  # the queue is empty now, but for what was queued meanwhile
                 return moved
+
+    def trim_flash(self) -> None:
+        """Delete from the flash file the rows the main process has moved (``on_flash_moved``)."""
+        flash.trim_moved(self.engine, self.flash)
 
     def _audit(self, conn: Connection, kind: str, actor: str, item_id: str | None, detail: dict[str, Any]) -> None:
         append_rows(conn, [_audit_row(self.clock.now(), kind, actor, item_id, detail)])

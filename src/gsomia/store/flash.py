@@ -186,26 +186,48 @@ PAIR = "(pair)"  # the row of ``flash_moved`` that is no table's mark
 _KEEP_SEQ = {"alerts"}  # seqs that are ids to someone (stream event ids); others get the main file's
 
 
-def move(main: Engine, store: FlashStore, limit: int = 1000) -> int:
+def move(main: Engine, store: FlashStore, limit: int = 1000, trim_here: bool = True) -> int:
     """Move committed rows of the flash file into the main tables; how many moved.
 
     Outbox rows move once delivered, and only in order (the first undelivered one stops
     them), so each mark stays "everything up to here". Queued ledger entries join the main
-    queue, behind what is there, and the sequencer appends them."""
+    queue, behind what is there, and the sequencer appends them. Without ``trim_here`` the
+    rows moved stay in the flash file until ``trim_moved``: a node's main process leaves
+    that to its flash process, which alone then writes the flash file (R17: a bulk process
+    at low priority must not hold a lock that flash writes wait for)."""
     if not store.separate:
         return 0
     moved, marks = copy_rows(main, store, limit)
-    if marks:
+    if marks and trim_here:
         trim(store, marks)
     return moved
 
 
+def trim_moved(main: Engine, store: FlashStore) -> None:
+    """Delete from the flash file what the main file's marks say was moved (the second half
+    of ``move``, in the process that writes the flash file)."""
+    if store.separate:
+        marks = _marks(main)
+        if marks:
+            trim(store, marks)
+
+
+def _marks(main: Engine) -> dict[str, int]:
+    with main.connect() as conn:
+        return {
+            name: int(seq)
+            for name, seq in conn.execute(select(t.flash_moved.c.name, t.flash_moved.c.seq))
+            if name in _TABLES
+        }
+
+
 def copy_rows(main: Engine, store: FlashStore, limit: int = 1000) -> tuple[int, dict[str, int]]:
     """The first half of ``move``: copy rows above the marks into the main file, raise the marks."""
+    above = _marks(main)  # rows moved already may still be in the flash file, until it is trimmed
     with store.engine.connect() as fc, fc.begin():  # one snapshot: rows committed later move next time
-        batches = {name: _unmoved(fc, name, limit) for name in MIRRORED}
+        batches = {name: _unmoved(fc, name, limit, above.get(name, 0)) for name in MIRRORED}
         # An alert moves with or after its item: the streams read alerts joined to items.
-        staying = _items_after(fc, batches["items"])
+        staying = _items_after(fc, batches["items"], above.get("items", 0))
         batches["alerts"] = _prefix(batches["alerts"], lambda r: r["alert_id"] not in staying)
     if not any(batches.values()):  # nothing to move: no turn at the main file's gate
         return 0, {}
@@ -236,18 +258,19 @@ def trim(store: FlashStore, marks: dict[str, int]) -> None:
                 fc.execute(table.delete().where(table.c.seq <= top))
 
 
-def _unmoved(conn: Connection, name: str, limit: int) -> list[dict[str, Any]]:
+def _unmoved(conn: Connection, name: str, limit: int, above: int) -> list[dict[str, Any]]:
     table = _TABLES[name]
-    rows = [dict(r) for r in conn.execute(select(table).order_by(table.c.seq).limit(limit)).mappings()]
+    q = select(table).where(table.c.seq > above).order_by(table.c.seq).limit(limit)
+    rows = [dict(r) for r in conn.execute(q).mappings()]
     if name == "outbox":  # a row moves once delivered, and none after one that is not
         rows = _prefix(rows, lambda r: r["delivered_at"] is not None)
     return rows
 
 
-def _items_after(conn: Connection, batch: list[dict[str, Any]]) -> set[str]:
-    """The ids of the flash file's items after ``batch`` (its first rows): they stay this turn."""
+def _items_after(conn: Connection, batch: list[dict[str, Any]], moved: int) -> set[str]:
+    """The ids of the flash file's items after ``batch`` (its first rows not ``moved``): they stay this turn."""
     items = _TABLES["items"]
-    after = batch[-1]["seq"] if batch else 0
+    after = batch[-1]["seq"] if batch else moved
     return set(conn.execute(select(items.c.item_id).where(items.c.seq > after)).scalars())
 
 
@@ -269,9 +292,11 @@ def _insert(conn: Connection, name: str, rows: list[dict[str, Any]]) -> None:
     conn.execute(stmt, rows)
 
 
-def queued(store: FlashStore) -> int:
+def queued(main: Engine, store: FlashStore) -> int:
     """Ledger entries waiting in the flash file (0 without one): not yet in the main file's queue."""
     if not store.separate:
         return 0
+    above = _marks(main).get("ledger_queue", 0)  # moved, not yet trimmed: in the main file's queue now
     with store.engine.connect() as fc:
-        return int(fc.execute(select(func.count()).select_from(store.queue)).scalar_one())
+        q = select(func.count()).select_from(store.queue).where(store.queue.c.seq > above)
+        return int(fc.execute(q).scalar_one())
