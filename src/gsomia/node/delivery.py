@@ -207,23 +207,16 @@ class Delivery:
         recorded), and encode their first run of items: ready to go when the receipt comes."""
         skip = [*self._in_hand.get(code, ()), *sending]
         rows = await lanes.run("delivery", self.node.claim, code, "bulk", self.worker_id, BATCH["bulk"], LEASE, skip)
-        first = [r for r in itertools.takewhile(lambda r: r["kind"] == "item", rows)]
+        first = list(itertools.takewhile(lambda r: r["kind"] == "item", rows))
         if first:
             encoded = await lanes.run("delivery", _guard_and_encode, self.node, code, "bulk", first)
             self._encoded[code] = ([r["key"] for r in first], encoded)
         return rows
 
     async def _recorded(self, code: str) -> None:
-        """Wait for the bulk receipt being recorded for ``code``, if any.
-
-        One that fails to record leaves its rows claimed by this worker: a later claim sends
-        them again, and the partner, which stores by item id, acknowledges them again."""
+        """Wait for the bulk receipt being recorded for ``code``, if any (as ``_settle``)."""
         recording = self._recording.pop(code, None)
-        if recording is not None:
-            try:
-                await recording
-            except Exception as exc:
-                log.warning("recording a receipt from %s failed: %s", code, exc)
+        await _recordings(code, [recording] if recording is not None else [])
 
     async def _deliver(self, code: str, lane: str, rows: list[dict[str, Any]]) -> bool:
         """Send ``rows`` in order; False once a send failed (the rest go back to the outbox)."""
@@ -350,11 +343,16 @@ class Delivery:
 
         One that fails to record leaves its rows claimed by this worker: its next claim sends
         them again, and the partner, which stores by item id, acknowledges them again."""
-        for task in self._settling.pop(code, []):
-            try:
-                await task
-            except Exception as exc:
-                log.warning("recording a receipt from %s failed: %s", code, exc)
+        await _recordings(code, self._settling.pop(code, []))
+
+
+async def _recordings(code: str, tasks: Iterable[asyncio.Future[None]]) -> None:
+    """Wait for receipts from ``code`` being recorded; one that failed is logged, not raised."""
+    for task in tasks:
+        try:
+            await task
+        except Exception as exc:
+            log.warning("recording a receipt from %s failed: %s", code, exc)
 
 
 # Allowed rows, blocked ones (ref: reason), the body, and the agreement they were guarded against.
