@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import sqlite3
 import subprocess
@@ -192,6 +193,7 @@ def test_the_demo_clock_is_one_clock_for_both_processes(tmp_path: Path) -> None:
         (lambda t: t + "bulk_nice = 40\n", "bulk_nice"),
         (lambda t: t + 'bulk_nice = "10"\n', "bulk_nice"),
         (lambda t: t + 'bulk_idle = "yes"\n', "bulk_idle"),
+        (lambda t: t + "flash_realtime = 1\n", "flash_realtime"),
         (lambda t: t.replace("public_key =", 'flash_url = "http://127.0.0.1:9"\npublic_key ='), "flash_url"),
     ],
 )
@@ -234,27 +236,46 @@ def test_node_process_waits_for_the_flash_process(tmp_path: Path) -> None:
         assert answers(kor.user_url)
 
 
-def test_bulk_work_yields_the_cpu_to_the_flash_process(tmp_path: Path) -> None:
+def _threads(pid: int) -> list[tuple[int, int]]:  # (policy, nice) of each thread of process pid
+    return [
+        (os.sched_getscheduler(int(t.name)), os.getpriority(os.PRIO_PROCESS, int(t.name)))
+        for t in Path(f"/proc/{pid}/task").iterdir()
+    ]
+
+
+def _may_be_realtime() -> bool:
+    """Whether this user may take SCHED_RR, as the flash processes it starts ask to."""
+    return os.geteuid() == 0 or resource.getrlimit(resource.RLIMIT_RTPRIO)[0] != 0
+
+
+@pytest.mark.parametrize("realtime", [True, False])
+def test_bulk_work_yields_the_cpu_to_the_flash_process(tmp_path: Path, realtime: bool) -> None:
     """The main process's threads run at nice 19 under SCHED_IDLE, but for the one that starts
-    flash processes; every thread of the flash process keeps the normal policy (R17)."""
-
-    def threads(pid: int) -> list[tuple[int, int]]:  # (policy, nice) of each thread
-        return [
-            (os.sched_getscheduler(int(t.name)), os.getpriority(os.PRIO_PROCESS, int(t.name)))
-            for t in Path(f"/proc/{pid}/task").iterdir()
-        ]
-
+    flash processes. Every thread of the flash process runs as real-time SCHED_RR where the
+    user may (here: root or an RLIMIT_RTPRIO); with
+    ``flash_realtime = false``, or where the user may not, the normal policy (R17)."""
     nodes = provision_pair(tmp_path, terms_only(AGREEMENT, tmp_path / "terms.toml"), flash_process=True)
     kor = nodes["KOR"]
-    with NodeProcess(kor.config, kor.user_url, kor.root / "node.log", kor.flash_user_url) as node:
+    if not realtime:
+        top, _, peers = kor.config.read_text().partition("[peers.")
+        kor.config.write_text(f"{top}flash_realtime = false\n\n[peers.{peers}")
+    log = kor.root / "node.log"
+    with NodeProcess(kor.config, kor.user_url, log, kor.flash_user_url) as node:
         assert node.proc is not None
-        main = threads(node.proc.pid)
+        main = _threads(node.proc.pid)
         [flash] = flash_pids(kor.config)
         normal = (os.SCHED_OTHER, 0)
         assert sorted(main).count(normal) == 1  # the spawner
         assert all(t == (os.SCHED_IDLE, 19) for t in main if t != normal)
         assert len(main) > 2
-        assert set(threads(flash)) == {normal}
+        threads = set(_threads(flash))
+        if realtime and _may_be_realtime():
+            assert threads == {(os.SCHED_RR, 0)}
+            assert os.sched_getparam(flash).sched_priority == 1
+        else:
+            assert threads == {normal}
+    warned = "keeps the normal scheduling policy" in log.read_text()
+    assert warned == (realtime and not _may_be_realtime())
 
 
 def test_the_main_process_copies_the_wal_into_the_database_as_it_goes(tmp_path: Path) -> None:

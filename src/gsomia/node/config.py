@@ -15,7 +15,8 @@ demo = false                              # a simulated clock, demo only
 flash_listen = "127.0.0.1:8721"           # its user API: duty officers' POST /alerts and alert streams
 flash_peer_listen = "127.0.0.1:8731"      # its peer API: partners send flash-lane deliveries here
 bulk_nice = 19                            # the main process's CPU priority drops by this much (0-19)
-bulk_idle = true                          # and its bulk work runs as SCHED_IDLE: flash work preempts it at once
+bulk_idle = true                          # and its bulk work runs as SCHED_IDLE
+flash_realtime = true                     # the flash process runs as SCHED_RR where permitted
 
 [peers.JPN]
 url = "https://127.0.0.1:8712"
@@ -51,6 +52,7 @@ _KEYS = {
     "flash_peer_listen",
     "bulk_nice",
     "bulk_idle",
+    "flash_realtime",
     "demo",
     "peers",
 }
@@ -82,11 +84,13 @@ class NodeConfig:
     demo: bool
     peers: dict[str, Peer]
     # The flash process's user and peer API (both or neither), and how far the main process
-    # lowers its CPU priority when there is one: its nice value, and Linux's SCHED_IDLE policy.
+    # lowers its CPU priority when there is one: its nice value, and Linux's SCHED_IDLE policy;
+    # and whether the flash process asks for Linux's real-time SCHED_RR policy.
     flash_listen: tuple[str, int] | None = None
     flash_peer_listen: tuple[str, int] | None = None
     bulk_nice: int = 19
     bulk_idle: bool = True
+    flash_realtime: bool = True
 
     def agreement_with(self, party: str) -> Agreement:
         """The bilateral agreement between this node's party and ``party``."""
@@ -190,6 +194,7 @@ def load(path: Path) -> NodeConfig:
         flash_peer_listen=_address(source, "flash_peer_listen", data["flash_peer_listen"]) if flash else None,
         bulk_nice=nice,
         bulk_idle=_flag(source, "bulk_idle", data.get("bulk_idle", True)),
+        flash_realtime=_flag(source, "flash_realtime", data.get("flash_realtime", True)),
     )
     named = {
         "listen": config.listen,
