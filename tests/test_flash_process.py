@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine, text
 
 from gsomia.demo import terms_only
 from gsomia.errors import AgreementFileError
 from gsomia.node import config as node_config
 from gsomia.node.process import NodeProcess, answers
 from gsomia.node.provision import provision_pair
-from nodes import AGREEMENT, FlashListener, Pair, node_pair
+from nodes import AGREEMENT, PG_ADMIN, FlashListener, Pair, node_pair
 
 GSOMIA = str(Path(sys.executable).parent / "gsomia")
 LAUNCH = {"to": "KOR", "classification": "極秘", "purposes": ["nk-missile"]}
@@ -276,6 +277,54 @@ def test_bulk_work_yields_the_cpu_to_the_flash_process(tmp_path: Path, realtime:
             assert threads == {normal}
     warned = "keeps the normal scheduling policy" in log.read_text()
     assert warned == (realtime and not _may_be_realtime())
+
+
+def _tcp_ports(pid: int) -> set[int]:
+    """The local ports of process ``pid``'s TCP sockets."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:  # closed meanwhile
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[9] in inodes:
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def test_the_flash_process_raises_its_own_postgresql_sessions(tmp_path: Path) -> None:
+    """On PostgreSQL on this host, the server processes of the flash process's sessions run
+    as SCHED_RR too, where the node may change them (root here); the main process's keep
+    their policy. Each is found by its client port, which no other process holds (R17)."""
+    with node_pair(tmp_path, "postgresql", flash_process=True) as pair:
+        kor = pair.nodes["KOR"]
+        r = pair.user("KOR", "duty_officer", flash=True).post(
+            "/alerts", {"to": "JPN", "classification": "군사II급비밀", "text": "a session", "purposes": ["nk-missile"]}
+        )
+        assert r.status_code == 201, r.text
+        [flash] = flash_pids(kor.config)
+        database = node_config.load(kor.config).database_url.rsplit("/", 1)[1]
+        admin = create_engine(PG_ADMIN)
+        try:
+            with admin.connect() as conn:
+                sessions = conn.execute(
+                    text("SELECT pid, client_port FROM pg_stat_activity WHERE datname = :d"), {"d": database}
+                ).all()
+        finally:
+            admin.dispose()
+        ours = _tcp_ports(flash)
+        policies: dict[bool, set[int]] = {True: set(), False: set()}  # flash process's or not: policies
+        for pid, port in sessions:
+            policies[port in ours].add(os.sched_getscheduler(pid))
+        expected = os.SCHED_RR if os.geteuid() == 0 else os.SCHED_OTHER  # another user's processes
+        assert policies[True] == {expected}
+        assert policies[False] == {os.SCHED_OTHER}
 
 
 def test_the_main_process_copies_the_wal_into_the_database_as_it_goes(tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ from gsomia.node.config import NodeConfig
 from gsomia.node.delivery import Delivery
 from gsomia.node.keysync import KeySync
 from gsomia.node.link import Handler, Link
+from gsomia.node.priority import lower_priority, raise_database_sessions, raise_priority
 from gsomia.node.sequencer import Sequencer
 from gsomia.node.service import LANES, Node
 from gsomia.node.witness import Witness
@@ -264,44 +265,6 @@ class FlashProcess:
         self.spawner.shutdown(wait=False)
 
 
-def lower_priority(nice: int, idle: bool) -> None:
-    """Lower the CPU priority of this thread and of every thread it starts from now on (Linux
-    keeps both per thread, and a new thread inherits its creator's).
-
-    Nice 19 alone still let bulk work run out its time slice before a woken flash thread had
-    the core: on two cores under bulk load, the flash processes' threads waited 27-29 ms per
-    report for a core. A SCHED_IDLE thread yields to any other at its next timer tick (19-22
-    ms), and flash p50 fell from 21-23 to 18 ms, with no loss of bulk throughput. Not at
-    once: that takes a real-time flash process (``raise_priority``)."""
-    os.nice(nice)
-    if idle:
-        try:
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-        except (AttributeError, OSError) as exc:  # not Linux: the nice value is what there is
-            log.warning("bulk work keeps the normal scheduling policy (SCHED_IDLE: %s)", exc)
-
-
-def raise_priority() -> None:
-    """Linux's real-time SCHED_RR policy, at its lowest priority, for this thread and every
-    thread it starts from now on (SCHED_RESET_ON_FORK would keep it from threads too).
-
-    A woken thread of the normal policy does not preempt a SCHED_IDLE one at once on this
-    kernel (6.18, preemption "none" or "lazy"): the bulk thread keeps the core until its next
-    timer tick, up to 4 ms at 250 Hz, and a flash report wakes a thread a dozen times on its
-    way through two nodes. On two cores under bulk load, the flash processes waited 14.5 ms
-    per report for a core as normal threads, and 1.3 ms as real-time ones: a real-time
-    wake-up preempts a normal or idle thread at once. Needs root, CAP_SYS_NICE or an
-    RLIMIT_RTPRIO of at least 1; without, the flash process keeps the normal policy."""
-    try:
-        os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(1))
-    except (AttributeError, OSError) as exc:
-        log.warning(
-            "the flash process keeps the normal scheduling policy (SCHED_RR: %s): grant it CAP_SYS_NICE "
-            "or an RLIMIT_RTPRIO of 1 (systemd: LimitRTPRIO=1), or set flash_realtime = false",
-            exc,
-        )
-
-
 def run(config: NodeConfig, flash_link: int | None = None) -> None:
     """Serve until stopped, on uvloop's event loop (libuv): its sockets, TLS and callbacks
     cost the node's processes less CPU per request than asyncio's pure-Python loop."""
@@ -361,6 +324,8 @@ async def _serve_flash(config: NodeConfig, sock: socket.socket) -> None:
     assert config.flash_listen is not None
     assert config.flash_peer_listen is not None
     node, delivery, broker = build(config, ("flash",))
+    if config.flash_realtime:
+        raise_database_sessions(node.engine)
     link = Link(sock, _hints(node, delivery, broker))
     await link.open()
     _wire(link, node, delivery, broker)
