@@ -18,8 +18,13 @@ One run does all of it:
     flash report (極秘, ["nk-missile"]) to KOR every ``--flash-interval`` (50 ms);
     a KOR duty officer subscribed to ``GET /alerts/stream`` (SSE) notes when each
     arrives. Latency = arrival - the instant just before the POST, both
-    ``time.perf_counter`` in this process. A few reports are sent and discarded
-    first, to open the connections.
+    ``time.perf_counter`` in the probe's own process. A few reports are sent and
+    discarded first, to open the connections. The probe's process runs as SCHED_RR,
+    as the nodes' flash processes do (``--probe-normal``: at the normal priority): it
+    stands for the duty officers' consoles, which run on machines of their own, and
+    on these two shared cores a normal process waits for a SCHED_IDLE bulk thread's
+    timer tick at each wake-up (``gsomia.node.priority``), up to 4 ms that no
+    console would wait.
 (c) medallion (the TAXII 2.1 reference server) with its in-memory backend, run as
     its own server process (``medallion.scripts.run``, Flask's threaded server),
     ingesting the same number of STIX 2.1 ``indicator`` objects (a 1,368-character
@@ -412,14 +417,17 @@ class ProbeProcess:
     5 ms switch interval at each timestamp), which counted as flash latency. Timestamps are
     ``time.perf_counter`` (CLOCK_MONOTONIC), comparable across the two processes."""
 
-    def __init__(self, kor: Provisioned, jpn: Provisioned, interval: float) -> None:
+    def __init__(self, kor: Provisioned, jpn: Provisioned, interval: float, realtime: bool = True) -> None:
         ctx = multiprocessing.get_context("spawn")
         self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_probe_main, args=(child, kor, jpn, interval), name="flash-probe", daemon=True)
+        self._proc = ctx.Process(
+            target=_probe_main, args=(child, kor, jpn, interval, realtime), name="flash-probe", daemon=True
+        )
         self._proc.start()
         child.close()
         self.pid: int = self._proc.pid or 0
         self._state()
+        self.policy = "SCHED_RR" if os.sched_getscheduler(self.pid) == os.SCHED_RR else "normal"
 
     def _call(self, name: str, *args: Any) -> Any:
         self._conn.send((name, args))
@@ -472,7 +480,10 @@ class ProbeProcess:
     errors: list[str]
 
 
-def _probe_main(conn: Any, kor: Provisioned, jpn: Provisioned, interval: float) -> None:
+def _probe_main(conn: Any, kor: Provisioned, jpn: Provisioned, interval: float, realtime: bool) -> None:
+    if realtime:  # as the nodes' flash processes: a console on a machine of its own waits for no bulk work
+        with contextlib.suppress(AttributeError, OSError):  # not permitted: the normal policy, as printed
+            os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(1))
     probe = FlashProbe(kor, jpn, interval)
     state = ("sent", "arrived", "wall", "item_ids", "idle_times", "post_ms", "errors")
     while True:
@@ -526,6 +537,7 @@ class GsomiaResult:
     phases: dict[str, Any] = field(default_factory=dict)
     trace: dict[str, dict[str, float]] = field(default_factory=dict)
     profiles: dict[str, str] = field(default_factory=dict)
+    probe: str = ""  # where the flash probe ran: its own process (SCHED_RR or normal) or this one
     # Each report sent under load: (s since the bulk clock started, latency in ms), for when the slow ones came.
     flash_series: list[tuple[float, float]] = field(default_factory=list)
 
@@ -811,12 +823,15 @@ def run_gsomia(backend: str, args: argparse.Namespace, tmp_root: Path) -> Gsomia
                 base_url=kor.user_url, headers={"Authorization": f"Bearer {kor.tokens['analyst']}"}, timeout=30
             )
         )
-        probe: FlashProbe | ProbeProcess = (FlashProbe if args.probe_in_process else ProbeProcess)(
-            kor, jpn, args.flash_interval
+        probe: FlashProbe | ProbeProcess = (
+            FlashProbe(kor, jpn, args.flash_interval)
+            if args.probe_in_process
+            else ProbeProcess(kor, jpn, args.flash_interval, realtime=not args.probe_normal)
         )
         if isinstance(probe, ProbeProcess):
             probe_pid = probe.pid
             groups["flash probe (its own process)"] = lambda: [probe_pid]
+            print(f"  flash probe: its own process, {probe.policy} scheduling")
         stack.callback(probe.close)
         probe.start()
         probe.warm_up()
@@ -962,6 +977,7 @@ def run_gsomia(backend: str, args: argparse.Namespace, tmp_root: Path) -> Gsomia
             phases=where,
             profiles=profiles,
             trace=hops,
+            probe=f"own process, {probe.policy}" if isinstance(probe, ProbeProcess) else "bench process",
             flash_series=sorted(
                 (round(sent - t0, 3), round((probe.arrived[text] - sent) * 1000, 2))
                 for text, sent in probe.sent.items()
@@ -1386,6 +1402,11 @@ def main(argv: list[str] | None = None) -> int:
         "--probe-in-process",
         action="store_true",
         help="time flash reports from this process, beside the bulk clients (sessions 1-6 did)",
+    )
+    parser.add_argument(
+        "--probe-normal",
+        action="store_true",
+        help="run the flash probe's process at the normal priority, not SCHED_RR like the flash processes",
     )
     parser.add_argument("--sample-interval", type=float, default=0.5, help="seconds between outbox samples")
     parser.add_argument(
