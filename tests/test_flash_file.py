@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from sqlalchemy import Engine, func, select, text
 from gsomia import audit
 from gsomia.demo import terms_only
 from gsomia.node import config as node_config
+from gsomia.node import heads
 from gsomia.node.clock import SystemClock
 from gsomia.node.delivery import Delivery
 from gsomia.node.provision import provision_pair
@@ -110,6 +112,32 @@ def test_a_flash_report_is_committed_received_and_acknowledged_while_bulk_holds_
     # The reader on the stream sees it at once, before anything has moved.
     assert [r["alert_id"] for r in jpn.alerts_after(0)] == [result["item_id"]]
     assert jpn.read_item(user(jpn, "analyst"), result["item_id"])["payload_b64"] == "bGF1bmNo"
+
+
+def test_a_receipt_or_a_request_never_waits_for_a_tree_head_while_bulk_holds_the_write_lock(
+    two: dict[str, Node],
+) -> None:
+    """Each peer request and receipt carries the node's signed tree head; signing a new one
+    is a write on the main file. A head older than a second is used as it is while a new
+    one is signed in the background, so a flash receipt does not wait for bulk (R17)."""
+    kor = two["KOR"]
+    assert asyncio.run(heads.for_peer(kor)) == kor.own_head()  # none cached yet: signed at once
+    old = kor.own_head()
+    kor._head_cache = (time.monotonic() - 60, old)  # type: ignore[attr-defined]  # a minute old
+    kor.provide_alert(user(kor, "duty_officer"), LAUNCH, "w1")
+    kor.sequence_ledger()  # the log has grown: a new head is stored as it is signed
+    assert kor.cached_head() is None
+    loop = asyncio.new_event_loop()
+    try:
+        assert holding_the_bulk_lock(kor.engine, lambda: loop.run_until_complete(heads.for_peer(kor))) == old
+
+        async def signed_meanwhile() -> None:  # in the background, once bulk let go
+            while kor.cached_head() is None:
+                await asyncio.sleep(0.05)
+
+        loop.run_until_complete(asyncio.wait_for(signed_meanwhile(), 20))
+    finally:
+        loop.close()
 
 
 def test_flash_rows_move_into_the_main_tables_once_and_the_stream_sees_the_same_events(

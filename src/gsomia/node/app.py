@@ -22,7 +22,7 @@ from gsomia import policy
 from gsomia.agreement import lifecycle
 from gsomia.envelope import EnvelopeError
 from gsomia.errors import GsomiaError
-from gsomia.node import lanes, problems, trace
+from gsomia.node import heads, lanes, problems, trace
 from gsomia.node import peer as peer_proto
 from gsomia.node.clock import SimulatedClock
 from gsomia.node.delivery import Delivery
@@ -426,9 +426,7 @@ def create_peer_app(node: Node, broker: Broker, witness: Any = None, keys: Any =
     async def answer(receipt: dict[str, Any], body: bytes) -> JSONResponse:
         import hashlib
 
-        head = node.cached_head()  # no thread hop when cached
-        if head is None:
-            head = await lanes.run("control", node.own_head)
+        head = await heads.for_peer(node)
         receipt = {**receipt, "request_sha256": hashlib.sha256(body).hexdigest(), "tree_head": head}
         _, signature = peer_proto.sign_receipt(node.config.key, receipt)
         return JSONResponse({"receipt": receipt, "signature": signature, "kid": node.public.kid})

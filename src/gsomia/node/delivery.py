@@ -25,7 +25,7 @@ import httpx
 
 from gsomia.agreement.terms import Agreement
 from gsomia.label import Label
-from gsomia.node import egress, lanes, peer, trace
+from gsomia.node import egress, heads, lanes, peer, trace
 from gsomia.node.service import LANES, LEASE, Node, RowKey
 
 log = logging.getLogger("gsomia.delivery")
@@ -272,9 +272,7 @@ class Delivery:
         headers = peer.sign_request(node.config.key, "POST", path, body)
         headers["X-Gsomia-Lane"] = lane  # lets the receiver schedule the parsing; the body says it too
         try:
-            head = node.cached_head()  # no thread hop when cached
-            if head is None:
-                head = await lanes.run("control", node.own_head)
+            head = await heads.for_peer(node)
             headers[peer.HEAD_HEADER] = peer.encode_head(head)
         except Exception as exc:  # the head is a courtesy; delivery must not wait on it
             log.warning("could not sign a tree head: %s", exc)

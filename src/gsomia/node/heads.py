@@ -1,0 +1,46 @@
+"""The signed tree head that rides on each peer request and receipt, never waited for.
+
+Signing a current head is a write transaction on the node's main database (the head is
+stored). On SQLite that waits for the one write lock, which a bulk transaction of 500
+items holds for a long while: a flash report's receipt once waited 210 ms for it, and
+every report posted behind that one waited as well (R17). A head seconds old is still a
+valid, signed statement of the log, and the partner's witness asks for the current one
+itself (``GET /peer/ledger/head``). So a head older than ``Node.own_head``'s second is
+used as it is while a fresh one is signed in the background; only a node that has
+signed none yet waits for one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from typing import Any
+
+from gsomia.node import lanes
+from gsomia.node.service import Node
+
+log = logging.getLogger("gsomia.heads")
+
+_signing: dict[int, asyncio.Future[Any]] = {}  # by id(node): a process has one or two nodes, for its life
+
+
+async def for_peer(node: Node) -> dict[str, Any]:
+    """The head to put on a request or receipt: the cached one, however old, if there is one."""
+    head = node.cached_head()
+    if head is not None:
+        return head
+    stale = node.cached_head(math.inf)
+    if stale is None:
+        return await lanes.run("control", node.own_head)
+    signing = _signing.get(id(node))
+    if signing is None or signing.done():
+        signing = asyncio.ensure_future(lanes.run("control", node.own_head))
+        signing.add_done_callback(_report)
+        _signing[id(node)] = signing
+    return stale
+
+
+def _report(done: asyncio.Future[Any]) -> None:
+    if not done.cancelled() and done.exception() is not None:  # the next request tries again
+        log.warning("could not sign a tree head: %s", done.exception())
