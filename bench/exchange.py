@@ -19,12 +19,12 @@ One run does all of it:
     a KOR duty officer subscribed to ``GET /alerts/stream`` (SSE) notes when each
     arrives. Latency = arrival - the instant just before the POST, both
     ``time.perf_counter`` in the probe's own process. A few reports are sent and
-    discarded first, to open the connections. The probe's process runs as SCHED_RR,
-    as the nodes' flash processes do (``--probe-normal``: at the normal priority): it
-    stands for the duty officers' consoles, which run on machines of their own, and
-    on these two shared cores a normal process waits for a SCHED_IDLE bulk thread's
-    timer tick at each wake-up (``gsomia.node.priority``), up to 4 ms that no
-    console would wait.
+    discarded first, to open the connections. The probe's process runs at the normal
+    priority, as a console would; ``--probe-realtime`` runs it as SCHED_RR, like the
+    nodes' flash processes, for a console on a machine of its own (on these two shared
+    cores a normal process waits for a SCHED_IDLE bulk thread's timer tick at each
+    wake-up, ``gsomia.node.priority``). Session 8 found no difference beyond the
+    machine's noise once the flash path no longer waited for bulk.
 (c) medallion (the TAXII 2.1 reference server) with its in-memory backend, run as
     its own server process (``medallion.scripts.run``, Flask's threaded server),
     ingesting the same number of STIX 2.1 ``indicator`` objects (a 1,368-character
@@ -417,7 +417,7 @@ class ProbeProcess:
     5 ms switch interval at each timestamp), which counted as flash latency. Timestamps are
     ``time.perf_counter`` (CLOCK_MONOTONIC), comparable across the two processes."""
 
-    def __init__(self, kor: Provisioned, jpn: Provisioned, interval: float, realtime: bool = True) -> None:
+    def __init__(self, kor: Provisioned, jpn: Provisioned, interval: float, realtime: bool = False) -> None:
         ctx = multiprocessing.get_context("spawn")
         self._conn, child = ctx.Pipe()
         self._proc = ctx.Process(
@@ -826,7 +826,7 @@ def run_gsomia(backend: str, args: argparse.Namespace, tmp_root: Path) -> Gsomia
         probe: FlashProbe | ProbeProcess = (
             FlashProbe(kor, jpn, args.flash_interval)
             if args.probe_in_process
-            else ProbeProcess(kor, jpn, args.flash_interval, realtime=not args.probe_normal)
+            else ProbeProcess(kor, jpn, args.flash_interval, realtime=args.probe_realtime)
         )
         if isinstance(probe, ProbeProcess):
             probe_pid = probe.pid
@@ -1404,9 +1404,9 @@ def main(argv: list[str] | None = None) -> int:
         help="time flash reports from this process, beside the bulk clients (sessions 1-6 did)",
     )
     parser.add_argument(
-        "--probe-normal",
+        "--probe-realtime",
         action="store_true",
-        help="run the flash probe's process at the normal priority, not SCHED_RR like the flash processes",
+        help="run the flash probe's process as SCHED_RR like the flash processes (default: the normal priority)",
     )
     parser.add_argument("--sample-interval", type=float, default=0.5, help="seconds between outbox samples")
     parser.add_argument(
