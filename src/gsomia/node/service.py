@@ -35,6 +35,7 @@ from gsomia.node.config import NodeConfig
 from gsomia.node.lanes import yield_to_flash
 from gsomia.store import flash, gate, ledger_store
 from gsomia.store import schema as t
+from gsomia.store.db import reading
 from gsomia.store.flash import FlashStore
 from gsomia.store.ledger_store import append_rows, enqueue_rows, insert_many, sequence_queued
 
@@ -301,7 +302,7 @@ class Node(NodeLedger):
     def _refresh_notes(self) -> None:
         """Apply notes another process of this node recorded (or received) since the last look."""
         self._notes_checked = time.monotonic()
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             count, last = conn.execute(select(func.count(), func.coalesce(func.max(t.notes.c.seq), 0))).one()
         if (int(count), int(last)) != self._notes_mark:
             self.reload_notes()
@@ -504,7 +505,7 @@ class Node(NodeLedger):
         ]
 
     def authenticate(self, token: str) -> policy.Subject | None:
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             row = conn.execute(_USER_BY_TOKEN, {"token_hash": token_hash(token)}).mappings().first()
         if row is None:
             return None
@@ -802,7 +803,7 @@ class Node(NodeLedger):
         found: dict[int, dict[str, Any]] = {}
         for store in (self.flash, self.main) if self.flash.separate else (self.main,):
             a, i = store.alerts, store.items
-            with store.engine.connect() as conn:
+            with reading(store.engine) as conn:
                 rows = conn.execute(
                     select(a, i.c.label, i.c.envelope, i.c.peer)
                     .join(i, i.c.item_id == a.c.alert_id)
@@ -1212,7 +1213,7 @@ class Node(NodeLedger):
         if skip:
             given["p_skip"] = skip
         peek, take = _claim_statements(store.outbox, _is_pg(store.engine), bool(skip))
-        with store.engine.connect() as conn:  # nothing to claim (an idle worker's poll): no write transaction
+        with reading(store.engine) as conn:  # nothing to claim (an idle worker's poll): no write transaction
             if conn.execute(peek, given).first() is None:
                 return []
         with gate.begin(store.engine) as conn:
