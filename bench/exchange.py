@@ -265,7 +265,22 @@ def pg_databases(count: int) -> Iterator[list[str]]:
 FlashTimes = dict[str, tuple[str, float, float]]  # text -> (item id, time.time() sent, arrived)
 
 
-class FlashProbe:
+class _ProbeTimes:
+    """What a flash probe records, and the two readings of it; in this process or in its own."""
+
+    sent: dict[str, float]
+    arrived: dict[str, float]
+    wall: dict[str, tuple[float, float]]  # text -> (time.time() sent, arrived)
+    item_ids: dict[str, str]  # text -> the alert's item id
+
+    def latencies_ms(self) -> list[float]:
+        return [(self.arrived[t] - s) * 1000 for t, s in self.sent.items() if t in self.arrived]
+
+    def times(self) -> FlashTimes:
+        return {text: (item_id, *self.wall.get(text, (math.nan, math.nan))) for text, item_id in self.item_ids.items()}
+
+
+class FlashProbe(_ProbeTimes):
     """JPN duty officer sends flash reports to KOR; a KOR duty officer's SSE console times them."""
 
     def __init__(self, kor: Provisioned, jpn: Provisioned, interval: float) -> None:
@@ -273,8 +288,8 @@ class FlashProbe:
         self.tag = uuid.uuid4().hex[:8]
         self.sent: dict[str, float] = {}
         self.arrived: dict[str, float] = {}
-        self.wall: dict[str, tuple[float, float]] = {}  # text -> (time.time() sent, arrived)
-        self.item_ids: dict[str, str] = {}  # text -> the alert's item id
+        self.wall: dict[str, tuple[float, float]] = {}
+        self.item_ids: dict[str, str] = {}
         self.idle_times: FlashTimes = {}
         self.post_ms: list[float] = []
         self.errors: list[str] = []
@@ -365,9 +380,6 @@ class FlashProbe:
         self.reset()
         return out
 
-    def times(self) -> FlashTimes:
-        return {text: (item_id, *self.wall.get(text, (math.nan, math.nan))) for text, item_id in self.item_ids.items()}
-
     def reset(self) -> None:
         self.sent.clear()
         self.arrived.clear()
@@ -405,11 +417,8 @@ class FlashProbe:
         self.closing.set()
         self._http.close()
 
-    def latencies_ms(self) -> list[float]:
-        return [(self.arrived[t] - s) * 1000 for t, s in self.sent.items() if t in self.arrived]
 
-
-class ProbeProcess:
+class ProbeProcess(_ProbeTimes):
     """A ``FlashProbe`` in a process of its own, driven over a pipe (``--probe-in-process``: not).
 
     A duty officer's console is not the analysts' upload client. In one process the probe's
@@ -458,12 +467,6 @@ class ProbeProcess:
         self._call("stop_sending", settle)
         self._state()
 
-    def latencies_ms(self) -> list[float]:
-        return [(self.arrived[t] - s) * 1000 for t, s in self.sent.items() if t in self.arrived]
-
-    def times(self) -> FlashTimes:
-        return {text: (item_id, *self.wall.get(text, (math.nan, math.nan))) for text, item_id in self.item_ids.items()}
-
     def close(self) -> None:
         with contextlib.suppress(OSError, EOFError, RuntimeError):
             self._call("close")
@@ -471,10 +474,6 @@ class ProbeProcess:
         if self._proc.is_alive():
             self._proc.kill()
 
-    sent: dict[str, float]
-    arrived: dict[str, float]
-    wall: dict[str, tuple[float, float]]
-    item_ids: dict[str, str]
     idle_times: FlashTimes
     post_ms: list[float]
     errors: list[str]
