@@ -52,7 +52,7 @@ class Delivery:
         self.worker_id = f"{node.party}-{uuid.uuid4().hex[:8]}"
         self.wake: dict[tuple[str, str], asyncio.Event] = {}
         self.clients: dict[str, httpx.AsyncClient] = {}  # per peer, to its main peer API
-        self._flash_clients: dict[str, httpx.AsyncClient] = {}  # to its flash process, where it has one
+        self._flash_clients: dict[str, peer.FlashClient] = {}  # to its flash process, where it has one
         self.stopping = False
         self._tasks: list[asyncio.Task[None]] = []
         self.witness: Any = None  # set by serve: heads in receipts wake it
@@ -100,7 +100,7 @@ class Delivery:
         for code, p in cfg.peers.items():
             self.clients[code] = peer.make_client(str(cfg.tls_cert), str(cfg.tls_key), str(p.tls_cert), p.url)
             if p.flash_url and "flash" in self.lanes:
-                self._flash_clients[code] = peer.make_client(
+                self._flash_clients[code] = peer.FlashClient(
                     str(cfg.tls_cert), str(cfg.tls_key), str(p.tls_cert), p.flash_url
                 )
             for lane in self.lanes:
@@ -128,8 +128,10 @@ class Delivery:
                 await lanes.run("control", self.node.release, self.worker_id)
             except Exception as exc:  # the database is gone: the leases lapse instead
                 log.warning("could not give back claimed rows: %s", exc)
-        for client in [*self.clients.values(), *self._flash_clients.values()]:
+        for client in self.clients.values():
             await client.aclose()
+        for flash_client in self._flash_clients.values():
+            await flash_client.aclose()
 
     async def _run_flash(self, code: str) -> None:
         """The flash lane (R17): woken at once, and a report committed already claimed by this
@@ -280,7 +282,9 @@ class Delivery:
             if lane == "flash":
                 for row in rows:
                     trace.mark(row["ref"], "posting")
-            client = self._flash_clients.get(code, self.clients[code]) if lane == "flash" else self.clients[code]
+            client: httpx.AsyncClient | peer.FlashClient = self.clients[code]
+            if lane == "flash":
+                client = self._flash_clients.get(code, client)
             if lane == "bulk" and not after and code not in self._ahead:  # the last send of this claim
                 self._ahead[code] = asyncio.ensure_future(self._claim_ahead(code, seqs))
             response = await client.post(path, content=body, headers=headers)
