@@ -151,8 +151,8 @@ class FlashClient:
     0.3-0.5 ms for aiohttp (a C parser, the event loop's own TLS), measured side by side
     against one uvicorn server with mutual TLS. The flash sender runs at real-time
     priority beside the bulk lanes, so what it saves is the partner's latency and the
-    bulk lanes' CPU. Same mutual TLS context, timeouts and connection limit as
-    ``make_client``; the session is made on first use, inside the running loop."""
+    bulk lanes' CPU. Same mutual TLS context, connect and read timeouts and connection
+    limit as ``make_client``; the session is made on first use, inside the running loop."""
 
     def __init__(self, own_cert: str, own_key: str, peer_cert: str, base_url: str) -> None:
         self.base_url = base_url.rstrip("/")
@@ -163,7 +163,7 @@ class FlashClient:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(ssl=self._context, limit=4),
-                timeout=aiohttp.ClientTimeout(total=10.0, connect=3.0),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=3.0, sock_read=10.0),  # httpx's connect and read
                 cookie_jar=aiohttp.DummyCookieJar(),  # a peer API sets none; reading them is CPU spent
                 auto_decompress=False,
                 skip_auto_headers=("User-Agent",),
