@@ -119,12 +119,18 @@ def client_context(own_cert: str, own_key: str, peer_cert: str) -> ssl.SSLContex
     return ctx
 
 
+# A peer client's limits, whichever library it uses (``make_client``, ``FlashClient``).
+CONNECT_TIMEOUT = 3.0  # seconds
+READ_TIMEOUT = 10.0  # seconds between bytes of an answer
+CONNECTIONS = 4  # open to one partner at most
+
+
 def make_client(own_cert: str, own_key: str, peer_cert: str, base_url: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         base_url=base_url,
         verify=client_context(own_cert, own_key, peer_cert),
-        timeout=httpx.Timeout(10.0, connect=3.0),
-        limits=httpx.Limits(max_connections=4, max_keepalive_connections=4),
+        timeout=httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT),
+        limits=httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS),
     )
 
 
@@ -162,8 +168,8 @@ class FlashClient:
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=self._context, limit=4),
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=3.0, sock_read=10.0),  # httpx's connect and read
+                connector=aiohttp.TCPConnector(ssl=self._context, limit=CONNECTIONS),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT, sock_read=READ_TIMEOUT),
                 cookie_jar=aiohttp.DummyCookieJar(),  # a peer API sets none; reading them is CPU spent
                 auto_decompress=False,
                 skip_auto_headers=("User-Agent",),
