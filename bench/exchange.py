@@ -836,10 +836,22 @@ def run_gsomia(backend: str, args: argparse.Namespace, tmp_root: Path) -> Gsomia
         probe.warm_up()
         idle_flash: list[float] = []
         idle_cpu_ms: dict[str, float] = {}
+        idle_profiles: dict[str, str] = {}
         if args.idle_flash:
+            idle_spy = PySpy(Path(args.py_spy_idle)) if args.py_spy_idle else None
+            if idle_spy:
+                Path(args.py_spy_idle).mkdir(parents=True, exist_ok=True)
+                stack.callback(idle_spy.stop)
+                for party, pid in pids.items():
+                    idle_spy.record(f"{backend}-{party}-idle", pid)
+                    for flash_pid in groups.get(f"{party} flash process", list)():
+                        idle_spy.record(f"{backend}-{party}-flash-idle", flash_pid)
+                time.sleep(1.0)  # let py-spy attach before the reports start
             idle_meter = CpuMeter(groups)
             idle_meter.start()
             idle_flash = probe.idle(args.idle_flash)
+            if idle_spy:
+                idle_profiles = idle_spy.stop()
             totals = ("wall", "machine capacity", "machine busy", "everything else")
             idle_cpu_ms = {  # per report sent: one that never arrived cost its CPU too
                 k: round(1000 * v / args.idle_flash, 2) for k, v in idle_meter.stop().items() if k not in totals
@@ -974,7 +986,7 @@ def run_gsomia(backend: str, args: argparse.Namespace, tmp_root: Path) -> Gsomia
             run_queue_seconds=meter.waited,
             timeline=timeline,
             phases=where,
-            profiles=profiles,
+            profiles={**idle_profiles, **profiles},
             trace=hops,
             probe=f"own process, {probe.policy}" if isinstance(probe, ProbeProcess) else "bench process",
             flash_series=sorted(
@@ -1412,6 +1424,11 @@ def main(argv: list[str] | None = None) -> int:
         "--py-spy",
         metavar="DIR",
         help="record both nodes (and their flash processes) with py-spy into DIR and summarize",
+    )
+    parser.add_argument(
+        "--py-spy-idle",
+        metavar="DIR",
+        help="record both nodes and their flash processes with py-spy during the --idle-flash reports into DIR",
     )
     parser.add_argument(
         "--trace", action="store_true", help="mark each flash report's hops in both nodes and print where it waited"
