@@ -835,8 +835,13 @@ def open(
 
 def peek_label(data: IO[bytes]) -> Label:
     """The label of an envelope, unverified: for routing and display before ``open``."""
+    return Label.from_bytes(peek_label_bytes(data))
+
+
+def peek_label_bytes(data: IO[bytes]) -> bytes:
+    """The label block of an envelope as stored, unverified and not parsed."""
     start = data.read(5)
     if not start or start[:4] != MAGIC:
         raise UnsupportedVersion("not a gsomia envelope")
     _read_block(data, "header")
-    return Label.from_bytes(_read_block(data, "label"))
+    return _read_block(data, "label")

@@ -248,6 +248,17 @@ def status(agreement: Agreement, at: datetime, reading: str | None = None) -> St
     if at.tzinfo is None:
         raise InvalidInput("an instant must carry a UTC offset")
     at = at.astimezone(UTC)  # like with like: comparing across offsets costs more than the search
+    # The items of one batch share their release instant: the policy, the egress guard and
+    # the receiver ask for the status at it once per item. Remember the last answer.
+    last = agreement.cache.get("last_status")
+    if last is not None and last[0] == at and last[1] == reading:
+        return last[2]  # type: ignore[no-any-return]
+    found = _status(agreement, at, reading)
+    agreement.cache["last_status"] = (at, reading, found)  # one tuple, replaced whole: safe across threads
+    return found
+
+
+def _status(agreement: Agreement, at: datetime, reading: str | None) -> Status:
     effect = resolve_reading(agreement, reading)
     history = compile_history(agreement, effect)
     i = bisect_right(history.starts, at) - 1

@@ -24,7 +24,6 @@ from typing import Any
 import httpx
 
 from gsomia.agreement.terms import Agreement
-from gsomia.label import Label
 from gsomia.node import egress, heads, lanes, peer, trace
 from gsomia.node.service import LANES, LEASE, Node, RowKey
 
@@ -371,18 +370,10 @@ def _guard_and_encode(
     allowed: list[dict[str, Any]] = []
     blocked: dict[str, str] = {}
     for row in rows:
-        problem = egress.check(agreement, _label_of(row["body"]), code, node.party)
+        problem = egress.check(agreement, node.label_to_send(row["ref"], row["body"]), code, node.party)
         if problem is None:
             allowed.append(row)
         else:
             blocked[row["ref"]] = f"egress guard: {problem}"
     body = json.dumps({"lane": lane, "envelopes": [base64.b64encode(r["body"]).decode() for r in allowed]}).encode()
     return allowed, blocked, body, agreement
-
-
-def _label_of(env: bytes) -> Label:
-    from io import BytesIO
-
-    from gsomia.envelope import peek_label
-
-    return peek_label(BytesIO(env))

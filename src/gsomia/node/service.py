@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import io
 import json
 import secrets
 import time
@@ -264,6 +265,9 @@ class Node(NodeLedger):
     # the flash process, not this low-priority one, deletes them there (``flash.move``).
     on_flash_moved: Callable[[], None] | None = None
     queued: int = 0  # ledger entries this process has queued (``ledger_store.enqueue_rows``): wakes the sequencer
+    # The labels of bulk items this process sealed and has not yet sent, by item id: the egress
+    # guard takes one instead of parsing the envelope's label again when the bytes are the same.
+    sealed_labels: dict[str, Label] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.party = self.config.party
@@ -618,6 +622,10 @@ class Node(NodeLedger):
                 ]
         for a in fresh:
             trace.mark(a.alert_id, "provide.committed")
+        if lane == "bulk":
+            if len(self.sealed_labels) + len(opened) > SEALED_LABELS_KEPT:
+                self.sealed_labels.clear()  # rows another process sent, or a long backlog: start afresh
+            self.sealed_labels.update((label.item_id, label) for _, label, _ in opened)
         if lane == "flash" and worker is None:
             for peer in by_peer:
                 self._queued_flash(peer)
@@ -1179,6 +1187,16 @@ class Node(NodeLedger):
 
     # --- outbox ----------------------------------------------------------------------------
 
+    def label_to_send(self, item_id: str, env: bytes) -> Label:
+        """The label of an envelope about to leave, for the egress guard: the one sealed here
+        if its bytes are the envelope's, else parsed from the envelope (unverified, as
+        ``envelope.peek_label``: the receiver verifies it)."""
+        raw = envelope.peek_label_bytes(io.BytesIO(env))
+        sealed = self.sealed_labels.pop(item_id, None)
+        if sealed is not None and sealed.to_bytes() == raw:
+            return sealed
+        return Label.from_bytes(raw)
+
     def _enqueue(self, conn: Connection, peer: str, lane: str, kind: str, ref: str, body: bytes) -> None:
         conn.execute(insert(t.outbox).values(**_outbox_row(peer, lane, kind, ref, body)))
 
@@ -1367,6 +1385,9 @@ class Node(NodeLedger):
 
 
 SEQUENCE_TURN = 1000  # queued entries appended per write transaction
+# Labels kept for the egress guard (``Node.sealed_labels``), about 1 KB each. Past this many (a
+# partner down for long, rows another process sent) they are dropped and the guard parses labels.
+SEALED_LABELS_KEPT = 50_000
 
 
 def effective_label(label: Label, history: Sequence[records.Record]) -> Label:
