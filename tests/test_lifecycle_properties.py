@@ -286,3 +286,25 @@ def test_generator_mostly_produces_valid_histories() -> None:
     assert {n.type for notes in valid for n in notes} == set(NoteType)
     states = {status(REAL.with_notes(notes), at).state for notes in valid for at in [*(n.at for n in notes), END]}
     assert states >= {State.IN_FORCE, State.TERMINATION_PENDING, State.TERMINATION_SUSPENDED, State.TERMINATED}
+
+
+@SETTINGS
+@given(histories(), EXTRA, st.lists(st.tuples(st.integers(0, 200), st.sampled_from(READINGS)), max_size=40))
+def test_a_remembered_status_is_the_one_a_fresh_agreement_gives(
+    notes: tuple[Note, ...], extra: list[int], asks: list[tuple[int, str | None]]
+) -> None:
+    """``status`` remembers its last answer (a batch's items share their release instant):
+    asked again, in any order, at any offset and under any reading, it answers as an
+    agreement that remembers nothing would."""
+    agreement = compiled(notes, None)
+    assume(agreement is not None)
+    assert agreement is not None
+    instants = sample_instants(agreement, None, extra)
+    for k, reading in asks:
+        at = instants[k % len(instants)]
+        for spelled in (at, at.astimezone(KST), at):  # the same instant in another offset is the same question
+            try:
+                fresh = status(replace(agreement, cache={}), spelled, reading)
+            except InvalidHistory:
+                continue
+            assert status(agreement, spelled, reading) == fresh
