@@ -1485,14 +1485,14 @@ def _outbox_row(peer: str, lane: str, kind: str, ref: str, body: bytes) -> dict[
 
 
 def _audit_row(at: datetime, kind: str, actor: str, item_id: str | None, detail: dict[str, Any]) -> dict[str, Any]:
-    # Through JSON once so the ledger entry holds plain data (decisions, instants as text).
-    return {
-        "at": at,
-        "kind": kind,
-        "actor": actor,
-        "item_id": item_id,
-        "detail": json.loads(json.dumps(detail, default=str)),
-    }
+    # Through JSON once so the ledger entry holds plain data (decisions, instants as text);
+    # text, numbers and flags are plain already (an item's provision or receipt, per item).
+    if not all(type(v) in _PLAIN for v in detail.values()):
+        detail = json.loads(json.dumps(detail, default=str))
+    return {"at": at, "kind": kind, "actor": actor, "item_id": item_id, "detail": detail}
+
+
+_PLAIN = (str, int, bool, type(None))  # JSON gives these back as they are (keys are text)
 
 
 def _alert_row(item_id: str, origin: str, direction: str, now: datetime) -> dict[str, Any]:
