@@ -452,3 +452,42 @@ def test_the_labels_kept_for_the_egress_guard_are_bounded(
     node.provide(analyst, [spec, spec])
     latest = node.provide(analyst, [spec, spec])  # 4 > 3: the older ones (e.g. sent by another process) go
     assert set(node.sealed_labels) == {r["item_id"] for r in latest}
+
+
+@pytest.mark.parametrize(("budget_in_envelopes", "first_delivery"), [(2, 2), (0, 1)])
+def test_a_claim_of_large_items_is_cut_into_deliveries_within_a_byte_budget(
+    kor: tuple[Node, dict[str, str]], monkeypatch: pytest.MonkeyPatch, budget_in_envelopes: int, first_delivery: int
+) -> None:
+    """The first delivery of a claim holds the items that fit in ``BATCH_BYTES`` of envelopes,
+    in order, and at least one item however large; the rest stay in the outbox, in order."""
+    import base64
+    import json
+    from io import BytesIO
+
+    from gsomia.envelope import peek_label
+    from gsomia.node import delivery as delivery_module
+
+    node = kor[0]
+    made = node.provide(
+        signed_in(kor, "analyst"), [ItemSpec("JPN", "군사II급비밀", b"x" * n) for n in (3000, 3000, 9000)]
+    )
+    ids = [r["item_id"] for r in made]
+    rows = node.claim("JPN", "bulk", "w1", 10)
+    assert [r["ref"] for r in rows] == ids
+    monkeypatch.setattr(delivery_module, "BATCH_BYTES", budget_in_envelopes * len(rows[0]["body"]))
+    sent: list[list[str]] = []
+
+    def partner_down(request: httpx.Request) -> httpx.Response:
+        envelopes = json.loads(request.content)["envelopes"]
+        sent.append([peek_label(BytesIO(base64.b64decode(e))).item_id for e in envelopes])
+        return httpx.Response(503)
+
+    delivery = Delivery(node)
+    delivery.worker_id = "w1"
+    delivery.stopping = True  # no back-off sleep in the test
+    delivery.clients["JPN"] = httpx.AsyncClient(
+        base_url="https://jpn.invalid", transport=httpx.MockTransport(partner_down)
+    )
+    assert not asyncio.run(delivery._deliver("JPN", "bulk", rows))
+    assert sent == [ids[:first_delivery]]
+    assert [r["ref"] for r in node.claim("JPN", "bulk", "w2", 10)] == ids  # all given back, in order

@@ -119,7 +119,7 @@ def test_notes_are_applied_on_both_nodes_and_termination_stops_provision(demo_pa
 
 def test_partner_down_for_a_while_gets_everything_in_order(pair: Pair) -> None:
     pair.procs["JPN"].stop()
-    # Several delivery batches (256 items): each failed send gives back the batch claimed ahead of it.
+    # Two delivery batches (512 items and the rest): a failed send gives back the batch claimed ahead of it.
     ids = pair.share("KOR", "JPN", "군사II급비밀", 600, batch=200)
     time.sleep(1.5)  # several failed attempts with back-off
     assert pair.pending("KOR") == 600

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import itertools
 import json
 import logging
 import random
@@ -29,7 +28,13 @@ from gsomia.node.service import LANES, LEASE, Node, RowKey
 
 log = logging.getLogger("gsomia.delivery")
 FLASH_INLINE = 2  # flash rows guarded and encoded on the event loop itself
-BATCH = {"flash": 32, "bulk": 256}  # smaller bulk batches hold the receiver's write lock for less time
+# Rows per claim. Bulk: 512 moved 20,000 items 8-20% faster than 256 on both backends (session
+# 10), with flash p99 unchanged: a flash report never waits for a bulk transaction (the flash
+# lane queues its ledger entries, and on SQLite writes a file of its own).
+BATCH = {"flash": 32, "bulk": 512}
+# Envelope bytes in one delivery of items (base64 adds a third): large items go in smaller
+# runs, so no body grows with the claim (512 items of 12 MB would be 6 GB), and at least one goes.
+BATCH_BYTES = 32 << 20
 POOLS = {"flash": "flash", "bulk": "delivery"}  # the lanes' threads for a worker's blocking calls
 PATHS = {"note": "/peer/notes", "alarm": "/peer/alarms", "record": "/peer/records"}
 
@@ -208,7 +213,7 @@ class Delivery:
         recorded), and encode their first run of items: ready to go when the receipt comes."""
         skip = [*self._in_hand.get(code, ()), *sending]
         rows = await lanes.run("delivery", self.node.claim, code, "bulk", self.worker_id, BATCH["bulk"], LEASE, skip)
-        first = list(itertools.takewhile(lambda r: r["kind"] == "item", rows))
+        first = item_run(rows)
         if first:
             encoded = await lanes.run("delivery", _guard_and_encode, self.node, code, "bulk", first)
             self._encoded[code] = ([r["key"] for r in first], encoded)
@@ -221,21 +226,22 @@ class Delivery:
 
     async def _deliver(self, code: str, lane: str, rows: list[dict[str, Any]]) -> bool:
         """Send ``rows`` in order; False once a send failed (the rest go back to the outbox)."""
-        # Keep order: send runs of consecutive items together, notes one by one, in seq order.
-        # When a send fails, the rows after it in this claim are released with it: left
-        # claimed, they would be skipped by the next claim and overtaken by later rows.
-        run: list[dict[str, Any]] = []
-        for n, row in enumerate(rows):
-            if row["kind"] == "item":
-                run.append(row)
+        # Keep order: send runs of consecutive items together (``item_run``), notes one by one,
+        # in seq order. When a send fails, the rows after it in this claim are released with
+        # it: left claimed, they would be skipped by the next claim and overtaken by later rows.
+        n = 0
+        while n < len(rows):
+            run = item_run(rows[n:])
+            if run:
+                n += len(run)
+                if not await self._send_items(code, lane, run, [r["key"] for r in rows[n:]]):
+                    return False
                 continue
-            after = [r["key"] for r in rows[n:]]
-            if run and not await self._send_items(code, lane, run, after):
+            row = rows[n]
+            n += 1
+            if not await self._post(code, PATHS[row["kind"]], row["body"], [row], lane, [r["key"] for r in rows[n:]]):
                 return False
-            run = []
-            if not await self._post(code, PATHS[row["kind"]], row["body"], [row], lane, after[1:]):
-                return False
-        return await self._send_items(code, lane, run, []) if run else True
+        return True
 
     async def _send_items(self, code: str, lane: str, rows: list[dict[str, Any]], after: list[RowKey]) -> bool:
         node = self.node
@@ -345,6 +351,20 @@ class Delivery:
         One that fails to record leaves its rows claimed by this worker: its next claim sends
         them again, and the partner, which stores by item id, acknowledges them again."""
         await _recordings(code, self._settling.pop(code, []))
+
+
+def item_run(rows: list[dict[str, Any]], budget: int | None = None) -> list[dict[str, Any]]:
+    """The items at the head of ``rows`` that go in one delivery: up to the first row that is
+    not an item, and within ``budget`` (``BATCH_BYTES``) envelope bytes, but at least one item."""
+    budget = BATCH_BYTES if budget is None else budget
+    run: list[dict[str, Any]] = []
+    size = 0
+    for row in rows:
+        if row["kind"] != "item" or (run and size + len(row["body"]) > budget):
+            break
+        run.append(row)
+        size += len(row["body"])
+    return run
 
 
 async def _recordings(code: str, tasks: Iterable[asyncio.Future[None]]) -> None:
