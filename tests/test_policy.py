@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gsomia.agreement import Agreement, NoteType, State, load, status
 from gsomia.label import Label, LabelInvalid, display, marking_for, narrows, validate
@@ -614,6 +616,47 @@ def test_an_item_id_has_one_spelling(spelling: str) -> None:
     raw = label().to_bytes().replace(ITEM.encode(), spelling.encode())
     with pytest.raises(LabelInvalid, match="canonical"):
         Label.from_bytes(raw)
+
+
+def _uuid_spelling_is_canonical(text: str) -> bool:
+    import uuid
+
+    try:
+        return str(uuid.UUID(text)) == text
+    except ValueError:
+        return False
+
+
+@given(
+    st.one_of(
+        st.uuids().map(str),
+        st.uuids().map(lambda u: str(u).upper()),
+        st.text(alphabet="0123456789abcdefABCDEF-{}:urn\n ", min_size=30, max_size=46),
+        st.uuids().map(lambda u: str(u)[:-1] + "\u0661"),  # an Arabic-Indic digit at the end
+    )
+)
+def test_an_item_id_is_accepted_exactly_when_it_is_a_uuid_in_its_one_spelling(item_id: str) -> None:
+    """Labels take the canonical UUID spelling at a glance and ask ``uuid`` why anything else fails."""
+    if _uuid_spelling_is_canonical(item_id):
+        assert label(item_id=item_id).item_id == item_id
+        assert Label.from_bytes(label(item_id=item_id).to_bytes()).item_id == item_id
+    else:
+        with pytest.raises(LabelInvalid):
+            label(item_id=item_id)
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(1000, 1, 2),  # below 1000, ``_instant`` spells a year that does not read back
+        timezones=st.sampled_from([UTC, timezone(timedelta(hours=9)), timezone(timedelta(hours=-3, minutes=-30))]),
+    )
+)
+def test_a_label_of_any_instant_reads_back_the_same_twice(created: datetime) -> None:
+    """Checked instants are remembered: a second reading of the same bytes gives the same label."""
+    raw = label(created_at=created).to_bytes()
+    first, second = Label.from_bytes(raw), Label.from_bytes(raw)
+    assert first == second == label(created_at=created)
+    assert first.created_at == created
 
 
 @pytest.mark.parametrize("raw", [b"\xff\xfe", b"{", b"[]", b'{"v":1}'])

@@ -16,6 +16,7 @@ be read two ways (the lesson of OpenTDF's ambiguous policy binding).
 
 from __future__ import annotations
 
+import functools
 import json
 import json.encoder
 import json.scanner
@@ -144,12 +145,13 @@ class Label:
         set_(self, "_bytes", self._encode())
 
     def _check_shape(self) -> None:
-        try:
-            canonical = str(uuid.UUID(self.item_id))
-        except (ValueError, AttributeError, TypeError):
-            raise LabelInvalid(f"label: item_id {self.item_id!r} is not a UUID") from None
-        if self.item_id != canonical:  # one item, one spelling: braces, urn:, upper case and bare hex are refused
-            raise LabelInvalid(f"label: item_id {self.item_id!r} is not in canonical form ({canonical})")
+        if type(self.item_id) is not str or not _UUID_TEXT.fullmatch(self.item_id):  # the one spelling, else why
+            try:
+                canonical = str(uuid.UUID(self.item_id))
+            except (ValueError, AttributeError, TypeError):
+                raise LabelInvalid(f"label: item_id {self.item_id!r} is not a UUID") from None
+            if self.item_id != canonical:  # one item, one spelling: braces, urn:, upper case and bare hex are refused
+                raise LabelInvalid(f"label: item_id {self.item_id!r} is not in canonical form ({canonical})")
         for code in (self.originator, *self.releasable_to):
             if not isinstance(code, str) or not _PARTY.match(code):
                 raise LabelInvalid(f"label: {code!r} is not an ISO 3166-1 alpha-3 party code")
@@ -259,6 +261,13 @@ def _canonical_instant(value: object) -> datetime | None:
     ``_parse_any_instant(value).astimezone(UTC)``, and ``_instant`` of it is ``value``."""
     if type(value) is not str or len(value) != 27 or value[26] != "Z":
         return None
+    return _canonical_instant_text(value)
+
+
+@functools.lru_cache(maxsize=1024)
+def _canonical_instant_text(value: str) -> datetime | None:
+    # Remembered: the items of a batch share their release instant, and spelling an instant
+    # back (``isoformat``) is most of what checking a label's fields costs.
     try:
         at = datetime.fromisoformat(value)  # "Z" is UTC itself (Python 3.11)
     except ValueError:
