@@ -40,7 +40,8 @@ database server, medallion), so the CPU time of each process is printed too.
 Needs ``medallion``, ``taxii2-client`` and ``stix2`` for (c), which the project does
 not depend on: ``.venv/bin/pip install medallion taxii2-client stix2`` (or
 ``--skip-medallion``). ``--py-spy DIR`` records both nodes during the bulk run
-with py-spy (``pip install py-spy``) and prints where their CPU time goes; ``--trace``
+with py-spy (``pip install py-spy``) and prints where their CPU time goes
+(``--py-spy-idle DIR``: during the ``--idle-flash`` reports, with no bulk traffic); ``--trace``
 has both nodes mark each flash report's hops (``gsomia.node.trace``) and prints how long
 the reports sent under load spent at each.
 
@@ -710,6 +711,28 @@ class PySpy:
         return out
 
 
+def spy_on_nodes(
+    out: str | None,
+    suffix: str,
+    backend: str,
+    pids: dict[str, int],
+    groups: dict[str, Callable[[], list[int]]],
+    stack: contextlib.ExitStack,
+) -> PySpy | None:
+    """With ``out``, record both nodes and their flash processes until ``stop`` (or the end)."""
+    if not out:
+        return None
+    spy = PySpy(Path(out))
+    Path(out).mkdir(parents=True, exist_ok=True)
+    stack.callback(spy.stop)
+    for party, pid in pids.items():
+        spy.record(f"{backend}-{party}{suffix}", pid)
+        for flash_pid in groups.get(f"{party} flash process", list)():
+            spy.record(f"{backend}-{party}-flash{suffix}", flash_pid)
+    time.sleep(1.0)  # let py-spy attach before the clock starts
+    return spy
+
+
 def trace_hops(path: Path, items: list[str]) -> dict[str, dict[str, float]]:
     """Per hop of ``trace.POINTS``, the time flash reports ``items`` spent there (ms)."""
     from gsomia.node.trace import POINTS
@@ -838,15 +861,7 @@ def run_gsomia(backend: str, args: argparse.Namespace, tmp_root: Path) -> Gsomia
         idle_cpu_ms: dict[str, float] = {}
         idle_profiles: dict[str, str] = {}
         if args.idle_flash:
-            idle_spy = PySpy(Path(args.py_spy_idle)) if args.py_spy_idle else None
-            if idle_spy:
-                Path(args.py_spy_idle).mkdir(parents=True, exist_ok=True)
-                stack.callback(idle_spy.stop)
-                for party, pid in pids.items():
-                    idle_spy.record(f"{backend}-{party}-idle", pid)
-                    for flash_pid in groups.get(f"{party} flash process", list)():
-                        idle_spy.record(f"{backend}-{party}-flash-idle", flash_pid)
-                time.sleep(1.0)  # let py-spy attach before the reports start
+            idle_spy = spy_on_nodes(args.py_spy_idle, "-idle", backend, pids, groups, stack)
             idle_meter = CpuMeter(groups)
             idle_meter.start()
             idle_flash = probe.idle(args.idle_flash)
@@ -857,15 +872,7 @@ def run_gsomia(backend: str, args: argparse.Namespace, tmp_root: Path) -> Gsomia
                 k: round(1000 * v / args.idle_flash, 2) for k, v in idle_meter.stop().items() if k not in totals
             }
 
-        spy = PySpy(Path(args.py_spy)) if args.py_spy else None
-        if spy:
-            Path(args.py_spy).mkdir(parents=True, exist_ok=True)
-            stack.callback(spy.stop)
-            for party, pid in pids.items():
-                spy.record(f"{backend}-{party}", pid)
-                for flash_pid in groups.get(f"{party} flash process", list)():
-                    spy.record(f"{backend}-{party}-flash", flash_pid)
-            time.sleep(1.0)  # let py-spy attach before the clock starts
+        spy = spy_on_nodes(args.py_spy, "", backend, pids, groups, stack)
 
         work: queue.Queue[bytes] = queue.Queue()
         for body in bodies:

@@ -107,11 +107,9 @@ def _is_nfc(text: str) -> bool:
 
 
 def _instant(at: datetime) -> str:
-    """``YYYY-MM-DDTHH:MM:SS.ffffffZ`` in UTC: ``strftime("%Y-%m-%dT%H:%M:%S.%fZ")``."""
-    utc = at.astimezone(UTC)
-    if utc.year < 1000:  # how %Y spells these depends on the C library: keep strftime's spelling
-        return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return utc.isoformat(timespec="microseconds")[:-6] + "Z"  # same text, ~4x faster than strftime
+    """``YYYY-MM-DDTHH:MM:SS.ffffffZ`` in UTC: ``strftime("%Y-%m-%dT%H:%M:%S.%fZ")`` from the
+    year 1000 on (earlier years, whose ``%Y`` depends on the C library, a label refuses)."""
+    return at.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"  # ~4x faster than strftime
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +139,9 @@ class Label:
         set_(self, "created_at", self.created_at.astimezone(UTC))
         if self.review_at is not None:
             set_(self, "review_at", self.review_at.astimezone(UTC))
+        if self.created_at.year < 1000 or (self.review_at is not None and self.review_at.year < 1000):
+            # Their spelling (``_instant``) does not read back: refused here, not when a partner reads it.
+            raise LabelInvalid("label: instants before the year 1000 are not supported")
         self._check_shape()
         set_(self, "_bytes", self._encode())
 
@@ -272,7 +273,7 @@ def _canonical_instant_text(value: str) -> datetime | None:
         at = datetime.fromisoformat(value)  # "Z" is UTC itself (Python 3.11)
     except ValueError:
         return None
-    if at.tzinfo is not UTC or at.year < 1000:  # below 1000 ``_instant`` spells the year otherwise
+    if at.tzinfo is not UTC or at.year < 1000:  # labels refuse these (``Label.__post_init__``)
         return None
     # Spelled back exactly as ``_instant`` does for these years: nothing was normalised.
     return at if at.isoformat(timespec="microseconds") == value[:26] + "+00:00" else None
