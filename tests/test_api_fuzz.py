@@ -130,3 +130,26 @@ def test_peer_api_refuses_unsigned_requests(apps: dict[str, Any], raw: bytes, pa
     assert_problem(response)
     assert response.status_code in (401, 403)
     assert stored(apps["node"]) == before
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+def test_a_partners_request_over_the_size_limit_is_refused_unread(
+    apps: dict[str, Any], monkeypatch: pytest.MonkeyPatch, declared: bool
+) -> None:
+    from gsomia.node import app as node_app
+
+    monkeypatch.setattr(node_app, "PEER_BODY_LIMIT", 1000)
+    before = stored(apps["node"])
+    raw = json.dumps({"lane": "bulk", "envelopes": ["A" * 1200]}).encode()
+    headers = peer.sign_request(apps["jpn_key"], "POST", "/peer/items", raw)
+    content: Any = raw if declared else iter([raw[:600], raw[600:]])  # a generator is sent chunked
+    response = apps["peer"].post("/peer/items", content=content, headers=headers)
+    assert response.status_code == 413
+    assert_problem(response)
+    assert "at most 1,000 bytes" in response.json()["detail"]
+    assert stored(apps["node"]) == before
+    small = json.dumps({"lane": "bulk", "envelopes": []}).encode()  # under the limit, as before
+    ok = apps["peer"].post(
+        "/peer/items", content=small, headers=peer.sign_request(apps["jpn_key"], "POST", "/peer/items", small)
+    )
+    assert ok.status_code == 200, ok.text

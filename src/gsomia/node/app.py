@@ -193,6 +193,27 @@ def _parse_provide(body: bytes) -> list[ItemSpec]:
 FLASH_INLINE = 64 * 1024  # bytes of a flash delivery parsed on the event loop itself
 
 
+# Bytes in one request from a partner: a delivery of items carries at most 32 MB of
+# envelopes (``delivery.BATCH_BYTES``), 43 MB as base64, and one item may be larger than that.
+PEER_BODY_LIMIT = 64 << 20
+
+
+async def _body_within(request: Request, limit: int) -> bytes:
+    """The request's body, read no further than ``limit`` bytes: beyond, a 413 problem."""
+    too_large = Problem(413, "Content too large", f"a request from a partner carries at most {limit:,} bytes")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _parse_envelopes(body: bytes) -> tuple[str, list[bytes]]:
     data = json.loads(body)
     lane = data["lane"]
@@ -407,7 +428,7 @@ def create_peer_app(node: Node, broker: Broker, witness: Any = None, keys: Any =
     problems.install(app)
 
     async def authenticated(request: Request) -> tuple[str, bytes]:
-        body = await request.body()
+        body = await _body_within(request, PEER_BODY_LIMIT)
         party = request.headers.get("x-gsomia-party", "")
         known = node.config.peers.get(party)
         if known is None:
