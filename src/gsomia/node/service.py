@@ -664,7 +664,10 @@ class Node(NodeLedger):
         if lane == "flash":
             for lbl, _, _ in accepted:
                 trace.mark(lbl.item_id, "receive.begin")
-        if accepted:
+        if accepted and lane == "flash" and _is_pg(self._store_of(lane).engine):
+            fresh_alerts = self._store_received_reports(peer, accepted, now)
+            received = [lbl.item_id for lbl, _, _ in accepted]  # repeats are acknowledged again
+        elif accepted:
             rows = [_item_row(lbl, env, "in", peer, lane, lbl.created_at, now) for lbl, env, _ in accepted]
             store = self._store_of(lane)
             with gate.begin(store.engine) as conn:
@@ -706,6 +709,28 @@ class Node(NodeLedger):
         for a in fresh_alerts:
             trace.mark(a.alert_id, "receive.committed")
         return receipt, fresh_alerts
+
+    def _store_received_reports(
+        self, peer: str, accepted: Sequence[tuple[Label, bytes, bytes]], now: datetime
+    ) -> list[FreshAlert]:
+        """Flash reports received, on PostgreSQL: stored as ``receive_alerts`` stores a batch,
+        with their queued ledger entries and alerts, in one statement in autocommit: one
+        round trip instead of six (a pooled connection's ping, BEGIN, three inserts, COMMIT)."""
+        store = self._store_of("flash")
+        rows = [_item_row(lbl, env, "in", peer, "flash", lbl.created_at, now) for lbl, env, _ in accepted]
+        entries = [
+            _audit_row(now, "receipt", peer, lbl.item_id, {"from": peer, "lane": "flash"}) for lbl, _, _ in accepted
+        ]
+        alerts = [_alert_row(lbl.item_id, peer, "in", now) for lbl, _, _ in accepted]
+        with store.engine.connect() as conn:
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            seqs = ledger_store.store_fresh_alerts(conn, store.items, rows, entries, store.alerts, alerts)
+        self.queued += len(seqs)
+        return [
+            FreshAlert(seqs[lbl.item_id], lbl.item_id, peer, "in", peer, lbl, payload)
+            for lbl, _, payload in accepted
+            if lbl.item_id in seqs
+        ]
 
     # --- reading -------------------------------------------------------------------------
 

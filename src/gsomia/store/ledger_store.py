@@ -111,36 +111,44 @@ class _Insert:
         tail = f" ON CONFLICT ({q(ignore_conflicts_on)}) DO NOTHING" if ignore_conflicts_on else ""
         if returning is not None:
             tail += f" RETURNING {q(returning)}"
+        self.names_sql = names_sql
         if self.columnar:
             # Arrays of the column types without a length: an overlong value then fails on
             # insert, as it would row by row (a cast to VARCHAR(n) would cut it silently).
             # WITH ORDINALITY ... ORDER BY: rows are inserted (and numbered by an identity
             # column) in the order given.
             arrays = ", ".join(f"%b::{_base_type(c, dialect)}[]" for c in columns)
-            self.sql = (
-                f"INSERT INTO {q(table.name)} ({names_sql}) SELECT {names_sql} FROM unnest({arrays})"  # noqa: S608
-                f" WITH ORDINALITY AS u({names_sql}, gsomia_n) ORDER BY gsomia_n{tail}"
-            )
+            self.head = f"INSERT INTO {q(table.name)} ({names_sql}) SELECT {names_sql}"
+            self.rows_sql = f"FROM unnest({arrays}) WITH ORDINALITY AS u({names_sql}, gsomia_n)"
+            self.sql = f"{self.head} {self.rows_sql} ORDER BY gsomia_n{tail}"
         else:
             marks = ", ".join(mark for _ in columns)
             self.sql = f"INSERT INTO {q(table.name)} ({names_sql}) VALUES ({marks}){tail}"  # noqa: S608
+
+    def bound(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """The rows with each column's bind processor applied."""
+        if not self.binders:
+            return rows
+        bound = []
+        for row in rows:
+            values = list(row)
+            for position, process in self.binders:
+                values[position] = process(values[position])
+            bound.append(tuple(values))
+        return bound
+
+    def arrays(self, rows: list[tuple[Any, ...]]) -> tuple[list[Any], ...]:
+        """The columnar form's parameters: one array a column."""
+        return tuple(list(column) for column in zip(*self.bound(rows), strict=True))
 
     def __call__(self, conn: Connection, rows: list[tuple[Any, ...]]) -> list[Any]:
         """Insert; with ``returning``, the returned column of the rows inserted."""
         if not rows:
             return []
-        if self.binders:
-            bound = []
-            for row in rows:
-                values = list(row)
-                for position, process in self.binders:
-                    values[position] = process(values[position])
-                bound.append(tuple(values))
-            rows = bound
         if self.columnar:
-            result = conn.exec_driver_sql(self.sql, tuple(list(column) for column in zip(*rows, strict=True)))
+            result = conn.exec_driver_sql(self.sql, self.arrays(rows))
             return list(result.scalars()) if self.returning else []
-        conn.exec_driver_sql(self.sql, rows)
+        conn.exec_driver_sql(self.sql, self.bound(rows))
         return []
 
 
@@ -256,6 +264,62 @@ def append_rows(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[int]:
 
 
 _ENQUEUE = t.ledger_queue.insert()  # built once: a flash report's transactions run it each
+
+
+def store_fresh_alerts(
+    conn: Connection,
+    items: Table,
+    item_rows: Sequence[dict[str, Any]],
+    queued: Sequence[dict[str, Any]],
+    alerts: Table,
+    alert_rows: Sequence[dict[str, Any]],
+) -> dict[str, int]:
+    """PostgreSQL: received flash reports in one statement, one round trip (R17).
+
+    The items are inserted or ignored by item id; for the fresh ones only, their queued
+    ledger entries (``enqueue_rows``'s rows, by ``item_id``) and their alerts (by
+    ``alert_id``), each in the order given. One statement is atomic on its own, so the
+    caller runs it in autocommit: no BEGIN and COMMIT round trips either. Returns the
+    fresh alerts' ``seq`` by alert id."""
+    dialect = conn.dialect
+    q = dialect.identifier_preparer.quote
+    names = (tuple(item_rows[0]), _QUEUED, tuple(alert_rows[0]))
+    key = ("fresh alerts", dialect.name, items.name, alerts.name, names)
+    found = _FRESH.get(key)
+    if found is None:
+        new_items = _Insert(dialect, items, "%s", names[0])
+        entries = _Insert(dialect, t.ledger_queue, "%s", names[1])
+        new_alerts = _Insert(dialect, alerts, "%s", names[2])
+        fresh = f"SELECT {q('item_id')} FROM fresh"  # noqa: S608 - identifiers from the schema
+        sql = (
+            f"WITH fresh AS ({new_items.head} {new_items.rows_sql} ORDER BY gsomia_n"
+            f" ON CONFLICT ({q('item_id')}) DO NOTHING RETURNING {q('item_id')}),"
+            f" queued AS ({entries.head} {entries.rows_sql} WHERE {q('item_id')} IN ({fresh}) ORDER BY gsomia_n)"
+            f" {new_alerts.head} {new_alerts.rows_sql} WHERE {q('alert_id')} IN ({fresh}) ORDER BY gsomia_n"
+            f" RETURNING {q('alert_id')}, {q('seq')}"
+        )
+        found = _FRESH[key] = (sql, new_items, entries, new_alerts)
+    sql, new_items, entries, new_alerts = found
+    entry_rows = [
+        (
+            _utc(r["at"]),
+            r["kind"],
+            r["actor"],
+            r.get("item_id"),
+            json.dumps(r.get("detail") or {}, sort_keys=True, ensure_ascii=False),
+        )
+        for r in queued
+    ]
+    params = (
+        *new_items.arrays([tuple(r[n] for n in names[0]) for r in item_rows]),
+        *entries.arrays(entry_rows),
+        *new_alerts.arrays([tuple(r[n] for n in names[2]) for r in alert_rows]),
+    )
+    return {str(alert_id): int(seq) for alert_id, seq in conn.exec_driver_sql(sql, params)}
+
+
+_QUEUED = ("at", "kind", "actor", "item_id", "detail")  # a queued entry's columns, as ``enqueue_rows`` writes them
+_FRESH: dict[tuple[Any, ...], tuple[str, _Insert, _Insert, _Insert]] = {}
 
 
 def enqueue_rows(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
