@@ -15,6 +15,25 @@ from gsomia.store.ledger_store import insert_many
 from nodes import pg_databases
 
 
+def item_row(n: int, at: datetime, **changes: object) -> dict[str, object]:
+    """An item row, its id made from ``n``."""
+    return {
+        "item_id": f"00000000-0000-4000-8000-{n:012d}",
+        "agreement": "a",
+        "originator": "KOR",
+        "direction": "in",
+        "peer": "KOR",
+        "classification": "c",
+        "label": "{}",
+        "envelope": b"e",
+        "lane": "bulk",
+        "provided_at": at,
+        "received_at": None,
+        "route": "direct",
+        **changes,
+    }
+
+
 @pytest.fixture
 def engine(tmp_path: Path, backend: str) -> Iterator[Engine]:
     if backend == "sqlite":
@@ -62,20 +81,7 @@ def test_conflicts_are_skipped_and_the_fresh_ones_returned(engine: Engine) -> No
     at = datetime(2026, 1, 2, tzinfo=UTC)
 
     def item(n: int) -> dict[str, object]:
-        return {
-            "item_id": f"00000000-0000-4000-8000-{n:012d}",
-            "agreement": "a",
-            "originator": "KOR",
-            "direction": "in",
-            "peer": "KOR",
-            "classification": "c",
-            "label": "{}",
-            "envelope": b"e",
-            "lane": "bulk",
-            "provided_at": at,
-            "received_at": None,
-            "route": "direct",
-        }
+        return item_row(n, at)
 
     with engine.begin() as conn:
         first = insert_many(conn, t.items, [item(1), item(2)], ignore_conflicts_on="item_id", returning="item_id")
@@ -88,3 +94,38 @@ def test_conflicts_are_skipped_and_the_fresh_ones_returned(engine: Engine) -> No
         stored = conn.execute(select(t.items.c.item_id, t.items.c.received_at).order_by(t.items.c.seq)).all()
     assert [s[0] for s in stored] == [item(n)["item_id"] for n in (1, 2, 3)]
     assert all(s[1] is None for s in stored)
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])  # one statement of data-modifying CTEs: PostgreSQL's
+def test_received_reports_are_queued_and_alerted_once_each_in_order(engine: Engine) -> None:
+    """``store_fresh_alerts``: a repeat is not stored, queued or alerted twice; order is kept."""
+    from sqlalchemy import text
+
+    from gsomia.store.ledger_store import store_fresh_alerts
+
+    at = datetime(2026, 1, 2, tzinfo=UTC)
+
+    def report(n: int) -> tuple[dict[str, object], dict[str, object], dict[str, object]]:
+        row = item_row(n, at, lane="flash", received_at=at)
+        entry = {"at": at, "kind": "receipt", "actor": "KOR", "item_id": row["item_id"], "detail": {"from": "KOR"}}
+        alert = {"alert_id": row["item_id"], "origin": "KOR", "direction": "in", "body": "{}", "created_at": at}
+        return row, entry, alert
+
+    def store(*ns: int) -> dict[str, int]:
+        rows, entries, alerts = zip(*(report(n) for n in ns), strict=True)
+        with engine.connect() as conn:
+            auto = conn.execution_options(isolation_level="AUTOCOMMIT")
+            return store_fresh_alerts(auto, t.items, list(rows), list(entries), t.alerts, list(alerts))
+
+    first = store(1)
+    again = store(1, 3, 2)  # a repeat, then two new ones in that order
+    ids = {n: item_row(n, at)["item_id"] for n in (1, 2, 3)}
+    assert list(first) == [ids[1]]
+    assert list(again) == [ids[3], ids[2]]
+    assert again[ids[3]] < again[ids[2]]
+    with engine.connect() as conn:
+        queued = conn.execute(text("SELECT item_id FROM ledger_queue ORDER BY seq")).scalars().all()
+        alerted = conn.execute(text("SELECT alert_id FROM alerts ORDER BY seq")).scalars().all()
+        stored = conn.execute(text("SELECT count(*) FROM items")).scalar_one()
+    assert queued == alerted == [ids[1], ids[3], ids[2]]
+    assert stored == 3
