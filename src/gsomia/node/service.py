@@ -714,8 +714,9 @@ class Node(NodeLedger):
         self, peer: str, accepted: Sequence[tuple[Label, bytes, bytes]], now: datetime
     ) -> list[FreshAlert]:
         """Flash reports received, on PostgreSQL: stored as ``receive_alerts`` stores a batch,
-        with their queued ledger entries and alerts, in one statement in autocommit: one
-        round trip instead of six (a pooled connection's ping, BEGIN, three inserts, COMMIT)."""
+        with their queued ledger entries and alerts, in one statement in autocommit: two
+        round trips (the pooled connection's ping, the statement) instead of six (with BEGIN,
+        three inserts and COMMIT)."""
         store = self._store_of("flash")
         rows = [_item_row(lbl, env, "in", peer, "flash", lbl.created_at, now) for lbl, env, _ in accepted]
         entries = [
