@@ -194,24 +194,27 @@ FLASH_INLINE = 64 * 1024  # bytes of a flash delivery parsed on the event loop i
 
 
 # Bytes in one request from a partner: a delivery of items carries at most 32 MB of
-# envelopes (``delivery.BATCH_BYTES``), 43 MB as base64, and one item may be larger than that.
+# envelopes (``delivery.BATCH_BYTES``; an item alone, at most a 12 MiB payload), 43 MB as base64.
 PEER_BODY_LIMIT = 64 << 20
 
 
 async def _body_within(request: Request, limit: int) -> bytes:
     """The request's body, read no further than ``limit`` bytes: beyond, a 413 problem."""
-    too_large = Problem(413, "Content too large", f"a request from a partner carries at most {limit:,} bytes")
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise too_large
+        raise _too_large(limit)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise too_large
+            raise _too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _too_large(limit: int) -> Problem:
+    return Problem(413, "Content too large", f"a request from a partner carries at most {limit:,} bytes")
 
 
 def _parse_envelopes(body: bytes) -> tuple[str, list[bytes]]:

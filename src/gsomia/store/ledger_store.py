@@ -111,7 +111,6 @@ class _Insert:
         tail = f" ON CONFLICT ({q(ignore_conflicts_on)}) DO NOTHING" if ignore_conflicts_on else ""
         if returning is not None:
             tail += f" RETURNING {q(returning)}"
-        self.names_sql = names_sql
         if self.columnar:
             # Arrays of the column types without a length: an overlong value then fails on
             # insert, as it would row by row (a cast to VARCHAR(n) would cut it silently).
@@ -300,16 +299,7 @@ def store_fresh_alerts(
         )
         found = _FRESH[key] = (sql, new_items, entries, new_alerts)
     sql, new_items, entries, new_alerts = found
-    entry_rows = [
-        (
-            _utc(r["at"]),
-            r["kind"],
-            r["actor"],
-            r.get("item_id"),
-            json.dumps(r.get("detail") or {}, sort_keys=True, ensure_ascii=False),
-        )
-        for r in queued
-    ]
+    entry_rows = [tuple(row[n] for n in _QUEUED) for row in map(_queued, queued)]
     params = (
         *new_items.arrays([tuple(r[n] for n in names[0]) for r in item_rows]),
         *entries.arrays(entry_rows),
@@ -318,7 +308,7 @@ def store_fresh_alerts(
     return {str(alert_id): int(seq) for alert_id, seq in conn.exec_driver_sql(sql, params)}
 
 
-_QUEUED = ("at", "kind", "actor", "item_id", "detail")  # a queued entry's columns, as ``enqueue_rows`` writes them
+_QUEUED = ("at", "kind", "actor", "item_id", "detail")  # a queued entry's columns (``_queued``)
 _FRESH: dict[tuple[Any, ...], tuple[str, _Insert, _Insert, _Insert]] = {}
 
 
@@ -328,19 +318,18 @@ def enqueue_rows(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     They join the log, in the order queued, when ``sequence_queued`` next runs; until then
     they are durable but have no index, no proof and no place under a signed head."""
     if rows:
-        conn.execute(
-            _ENQUEUE,
-            [
-                {
-                    "at": _utc(r["at"]),
-                    "kind": r["kind"],
-                    "actor": r["actor"],
-                    "item_id": r.get("item_id"),
-                    "detail": json.dumps(r.get("detail") or {}, sort_keys=True, ensure_ascii=False),
-                }
-                for r in rows
-            ],
-        )
+        conn.execute(_ENQUEUE, [_queued(r) for r in rows])
+
+
+def _queued(r: dict[str, Any]) -> dict[str, Any]:
+    """A ledger entry (``at``, ``kind``, ``actor``, ``item_id``, ``detail``) as the queue stores it."""
+    return {
+        "at": _utc(r["at"]),
+        "kind": r["kind"],
+        "actor": r["actor"],
+        "item_id": r.get("item_id"),
+        "detail": json.dumps(r.get("detail") or {}, sort_keys=True, ensure_ascii=False),
+    }
 
 
 def sequence_queued(conn: Connection, limit: int = 1000) -> int:
