@@ -129,3 +129,57 @@ def test_received_reports_are_queued_and_alerted_once_each_in_order(engine: Engi
         stored = conn.execute(text("SELECT count(*) FROM items")).scalar_one()
     assert queued == alerted == [ids[1], ids[3], ids[2]]
     assert stored == 3
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+@pytest.mark.parametrize("claimed", [True, False])
+def test_sent_reports_are_stored_queued_alerted_and_returned_in_order(engine: Engine, claimed: bool) -> None:
+    """``store_sent_alerts``: every row of every table, in the order given; each outbox row
+    comes back with its columns and the seq of its own report's alert."""
+    from sqlalchemy import text
+
+    from gsomia.store.ledger_store import store_sent_alerts
+
+    at = datetime(2026, 1, 2, tzinfo=UTC)
+    until = at + timedelta(seconds=30)
+    with engine.begin() as conn:  # an alert already there: the seqs of alerts and outbox rows differ
+        conn.execute(
+            t.alerts.insert(), {"alert_id": "x", "origin": "KOR", "direction": "in", "body": "{}", "created_at": at}
+        )
+    ns = [3, 1, 2]
+    rows = [item_row(n, at, lane="flash", direction="out", peer="KOR") for n in ns]
+    ids = [str(r["item_id"]) for r in rows]
+    outbox = [
+        {
+            "peer": "KOR",
+            "lane": "flash",
+            "kind": "item",
+            "ref": item_id,
+            "body": item_id.encode(),
+            "created_at": at,
+            "attempts": 0,
+            **({"claimed_by": "worker-1", "claimed_until": until} if claimed else {}),
+        }
+        for item_id in ids
+    ]
+    entries = [{"at": at, "kind": "provide", "actor": "duty", "item_id": i, "detail": {"to": "KOR"}} for i in ids]
+    alerts = [{"alert_id": i, "origin": "JPN", "direction": "out", "body": "{}", "created_at": at} for i in ids]
+    with engine.connect() as conn:
+        auto = conn.execution_options(isolation_level="AUTOCOMMIT")
+        sent = store_sent_alerts(
+            auto, t.items, rows, t.outbox, outbox, ("seq", "ref", "body"), entries, t.alerts, alerts
+        )
+    assert [r["ref"] for r in sent] == ids
+    assert [bytes(r["body"]) for r in sent] == [i.encode() for i in ids]
+    with engine.connect() as conn:
+        stored = conn.execute(text("SELECT item_id FROM items ORDER BY seq")).scalars().all()
+        queued = conn.execute(text("SELECT item_id, detail FROM ledger_queue ORDER BY seq")).all()
+        alerted = dict(conn.execute(text("SELECT alert_id, seq FROM alerts")).all())
+        boxed = conn.execute(text("SELECT seq, ref, claimed_by, claimed_until FROM outbox ORDER BY seq")).all()
+    assert stored == ids
+    assert [q[0] for q in queued] == ids
+    assert all(q[1] == '{"to": "KOR"}' for q in queued)
+    assert [r["alert_seq"] for r in sent] == [alerted[i] for i in ids]
+    assert sorted(alerted.values()) == [alerted["x"], *[alerted[i] for i in ids]]  # after the one before, in order
+    assert [(b[0], b[1]) for b in boxed] == [(r["seq"], r["ref"]) for r in sent]
+    assert all(b[2:] == (("worker-1", until) if claimed else (None, None)) for b in boxed)

@@ -598,28 +598,15 @@ class Node(NodeLedger):
             outbox = [{**row, "claimed_by": worker, "claimed_until": until} for row in outbox]
         if lane == "bulk":
             yield_to_flash()  # let a pending flash report take the write lock first
-        claimed: list[dict[str, Any]] = []
-        fresh: list[FreshAlert] = []
         if lane == "flash":
             for r in results:
                 trace.mark(r["item_id"], "provide.begin")
         store = self._store_of(lane)
-        with gate.begin(store.engine) as conn:
-            _insert_rows(conn, store.items, rows)
-            if worker is None:
-                _insert_rows(conn, store.outbox, outbox)  # in this order: delivery follows the outbox's seq
-            else:
-                returned = conn.execute(_insert_claimed(store.outbox), outbox)
-                claimed = [_keyed(store, dict(r)) for r in returned.mappings()]
-            self._log(conn, lane, audits)
-            if lane == "flash":
-                seqs = conn.execute(
-                    _insert_alerts(store.alerts), [_alert_row(r["item_id"], self.party, "out", now) for r in results]
-                ).scalars()
-                fresh = [
-                    FreshAlert(seq, label.item_id, self.party, "out", peer, label, payload)
-                    for seq, (peer, label, payload) in zip(seqs, opened, strict=True)
-                ]
+        if lane == "flash" and _is_pg(store.engine):
+            sent, fresh = self._store_sent_reports(store, rows, outbox, audits, opened, now)
+            claimed = sent if worker is not None else []
+        else:
+            claimed, fresh = self._store_provided(store, lane, worker, rows, outbox, audits, opened, now)
         for a in fresh:
             trace.mark(a.alert_id, "provide.committed")
         if lane == "bulk":
@@ -630,6 +617,65 @@ class Node(NodeLedger):
             for peer in by_peer:
                 self._queued_flash(peer)
         return results, claimed, fresh
+
+    def _store_provided(
+        self,
+        store: FlashStore,
+        lane: str,
+        worker: str | None,
+        rows: list[dict[str, Any]],
+        outbox: list[dict[str, Any]],
+        audits: list[dict[str, Any]],
+        opened: list[tuple[str, Label, bytes]],
+        now: datetime,
+    ) -> tuple[list[dict[str, Any]], list[FreshAlert]]:
+        claimed: list[dict[str, Any]] = []
+        fresh: list[FreshAlert] = []
+        with gate.begin(store.engine) as conn:
+            _insert_rows(conn, store.items, rows)
+            if worker is None:
+                _insert_rows(conn, store.outbox, outbox)  # in this order: delivery follows the outbox's seq
+            else:
+                returned = conn.execute(_insert_claimed(store.outbox), outbox)
+                claimed = [_keyed(store, dict(r)) for r in returned.mappings()]
+            self._log(conn, lane, audits)
+            if lane == "flash":
+                seqs = conn.execute(
+                    _insert_alerts(store.alerts),
+                    [_alert_row(label.item_id, self.party, "out", now) for _, label, _ in opened],
+                ).scalars()
+                fresh = [
+                    FreshAlert(seq, label.item_id, self.party, "out", peer, label, payload)
+                    for seq, (peer, label, payload) in zip(seqs, opened, strict=True)
+                ]
+        return claimed, fresh
+
+    def _store_sent_reports(
+        self,
+        store: FlashStore,
+        rows: list[dict[str, Any]],
+        outbox: list[dict[str, Any]],
+        audits: list[dict[str, Any]],
+        opened: list[tuple[str, Label, bytes]],
+        now: datetime,
+    ) -> tuple[list[dict[str, Any]], list[FreshAlert]]:
+        """Flash reports provided, on PostgreSQL: stored as ``_store_provided`` stores them, in
+        one statement in autocommit (``store_sent_alerts``): two round trips (the pooled
+        connection's ping, the statement) instead of seven (with BEGIN, four inserts and
+        COMMIT). Returns the outbox rows (as claimed) and the alerts."""
+        alerts = [_alert_row(label.item_id, self.party, "out", now) for _, label, _ in opened]
+        with store.engine.connect() as conn:
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            sent = ledger_store.store_sent_alerts(
+                conn, store.items, rows, store.outbox, outbox, _CLAIMED, audits, store.alerts, alerts
+            )
+        self.queued += len(audits)
+        seqs = {row["ref"]: row.pop("alert_seq") for row in sent}
+        fresh = [
+            FreshAlert(seqs[label.item_id], label.item_id, self.party, "out", peer, label, payload)
+            for peer, label, payload in opened
+        ]
+        return [_keyed(store, row) for row in sent], fresh
 
     # --- receiving items ---------------------------------------------------------------
 

@@ -308,8 +308,58 @@ def store_fresh_alerts(
     return {str(alert_id): int(seq) for alert_id, seq in conn.exec_driver_sql(sql, params)}
 
 
+def store_sent_alerts(
+    conn: Connection,
+    items: Table,
+    item_rows: Sequence[dict[str, Any]],
+    outbox: Table,
+    outbox_rows: Sequence[dict[str, Any]],
+    returned: Sequence[str],
+    queued: Sequence[dict[str, Any]],
+    alerts: Table,
+    alert_rows: Sequence[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """PostgreSQL: flash reports provided, in one statement, one round trip (R17).
+
+    The sender's half of ``store_fresh_alerts``: the items, their outbox rows (claimed or
+    not, as given), their queued ledger entries and their alerts, each in the order given.
+    The ids are new, so nothing is ignored. Run in autocommit: no BEGIN and COMMIT round
+    trips. Returns, per outbox row in order, its ``returned`` columns and ``alert_seq``,
+    the seq of the alert for the item it refers to (its ``ref``)."""
+    dialect = conn.dialect
+    q = dialect.identifier_preparer.quote
+    names = (tuple(item_rows[0]), tuple(outbox_rows[0]), _QUEUED, tuple(alert_rows[0]))
+    key = ("sent alerts", dialect.name, items.name, outbox.name, alerts.name, names, tuple(returned))
+    found = _FRESH.get(key)
+    if found is None:
+        parts = (
+            _Insert(dialect, items, "%s", names[0]),
+            _Insert(dialect, outbox, "%s", names[1]),
+            _Insert(dialect, t.ledger_queue, "%s", names[2]),
+            _Insert(dialect, alerts, "%s", names[3]),
+        )
+        new_items, sent, entries, new_alerts = (f"{p.head} {p.rows_sql} ORDER BY gsomia_n" for p in parts)
+        columns = ", ".join(f"sent.{q(n)}" for n in returned)
+        sql = (
+            f"WITH new_items AS ({new_items}),"  # noqa: S608 - identifiers from the schema; parameters in this order
+            f" sent AS ({sent} RETURNING {', '.join(q(n) for n in returned)}), queued AS ({entries}),"
+            f" alerted AS ({new_alerts} RETURNING {q('alert_id')}, {q('seq')})"
+            f" SELECT {columns}, alerted.{q('seq')} AS alert_seq"
+            f" FROM sent JOIN alerted ON alerted.{q('alert_id')} = sent.{q('ref')} ORDER BY sent.{q('seq')}"
+        )
+        found = _FRESH[key] = (sql, parts)
+    sql, parts = found
+    entry_rows = [_queued(r) for r in queued]
+    params = tuple(
+        array
+        for part, rows, columns in zip(parts, (item_rows, outbox_rows, entry_rows, alert_rows), names, strict=True)
+        for array in part.arrays([tuple(r[n] for n in columns) for r in rows])
+    )
+    return [dict(row) for row in conn.exec_driver_sql(sql, params).mappings()]
+
+
 _QUEUED = ("at", "kind", "actor", "item_id", "detail")  # a queued entry's columns (``_queued``)
-_FRESH: dict[tuple[Any, ...], tuple[str, _Insert, _Insert, _Insert]] = {}
+_FRESH: dict[tuple[Any, ...], tuple[Any, ...]] = {}
 
 
 def enqueue_rows(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
