@@ -81,6 +81,18 @@ def test_analyst_cannot_send_flash_reports(pair: Pair) -> None:
     assert r.headers["content-type"].startswith("application/problem+json")
 
 
+def test_a_flash_report_needs_a_known_token(pair: Pair) -> None:
+    """At the flash process: without a bearer token, or with an unknown one, a report is
+    refused with 401 and nothing is stored."""
+    url = pair.nodes["JPN"].alerts_url + "/alerts"
+    report = {"to": "KOR", "classification": "極秘", "text": "x", "purposes": ["nk-missile"]}
+    for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic abc"}):
+        r = httpx.post(url, json=report, headers=headers, timeout=30)
+        assert r.status_code == 401, (headers, r.text)
+        assert r.headers["content-type"].startswith("application/problem+json")
+    assert pair.user("JPN", "duty_officer").get("/items").json()["items"] == []
+
+
 def test_notes_are_applied_on_both_nodes_and_termination_stops_provision(demo_pair: Pair) -> None:
     pair = demo_pair
     pair.set_clock("2019-08-01T09:00:00+09:00")
