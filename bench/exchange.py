@@ -536,6 +536,7 @@ class GsomiaResult:
     timeline: list[tuple[float, int, int]]  # (s since start, posted, pending at KOR)
     phases: dict[str, Any] = field(default_factory=dict)
     trace: dict[str, dict[str, float]] = field(default_factory=dict)
+    trace_slowest: list[str] = field(default_factory=list)  # the slowest reports' hops of 1 ms or more
     profiles: dict[str, str] = field(default_factory=dict)
     probe: str = ""  # where the flash probe ran: its own process (SCHED_RR or normal) or this one
     # Each report sent under load: (s since the bulk clock started, latency in ms), for when the slow ones came.
@@ -733,8 +734,10 @@ def spy_on_nodes(
     return spy
 
 
-def trace_hops(path: Path, items: list[str]) -> dict[str, dict[str, float]]:
-    """Per hop of ``trace.POINTS``, the time flash reports ``items`` spent there (ms)."""
+def trace_hops(path: Path, times: FlashTimes, slowest: int = 5) -> tuple[dict[str, dict[str, float]], list[str]]:
+    """Per hop of ``trace.POINTS``, the time the probe's flash reports ``times`` spent there
+    (ms), with the probe's own ends: its POST to the first mark, the last mark to its
+    console; and, hop by hop, the ``slowest`` reports, to tell a stall from a spread."""
     from gsomia.node.trace import POINTS
 
     marks: dict[str, dict[str, float]] = {}
@@ -743,18 +746,31 @@ def trace_hops(path: Path, items: list[str]) -> dict[str, dict[str, float]]:
             parts = line.split()
             if len(parts) == 4:
                 marks.setdefault(parts[2], {}).setdefault(parts[3], float(parts[0]))
+    points = ("probe.sent", *POINTS, "probe.shown")
     hops: dict[str, list[float]] = {}
-    for item in items:
-        seen = marks.get(item, {})
-        for a, b in [*pairwise(POINTS), (POINTS[0], POINTS[-1])]:
-            if a in seen and b in seen:
-                hops.setdefault(f"{a} -> {b}" if (a, b) != (POINTS[0], POINTS[-1]) else "all of it", []).append(
-                    (seen[b] - seen[a]) * 1000
-                )
-    return {
+    each: list[tuple[float, list[tuple[str, float]]]] = []
+    for item, sent, arrived in times.values():
+        seen = {**marks.get(item, {}), "probe.sent": sent, "probe.shown": arrived}
+        steps = []
+        for a, b in [*pairwise(points), (POINTS[0], POINTS[-1])]:
+            if a in seen and b in seen and not math.isnan(seen[a] + seen[b]):
+                ms = (seen[b] - seen[a]) * 1000
+                if (a, b) == (POINTS[0], POINTS[-1]):
+                    hops.setdefault("all of it", []).append(ms)
+                else:
+                    hops.setdefault(f"{a} -> {b}", []).append(ms)
+                    steps.append((b, ms))
+        if not math.isnan(arrived - sent):
+            each.append(((arrived - sent) * 1000, steps))
+    stats = {
         hop: {"n": len(v), "p50": percentile(v, 50), "p90": percentile(v, 90), "p99": percentile(v, 99)}
         for hop, v in hops.items()
     }
+    worst = [
+        f"{total:6.1f} ms: " + ", ".join(f"{point} {ms:.1f}" for point, ms in steps if ms >= 1.0)
+        for total, steps in sorted(each, key=lambda e: e[0], reverse=True)[:slowest]
+    ]
+    return stats, worst
 
 
 def summarize_profile(path: Path, top: int = 14) -> list[str]:
@@ -960,7 +976,7 @@ def run_gsomia(backend: str, args: argparse.Namespace, tmp_root: Path) -> Gsomia
             + ("" if verified else f"; missing {len(expected - distinct):,}, unexpected {len(distinct - expected):,}")
         )
         flash = probe.latencies_ms()
-        hops = trace_hops(trace_log, [item for item, _, _ in probe.times().values()]) if args.trace else {}
+        hops, slowest = trace_hops(trace_log, probe.times()) if args.trace else ({}, [])
         try:
             where = phases(nodes, {"flash": probe.times(), "idle_flash": probe.idle_times})
         except Exception as exc:  # a diagnostic: never lose the run for it
@@ -997,6 +1013,7 @@ def run_gsomia(backend: str, args: argparse.Namespace, tmp_root: Path) -> Gsomia
             phases=where,
             profiles={**idle_profiles, **profiles},
             trace=hops,
+            trace_slowest=slowest,
             probe=f"own process, {probe.policy}" if isinstance(probe, ProbeProcess) else "bench process",
             flash_series=sorted(
                 (round(sent - t0, 3), round((probe.arrived[text] - sent) * 1000, 2))
@@ -1087,6 +1104,9 @@ def report_gsomia(r: GsomiaResult) -> None:
         print("  flash reports under load, hop by hop (--trace; ms):")
         for hop, d in r.trace.items():
             print(f"    {hop:40s} n {d['n']:4.0f}  p50 {d['p50']:6.1f}  p90 {d['p90']:6.1f}  p99 {d['p99']:6.1f}")
+        print("  the slowest, hop by hop (ms in each hop of 1 ms or more, named by where it ends):")
+        for line in r.trace_slowest:
+            print(f"    {line}")
     for name, path in r.profiles.items():
         print(f"  py-spy {name} ({path}):")
         for line in summarize_profile(Path(path)):
