@@ -1,12 +1,13 @@
 """A database that restarts or fails over under a running node (PostgreSQL).
 
-A pooled connection is pinged at checkout (``pool_pre_ping``) and a dead one replaced
-before use; a statement the database does not answer is a 503 problem document, never a
-bare 500.
+A pooled connection is checked at checkout (``db._check_alive``) and one the server has
+closed replaced before use; a statement the database does not answer is a 503 problem
+document, never a bare 500.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -48,10 +49,37 @@ def _backend_pid(engine: Engine) -> int:
         return int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
 
 
+def _gone(pid: int) -> None:
+    """Wait until the server process ``pid`` has exited (a termination is only signalled)."""
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    try:
+        deadline = time.monotonic() + 10
+        with admin.connect() as conn:
+            while conn.execute(text("SELECT 1 FROM pg_stat_activity WHERE pid = :p"), {"p": pid}).first():
+                assert time.monotonic() < deadline, f"server process {pid} did not exit"
+                time.sleep(0.01)
+    finally:
+        admin.dispose()
+
+
 def test_a_pooled_connection_that_died_is_replaced_before_use(engine: Engine) -> None:
     before = _backend_pid(engine)
     assert _kill_backends_of(engine) == 1
-    assert _backend_pid(engine) != before  # pinged at checkout, found dead, replaced: no error
+    _gone(before)
+    assert _backend_pid(engine) != before  # found closed at checkout, replaced: no error
+
+
+def test_a_pooled_connection_is_checked_without_a_round_trip(engine: Engine) -> None:
+    """A live pooled connection is handed out as it is: the server hears nothing (no ping)."""
+    _backend_pid(engine)  # the pool holds one connection; the server saw that statement last
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn, admin.connect() as watch:
+            pid = conn.connection.dbapi_connection.info.backend_pid  # type: ignore[union-attr]
+            last = watch.execute(text("SELECT query FROM pg_stat_activity WHERE pid = :p"), {"p": pid}).scalar_one()
+    finally:
+        admin.dispose()
+    assert last == "SELECT pg_backend_pid()"
 
 
 def test_a_database_that_does_not_answer_is_a_503_problem_document() -> None:

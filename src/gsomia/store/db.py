@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import select
 import weakref
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, inspect
+from sqlalchemy.exc import DisconnectionError
 
 from gsomia.errors import InvalidInput
 
@@ -80,7 +83,28 @@ def make_engine(url: str, own_checkpoints: bool = False) -> Engine:
             event.listen(engine, "connect", _no_autocheckpoint)
             _OWN_CHECKPOINTS.add(engine)
         return engine
-    return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    engine = create_engine(url, pool_size=10, max_overflow=10)
+    event.listen(engine, "checkout", _check_alive)
+    return engine
+
+
+def _check_alive(dbapi_connection: Any, _record: object, _proxy: object) -> None:
+    """A pooled PostgreSQL connection is checked at checkout without a round trip.
+
+    An idle session has nothing to say: the server writes to it only to end it (a restart,
+    a fail-over, ``pg_terminate_backend``: an error message, then the socket closes). So a
+    connection whose socket has anything to read, or that psycopg knows is closed or
+    broken, is replaced before use (``DisconnectionError``: the pool discards it and
+    takes another). ``pool_pre_ping`` learnt the same with a ``SELECT 1``, a round trip per
+    checkout, and a flash report checks out five connections on its way through two nodes
+    (R17). Neither can tell a connection whose server vanished without closing it (a
+    network partition): its next statement fails and is answered 503."""
+    if dbapi_connection.closed or dbapi_connection.broken:
+        raise DisconnectionError("the connection is closed")
+    waiting = select.poll()
+    waiting.register(dbapi_connection.pgconn.socket, select.POLLIN | select.POLLERR | select.POLLHUP)
+    if waiting.poll(0):
+        raise DisconnectionError("the server wrote to an idle connection: it is ending it")
 
 
 def upgrade(engine: Engine) -> None:
