@@ -660,9 +660,9 @@ class Node(NodeLedger):
         now: datetime,
     ) -> tuple[list[dict[str, Any]], list[FreshAlert]]:
         """Flash reports provided, on PostgreSQL: stored as ``_store_provided`` stores them, in
-        one statement in autocommit (``store_sent_alerts``): two round trips (the pooled
-        connection's ping, the statement) instead of seven (with BEGIN, four inserts and
-        COMMIT). Returns the outbox rows (as claimed) and the alerts."""
+        one statement in autocommit (``store_sent_alerts``): one round trip instead of seven
+        (BEGIN, four inserts, COMMIT, and the pool's ping of before). Returns the outbox rows
+        (as claimed) and the alerts."""
         alerts = [_alert_row(label.item_id, self.party, "out", now) for _, label, _ in opened]
         with store.engine.connect() as conn:
             conn = conn.execution_options(isolation_level="AUTOCOMMIT")
@@ -760,9 +760,8 @@ class Node(NodeLedger):
         self, peer: str, accepted: Sequence[tuple[Label, bytes, bytes]], now: datetime
     ) -> list[FreshAlert]:
         """Flash reports received, on PostgreSQL: stored as ``receive_alerts`` stores a batch,
-        with their queued ledger entries and alerts, in one statement in autocommit: two
-        round trips (the pooled connection's ping, the statement) instead of six (with BEGIN,
-        three inserts and COMMIT)."""
+        with their queued ledger entries and alerts, in one statement in autocommit: one
+        round trip instead of six (BEGIN, three inserts, COMMIT, and the pool's ping of before)."""
         store = self._store_of("flash")
         rows = [_item_row(lbl, env, "in", peer, "flash", lbl.created_at, now) for lbl, env, _ in accepted]
         entries = [
