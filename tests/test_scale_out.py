@@ -120,3 +120,47 @@ def test_a_note_recorded_by_one_process_is_enforced_by_the_others_within_a_momen
     assert second.status("JPN").state is State.TERMINATED  # another process: within NOTES_REFRESH
     for node in (first, second):
         node.engine.dispose()
+
+
+def test_the_note_watch_applies_another_process_s_note_before_any_request_asks(tmp_path: Path) -> None:
+    """``NoteWatch``: a note another process recorded is applied in the background, so a
+    request (a flash report) finds the status fresh and reads nothing from the database."""
+    import asyncio
+    import time
+    from datetime import UTC, datetime
+
+    from sqlalchemy import event
+
+    from gsomia.agreement.lifecycle import State
+    from gsomia.node import config as node_config
+    from gsomia.node.clock import SimulatedClock
+    from gsomia.node.notewatch import NoteWatch
+    from gsomia.node.service import Node
+    from gsomia.store.db import open_database
+
+    nodes = provision_pair(tmp_path, terms_only(AGREEMENT, tmp_path / "terms.toml"))
+    cfg = node_config.load(nodes["KOR"].config)
+    after_expiry = datetime(2019, 12, 1, tzinfo=UTC)
+    first, second = (Node(cfg, open_database(cfg.database_url), SimulatedClock(after_expiry)) for _ in range(2))
+    authority = first.authenticate(nodes["KOR"].tokens["security_authority"])
+    assert authority is not None
+
+    async def watched() -> None:
+        watch = NoteWatch(second, interval=0.05)
+        await watch.start()
+        first.record_note(authority, "JPN", "termination_notice", datetime(2019, 8, 23, 9, tzinfo=UTC), (), None)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            applied = second.applied_agreement("JPN")  # no I/O: what a request would start from
+            if applied is not None and len(applied.notes) > len(cfg.agreement_with("JPN").notes):
+                break
+            await asyncio.sleep(0.01)
+        await watch.stop()
+
+    asyncio.run(watched())
+    reads: list[str] = []
+    event.listen(second.engine, "before_cursor_execute", lambda *args: reads.append(args[2]))
+    assert second.status("JPN").state is State.TERMINATED
+    assert reads == []  # found fresh: the request read nothing
+    for node in (first, second):
+        node.engine.dispose()

@@ -32,6 +32,7 @@ from gsomia.node.config import NodeConfig
 from gsomia.node.delivery import Delivery
 from gsomia.node.keysync import KeySync
 from gsomia.node.link import Handler, Link
+from gsomia.node.notewatch import NoteWatch
 from gsomia.node.priority import lower_priority, raise_database_sessions, raise_priority
 from gsomia.node.sequencer import Sequencer
 from gsomia.node.service import LANES, Node
@@ -302,6 +303,8 @@ async def serve(config: NodeConfig, flash_link: int | None = None) -> None:
     await sequencer.start()
     checkpointer = Checkpointer(node.engine)
     await checkpointer.start()
+    notes = NoteWatch(node)
+    await notes.start()
     await witness.start()
 
     @_once
@@ -315,6 +318,7 @@ async def serve(config: NodeConfig, flash_link: int | None = None) -> None:
         await stop_outgoing()  # again: a no-op after a signal
         await sequencer.stop()
         await checkpointer.stop()
+        await notes.stop()
         node.engine.dispose()
     signalled()
 
@@ -336,6 +340,8 @@ async def _serve_flash(config: NodeConfig, sock: socket.socket) -> None:
     peer = _server(create_peer_app(node, broker, None, keys), config.flash_peer_listen, _peer_tls(config))
     sequencer = Sequencer(node, delegate=lambda: link.send("ledger"))
     await sequencer.start()
+    notes = NoteWatch(node)
+    await notes.start()
 
     stop_outgoing = _once(delivery.stop)
 
@@ -352,6 +358,7 @@ async def _serve_flash(config: NodeConfig, sock: socket.socket) -> None:
         watch.cancel()
         await stop_outgoing()
         await sequencer.stop()
+        await notes.stop()
         link.close()
         node.engine.dispose()
     signalled()

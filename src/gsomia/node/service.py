@@ -303,8 +303,11 @@ class Node(NodeLedger):
                 retired={**chain.windows(), **self.own_chain.windows()},
             )
 
-    def _refresh_notes(self) -> None:
-        """Apply notes another process of this node recorded (or received) since the last look."""
+    def refresh_notes(self, older_than: float = 0.0) -> None:
+        """Apply notes another process of this node recorded (or received) since the last look,
+        if that look is older than ``older_than`` seconds (``node.notewatch``)."""
+        if time.monotonic() - self._notes_checked < older_than:
+            return
         self._notes_checked = time.monotonic()
         with reading(self.engine) as conn:
             count, last = conn.execute(select(func.count(), func.coalesce(func.max(t.notes.c.seq), 0))).one()
@@ -339,7 +342,7 @@ class Node(NodeLedger):
 
     def agreement(self, peer: str) -> Agreement:
         if time.monotonic() - self._notes_checked > NOTES_REFRESH:
-            self._refresh_notes()
+            self.refresh_notes()
         try:
             return self._agreements[peer]
         except KeyError:
