@@ -18,9 +18,11 @@ One run does all of it:
     flash report (極秘, ["nk-missile"]) to KOR every ``--flash-interval`` (50 ms);
     a KOR duty officer subscribed to ``GET /alerts/stream`` (SSE) notes when each
     arrives. Latency = arrival - the instant just before the POST, both
-    ``time.perf_counter`` in the probe's own process. A few reports are sent and
-    discarded first, to open the connections. The probe's process runs at the normal
-    priority, as a console would; ``--probe-realtime`` runs it as SCHED_RR, like the
+    ``time.perf_counter`` (CLOCK_MONOTONIC, one clock for the machine): the officer's
+    client and the console are two processes of their own, as two people in two
+    countries would be (``--probe-in-process``: two threads of this one). A few reports
+    are sent and discarded first, to open the connections. The probe's processes run at
+    the normal priority, as a console would; ``--probe-realtime`` runs it as SCHED_RR, like the
     nodes' flash processes, for a console on a machine of its own (on these two shared
     cores a normal process waits for a SCHED_IDLE bulk thread's timer tick at each
     wake-up, ``gsomia.node.priority``). Session 8 found no difference beyond the
@@ -282,11 +284,23 @@ class _ProbeTimes:
 
 
 class FlashProbe(_ProbeTimes):
-    """JPN duty officer sends flash reports to KOR; a KOR duty officer's SSE console times them."""
+    """JPN duty officer sends flash reports to KOR; a KOR duty officer's SSE console times them.
 
-    def __init__(self, kor: Provisioned, jpn: Provisioned, interval: float) -> None:
+    ``roles`` says which of the two this one plays: both (``--probe-in-process``), or one,
+    in a process of its own (``ProbeProcess``). Reports are texts tagged with ``tag``, which
+    both ends of a pair share."""
+
+    def __init__(
+        self,
+        kor: Provisioned,
+        jpn: Provisioned,
+        interval: float,
+        roles: tuple[str, ...] = ("send", "listen"),
+        tag: str = "",
+    ) -> None:
         self.kor, self.jpn, self.interval = kor, jpn, interval
-        self.tag = uuid.uuid4().hex[:8]
+        self.roles = roles
+        self.tag = tag or uuid.uuid4().hex[:8]
         self.sent: dict[str, float] = {}
         self.arrived: dict[str, float] = {}
         self.wall: dict[str, tuple[float, float]] = {}
@@ -306,6 +320,8 @@ class FlashProbe(_ProbeTimes):
         self._sender = threading.Thread(target=self._send_loop, name="flash-sender", daemon=True)
 
     def start(self) -> None:
+        if "listen" not in self.roles:
+            return
         self._listener.start()
         if not self.ready.wait(10):
             raise RuntimeError("the KOR duty officer's alert stream did not open")
@@ -359,22 +375,26 @@ class FlashProbe(_ProbeTimes):
             self.item_ids[text] = r.json()["alert"]["item_id"]
         return text
 
+    def send_burst(self, count: int, spacing: float = 0.0) -> list[str]:
+        texts = []
+        for _ in range(count):
+            texts.append(self.send_one())
+            if spacing:
+                time.sleep(spacing)
+        return texts
+
     def wait_for(self, texts: list[str], timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not all(t in self.arrived for t in texts):
             time.sleep(0.01)
 
     def warm_up(self) -> None:
-        texts = [self.send_one() for _ in range(FLASH_WARMUP)]
-        self.wait_for(texts, 20)
+        self.wait_for(self.send_burst(FLASH_WARMUP), 20)
         self.reset()
 
     def idle(self, count: int) -> list[float]:
         """Latencies (ms) of ``count`` reports with no other traffic: the baseline."""
-        texts = []
-        for _ in range(count):
-            texts.append(self.send_one())
-            time.sleep(self.interval or 0.05)
+        texts = self.send_burst(count, self.interval or 0.05)
         self.wait_for(texts, 20)
         out = self.latencies_ms()
         self.idle_times = self.times()
@@ -407,10 +427,13 @@ class FlashProbe(_ProbeTimes):
             if delay > 0:
                 time.sleep(delay)
 
-    def stop_sending(self, settle: float = 15.0) -> None:
+    def stop_sender(self) -> None:
         self.sending.clear()
         if self._sender.is_alive():
             self._sender.join()
+
+    def stop_sending(self, settle: float = 15.0) -> None:
+        self.stop_sender()
         self.wait_for(list(self.sent), settle)
 
     def close(self) -> None:
@@ -419,73 +442,112 @@ class FlashProbe(_ProbeTimes):
         self._http.close()
 
 
-class ProbeProcess(_ProbeTimes):
-    """A ``FlashProbe`` in a process of its own, driven over a pipe (``--probe-in-process``: not).
+class _ProbeChild:
+    """One ``FlashProbe`` role in a process of its own, driven over a pipe."""
 
-    A duty officer's console is not the analysts' upload client. In one process the probe's
-    sender and listener threads waited for the GIL behind the bulk client threads (up to the
-    5 ms switch interval at each timestamp), which counted as flash latency. Timestamps are
-    ``time.perf_counter`` (CLOCK_MONOTONIC), comparable across the two processes."""
-
-    def __init__(self, kor: Provisioned, jpn: Provisioned, interval: float, realtime: bool = False) -> None:
+    def __init__(
+        self, kor: Provisioned, jpn: Provisioned, interval: float, realtime: bool, role: str, tag: str
+    ) -> None:
         ctx = multiprocessing.get_context("spawn")
         self._conn, child = ctx.Pipe()
         self._proc = ctx.Process(
-            target=_probe_main, args=(child, kor, jpn, interval, realtime), name="flash-probe", daemon=True
+            target=_probe_main,
+            args=(child, kor, jpn, interval, realtime, role, tag),
+            name=f"flash-probe-{role}",
+            daemon=True,
         )
         self._proc.start()
         child.close()
         self.pid: int = self._proc.pid or 0
-        self._state()
-        self.policy = "SCHED_RR" if os.sched_getscheduler(self.pid) == os.SCHED_RR else "normal"
 
-    def _call(self, name: str, *args: Any) -> Any:
+    def call(self, name: str, *args: Any) -> Any:
         self._conn.send((name, args))
         ok, value = self._conn.recv()
         if not ok:
             raise RuntimeError(f"flash probe: {value}")
         return value
 
-    def _state(self) -> None:
-        for name, value in self._call("state").items():
-            setattr(self, name, value)
-
-    def start(self) -> None:
-        self._call("start")
-
-    def warm_up(self) -> None:
-        self._call("warm_up")
-
-    def idle(self, count: int) -> list[float]:
-        out: list[float] = self._call("idle", count)
-        self._state()
-        return out
-
-    def start_sending(self) -> None:
-        self._call("start_sending")
-
-    def stop_sending(self, settle: float = 15.0) -> None:
-        self._call("stop_sending", settle)
-        self._state()
-
     def close(self) -> None:
         with contextlib.suppress(OSError, EOFError, RuntimeError):
-            self._call("close")
+            self.call("close")
         self._proc.join(10)
         if self._proc.is_alive():
             self._proc.kill()
 
-    idle_times: FlashTimes
-    post_ms: list[float]
-    errors: list[str]
+
+class ProbeProcess(_ProbeTimes):
+    """The two duty officers in two processes (``--probe-in-process``: both in this one).
+
+    A duty officer's console is not the analysts' upload client. In one process the probe's
+    sender and listener threads waited for the GIL behind the bulk client threads (up to the
+    5 ms switch interval at each timestamp), which counted as flash latency. Nor is JPN's
+    officer's client KOR's officer's console: in one process of their own the console's
+    thread still waited for the GIL whenever the sender held it and the scheduler had put
+    the sender aside, so each has its own now. Timestamps are ``time.perf_counter``
+    (CLOCK_MONOTONIC), comparable across the processes."""
+
+    def __init__(self, kor: Provisioned, jpn: Provisioned, interval: float, realtime: bool = False) -> None:
+        tag = uuid.uuid4().hex[:8]
+        self._sender = _ProbeChild(kor, jpn, interval, realtime, "send", tag)
+        self._console = _ProbeChild(kor, jpn, interval, realtime, "listen", tag)
+        self.interval = interval
+        self.pids = [self._sender.pid, self._console.pid]
+        self.idle_times: FlashTimes = {}
+        self._state()
+        self.policy = "SCHED_RR" if os.sched_getscheduler(self._console.pid) == os.SCHED_RR else "normal"
+
+    def _state(self) -> None:
+        sent, seen = self._sender.call("state"), self._console.call("state")
+        self.sent, self.item_ids, self.post_ms = sent["sent"], sent["item_ids"], sent["post_ms"]
+        self.arrived = seen["arrived"]
+        self.errors = sent["errors"] + seen["errors"]
+        nan = (math.nan, math.nan)
+        self.wall = {
+            text: (sent["wall"].get(text, nan)[0], seen["wall"].get(text, nan)[1])
+            for text in sent["wall"].keys() | seen["wall"].keys()
+        }
+
+    def _reset(self) -> None:
+        self._sender.call("reset")
+        self._console.call("reset")
+        self._state()
+
+    def start(self) -> None:
+        self._console.call("start")
+
+    def warm_up(self) -> None:
+        self._console.call("wait_for", self._sender.call("send_burst", FLASH_WARMUP), 20)
+        self._reset()
+
+    def idle(self, count: int) -> list[float]:
+        self._console.call("wait_for", self._sender.call("send_burst", count, self.interval or 0.05), 20)
+        self._state()
+        out = self.latencies_ms()
+        self.idle_times = self.times()
+        self._reset()
+        return out
+
+    def start_sending(self) -> None:
+        self._sender.call("start_sending")
+
+    def stop_sending(self, settle: float = 15.0) -> None:
+        self._sender.call("stop_sender")
+        self._console.call("wait_for", list(self._sender.call("state")["sent"]), settle)
+        self._state()
+
+    def close(self) -> None:
+        self._sender.close()
+        self._console.close()
 
 
-def _probe_main(conn: Any, kor: Provisioned, jpn: Provisioned, interval: float, realtime: bool) -> None:
+def _probe_main(
+    conn: Any, kor: Provisioned, jpn: Provisioned, interval: float, realtime: bool, role: str, tag: str
+) -> None:
     if realtime:  # as the nodes' flash processes: a console on a machine of its own waits for no bulk work
         with contextlib.suppress(AttributeError, OSError):  # not permitted: the normal policy, as printed
             os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(1))
-    probe = FlashProbe(kor, jpn, interval)
-    state = ("sent", "arrived", "wall", "item_ids", "idle_times", "post_ms", "errors")
+    probe = FlashProbe(kor, jpn, interval, roles=(role,), tag=tag)
+    state = ("sent", "arrived", "wall", "item_ids", "post_ms", "errors")
     while True:
         try:
             name, args = conn.recv()
@@ -867,9 +929,9 @@ def run_gsomia(backend: str, args: argparse.Namespace, tmp_root: Path) -> Gsomia
             else ProbeProcess(kor, jpn, args.flash_interval, realtime=args.probe_realtime)
         )
         if isinstance(probe, ProbeProcess):
-            probe_pid = probe.pid
-            groups["flash probe (its own process)"] = lambda: [probe_pid]
-            print(f"  flash probe: its own process, {probe.policy} scheduling")
+            probe_pids = probe.pids
+            groups["flash probe (its own processes)"] = lambda: probe_pids
+            print(f"  flash probe: the two duty officers in two processes, {probe.policy} scheduling")
         stack.callback(probe.close)
         probe.start()
         probe.warm_up()
@@ -1014,7 +1076,7 @@ def run_gsomia(backend: str, args: argparse.Namespace, tmp_root: Path) -> Gsomia
             profiles={**idle_profiles, **profiles},
             trace=hops,
             trace_slowest=slowest,
-            probe=f"own process, {probe.policy}" if isinstance(probe, ProbeProcess) else "bench process",
+            probe=f"own processes, {probe.policy}" if isinstance(probe, ProbeProcess) else "bench process",
             flash_series=sorted(
                 (round(sent - t0, 3), round((probe.arrived[text] - sent) * 1000, 2))
                 for text, sent in probe.sent.items()
