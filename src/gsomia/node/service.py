@@ -15,7 +15,7 @@ import json
 import secrets
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -96,6 +96,27 @@ class FreshAlert:
     peer: str
     label: Label
     payload: bytes
+
+
+@dataclass(frozen=True)
+class _Provision:
+    """The rows one provision writes, and each item's (peer, label, payload) to alert on."""
+
+    rows: list[dict[str, Any]]
+    outbox: list[dict[str, Any]]
+    audits: list[dict[str, Any]]
+    opened: list[tuple[str, Label, bytes]]
+    now: datetime
+
+    def alerts(self, party: str) -> list[dict[str, Any]]:
+        return [_alert_row(label.item_id, party, "out", self.now) for _, label, _ in self.opened]
+
+    def fresh(self, party: str, seqs: Iterable[int]) -> list[FreshAlert]:
+        """The alerts committed, given their ``seq`` in the order of ``opened``."""
+        return [
+            FreshAlert(seq, label.item_id, party, "out", peer, label, payload)
+            for seq, (peer, label, payload) in zip(seqs, self.opened, strict=True)
+        ]
 
 
 class NodeLedger:
@@ -605,11 +626,12 @@ class Node(NodeLedger):
             for r in results:
                 trace.mark(r["item_id"], "provide.begin")
         store = self._store_of(lane)
+        provision = _Provision(rows, outbox, audits, opened, now)
         if lane == "flash" and _is_pg(store.engine):
-            sent, fresh = self._store_sent_reports(store, rows, outbox, audits, opened, now)
+            sent, fresh = self._store_sent_reports(store, provision)
             claimed = sent if worker is not None else []
         else:
-            claimed, fresh = self._store_provided(store, lane, worker, rows, outbox, audits, opened, now)
+            claimed, fresh = self._store_provided(store, lane, worker, provision)
         for a in fresh:
             trace.mark(a.alert_id, "provide.committed")
         if lane == "bulk":
@@ -622,62 +644,43 @@ class Node(NodeLedger):
         return results, claimed, fresh
 
     def _store_provided(
-        self,
-        store: FlashStore,
-        lane: str,
-        worker: str | None,
-        rows: list[dict[str, Any]],
-        outbox: list[dict[str, Any]],
-        audits: list[dict[str, Any]],
-        opened: list[tuple[str, Label, bytes]],
-        now: datetime,
+        self, store: FlashStore, lane: str, worker: str | None, p: _Provision
     ) -> tuple[list[dict[str, Any]], list[FreshAlert]]:
         claimed: list[dict[str, Any]] = []
         fresh: list[FreshAlert] = []
         with gate.begin(store.engine) as conn:
-            _insert_rows(conn, store.items, rows)
+            _insert_rows(conn, store.items, p.rows)
             if worker is None:
-                _insert_rows(conn, store.outbox, outbox)  # in this order: delivery follows the outbox's seq
+                _insert_rows(conn, store.outbox, p.outbox)  # in this order: delivery follows the outbox's seq
             else:
-                returned = conn.execute(_insert_claimed(store.outbox), outbox)
+                returned = conn.execute(_insert_claimed(store.outbox), p.outbox)
                 claimed = [_keyed(store, dict(r)) for r in returned.mappings()]
-            self._log(conn, lane, audits)
+            self._log(conn, lane, p.audits)
             if lane == "flash":
-                seqs = conn.execute(
-                    _insert_alerts(store.alerts),
-                    [_alert_row(label.item_id, self.party, "out", now) for _, label, _ in opened],
-                ).scalars()
-                fresh = [
-                    FreshAlert(seq, label.item_id, self.party, "out", peer, label, payload)
-                    for seq, (peer, label, payload) in zip(seqs, opened, strict=True)
-                ]
+                fresh = p.fresh(self.party, conn.execute(_insert_alerts(store.alerts), p.alerts(self.party)).scalars())
         return claimed, fresh
 
-    def _store_sent_reports(
-        self,
-        store: FlashStore,
-        rows: list[dict[str, Any]],
-        outbox: list[dict[str, Any]],
-        audits: list[dict[str, Any]],
-        opened: list[tuple[str, Label, bytes]],
-        now: datetime,
-    ) -> tuple[list[dict[str, Any]], list[FreshAlert]]:
+    def _store_sent_reports(self, store: FlashStore, p: _Provision) -> tuple[list[dict[str, Any]], list[FreshAlert]]:
         """Flash reports provided, on PostgreSQL: stored as ``_store_provided`` stores them, in
         one statement in autocommit (``store_sent_alerts``): one round trip instead of seven
         (BEGIN, four inserts, COMMIT, and the pool's ping of before). Returns the outbox rows
         (as claimed) and the alerts."""
-        alerts = [_alert_row(label.item_id, self.party, "out", now) for _, label, _ in opened]
         with store.engine.connect() as conn:
             conn = conn.execution_options(isolation_level="AUTOCOMMIT")
             sent = ledger_store.store_sent_alerts(
-                conn, store.items, rows, store.outbox, outbox, _CLAIMED, audits, store.alerts, alerts
+                conn,
+                store.items,
+                p.rows,
+                store.outbox,
+                p.outbox,
+                _CLAIMED,
+                p.audits,
+                store.alerts,
+                p.alerts(self.party),
             )
-        self.queued += len(audits)
+        self.queued += len(p.audits)
         seqs = {row["ref"]: row.pop("alert_seq") for row in sent}
-        fresh = [
-            FreshAlert(seqs[label.item_id], label.item_id, self.party, "out", peer, label, payload)
-            for peer, label, payload in opened
-        ]
+        fresh = p.fresh(self.party, (seqs[label.item_id] for _, label, _ in p.opened))
         return [_keyed(store, row) for row in sent], fresh
 
     # --- receiving items ---------------------------------------------------------------
