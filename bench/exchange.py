@@ -22,7 +22,7 @@ One run does all of it:
     client and the console are two processes of their own, as two people in two
     countries would be (``--probe-in-process``: two threads of this one). A few reports
     are sent and discarded first, to open the connections. The probe's processes run at
-    the normal priority, as a console would; ``--probe-realtime`` runs it as SCHED_RR, like the
+    the normal priority, as a console would; ``--probe-realtime`` runs them as SCHED_RR, like the
     nodes' flash processes, for a console on a machine of its own (on these two shared
     cores a normal process waits for a SCHED_IDLE bulk thread's timer tick at each
     wake-up, ``gsomia.node.priority``). Session 8 found no difference beyond the

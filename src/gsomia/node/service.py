@@ -662,9 +662,8 @@ class Node(NodeLedger):
 
     def _store_sent_reports(self, store: FlashStore, p: _Provision) -> tuple[list[dict[str, Any]], list[FreshAlert]]:
         """Flash reports provided, on PostgreSQL: stored as ``_store_provided`` stores them, in
-        one statement in autocommit (``store_sent_alerts``): one round trip instead of seven
-        (BEGIN, four inserts, COMMIT, and the pool's ping of before). Returns the outbox rows
-        (as claimed) and the alerts."""
+        one statement in autocommit (``store_sent_alerts``): one round trip instead of six
+        (BEGIN, four inserts, COMMIT). Returns the outbox rows (as claimed) and the alerts."""
         with store.engine.connect() as conn:
             conn = conn.execution_options(isolation_level="AUTOCOMMIT")
             sent = ledger_store.store_sent_alerts(
