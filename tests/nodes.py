@@ -134,8 +134,16 @@ def node_pair(
     if suite != "classic":
         text = agreement.read_text(encoding="utf-8")
         agreement.write_text(text.replace('suite = "classic"', f'suite = "{suite}"', 1), encoding="utf-8")
-    with _databases(backend) as urls:
-        nodes = provision_pair(tmp, agreement, database_urls=urls, demo=demo, suite=suite, flash_process=flash_process)
+    with _databases(backend) as (urls, flash_urls):
+        nodes = provision_pair(
+            tmp,
+            agreement,
+            database_urls=urls,
+            demo=demo,
+            suite=suite,
+            flash_process=flash_process,
+            flash_database_urls=flash_urls,
+        )
         procs = {p: NodeProcess(n.config, n.user_url, n.root / "node.log", n.flash_user_url) for p, n in nodes.items()}
         try:
             start_all(list(procs.values()))
@@ -145,12 +153,14 @@ def node_pair(
 
 
 @contextmanager
-def _databases(backend: str) -> Iterator[dict[str, str] | None]:
+def _databases(backend: str) -> Iterator[tuple[dict[str, str] | None, dict[str, str] | None]]:
+    """Each party's database URL, and its flash lane's (``postgresql+flash``: a database of its own)."""
     if backend == "sqlite":
-        yield None
+        yield None, None
         return
-    with pg_databases(2) as urls:
-        yield {"KOR": urls[0], "JPN": urls[1]}
+    with pg_databases(4 if backend == "postgresql+flash" else 2) as urls:
+        flash = {"KOR": urls[2], "JPN": urls[3]} if backend == "postgresql+flash" else None
+        yield {"KOR": urls[0], "JPN": urls[1]}, flash
 
 
 class FlashListener(threading.Thread):

@@ -1,4 +1,5 @@
-"""The flash lane's own persistence (R17, ``store.flash``): on SQLite a file of its own.
+"""The flash lane's own persistence (R17, ``store.flash``): on SQLite a file of its own, on
+PostgreSQL a database of its own where the node names one (``flash_database_url``).
 
 A flash report is committed, received and acknowledged while a bulk transaction holds the
 main database's write lock; its rows move into the main tables later, each once, even
@@ -39,22 +40,36 @@ from nodes import AGREEMENT, pg_databases
 LAUNCH = ItemSpec("JPN", "군사II급비밀", b"launch", purposes=("nk-missile",))
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def two(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, Node]]:
-    """KOR's and JPN's nodes in this process, on the backend, with each one's users by role."""
-    with pg_databases(2) if request.param == "postgresql" else contextlib.nullcontext([]) as urls:
-        database_urls = dict(zip(("KOR", "JPN"), urls, strict=True)) if urls else None
-        nodes = provision_pair(tmp_path, terms_only(AGREEMENT, tmp_path / "terms.toml"), database_urls)
+@contextlib.contextmanager
+def _pair(tmp_path: Path, backend: str) -> Iterator[dict[str, Node]]:
+    """KOR's and JPN's nodes in this process, on the backend, with each one's users by role.
+
+    ``postgresql+flash``: each node's flash lane in a PostgreSQL database of its own."""
+    wanted = {"sqlite": 0, "postgresql": 2, "postgresql+flash": 4}[backend]
+    with pg_databases(wanted) if wanted else contextlib.nullcontext([]) as urls:
+        database_urls = dict(zip(("KOR", "JPN"), urls[:2], strict=True)) if urls else None
+        flash_urls = dict(zip(("KOR", "JPN"), urls[2:], strict=True)) if wanted == 4 else None
+        nodes = provision_pair(
+            tmp_path, terms_only(AGREEMENT, tmp_path / "terms.toml"), database_urls, flash_database_urls=flash_urls
+        )
         made = {}
         for party, p in nodes.items():
             cfg = node_config.load(p.config)
-            node = Node(cfg, open_database(cfg.database_url), SystemClock())
+            node = Node(cfg, open_database(cfg.database_url, flash_url=cfg.flash_database_url), SystemClock())
             node.tokens = p.tokens  # type: ignore[attr-defined]
             made[party] = node
+        try:
+            yield made
+        finally:
+            for node in made.values():
+                node.dispose()
+                node.flash.engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "postgresql+flash"])
+def two(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, Node]]:
+    with _pair(tmp_path, request.param) as made:
         yield made
-        for node in made.values():
-            node.engine.dispose()
-            node.flash.engine.dispose()
 
 
 def user(node: Node, role: str) -> Subject:
@@ -186,14 +201,35 @@ def test_a_repeat_of_a_report_already_moved_is_acknowledged_and_stored_nowhere_a
     assert _ledger_kinds(jpn.engine).count("receipt") == 1
 
 
-@pytest.fixture
-def kor_on_sqlite(tmp_path: Path) -> Iterator[Node]:
-    nodes = provision_pair(tmp_path, terms_only(AGREEMENT, tmp_path / "terms.toml"))
-    cfg = node_config.load(nodes["KOR"].config)
-    node = Node(cfg, open_database(cfg.database_url), SystemClock())
-    node.tokens = nodes["KOR"].tokens  # type: ignore[attr-defined]
-    yield node
-    node.engine.dispose()
+@pytest.fixture(params=["sqlite", "postgresql+flash"])
+def kor_on_sqlite(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Node]:
+    """KOR's node with a flash store of its own: a file (SQLite), a database (PostgreSQL)."""
+    with _pair(tmp_path, request.param) as made:
+        yield made["KOR"]
+
+
+def _reopen(node: Node, main_url: str | None = None) -> Node:
+    """The node opened again, as a restarted process opens it."""
+    return Node(
+        node.config,
+        open_database(
+            main_url or node.engine.url.render_as_string(hide_password=False), flash_url=node.config.flash_database_url
+        ),
+        SystemClock(),
+    )
+
+
+def _remove_flash_store(node: Node) -> None:
+    """The flash store lost (a file deleted, a database emptied); the main one kept."""
+    path = str(node.flash.path)
+    if node.flash.engine.dialect.name == "sqlite":
+        node.flash.engine.dispose()
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        return
+    with node.flash.engine.begin() as conn:
+        for name in [*flash.MIRRORED, "flash_meta"]:
+            conn.execute(text(f'DROP TABLE "{name}"'))
     node.flash.engine.dispose()
 
 
@@ -248,7 +284,10 @@ def test_a_failed_bulk_send_gives_back_the_batch_claimed_ahead_of_it_in_order(tw
 def test_a_move_cut_short_before_the_flash_file_is_trimmed_moves_nothing_twice(kor_on_sqlite: Node) -> None:
     node = kor_on_sqlite
     assert node.flash.separate
-    assert node.flash.path == f"{node.engine.url.database}-flash"
+    if node.engine.dialect.name == "sqlite":
+        assert node.flash.path == f"{node.engine.url.database}-flash"
+    else:
+        assert node.flash.path == node.config.flash_database_url
     for _ in range(2):
         node.provide_alert(user(node, "duty_officer"), LAUNCH, None)
     moved, _marks = flash.copy_rows(node.engine, node.flash)  # ... and the process dies here
@@ -290,30 +329,30 @@ def test_a_new_flash_file_counts_on_from_the_alerts_already_moved(kor_on_sqlite:
     node.provide_alert(user(node, "duty_officer"), LAUNCH, None)
     node.sequence_ledger()
     [first] = node.alerts_after(0)
-    path = Path(str(node.flash.path))
-    node.flash.engine.dispose()
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
-    again = Node(node.config, open_database(str(node.engine.url)), SystemClock())
-    assert again.flash.path == str(path)
-    assert path.exists()
+    path = node.flash.path
+    _remove_flash_store(node)
+    again = _reopen(node)
+    assert again.flash.path == path
+    assert again.flash.separate
     again.provide_alert(user(node, "duty_officer"), LAUNCH, None)
     seqs = [r["seq"] for r in again.alerts_after(0)]
     assert seqs[0] == first["seq"]
     assert seqs[1] > first["seq"]
+    again.sequence_ledger()  # and its other rows count on too: the move takes every one of them
+    assert count(again.engine, t.items) == 2
+    assert _ledger_kinds(again.engine).count("provide") == 2
+    again.dispose()
 
 
 def test_a_flash_file_of_another_schema_is_remade_when_empty_and_refused_with_rows(kor_on_sqlite: Node) -> None:
     node = kor_on_sqlite
-    path = str(node.flash.path)
-    node.flash.engine.dispose()
-    _mark_older(path)
-    remade = Node(node.config, open_database(str(node.engine.url)), SystemClock())  # empty: made again
+    _mark_older(node)
+    remade = _reopen(node)  # empty: made again
     remade.provide_alert(user(node, "duty_officer"), LAUNCH, None)
-    remade.flash.engine.dispose()
-    _mark_older(path)
+    _mark_older(remade)
     with pytest.raises(flash.FlashFileError, match=r"made by another version of gsomia and holds 4 row\(s\) not yet"):
-        Node(node.config, open_database(str(node.engine.url)), SystemClock())
+        _reopen(node)
+    remade.dispose()
 
 
 def _ledger_kinds(engine: Engine) -> list[str]:
@@ -321,20 +360,33 @@ def _ledger_kinds(engine: Engine) -> list[str]:
         return list(conn.execute(select(t.ledger_entries.c.kind).order_by(t.ledger_entries.c.idx)).scalars())
 
 
-def _mark_older(path: str) -> None:
-    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
-        conn.execute("UPDATE flash_meta SET value = 'older' WHERE name = 'schema'")
+def _mark_older(node: Node) -> None:
+    """The flash store as another version of gsomia left it (the tables' schema differs)."""
+    node.flash.engine.dispose()
+    if node.flash.engine.dialect.name == "sqlite":
+        with contextlib.closing(sqlite3.connect(str(node.flash.path))) as conn, conn:
+            conn.execute("UPDATE flash_meta SET value = 'older' WHERE name = 'schema'")
+        return
+    with node.flash.engine.begin() as conn:
+        conn.execute(text("UPDATE flash_meta SET value = 'older' WHERE name = 'schema'"))
+    node.flash.engine.dispose()
 
 
 def test_a_flash_file_beside_another_database_is_refused_while_it_holds_rows(
     kor_on_sqlite: Node, tmp_path: Path
 ) -> None:
     node = kor_on_sqlite
-    node.provide_alert(user(node, "duty_officer"), LAUNCH, None)  # waits in the flash file
-    other = tmp_path / "other.db"
+    node.provide_alert(user(node, "duty_officer"), LAUNCH, None)  # waits in the flash store
     node.flash.engine.dispose()
-    for suffix in ("", "-wal", "-shm"):
-        if Path(f"{node.flash.path}{suffix}").exists():
-            Path(f"{other}-flash{suffix}").write_bytes(Path(f"{node.flash.path}{suffix}").read_bytes())
-    with pytest.raises(flash.FlashFileError, match=r"belongs to another database than .*other\.db and holds 4 row"):
-        Node(node.config, open_database(f"sqlite:///{other}"), SystemClock())
+    if node.engine.dialect.name == "sqlite":  # a copy of the file beside another database
+        other = tmp_path / "other.db"
+        for suffix in ("", "-wal", "-shm"):
+            if Path(f"{node.flash.path}{suffix}").exists():
+                Path(f"{other}-flash{suffix}").write_bytes(Path(f"{node.flash.path}{suffix}").read_bytes())
+        with pytest.raises(flash.FlashFileError, match=r"belongs to another database than .*other\.db and holds 4 row"):
+            Node(node.config, open_database(f"sqlite:///{other}"), SystemClock())
+        return
+    with pg_databases(1) as [other_url]:  # another main database named with the same flash database
+        name = other_url.rsplit("/", 1)[1]
+        with pytest.raises(flash.FlashFileError, match=rf"belongs to another database than {name} and holds 4 row"):
+            _reopen(node, other_url)

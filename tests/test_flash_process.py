@@ -34,9 +34,10 @@ GSOMIA = str(Path(sys.executable).parent / "gsomia")
 LAUNCH = {"to": "KOR", "classification": "極秘", "purposes": ["nk-missile"]}
 
 
-@pytest.fixture
-def split_pair(tmp_path: Path, backend: str) -> Iterator[Pair]:
-    with node_pair(tmp_path, backend, flash_process=True) as p:
+@pytest.fixture(params=["sqlite", "postgresql", "postgresql+flash"])
+def split_pair(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Pair]:
+    """Each node with its flash process; ``postgresql+flash``: its flash lane in a database of its own."""
+    with node_pair(tmp_path, request.param, flash_process=True) as p:
         yield p
 
 
@@ -196,6 +197,8 @@ def test_the_demo_clock_is_one_clock_for_both_processes(tmp_path: Path) -> None:
         (lambda t: t + 'bulk_idle = "yes"\n', "bulk_idle"),
         (lambda t: t + "flash_realtime = 1\n", "flash_realtime"),
         (lambda t: t.replace("public_key =", 'flash_url = "http://127.0.0.1:9"\npublic_key ='), "flash_url"),
+        (lambda t: t + 'flash_database_url = "postgresql+psycopg://localhost/f"\n', "flash_database_url"),
+        (lambda t: t + 'flash_database_url = "sqlite:///flash.db"\n', "flash_database_url"),
     ],
 )
 def test_a_bad_flash_configuration_names_the_key(tmp_path: Path, change: object, needle: str) -> None:
@@ -298,29 +301,34 @@ def _tcp_ports(pid: int) -> set[int]:
     return ports
 
 
-def test_the_flash_process_raises_its_own_postgresql_sessions(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["postgresql", "postgresql+flash"])
+def test_the_flash_process_raises_its_own_postgresql_sessions(tmp_path: Path, backend: str) -> None:
     """On PostgreSQL on this host, the server processes of the flash process's sessions run
     as SCHED_RR too, where the node may change them (root here); the main process's keep
-    their policy. Each is found by its client port, which no other process holds (R17)."""
-    with node_pair(tmp_path, "postgresql", flash_process=True) as pair:
+    their policy. Each is found by its client port, which no other process holds (R17).
+    With a flash database of its own, its sessions there too."""
+    with node_pair(tmp_path, backend, flash_process=True) as pair:
         kor = pair.nodes["KOR"]
         r = pair.user("KOR", "duty_officer", flash=True).post(
             "/alerts", {"to": "JPN", "classification": "군사II급비밀", "text": "a session", "purposes": ["nk-missile"]}
         )
         assert r.status_code == 201, r.text
         [flash] = flash_pids(kor.config)
-        database = node_config.load(kor.config).database_url.rsplit("/", 1)[1]
+        cfg = node_config.load(kor.config)
+        databases = [url.rsplit("/", 1)[1] for url in (cfg.database_url, cfg.flash_database_url) if url]
         admin = create_engine(PG_ADMIN)
         try:
             with admin.connect() as conn:
                 sessions = conn.execute(
-                    text("SELECT pid, client_port FROM pg_stat_activity WHERE datname = :d"), {"d": database}
+                    text("SELECT pid, client_port, datname FROM pg_stat_activity WHERE datname = ANY(:d)"),
+                    {"d": databases},
                 ).all()
         finally:
             admin.dispose()
+        assert {d for _, _, d in sessions} == set(databases)  # the flash process uses its own, where it has one
         ours = _tcp_ports(flash)
         policies: dict[bool, set[int]] = {True: set(), False: set()}  # flash process's or not: policies
-        for pid, port in sessions:
+        for pid, port, _ in sessions:
             policies[port in ours].add(os.sched_getscheduler(pid))
         expected = os.SCHED_RR if os.geteuid() == 0 else os.SCHED_OTHER  # another user's processes
         assert policies[True] == {expected}

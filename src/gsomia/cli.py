@@ -248,7 +248,7 @@ def keys_rotate(config: Annotated[Path, typer.Option("--config", help="The node'
     from gsomia.store.db import open_database
 
     cfg = node_config.load(config)
-    rotation = keychain.rotate(cfg, open_database(cfg.database_url))
+    rotation = keychain.rotate(cfg, open_database(cfg.database_url, flash_url=cfg.flash_database_url))
     out.print(
         f"{rotation.party}: rotation {rotation.number} at {rotation.at.isoformat()}: key {rotation.old.kid} "
         f"retired to {keychain.retired_dir(cfg)}, key {rotation.new.kid} current from ledger entry {rotation.tree_size}"
@@ -266,7 +266,7 @@ def keys_history(
     from gsomia.store.db import open_database
 
     cfg = node_config.load(config)
-    engine = open_database(cfg.database_url)
+    engine = open_database(cfg.database_url, flash_url=cfg.flash_database_url)
     cfg, _, own = keychain.resolve(cfg, engine)
     with engine.connect() as conn:
         chains = [own, *(keychain.history(conn, p.public_key) for p in cfg.peers.values())]
@@ -501,7 +501,7 @@ def _node(config: Path) -> Any:
     from gsomia.store.db import open_database
 
     cfg = node_config.load(config)
-    return Node(cfg, open_database(cfg.database_url), SystemClock())
+    return Node(cfg, open_database(cfg.database_url, flash_url=cfg.flash_database_url), SystemClock())
 
 
 @user_app.command("add")
@@ -558,7 +558,7 @@ def audit_verify(config: ConfigOption, as_json: JsonFlag = False) -> None:
     from gsomia.store.db import open_database
 
     cfg = node_config.load(config)
-    engine = open_database(cfg.database_url)
+    engine = open_database(cfg.database_url, flash_url=cfg.flash_database_url)
     cfg = keychain.resolve(cfg, engine)[0]
     result = audit.verify_node(engine, cfg.key.public(), {p: peer.public_key for p, peer in cfg.peers.items()})
     if as_json:
@@ -583,7 +583,7 @@ def audit_prove(
     from gsomia.store.db import open_database
 
     cfg = node_config.load(config)
-    engine = open_database(cfg.database_url)
+    engine = open_database(cfg.database_url, flash_url=cfg.flash_database_url)
     cfg = keychain.resolve(cfg, engine)[0]
     print(json.dumps(audit.prove(engine, cfg.key, item_id), ensure_ascii=False, indent=2))
 

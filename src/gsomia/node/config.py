@@ -4,6 +4,9 @@
 party = "KOR"
 agreements = ["../../agreements/jp-kr-gsomia-2016.toml"]
 database_url = "sqlite:///node.db"        # or postgresql+psycopg://user@host/db
+# Optional, PostgreSQL only: the flash lane's own database (R17), best on a server of its own:
+# a commit waits for all the write-ahead log written before it, bulk items' included.
+# flash_database_url = "postgresql+psycopg://user@flash-host/kor_flash"
 key = "keys/KOR.key"                      # signing + KEM keys (gsomia keys generate);
                                           # retired ones in keys/retired/ (gsomia keys rotate)
 tls_cert = "keys/KOR.crt"                 # peer API certificate and key
@@ -43,6 +46,7 @@ _KEYS = {
     "party",
     "agreements",
     "database_url",
+    "flash_database_url",
     "key",
     "tls_cert",
     "tls_key",
@@ -91,6 +95,8 @@ class NodeConfig:
     bulk_nice: int = 19
     bulk_idle: bool = True
     flash_realtime: bool = True
+    # The flash lane's own PostgreSQL database, where it has one (``store.flash``).
+    flash_database_url: str | None = None
 
     def agreement_with(self, party: str) -> Agreement:
         """The bilateral agreement between this node's party and ``party``."""
@@ -146,6 +152,16 @@ def load(path: Path) -> NodeConfig:
     url = need("database_url")
     if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
         url = f"sqlite:///{rel(url.removeprefix('sqlite:///'))}"
+    flash_db = data.get("flash_database_url")
+    if flash_db is not None:
+        if not isinstance(flash_db, str) or not flash_db.startswith("postgresql"):
+            raise AgreementFileError(source, "flash_database_url", "must be a postgresql+psycopg:// URL")
+        if not url.startswith("postgresql"):
+            raise AgreementFileError(
+                source, "flash_database_url", "needs a PostgreSQL database_url (on SQLite the flash file is beside it)"
+            )
+        if flash_db == url:
+            raise AgreementFileError(source, "flash_database_url", "is database_url itself: leave it out to share it")
     key_path = rel(need("key"))
     key = load_private(key_path)
     if key.party != party:
@@ -195,6 +211,7 @@ def load(path: Path) -> NodeConfig:
         bulk_nice=nice,
         bulk_idle=_flag(source, "bulk_idle", data.get("bulk_idle", True)),
         flash_realtime=_flag(source, "flash_realtime", data.get("flash_realtime", True)),
+        flash_database_url=flash_db,
     )
     named = {
         "listen": config.listen,

@@ -112,10 +112,12 @@ def provision_pair(
     suite: str = "classic",
     parties: tuple[str, str] = ("KOR", "JPN"),
     flash_process: bool = False,
+    flash_database_urls: dict[str, str] | None = None,
 ) -> dict[str, Provisioned]:
     """Create ``root/<PARTY>/`` for both parties and return how to reach each.
 
-    With ``flash_process`` each node runs its flash lane in a process of its own (R17)."""
+    With ``flash_process`` each node runs its flash lane in a process of its own (R17);
+    ``flash_database_urls`` give a party's flash lane a PostgreSQL database of its own."""
     ports = {p: (free_port(), free_port()) for p in parties}
     flash_ports = {p: (free_port(), free_port()) for p in parties} if flash_process else {}
     now = datetime.now().astimezone()
@@ -139,6 +141,7 @@ def provision_pair(
         (home / "keys" / f"{other}.pub").write_bytes((root / other / "keys" / f"{other}.pub").read_bytes())
         (home / "keys" / f"{other}.crt").write_bytes((root / other / "keys" / f"{other}.crt").read_bytes())
         url = (database_urls or {}).get(party) or "sqlite:///node.db"
+        flash_db = (flash_database_urls or {}).get(party)
         user_port, peer_port = ports[party]
         flash = (
             f'flash_listen = "127.0.0.1:{flash_ports[party][0]}"\nflash_peer_listen = "127.0.0.1:{flash_ports[party][1]}"\n'
@@ -150,7 +153,7 @@ def provision_pair(
 party = "{party}"
 agreements = ["{agreement_file.resolve()}"]
 database_url = "{url}"
-key = "keys/{party}.key"
+{f'flash_database_url = "{flash_db}"{chr(10)}' if flash_db else ""}key = "keys/{party}.key"
 tls_cert = "keys/{party}.crt"
 tls_key = "keys/{party}.tls.key"
 listen = "127.0.0.1:{user_port}"
@@ -164,11 +167,11 @@ tls_cert = "keys/{other}.crt"
 """
         (home / "node.toml").write_text(text, encoding="utf-8")
         cfg = node_config.load(home / "node.toml")
-        node = Node(cfg, open_database(cfg.database_url), SystemClock())
+        node = Node(cfg, open_database(cfg.database_url, flash_url=cfg.flash_database_url), SystemClock())
         tokens = {}
         for user_id, role, clearance, ntk in DEMO_USERS[party]:
             tokens[ROLE_KEYS[role]] = node.add_user(user_id, role, clearance, ntk)
-        node.engine.dispose()
+        node.dispose()
         with atomic_output(home / "tokens.json", mode=0o600) as f:
             f.write(json.dumps(tokens, indent=2).encode())
         result[party] = Provisioned(

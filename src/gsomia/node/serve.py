@@ -52,7 +52,8 @@ def peer_ca_bundle(config: NodeConfig) -> Path:
 
 
 def build(config: NodeConfig, lanes: tuple[str, ...] = LANES) -> tuple[Node, Delivery, Broker]:
-    engine = open_database(config.database_url, own_checkpoints=True)  # the main process's Checkpointer
+    # own_checkpoints: the main process runs a Checkpointer
+    engine = open_database(config.database_url, own_checkpoints=True, flash_url=config.flash_database_url)
     clock = SimulatedClock() if config.demo else SystemClock()
     node = Node(config, engine, clock)
     return node, Delivery(node, lanes), Broker()
@@ -319,7 +320,7 @@ async def serve(config: NodeConfig, flash_link: int | None = None) -> None:
         await sequencer.stop()
         await checkpointer.stop()
         await notes.stop()
-        node.engine.dispose()
+        node.dispose()
     signalled()
 
 
@@ -330,6 +331,8 @@ async def _serve_flash(config: NodeConfig, sock: socket.socket) -> None:
     node, delivery, broker = build(config, ("flash",))
     if config.flash_realtime:
         raise_database_sessions(node.engine)
+        if node.flash.separate:  # its own PostgreSQL database (``flash_database_url``); no-op for a file
+            raise_database_sessions(node.flash.engine)
     link = Link(sock, _hints(node, delivery, broker))
     await link.open()
     _wire(link, node, delivery, broker)
@@ -360,5 +363,5 @@ async def _serve_flash(config: NodeConfig, sock: socket.socket) -> None:
         await sequencer.stop()
         await notes.stop()
         link.close()
-        node.engine.dispose()
+        node.dispose()
     signalled()

@@ -715,7 +715,7 @@ class Node(NodeLedger):
         if lane == "flash":
             for lbl, _, _ in accepted:
                 trace.mark(lbl.item_id, "receive.begin")
-        if accepted and lane == "flash" and _is_pg(self._store_of(lane).engine):
+        if accepted and lane == "flash" and _is_pg(self.flash.engine) and not self.flash.separate:
             fresh_alerts = self._store_received_reports(peer, accepted, now)
             received = [lbl.item_id for lbl, _, _ in accepted]  # repeats are acknowledged again
         elif accepted:
@@ -724,6 +724,7 @@ class Node(NodeLedger):
             with gate.begin(store.engine) as conn:
                 if store.separate:  # moved to the main file already: a repeat. Read under the flash file's lock,
                     # which the move's delete waits for, so a row is in one file or the other here.
+                    flash.hold_trims(conn)
                     with self.engine.connect() as main:
                         ids = [r["item_id"] for r in rows]
                         known = set(main.execute(select(t.items.c.item_id).where(t.items.c.item_id.in_(ids))).scalars())
@@ -861,6 +862,12 @@ class Node(NodeLedger):
             "payload_b64": base64.b64encode(payload).decode(),
             "decision": decision.as_dict(),
         }
+
+    def dispose(self) -> None:
+        """Close the node's database connections: the main engine's and the flash store's."""
+        if self.flash.separate:
+            self.flash.engine.dispose()
+        self.engine.dispose()
 
     def _store_of(self, lane: str) -> FlashStore:
         """Where a transaction of ``lane`` writes: the flash lane's own file on SQLite (R17)."""

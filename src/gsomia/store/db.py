@@ -115,9 +115,21 @@ def upgrade(engine: Engine) -> None:
         command.upgrade(cfg, "head")
 
 
-def open_database(url: str, own_checkpoints: bool = False) -> Engine:
+_FLASH_URLS: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
+
+
+def flash_url_of(engine: Engine) -> str | None:
+    """The flash lane's own PostgreSQL database given to ``open_database`` (``store.flash``)."""
+    return _FLASH_URLS.get(engine)
+
+
+def open_database(url: str, own_checkpoints: bool = False, flash_url: str | None = None) -> Engine:
+    """The node's database, schema current; ``flash_url``: its flash lane's own PostgreSQL
+    database (``flash_database_url``), which the flash store opens when first used."""
     engine = make_engine(url, own_checkpoints)
     upgrade(engine)
+    if flash_url is not None:
+        _FLASH_URLS[engine] = flash_url
     return engine
 
 
