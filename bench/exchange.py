@@ -92,7 +92,8 @@ from gsomia.node.provision import Provisioned, free_port, provision_pair
 ROOT = Path(__file__).resolve().parents[1]
 AGREEMENT = ROOT / "agreements" / "jp-kr-gsomia-2016.toml"
 PG_ADMIN = os.environ.get("GSOMIA_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-TARGET_ITEMS_PER_S = {"sqlite": 1_000.0, "postgresql": 2_000.0}
+TARGET_ITEMS_PER_S = {"sqlite": 1_000.0, "postgresql": 2_000.0, "postgresql+flash": 2_000.0}
+BACKEND_NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL", "postgresql+flash": "PostgreSQL+flash server"}
 TARGET_FLASH_P99_MS = 25.0
 PAYLOAD = 1024
 CLASSIFICATION = "군사II급비밀"
@@ -240,11 +241,11 @@ def percentile(values: list[float], p: float) -> float:
 
 
 @contextlib.contextmanager
-def pg_databases(count: int) -> Iterator[list[str]]:
-    """Fresh databases on the server named by ``PG_ADMIN``, dropped afterwards whatever happens."""
+def pg_databases(count: int, server: str = PG_ADMIN) -> Iterator[list[str]]:
+    """Fresh databases on the server named by ``server``, dropped afterwards whatever happens."""
     from sqlalchemy import create_engine, text
 
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
     names = [f"gsomia_bench_{uuid.uuid4().hex[:10]}" for _ in range(count)]
     created: list[str] = []
     try:
@@ -252,7 +253,7 @@ def pg_databases(count: int) -> Iterator[list[str]]:
             for name in names:
                 conn.execute(text(f'CREATE DATABASE "{name}"'))
                 created.append(name)
-        yield [PG_ADMIN.rsplit("/", 1)[0] + f"/{name}" for name in names]
+        yield [server.rsplit("/", 1)[0] + f"/{name}" for name in names]
     finally:
         try:
             with admin.connect() as conn:
@@ -260,6 +261,36 @@ def pg_databases(count: int) -> Iterator[list[str]]:
                     conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         finally:
             admin.dispose()
+
+
+@contextlib.contextmanager
+def second_pg_server(tmp: Path) -> Iterator[str]:
+    """A PostgreSQL server of the bench's own beside the machine's, for the flash lanes'
+    databases (``flash_database_url``): a write-ahead log of their own, as a party would
+    give its flash lane. Made with the machine's ``initdb`` (as the ``postgres`` user when
+    run as root), with the server's defaults (fsync and synchronous_commit on), on a free
+    port; stopped and deleted afterwards. Yields its admin URL."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not found:
+        raise SystemExit("--postgres-flash: no initdb under /usr/lib/postgresql/*/bin (Debian's postgresql package)")
+    bindir = found[-1].parent
+    data = tmp / "flash-pg"
+    data.mkdir(mode=0o700)
+    as_owner: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses root: the server runs as postgres, as the machine's does
+        shutil.chown(tmp, "postgres")
+        shutil.chown(data, "postgres")
+        as_owner = ["runuser", "-u", "postgres", "--"]
+    port = free_port()
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE, "check": True, "timeout": 120}
+    subprocess.run([*as_owner, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"], **quiet)
+    options = f"-p {port} -k {data} -c listen_addresses=127.0.0.1"
+    ctl = [*as_owner, str(bindir / "pg_ctl"), "-D", str(data), "-w"]
+    subprocess.run([*ctl, "-o", options, "-l", str(data / "server.log"), "start"], **quiet)
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*ctl, "-m", "fast", "stop"], **quiet)
 
 
 # --- flash reports under load ---------------------------------------------------------------------
@@ -875,7 +906,7 @@ def _short_frame(frame: str) -> str:
 
 
 def run_gsomia(backend: str, args: argparse.Namespace, tmp_root: Path) -> GsomiaResult:
-    label = "SQLite" if backend == "sqlite" else "PostgreSQL"
+    label = BACKEND_NAMES[backend]
     split = not args.one_process
     shape = "a flash process per node" if split else "one process per node"
     print(f"\n== gsomia on {label}: {args.items:,} items, batches of {args.batch}, {args.clients} clients, {shape} ==")
@@ -884,12 +915,20 @@ def run_gsomia(backend: str, args: argparse.Namespace, tmp_root: Path) -> Gsomia
         stack.callback(shutil.rmtree, tmp, True)
         urls: dict[str, str] | None = None
         dbnames: list[str] = []
-        if backend == "postgresql":
+        flash_urls: dict[str, str] | None = None
+        if backend.startswith("postgresql"):
             pg = stack.enter_context(pg_databases(2))
             urls = {"KOR": pg[0], "JPN": pg[1]}
             dbnames = [u.rsplit("/", 1)[1] for u in pg]
+        if backend == "postgresql+flash":
+            server = stack.enter_context(second_pg_server(tmp))
+            own = stack.enter_context(pg_databases(2, server))
+            flash_urls = {"KOR": own[0], "JPN": own[1]}
+            dbnames += [u.rsplit("/", 1)[1] for u in own]
         agreement = terms_only(AGREEMENT, tmp / "agreement-terms.toml")
-        nodes = provision_pair(tmp, agreement, database_urls=urls, flash_process=split)
+        nodes = provision_pair(
+            tmp, agreement, database_urls=urls, flash_process=split, flash_database_urls=flash_urls
+        )
         kor, jpn = nodes["KOR"], nodes["JPN"]
         if split and args.bulk_nice is not None:
             for n in nodes.values():
@@ -916,6 +955,9 @@ def run_gsomia(backend: str, args: argparse.Namespace, tmp_root: Path) -> Gsomia
         if dbnames:
             groups["PostgreSQL (KOR db)"] = lambda: pids_matching("postgres", dbnames[0])
             groups["PostgreSQL (JPN db)"] = lambda: pids_matching("postgres", dbnames[1])
+        if len(dbnames) == 4:
+            groups["PostgreSQL (KOR flash db)"] = lambda: pids_matching("postgres", dbnames[2])
+            groups["PostgreSQL (JPN flash db)"] = lambda: pids_matching("postgres", dbnames[3])
 
         bodies = request_bodies(args.items, args.batch)
         kor_http = stack.enter_context(
@@ -1443,7 +1485,7 @@ def summary(
         met = r.items_per_s >= target and r.verified
         ok &= met
         ratio = f"{r.items_per_s / taxii.objects_per_s:.2f}x" if taxii else "-"
-        name = "SQLite" if r.backend == "sqlite" else "PostgreSQL"
+        name = BACKEND_NAMES[r.backend]
         rows.append(
             (
                 f"gsomia {name}, acknowledged items/s",
@@ -1456,7 +1498,7 @@ def summary(
     for r in gsomia:
         met = r.flash_ms_p99 <= TARGET_FLASH_P99_MS and r.flash_received == r.flash_sent and r.flash_sent > 0
         ok &= met
-        name = "SQLite" if r.backend == "sqlite" else "PostgreSQL"
+        name = BACKEND_NAMES[r.backend]
         rows.append(
             (
                 f"gsomia {name}, flash p99 ms ({r.flash_received}/{r.flash_sent}, p50 {r.flash_ms_p50:.1f})",
@@ -1490,6 +1532,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=500, help="items per POST /items and objects per envelope")
     parser.add_argument("--clients", type=int, default=4, help="client threads posting batches")
     parser.add_argument("--postgres", action="store_true", help="also run gsomia on PostgreSQL")
+    parser.add_argument(
+        "--postgres-flash",
+        action="store_true",
+        help="also run gsomia on PostgreSQL with each node's flash lane in a database of its own "
+        "(flash_database_url) on a second PostgreSQL server that the bench starts on this machine",
+    )
     parser.add_argument("--no-sqlite", action="store_true", help="skip the SQLite run")
     parser.add_argument("--skip-medallion", action="store_true", help="skip the medallion comparison")
     parser.add_argument(
@@ -1543,7 +1591,11 @@ def main(argv: list[str] | None = None) -> int:
     tmp_root = Path(args.tmp) if args.tmp else None
     if tmp_root:
         tmp_root.mkdir(parents=True, exist_ok=True)
-    backends = ([] if args.no_sqlite else ["sqlite"]) + (["postgresql"] if args.postgres else [])
+    backends = (
+        ([] if args.no_sqlite else ["sqlite"])
+        + (["postgresql"] if args.postgres else [])
+        + (["postgresql+flash"] if args.postgres_flash else [])
+    )
     results: list[GsomiaResult] = []
     taxii: MedallionResult | None = None
     try:

@@ -715,7 +715,7 @@ class Node(NodeLedger):
         if lane == "flash":
             for lbl, _, _ in accepted:
                 trace.mark(lbl.item_id, "receive.begin")
-        if accepted and lane == "flash" and _is_pg(self.flash.engine) and not self.flash.separate:
+        if accepted and lane == "flash" and _is_pg(self.flash.engine):
             fresh_alerts = self._store_received_reports(peer, accepted, now)
             received = [lbl.item_id for lbl, _, _ in accepted]  # repeats are acknowledged again
         elif accepted:
@@ -767,16 +767,31 @@ class Node(NodeLedger):
     ) -> list[FreshAlert]:
         """Flash reports received, on PostgreSQL: stored as ``receive_alerts`` stores a batch,
         with their queued ledger entries and alerts, in one statement in autocommit: one
-        round trip instead of six (BEGIN, three inserts, COMMIT, and the pool's ping of before)."""
+        round trip instead of six (BEGIN, three inserts, COMMIT, and the pool's ping of before).
+
+        With a flash database of its own, a report moved to the main one already is a repeat:
+        it is looked for there first, with trims held off (``flash.hold_trims``)."""
         store = self._store_of("flash")
-        rows = [_item_row(lbl, env, "in", peer, "flash", lbl.created_at, now) for lbl, env, _ in accepted]
-        entries = [
-            _audit_row(now, "receipt", peer, lbl.item_id, {"from": peer, "lane": "flash"}) for lbl, _, _ in accepted
-        ]
-        alerts = [_alert_row(lbl.item_id, peer, "in", now) for lbl, _, _ in accepted]
         with store.engine.connect() as conn:
-            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-            seqs = ledger_store.store_fresh_alerts(conn, store.items, rows, entries, store.alerts, alerts)
+            if store.separate:
+                conn.begin()
+                flash.hold_trims(conn)
+                with reading(self.engine) as main:
+                    ids = [lbl.item_id for lbl, _, _ in accepted]
+                    known = set(main.execute(select(t.items.c.item_id).where(t.items.c.item_id.in_(ids))).scalars())
+                accepted = [a for a in accepted if a[0].item_id not in known]
+            else:
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            rows = [_item_row(lbl, env, "in", peer, "flash", lbl.created_at, now) for lbl, env, _ in accepted]
+            entries = [
+                _audit_row(now, "receipt", peer, lbl.item_id, {"from": peer, "lane": "flash"}) for lbl, _, _ in accepted
+            ]
+            alerts = [_alert_row(lbl.item_id, peer, "in", now) for lbl, _, _ in accepted]
+            seqs = (
+                ledger_store.store_fresh_alerts(conn, store.items, rows, entries, store.alerts, alerts) if rows else {}
+            )
+            if store.separate:
+                conn.commit()
         self.queued += len(seqs)
         return [
             FreshAlert(seqs[lbl.item_id], lbl.item_id, peer, "in", peer, lbl, payload)
