@@ -926,9 +926,7 @@ def run_gsomia(backend: str, args: argparse.Namespace, tmp_root: Path) -> Gsomia
             flash_urls = {"KOR": own[0], "JPN": own[1]}
             dbnames += [u.rsplit("/", 1)[1] for u in own]
         agreement = terms_only(AGREEMENT, tmp / "agreement-terms.toml")
-        nodes = provision_pair(
-            tmp, agreement, database_urls=urls, flash_process=split, flash_database_urls=flash_urls
-        )
+        nodes = provision_pair(tmp, agreement, database_urls=urls, flash_process=split, flash_database_urls=flash_urls)
         kor, jpn = nodes["KOR"], nodes["JPN"]
         if split and args.bulk_nice is not None:
             for n in nodes.values():
