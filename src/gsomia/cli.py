@@ -245,10 +245,10 @@ def keys_rotate(config: Annotated[Path, typer.Option("--config", help="The node'
     """
     from gsomia.node import config as node_config
     from gsomia.node import keychain
-    from gsomia.store.db import open_database
+    from gsomia.store.db import open_node_database
 
     cfg = node_config.load(config)
-    rotation = keychain.rotate(cfg, open_database(cfg.database_url, flash_url=cfg.flash_database_url))
+    rotation = keychain.rotate(cfg, open_node_database(cfg))
     out.print(
         f"{rotation.party}: rotation {rotation.number} at {rotation.at.isoformat()}: key {rotation.old.kid} "
         f"retired to {keychain.retired_dir(cfg)}, key {rotation.new.kid} current from ledger entry {rotation.tree_size}"
@@ -263,10 +263,10 @@ def keys_history(
     """Every key of this node and of its partners, in order, with when each was retired."""
     from gsomia.node import config as node_config
     from gsomia.node import keychain
-    from gsomia.store.db import open_database
+    from gsomia.store.db import open_node_database
 
     cfg = node_config.load(config)
-    engine = open_database(cfg.database_url, flash_url=cfg.flash_database_url)
+    engine = open_node_database(cfg)
     cfg, _, own = keychain.resolve(cfg, engine)
     with engine.connect() as conn:
         chains = [own, *(keychain.history(conn, p.public_key) for p in cfg.peers.values())]
@@ -498,10 +498,10 @@ def _node(config: Path) -> Any:
     from gsomia.node import config as node_config
     from gsomia.node.clock import SystemClock
     from gsomia.node.service import Node
-    from gsomia.store.db import open_database
+    from gsomia.store.db import open_node_database
 
     cfg = node_config.load(config)
-    return Node(cfg, open_database(cfg.database_url, flash_url=cfg.flash_database_url), SystemClock())
+    return Node(cfg, open_node_database(cfg), SystemClock())
 
 
 @user_app.command("add")
@@ -555,10 +555,10 @@ def audit_verify(config: ConfigOption, as_json: JsonFlag = False) -> None:
     from gsomia import audit
     from gsomia.node import config as node_config
     from gsomia.node import keychain
-    from gsomia.store.db import open_database
+    from gsomia.store.db import open_node_database
 
     cfg = node_config.load(config)
-    engine = open_database(cfg.database_url, flash_url=cfg.flash_database_url)
+    engine = open_node_database(cfg)
     cfg = keychain.resolve(cfg, engine)[0]
     result = audit.verify_node(engine, cfg.key.public(), {p: peer.public_key for p, peer in cfg.peers.items()})
     if as_json:
@@ -580,10 +580,10 @@ def audit_prove(
     from gsomia import audit
     from gsomia.node import config as node_config
     from gsomia.node import keychain
-    from gsomia.store.db import open_database
+    from gsomia.store.db import open_node_database
 
     cfg = node_config.load(config)
-    engine = open_database(cfg.database_url, flash_url=cfg.flash_database_url)
+    engine = open_node_database(cfg)
     cfg = keychain.resolve(cfg, engine)[0]
     print(json.dumps(audit.prove(engine, cfg.key, item_id), ensure_ascii=False, indent=2))
 

@@ -19,7 +19,7 @@ from gsomia.files import atomic_output
 from gsomia.node import config as node_config
 from gsomia.node.clock import SystemClock
 from gsomia.node.service import Node
-from gsomia.store.db import open_database
+from gsomia.store.db import open_node_database
 
 DEMO_USERS = {
     "KOR": [
@@ -167,7 +167,7 @@ tls_cert = "keys/{other}.crt"
 """
         (home / "node.toml").write_text(text, encoding="utf-8")
         cfg = node_config.load(home / "node.toml")
-        node = Node(cfg, open_database(cfg.database_url, flash_url=cfg.flash_database_url), SystemClock())
+        node = Node(cfg, open_node_database(cfg), SystemClock())
         tokens = {}
         for user_id, role, clearance, ntk in DEMO_USERS[party]:
             tokens[ROLE_KEYS[role]] = node.add_user(user_id, role, clearance, ntk)

@@ -37,7 +37,7 @@ from gsomia.node.priority import lower_priority, raise_database_sessions, raise_
 from gsomia.node.sequencer import Sequencer
 from gsomia.node.service import LANES, Node
 from gsomia.node.witness import Witness
-from gsomia.store.db import open_database
+from gsomia.store.db import open_node_database
 
 log = logging.getLogger("gsomia.serve")
 
@@ -52,8 +52,7 @@ def peer_ca_bundle(config: NodeConfig) -> Path:
 
 
 def build(config: NodeConfig, lanes: tuple[str, ...] = LANES) -> tuple[Node, Delivery, Broker]:
-    # own_checkpoints: the main process runs a Checkpointer
-    engine = open_database(config.database_url, own_checkpoints=True, flash_url=config.flash_database_url)
+    engine = open_node_database(config, own_checkpoints=True)  # the main process's Checkpointer
     clock = SimulatedClock() if config.demo else SystemClock()
     node = Node(config, engine, clock)
     return node, Delivery(node, lanes), Broker()

@@ -724,10 +724,7 @@ class Node(NodeLedger):
             with gate.begin(store.engine) as conn:
                 if store.separate:  # moved to the main file already: a repeat. Read under the flash file's lock,
                     # which the move's delete waits for, so a row is in one file or the other here.
-                    flash.hold_trims(conn)
-                    with self.engine.connect() as main:
-                        ids = [r["item_id"] for r in rows]
-                        known = set(main.execute(select(t.items.c.item_id).where(t.items.c.item_id.in_(ids))).scalars())
+                    known = self._moved_already([r["item_id"] for r in rows])
                     rows = [r for r in rows if r["item_id"] not in known]
                 # Insert-or-ignore: a redelivery (or a race between two senders' workers) stores nothing twice.
                 if not rows:
@@ -776,9 +773,7 @@ class Node(NodeLedger):
             if store.separate:
                 conn.begin()
                 flash.hold_trims(conn)
-                with reading(self.engine) as main:
-                    ids = [lbl.item_id for lbl, _, _ in accepted]
-                    known = set(main.execute(select(t.items.c.item_id).where(t.items.c.item_id.in_(ids))).scalars())
+                known = self._moved_already([lbl.item_id for lbl, _, _ in accepted])
                 accepted = [a for a in accepted if a[0].item_id not in known]
             else:
                 conn = conn.execution_options(isolation_level="AUTOCOMMIT")
@@ -877,6 +872,11 @@ class Node(NodeLedger):
             "payload_b64": base64.b64encode(payload).decode(),
             "decision": decision.as_dict(),
         }
+
+    def _moved_already(self, item_ids: Sequence[str]) -> set[str]:
+        """Which of these items the main tables hold: reports moved from the flash store."""
+        with reading(self.engine) as main:
+            return set(main.execute(select(t.items.c.item_id).where(t.items.c.item_id.in_(item_ids))).scalars())
 
     def dispose(self) -> None:
         """Close the node's database connections: the main engine's and the flash store's."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import select
 import weakref
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from alembic import command
 from alembic.config import Config
@@ -113,6 +113,18 @@ def upgrade(engine: Engine) -> None:
         cfg = alembic_config(str(engine.url))
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, "head")
+
+
+class _NodeDatabases(Protocol):  # a NodeConfig, without the store importing the node
+    @property
+    def database_url(self) -> str: ...
+    @property
+    def flash_database_url(self) -> str | None: ...
+
+
+def open_node_database(config: _NodeDatabases, own_checkpoints: bool = False) -> Engine:
+    """``open_database`` for a node's configuration: its database and its flash lane's."""
+    return open_database(config.database_url, own_checkpoints, config.flash_database_url)
 
 
 _FLASH_URLS: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
