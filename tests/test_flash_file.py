@@ -390,3 +390,24 @@ def test_a_flash_file_beside_another_database_is_refused_while_it_holds_rows(
         name = other_url.rsplit("/", 1)[1]
         with pytest.raises(flash.FlashFileError, match=rf"belongs to another database than {name} and holds 4 row"):
             _reopen(node, other_url)
+
+
+def test_a_report_received_into_a_flash_database_waits_for_a_trim_in_progress(tmp_path: Path) -> None:
+    """Between its look at the main database and its insert, a receipt holds trims off: a
+    report copied to the main database and trimmed meanwhile would be stored a second time."""
+    with _pair(tmp_path, "postgresql+flash") as two:
+        kor, jpn = two["KOR"], two["JPN"]
+        result, [row], _ = kor.provide_alert(user(kor, "duty_officer"), LAUNCH, "w1")
+        done: list[Any] = []
+        with jpn.flash.engine.connect() as trimming:
+            trimming.begin()
+            trimming.execute(select(func.pg_advisory_xact_lock(flash._TRIMMING)))  # as ``flash.trim`` does
+            receiving = threading.Thread(target=lambda: done.append(jpn.receive_alerts("KOR", [row["body"]], "flash")))
+            receiving.start()
+            receiving.join(timeout=1.0)
+            assert not done, "the receipt went ahead during a trim"
+            trimming.rollback()
+        receiving.join(timeout=20)
+        [(receipt, [arrived])] = done
+        assert receipt["received"] == [result["item_id"]]
+        assert arrived.alert_id == result["item_id"]

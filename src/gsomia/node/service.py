@@ -874,8 +874,14 @@ class Node(NodeLedger):
         }
 
     def _moved_already(self, item_ids: Sequence[str]) -> set[str]:
-        """Which of these items the main tables hold: reports moved from the flash store."""
+        """Which of these items the main tables hold: reports moved from the flash store.
+
+        On PostgreSQL as one array parameter in SQL written out: a flash report's receipt waits
+        for it, and Core's statement costs 0.1 ms more CPU (compiling the expanding IN)."""
         with reading(self.engine) as main:
+            if _is_pg(self.engine):
+                found = main.exec_driver_sql(_MOVED_ALREADY, (list(item_ids),))
+                return {str(item_id) for (item_id,) in found}
             return set(main.execute(select(t.items.c.item_id).where(t.items.c.item_id.in_(item_ids))).scalars())
 
     def dispose(self) -> None:
@@ -1601,6 +1607,7 @@ def _alert_row(item_id: str, origin: str, direction: str, now: datetime) -> dict
 # own). SQLAlchemy builds a new statement object on every call and derives its cache key
 # anew; a constant one only binds its parameters: 0.1 against 0.3 ms of CPU per execution on a
 # slow core, and a report runs about a dozen (sender and receiver).
+_MOVED_ALREADY = "SELECT item_id FROM items WHERE item_id = ANY(%s)"
 _USER_BY_TOKEN = select(t.users).where(t.users.c.token_hash == bindparam("token_hash"), t.users.c.revoked_at.is_(None))
 
 
