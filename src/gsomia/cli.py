@@ -648,9 +648,18 @@ def replay_command(file: AgreementFile) -> None:
 
 
 def main() -> None:
-    """Entry point: Click handles usage errors (exit 2); every ``GsomiaError`` is one line and exit 2."""
+    """Entry point: Click handles usage errors (exit 2); every ``GsomiaError`` is one line and
+    exit 2, and so is a database that does not answer (its server down, a wrong host or port)."""
     try:
         app()
     except GsomiaError as exc:
         err.print(f"gsomia: error: {exc}", markup=False, soft_wrap=True)
+        sys.exit(2)
+    except Exception as exc:
+        from sqlalchemy.exc import OperationalError
+
+        if not isinstance(exc, OperationalError):
+            raise
+        reason = str(exc.orig or exc).strip().splitlines()[0]  # the driver's words: host, port, why
+        err.print(f"gsomia: error: database unavailable: {reason}", markup=False, soft_wrap=True)
         sys.exit(2)
