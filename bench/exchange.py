@@ -4,7 +4,10 @@ latency under that load, and the OASIS TAXII 2.1 reference server for comparison
 One run does all of it:
 
 (a) gsomia bulk, per backend (SQLite always; PostgreSQL too with ``--postgres``, in
-    two fresh databases dropped afterwards). A KOR/JPN pair is provisioned in a
+    two fresh databases dropped afterwards; ``--postgres-flash``, PostgreSQL again with
+    each node's flash lane in a database of its own, ``flash_database_url``, on a second
+    PostgreSQL server that the bench makes with ``initdb`` and removes: a write-ahead log
+    of the flash lanes' own, ``docs/operations.md``). A KOR/JPN pair is provisioned in a
     temporary directory and both nodes run as real processes (``gsomia node
     serve``). ``--items`` items (default 20,000) of 1 KiB random payload
     (``payload_b64``, 군사II급비밀, purposes ["nk-missile"]) are posted to KOR's
