@@ -333,6 +333,9 @@ def test_the_flash_process_raises_its_own_postgresql_sessions(tmp_path: Path, ba
         expected = os.SCHED_RR if os.geteuid() == 0 else os.SCHED_OTHER  # another user's processes
         assert policies[True] == {expected}
         assert policies[False] == {os.SCHED_OTHER}
+        log = (kor.root / "node.log").read_text(errors="replace")
+        # Here the flash database is on the same server: the node says that it gains nothing.
+        assert ("on the same PostgreSQL server as database_url" in log) == (backend == "postgresql+flash")
 
 
 def test_the_main_process_copies_the_wal_into_the_database_as_it_goes(tmp_path: Path) -> None:

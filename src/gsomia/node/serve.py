@@ -51,7 +51,20 @@ def peer_ca_bundle(config: NodeConfig) -> Path:
     return bundle
 
 
+def _same_server(a: str, b: str) -> bool:
+    from sqlalchemy.engine import make_url
+
+    ua, ub = make_url(a), make_url(b)
+    return (ua.host or "localhost", ua.port or 5432) == (ub.host or "localhost", ub.port or 5432)
+
+
 def build(config: NodeConfig, lanes: tuple[str, ...] = LANES) -> tuple[Node, Delivery, Broker]:
+    flash_url = config.flash_database_url
+    if flash_url is not None and "flash" in lanes and _same_server(config.database_url, flash_url):
+        log.warning(
+            "flash_database_url is on the same PostgreSQL server as database_url: both share its write-ahead "
+            "log, and flash commits still wait for bulk ones (docs/operations.md)"
+        )
     engine = open_node_database(config, own_checkpoints=True)  # the main process's Checkpointer
     clock = SimulatedClock() if config.demo else SystemClock()
     node = Node(config, engine, clock)
