@@ -82,11 +82,14 @@ class FlashStore:
     @property
     def path(self) -> str | None:
         """The flash file, or the flash database's URL (no password); None when shared."""
-        if not self.separate:
-            return None
-        if self.engine.dialect.name == "sqlite":
-            return self.engine.url.database
-        return self.engine.url.render_as_string(hide_password=True)
+        return _where(self.engine) if self.separate else None
+
+
+def _where(engine: Engine) -> str:
+    """A flash store's name in messages: its file, or its database's URL without the password."""
+    if engine.dialect.name == "sqlite":
+        return str(engine.url.database)
+    return engine.url.render_as_string(hide_password=True)
 
 
 _STORES: weakref.WeakKeyDictionary[Engine, FlashStore] = weakref.WeakKeyDictionary()
@@ -160,7 +163,7 @@ def _prepare(conn: Connection, main: Engine) -> None:
             if name in tables
         )
         if left:
-            path = conn.engine.url.render_as_string(hide_password=True).removeprefix("sqlite:///")
+            path = _where(conn.engine)
             if meta.get("schema") != SCHEMA:
                 raise FlashFileError(
                     f"{path}: made by another version of gsomia and holds {left} row(s) not yet moved into "
