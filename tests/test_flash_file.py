@@ -63,7 +63,6 @@ def _pair(tmp_path: Path, backend: str) -> Iterator[dict[str, Node]]:
         finally:
             for node in made.values():
                 node.dispose()
-                node.flash.engine.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql", "postgresql+flash"])
