@@ -26,6 +26,7 @@ test: compiled
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
+	$(BIN)/mypy bench  # the benchmarks are scripts beside the package, checked on their own
 	$(BIN)/python -m pytest -n 2  # two workers: the nodes a test starts leave a core idle much of the time
 
 bench: $(STAMP)

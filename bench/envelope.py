@@ -46,6 +46,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from gsomia import envelope, keys
 from gsomia.agreement import Agreement, parse
+from gsomia.agreement.terms import Suite
 from gsomia.keys import PrivateKeys, PublicKeys
 from gsomia.label import Label
 
@@ -144,7 +145,8 @@ def run_phase(name: str, work: Path) -> dict[str, Any]:
         text=True,
         check=True,
     )
-    return json.loads(done.stdout)
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
 
 
 def file_digest(path: Path) -> bytes:
@@ -231,7 +233,7 @@ def paired(count: int, fn: Callable[[], object], baseline: Ed25519Baseline) -> d
     }
 
 
-def small(suite: str, count: int, baseline: Ed25519Baseline) -> dict[str, Any]:
+def small(suite: Suite, count: int, baseline: Ed25519Baseline) -> dict[str, Any]:
     ag = agreement(suite)
     kor, jpn = keys.generate("KOR", suite), keys.generate("JPN", suite)
     recipients: list[PublicKeys] = [jpn.public()]

@@ -144,6 +144,25 @@ def _code_version() -> str:
     return f"{where} ({described})"
 
 
+def settle_disk() -> str:
+    """Write back what earlier work left dirty (a build, the previous run) before a timed run.
+
+    The kernel writes dirty pages back about 30 s after they were made: left alone, a run's
+    fsyncs would queue behind the previous run's writes and time that run, not this one.
+    """
+
+    def dirty_kib() -> int:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("Dirty:"):
+                return int(line.split()[1])
+        return 0
+
+    before = dirty_kib()
+    t0 = time.perf_counter()
+    os.sync()
+    return f"{before / 1024:,.0f} MB dirty written back in {time.perf_counter() - t0:.2f} s"
+
+
 def proc_cpu(pid: int) -> float:
     """User + system CPU seconds of one process (0 if it is gone)."""
     try:
@@ -285,15 +304,18 @@ def second_pg_server(tmp: Path) -> Iterator[str]:
         shutil.chown(data, "postgres")
         as_owner = ["runuser", "-u", "postgres", "--"]
     port = free_port()
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE, "check": True, "timeout": 120}
-    subprocess.run([*as_owner, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"], **quiet)
+
+    def run(*command: str) -> None:
+        subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=True, timeout=120)
+
+    run(*as_owner, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust")
     options = f"-p {port} -k {data} -c listen_addresses=127.0.0.1"
     ctl = [*as_owner, str(bindir / "pg_ctl"), "-D", str(data), "-w"]
-    subprocess.run([*ctl, "-o", options, "-l", str(data / "server.log"), "start"], **quiet)
+    run(*ctl, "-o", options, "-l", str(data / "server.log"), "start")
     try:
         yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
     finally:
-        subprocess.run([*ctl, "-m", "fast", "stop"], **quiet)
+        run(*ctl, "-m", "fast", "stop")
 
 
 # --- flash reports under load ---------------------------------------------------------------------
@@ -913,6 +935,7 @@ def run_gsomia(backend: str, args: argparse.Namespace, tmp_root: Path) -> Gsomia
     split = not args.one_process
     shape = "a flash process per node" if split else "one process per node"
     print(f"\n== gsomia on {label}: {args.items:,} items, batches of {args.batch}, {args.clients} clients, {shape} ==")
+    print(f"  before the run: {settle_disk()}")
     with contextlib.ExitStack() as stack:
         tmp = Path(tempfile.mkdtemp(prefix=f"gsomia-bench-{backend}-", dir=tmp_root))
         stack.callback(shutil.rmtree, tmp, True)
@@ -1280,6 +1303,7 @@ def run_medallion(args: argparse.Namespace, tmp_root: Path) -> MedallionResult:
         f"\n== medallion {version} (in-memory backend): {args.items:,} STIX 2.1 indicators, "
         f"envelopes of {args.batch}, {args.clients} clients =="
     )
+    print(f"  before the run: {settle_disk()}")
     with contextlib.ExitStack() as stack:
         tmp = Path(tempfile.mkdtemp(prefix="gsomia-bench-medallion-", dir=tmp_root))
         stack.callback(shutil.rmtree, tmp, True)

@@ -38,6 +38,7 @@ Run: ``.venv/bin/python bench/ledger.py [--postgres] [--keep] [--only appends,pr
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -473,7 +474,7 @@ def bench_proofs(path: Path, built_root: bytes, proofs: int, seed: int) -> tuple
         for i in picks:  # warm
             ledger_store.inclusion(conn, i, n)
         # Peer: the same stored nodes, one raw primary-key lookup each.
-        keys = [sorted(ledger.plan(lambda get, i=i: ledger.inclusion_proof(i, n, get))) for i in picks]
+        keys = [sorted(ledger.plan(functools.partial(ledger.inclusion_proof, i, n))) for i in picks]
         db = sqlite3.connect(path)
         sql = "SELECT hash FROM ledger_nodes WHERE level = ? AND idx = ?"
         for ks in keys:
