@@ -318,6 +318,49 @@ def second_pg_server(tmp: Path) -> Iterator[str]:
         run(*ctl, "-m", "fast", "stop")
 
 
+class WalMeter:
+    """The write-ahead log each PostgreSQL server wrote during the run, and how many segment
+    files it had to make. A commit waits for every byte of WAL before it, and a server
+    that makes a new segment (zero-filled, 16 MB) instead of recycling an old one holds
+    the WAL write lock meanwhile: the flash misses of a fresh server's first runs."""
+
+    SQL = (
+        "SELECT (SELECT wal_bytes FROM pg_stat_wal), "
+        "(SELECT count(*) FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$')"
+    )
+
+    def __init__(self, servers: dict[str, str]) -> None:
+        self.servers = servers
+        self.before: dict[str, tuple[int, int]] = {}
+
+    def _read(self) -> dict[str, tuple[int, int]]:
+        from sqlalchemy import create_engine, text
+
+        seen = {}
+        for name, url in self.servers.items():
+            engine = create_engine(url, isolation_level="AUTOCOMMIT")
+            try:
+                with engine.connect() as conn:
+                    row = conn.execute(text(self.SQL)).one()
+                seen[name] = (int(row[0]), int(row[1]))
+            finally:
+                engine.dispose()
+        return seen
+
+    def start(self) -> None:
+        self.before = self._read()
+
+    def stop(self) -> dict[str, dict[str, float]]:
+        after = self._read()
+        return {
+            name: {
+                "mb": round((after[name][0] - self.before[name][0]) / 1e6, 1),
+                "segments_added": after[name][1] - self.before[name][1],
+            }
+            for name in self.servers
+        }
+
+
 # --- flash reports under load ---------------------------------------------------------------------
 
 
@@ -653,6 +696,7 @@ class GsomiaResult:
     run_queue_seconds: dict[str, float]  # threads ready to run, waiting for a core, by process group
     timeline: list[tuple[float, int, int]]  # (s since start, posted, pending at KOR)
     phases: dict[str, Any] = field(default_factory=dict)
+    wal: dict[str, dict[str, float]] = field(default_factory=dict)  # by server: MB written, segment files added
     trace: dict[str, dict[str, float]] = field(default_factory=dict)
     trace_slowest: list[str] = field(default_factory=list)  # the slowest reports' hops of 1 ms or more
     profiles: dict[str, str] = field(default_factory=dict)
@@ -946,8 +990,12 @@ def run_gsomia(backend: str, args: argparse.Namespace, tmp_root: Path) -> Gsomia
             pg = stack.enter_context(pg_databases(2))
             urls = {"KOR": pg[0], "JPN": pg[1]}
             dbnames = [u.rsplit("/", 1)[1] for u in pg]
+        wal_servers: dict[str, str] = {}
+        if backend.startswith("postgresql"):
+            wal_servers["the nodes' server"] = PG_ADMIN
         if backend == "postgresql+flash":
             server = stack.enter_context(second_pg_server(tmp))
+            wal_servers["the flash lanes' server"] = server
             own = stack.enter_context(pg_databases(2, server))
             flash_urls = {"KOR": own[0], "JPN": own[1]}
             dbnames += [u.rsplit("/", 1)[1] for u in own]
@@ -1060,6 +1108,8 @@ def run_gsomia(backend: str, args: argparse.Namespace, tmp_root: Path) -> Gsomia
                         timeline.append((round(time.perf_counter() - t0, 2), posted[0], pending(http)))
                     time.sleep(args.sample_interval)
 
+        wal = WalMeter(wal_servers)
+        wal.start()
         meter = CpuMeter(groups)
         meter.start()
         pool = ThreadPoolExecutor(args.clients, thread_name_prefix="bulk")
@@ -1090,6 +1140,7 @@ def run_gsomia(backend: str, args: argparse.Namespace, tmp_root: Path) -> Gsomia
         sampling.clear()
         probe.stop_sending()
         cpu = meter.stop()
+        wal_written = wal.stop()
         profiles = spy.stop() if spy else {}
         sampler.join(5)
 
@@ -1139,6 +1190,7 @@ def run_gsomia(backend: str, args: argparse.Namespace, tmp_root: Path) -> Gsomia
             run_queue_seconds=meter.waited,
             timeline=timeline,
             phases=where,
+            wal=wal_written,
             profiles={**idle_profiles, **profiles},
             trace=hops,
             trace_slowest=slowest,
@@ -1207,6 +1259,13 @@ def report_gsomia(r: GsomiaResult) -> None:
         if points[-1] != r.timeline[-1]:
             points.append(r.timeline[-1])
         print("  timeline (s: posted/pending at KOR): " + "  ".join(f"{t:.1f}: {p:,}/{q:,}" for t, p, q in points))
+    if r.wal:
+        print(
+            "  write-ahead log during the run: "
+            + "; ".join(
+                f"{name} {w['mb']:,.0f} MB, {w['segments_added']:+d} segment files" for name, w in r.wal.items()
+            )
+        )
     ph = r.phases
     if "error" in ph:
         print(f"  phases: {ph['error']}")
