@@ -1607,6 +1607,14 @@ def summary(
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(5)]
     for row in [header, *rows]:
         print(f"{row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:>{widths[2]}}  {row[3]:>{widths[3]}}  {row[4]}")
+    for r in gsomia:
+        made = {name: w["segments_added"] for name, w in r.wal.items() if w["segments_added"] > 0}
+        if made:
+            print(
+                f"note: during the {BACKEND_NAMES[r.backend]} run "
+                + ", ".join(f"{name} made {n:.0f} new WAL segment files" for name, n in made.items())
+                + "; commits wait while a server makes one (docs/operations.md: min_wal_size)"
+            )
     return ok
 
 
