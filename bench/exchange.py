@@ -1612,7 +1612,9 @@ def summary(
         if made:
             print(
                 f"note: during the {BACKEND_NAMES[r.backend]} run "
-                + ", ".join(f"{name} made {n:.0f} new WAL segment files" for name, n in made.items())
+                + ", ".join(
+                    f"{name} made {n:.0f} new WAL segment file{'' if n == 1 else 's'}" for name, n in made.items()
+                )
                 + "; commits wait while a server makes one (docs/operations.md: min_wal_size)"
             )
     return ok
