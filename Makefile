@@ -29,8 +29,12 @@ test: compiled
 	$(BIN)/mypy bench  # the benchmarks are scripts beside the package, checked on their own
 	$(BIN)/python -m pytest -n 2  # two workers: the nodes a test starts leave a core idle much of the time
 
-bench: $(STAMP)
+bench: compiled  # every benchmark, each with its peer in the same run (README, Performance)
 	$(BIN)/python bench/lifecycle.py
+	$(BIN)/python bench/decisions.py
+	$(BIN)/python bench/envelope.py
+	$(BIN)/python bench/ledger.py
+	$(BIN)/python bench/exchange.py --postgres --postgres-flash
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

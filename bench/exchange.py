@@ -1355,7 +1355,7 @@ def run_medallion(args: argparse.Namespace, tmp_root: Path) -> MedallionResult:
         from taxii2client.v21 import Collection
     except ImportError:
         raise SystemExit(
-            "medallion needs: .venv/bin/pip install medallion taxii2-client stix2 (or --skip-medallion)"
+            "medallion is missing: make installs it (the bench extra), or .venv/bin/pip install medallion taxii2-client stix2; or --skip-medallion"
         ) from None
     version = getattr(medallion, "__version__", "?")
     print(
