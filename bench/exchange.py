@@ -147,8 +147,9 @@ def _code_version() -> str:
 def settle_disk() -> str:
     """Write back what earlier work left dirty (a build, the previous run) before a timed run.
 
-    The kernel writes dirty pages back about 30 s after they were made: left alone, a run's
-    fsyncs would queue behind the previous run's writes and time that run, not this one.
+    The kernel writes dirty pages back about 30 s after they were made, which could fall
+    in the run and make its fsyncs wait. On session 15's machine it did not (800 MB left
+    dirty on purpose changed nothing), but the figure says how much there was.
     """
 
     def dirty_kib() -> int:
