@@ -987,12 +987,11 @@ def run_gsomia(backend: str, args: argparse.Namespace, tmp_root: Path) -> Gsomia
         urls: dict[str, str] | None = None
         dbnames: list[str] = []
         flash_urls: dict[str, str] | None = None
+        wal_servers: dict[str, str] = {}  # the servers whose write-ahead log the run measures
         if backend.startswith("postgresql"):
             pg = stack.enter_context(pg_databases(2))
             urls = {"KOR": pg[0], "JPN": pg[1]}
             dbnames = [u.rsplit("/", 1)[1] for u in pg]
-        wal_servers: dict[str, str] = {}
-        if backend.startswith("postgresql"):
             wal_servers["the nodes' server"] = PG_ADMIN
         if backend == "postgresql+flash":
             server = stack.enter_context(second_pg_server(tmp))
