@@ -1,7 +1,9 @@
-"""Every rule of AGREEMENT.md in one place: id, article, and what it requires.
+"""The agreement's rules R1-R18 in one place: id, source, and what each requires.
 
 Deny reasons cite these ids, so a security officer can look up exactly which
-clause a refusal rests on. The code that enforces each rule names it too.
+clause a refusal rests on; docs/rules.md explains each rule. The source is the
+treaty article where there is one, otherwise the dated act the rule rests on.
+The code that enforces each rule names it too.
 """
 
 from __future__ import annotations
@@ -18,7 +20,11 @@ class Rule(NamedTuple):
 RULES: Final[dict[str, Rule]] = {
     r.id: r
     for r in (
-        Rule("R1", "seeds 000, 002", "parties share CMI directly with each other, without an intermediary"),
+        Rule(
+            "R1",
+            "bilateral agreement of 2016-11-23",
+            "parties share CMI directly with each other, without an intermediary",
+        ),
         Rule("R2", "Art. 2", "CMI is defence-related information in any form that carries a classification"),
         Rule(
             "R3", "Art. 4", "classifications are equivalent by level; markings outside the agreement cannot be shared"
@@ -42,10 +48,22 @@ RULES: Final[dict[str, Rule]] = {
         Rule("R12", "Art. 20", "disputes by consultation only; CMI stays protected meanwhile"),
         Rule("R13", "Art. 21(1),(3)", "in force from signature; yearly renewal unless 90 days' written notice"),
         Rule("R14", "Art. 21(4)", "after termination, what was provided stays protected; nothing new may be provided"),
-        Rule("R15", "seeds 000-004", "a termination notice can be suspended; the agreement stays in force meanwhile"),
-        Rule("R16", "seeds 000, 002, 004", "a suspension's linked conditions are recorded, not judged"),
-        Rule("R17", "seeds 002, 003", "reports of the other side's actions go out at once, ahead of routine traffic"),
-        Rule("R18", "TISA 2014", "trilateral route via the USA, limited to NK threats, forwarded only with approval"),
+        Rule(
+            "R15",
+            "KOR note 2019-11-22, statement 2020-08-04",
+            "a termination notice can be suspended; the agreement stays in force meanwhile",
+        ),
+        Rule("R16", "KOR note of 2019-11-22", "a suspension's linked conditions are recorded, not judged"),
+        Rule(
+            "R17",
+            "statements of 2019-11-22",
+            "reports of the other side's actions go out at once, ahead of routine traffic",
+        ),
+        Rule(
+            "R18",
+            "arrangement of 2014-12-29",
+            "trilateral route via the USA, limited to NK threats, forwarded only with approval",
+        ),
     )
 }
 
