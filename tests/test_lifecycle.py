@@ -1,6 +1,6 @@
 """The agreement lifecycle (R13-R15), the file format and the schemes (R3, R4).
 
-Expected values come from shared/AGREEMENT.md (the recorded history and its edge
+Expected values come from docs/rules.md (the recorded history and its edge
 cases), written out by hand: KST = UTC+9, terms end each 23 November 00:00 KST and
 a notice must precede the term end by 90 days (before 25 August 00:00 KST).
 """

@@ -9,7 +9,7 @@ purposes and consents, some of them near-misses of the one that would match.
 
 The expectations are written independently of the engine: the equivalence table
 and the dates of entry into force and termination are spelled out here by hand
-from shared/AGREEMENT.md, not computed by ``gsomia.agreement``.
+from docs/rules.md (R3, R13-R15), not computed by ``gsomia.agreement``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Access decisions: ``decide(subject, action, label, status, consents, at)``.
 
-Deny by default. Each rule of AGREEMENT.md that bears on an action is checked
+Deny by default. Each rule (R1-R18, docs/rules.md) that bears on an action is checked
 here and nowhere else; every reason, permit or deny, cites its rule and article.
 Pure and fast: no I/O, no clock, no crypto. Consents arrive from the shell,
 built from the originator's signed consent decisions (``records.consents``; a
@@ -75,8 +75,18 @@ class Consent:
 
 @dataclass(frozen=True, slots=True)
 class Reason:
+    """Why, citing the rule. ``public`` replaces ``text`` wherever the subject is shown the
+    reason and ``text`` names a level above their clearance, or a compartment or purpose
+    outside their need-to-know (principle 5): the ledger keeps ``text``."""
+
     rule: str
     text: str
+    public: str | None = None
+
+    @property
+    def shown(self) -> str:
+        """The text the subject the decision was made for may read."""
+        return self.text if self.public is None else self.public
 
     def __str__(self) -> str:
         return f"{cite(self.rule)}: {self.text}"
@@ -93,11 +103,26 @@ class Decision:
         return "permit" if self.permit else "deny"
 
     def as_dict(self) -> dict[str, object]:
+        """The full decision, as the ledger records it."""
         return {
             "decision": self.effect,
             "reasons": [{"rule": r.rule, "text": r.text, "cite": cite(r.rule)} for r in self.reasons],
             "obligations": list(self.obligations),
         }
+
+    def shown_to(self, subject: Subject) -> Decision:
+        """The decision as ``subject`` may be shown it: every reason in its public text.
+
+        ``decide`` marks a reason public only when it was made for this subject; for anyone
+        else every reason is cut to its rule, since its text may name what they must not learn."""
+        return Decision(
+            self.permit,
+            tuple(
+                Reason(r.rule, r.shown if self.subject_id in (None, subject.id) else "not shown")
+                for r in self.reasons
+            ),
+            self.obligations,
+        )
 
 
 def _deny(*reasons: Reason) -> Decision:

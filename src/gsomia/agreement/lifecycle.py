@@ -1,6 +1,6 @@
 """The agreement's status at any instant: a pure function of its terms and notes.
 
-Rules (AGREEMENT.md):
+Rules (docs/rules.md):
 - R13: in force from entry into force; terms are calendar years in the agreement's
   zone (the initial term, then renewals), extended automatically unless a party
   gives notice before ``term_end - notice_days``. A late notice ends the agreement
