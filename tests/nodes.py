@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import threading
 import time
 import uuid
@@ -53,9 +54,12 @@ def pg_databases(count: int) -> Iterator[list[str]]:
 class User:
     base: str
     token: str
+    trust: ssl.SSLContext | None = None  # the node's certificate, where its user API serves HTTPS
 
     def __post_init__(self) -> None:
-        self.http = httpx.Client(base_url=self.base, headers={"Authorization": f"Bearer {self.token}"}, timeout=30)
+        self.http = httpx.Client(
+            base_url=self.base, headers={"Authorization": f"Bearer {self.token}"}, timeout=30, verify=self.trust or True
+        )
 
     def post(self, path: str, body: Any) -> httpx.Response:
         return self.http.post(path, json=body)
@@ -72,7 +76,7 @@ class Pair:
     def user(self, party: str, role: str, flash: bool = False) -> User:
         """``party``'s user API; with ``flash``, its flash process's where it runs one."""
         node = self.nodes[party]
-        return User(node.alerts_url if flash else node.user_url, node.tokens[role])
+        return User(node.alerts_url if flash else node.user_url, node.tokens[role], node.trust())
 
     def share(self, frm: str, to: str, classification: str, n: int, batch: int = 100, **extra: Any) -> list[str]:
         ids: list[str] = []
@@ -128,8 +132,15 @@ class Pair:
 
 @contextmanager
 def node_pair(
-    tmp: Path, backend: str, demo: bool = False, suite: str = "classic", flash_process: bool = False
+    tmp: Path,
+    backend: str,
+    demo: bool = False,
+    suite: str = "classic",
+    flash_process: bool = False,
+    user_tls: bool = False,
 ) -> Iterator[Pair]:
+    """Two nodes on loopback; their user APIs serve plain HTTP (which a node permits on loopback
+    only, with a warning in its log) unless ``user_tls``, when they serve HTTPS as deployed."""
     agreement = terms_only(AGREEMENT, tmp / "agreement-terms.toml")
     if suite != "classic":
         text = agreement.read_text(encoding="utf-8")
@@ -143,8 +154,12 @@ def node_pair(
             suite=suite,
             flash_process=flash_process,
             flash_database_urls=flash_urls,
+            user_tls=user_tls,
         )
-        procs = {p: NodeProcess(n.config, n.user_url, n.root / "node.log", n.flash_user_url) for p, n in nodes.items()}
+        procs = {
+            p: NodeProcess(n.config, n.user_url, n.root / "node.log", n.flash_user_url, n.trust())
+            for p, n in nodes.items()
+        }
         try:
             start_all(list(procs.values()))
             yield Pair(nodes, procs)
@@ -164,9 +179,11 @@ def _databases(backend: str) -> Iterator[tuple[dict[str, str] | None, dict[str, 
 
 
 class FlashListener(threading.Thread):
-    def __init__(self, base: str, token: str, last_event_id: str | None = None) -> None:
+    def __init__(
+        self, base: str, token: str, last_event_id: str | None = None, trust: ssl.SSLContext | None = None
+    ) -> None:
         super().__init__(daemon=True)
-        self.base, self.token, self.last = base, token, last_event_id
+        self.base, self.token, self.last, self.trust = base, token, last_event_id, trust
         self.events: list[tuple[str, dict[str, Any]]] = []
         self.ready = threading.Event()
         self.done = threading.Event()
@@ -183,7 +200,11 @@ class FlashListener(threading.Thread):
         if self.last:
             headers["Last-Event-ID"] = self.last
         with httpx.stream(
-            "GET", f"{self.base}/alerts/stream", headers=headers, timeout=httpx.Timeout(20, connect=5)
+            "GET",
+            f"{self.base}/alerts/stream",
+            headers=headers,
+            timeout=httpx.Timeout(20, connect=5),
+            verify=self.trust or True,
         ) as r:
             self.ready.set()
             event_id, data = "", ""

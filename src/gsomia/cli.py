@@ -195,7 +195,7 @@ def keys_generate(
     ] = False,
     force: Annotated[bool, typer.Option(help="Replace existing files.")] = False,
 ) -> None:
-    """Generate a party's node keys (KEM + signature) and its TLS certificate for the peer API.
+    """Generate a party's node keys (KEM + signature) and its TLS certificate for the user and peer APIs.
 
     A running node's key is replaced with `gsomia keys rotate`, never by generating over it."""
     from gsomia import keys, tls
@@ -232,7 +232,7 @@ def keys_generate(
     with atomic_output(crt_path) as handle:
         handle.write(cert_pem)
     out.print(
-        f"{party} TLS for the peer API: {crt_path} (certificate for {', '.join(hosts)}), {tls_key_path} (private, 0600)"
+        f"{party} TLS for the user and peer APIs: {crt_path} (certificate for {', '.join(hosts)}), {tls_key_path} (private, 0600)"
     )
 
 
@@ -368,9 +368,12 @@ def open_command(
     trust: Annotated[list[Path], typer.Option(help="Trusted originator public key (PARTY.pub); repeat.")],
     as_json: JsonFlag = False,
 ) -> None:
-    """Verify and open an envelope; print its label in the recipient's marking (R4)."""
+    """Verify and open an envelope; print its label in the recipient's marking (R4).
+
+    The payload is written to a temporary file only its owner can read and takes the
+    output's name (mode 0600) only once every check has passed."""
     from gsomia import envelope, label
-    from gsomia.files import atomic_output, load_private, load_public
+    from gsomia.files import PRIVATE_FILE, atomic_output, load_private, load_public
 
     agreement = terms.load(agreement_file)
     recipient = load_private(key)
@@ -378,7 +381,11 @@ def open_command(
     if src.is_dir() or not src.exists():
         raise InvalidInput(f"{src}: no such envelope file")
     total = src.stat().st_size
-    with src.open("rb") as raw, atomic_output(output) as sink, _progress(total) as bar:
+    with (
+        src.open("rb") as raw,
+        atomic_output(output, mode=PRIVATE_FILE, source=src) as sink,
+        _progress(total) as bar,
+    ):
         reader = bar.wrap_file(raw, total=total, description="opening")
         try:
             opened = envelope.open_stream(reader, sink, recipient, trusted, agreement)
@@ -481,14 +488,15 @@ def node_serve(
     cfg = node_config.load(config)
     if flash_link is not None and cfg.flash_listen is None:
         raise typer.BadParameter("this configuration has no flash_listen", param_hint="--flash-link")
+    scheme = "https" if cfg.user_tls else "http"
     if flash_link is None:
         out.print(
-            f"gsomia node {cfg.party}: user API http://{cfg.listen[0]}:{cfg.listen[1]}, "
+            f"gsomia node {cfg.party}: user API {scheme}://{cfg.listen[0]}:{cfg.listen[1]}, "
             f"peer API https://{cfg.peer_listen[0]}:{cfg.peer_listen[1]} (mutual TLS)"
         )
     if flash_link is None and cfg.flash_listen and cfg.flash_peer_listen:
         out.print(
-            f"gsomia node {cfg.party}: flash process: user API http://{cfg.flash_listen[0]}:{cfg.flash_listen[1]}, "
+            f"gsomia node {cfg.party}: flash process: user API {scheme}://{cfg.flash_listen[0]}:{cfg.flash_listen[1]}, "
             f"peer API https://{cfg.flash_peer_listen[0]}:{cfg.flash_peer_listen[1]}"
         )
     run(cfg, flash_link)

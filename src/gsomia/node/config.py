@@ -9,9 +9,10 @@ database_url = "sqlite:///node.db"        # or postgresql+psycopg://user@host/db
 # flash_database_url = "postgresql+psycopg://user@flash-host/kor_flash"
 key = "keys/KOR.key"                      # signing + KEM keys (gsomia keys generate);
                                           # retired ones in keys/retired/ (gsomia keys rotate)
-tls_cert = "keys/KOR.crt"                 # peer API certificate and key
+tls_cert = "keys/KOR.crt"                 # the node's TLS certificate and key (user and peer API)
 tls_key = "keys/KOR.tls.key"
-listen = "127.0.0.1:8701"                 # user API (tokens)
+listen = "127.0.0.1:8701"                 # user API (bearer tokens, HTTPS)
+user_tls = true                           # false: plain HTTP, refused unless listen is loopback
 peer_listen = "127.0.0.1:8711"            # peer API (mutual TLS)
 demo = false                              # a simulated clock, demo only
 # Optional: flash work (R17) in a process of its own, on ports of its own (``node/link.py``).
@@ -36,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gsomia import tls
 from gsomia.agreement import terms
 from gsomia.agreement.terms import Agreement
 from gsomia.errors import AgreementFileError
@@ -51,6 +53,7 @@ _KEYS = {
     "tls_cert",
     "tls_key",
     "listen",
+    "user_tls",
     "peer_listen",
     "flash_listen",
     "flash_peer_listen",
@@ -97,6 +100,8 @@ class NodeConfig:
     flash_realtime: bool = True
     # The flash lane's own PostgreSQL database, where it has one (``store.flash``).
     flash_database_url: str | None = None
+    # The user API (and the flash process's) over HTTPS with ``tls_cert``; false only on loopback.
+    user_tls: bool = True
 
     def agreement_with(self, party: str) -> Agreement:
         """The bilateral agreement between this node's party and ``party``."""
@@ -212,7 +217,18 @@ def load(path: Path) -> NodeConfig:
         bulk_idle=_flag(source, "bulk_idle", data.get("bulk_idle", True)),
         flash_realtime=_flag(source, "flash_realtime", data.get("flash_realtime", True)),
         flash_database_url=flash_db,
+        user_tls=_flag(source, "user_tls", data.get("user_tls", True)),
     )
+    if not config.user_tls:
+        # Bearer tokens in clear text: only where nothing but this machine can see them.
+        for name, address in (("listen", config.listen), ("flash_listen", config.flash_listen)):
+            if address is not None and not tls.is_loopback(address[0]):
+                raise AgreementFileError(
+                    source,
+                    "user_tls",
+                    f"false (plain HTTP) is allowed only on a loopback address, and {name} is {address[0]}: "
+                    "remove user_tls to serve HTTPS",
+                )
     named = {
         "listen": config.listen,
         "peer_listen": config.peer_listen,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -11,11 +12,13 @@ from pathlib import Path
 
 import httpx
 
+from gsomia.files import private_file
 
-def answers(url: str) -> bool:
-    """Does the node at ``url`` answer ``GET /health``?"""
+
+def answers(url: str, trust: ssl.SSLContext | None = None) -> bool:
+    """Does the node at ``url`` answer ``GET /health``? ``trust``: the node's certificate, for https."""
     try:
-        return httpx.get(f"{url}/health", timeout=0.5).status_code == 200
+        return httpx.get(f"{url}/health", timeout=0.5, verify=trust or True).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -23,8 +26,11 @@ def answers(url: str) -> bool:
 class NodeProcess:
     """``gsomia node serve`` in a child process, with its log in ``log``."""
 
-    def __init__(self, config: Path, user_url: str, log: Path, flash_url: str | None = None) -> None:
+    def __init__(
+        self, config: Path, user_url: str, log: Path, flash_url: str | None = None, trust: ssl.SSLContext | None = None
+    ) -> None:
         self.config = config
+        self.trust = trust  # what its user API's certificate is checked against, if it serves HTTPS
         self.user_url = user_url
         self.flash_url = flash_url  # the node's flash process: ready when it answers too
         self.log = log
@@ -35,7 +41,7 @@ class NodeProcess:
         return self
 
     def _spawn(self) -> None:
-        handle = self.log.open("ab")
+        handle = os.fdopen(private_file(self.log), "ab")  # a node's log names users, items and peers: 0600
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
             [sys.executable, "-m", "gsomia", "node", "serve", "--config", str(self.config)],
@@ -51,7 +57,7 @@ class NodeProcess:
         assert self.proc is not None
         if self.proc.poll() is not None:
             raise RuntimeError(f"node {self.config} exited with {self.proc.returncode}; see {self.log}")
-        return all(answers(url) for url in (self.user_url, self.flash_url) if url)
+        return all(answers(url, self.trust) for url in (self.user_url, self.flash_url) if url)
 
     def kill(self) -> None:
         """``kill -9``: no clean-up, no flush: what a crash looks like."""

@@ -10,12 +10,13 @@ import json
 import os
 import secrets
 import socket
+import ssl
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from gsomia import keys, tls
-from gsomia.files import atomic_output
+from gsomia.files import atomic_output, private_dir
 from gsomia.node import config as node_config
 from gsomia.node.clock import SystemClock
 from gsomia.node.service import Node
@@ -103,6 +104,15 @@ class Provisioned:
         """Where duty officers post and follow flash reports (R17)."""
         return self.flash_user_url or self.user_url
 
+    @property
+    def tls_cert(self) -> Path:
+        """The node's certificate: what its users' clients trust to reach the user API over HTTPS."""
+        return self.root / "keys" / f"{self.party}.crt"
+
+    def trust(self) -> ssl.SSLContext:
+        """httpx's ``verify=`` for this node's user API: its own certificate, nothing else."""
+        return tls.trust(self.tls_cert)
+
 
 def provision_pair(
     root: Path,
@@ -113,17 +123,22 @@ def provision_pair(
     parties: tuple[str, str] = ("KOR", "JPN"),
     flash_process: bool = False,
     flash_database_urls: dict[str, str] | None = None,
+    user_tls: bool = False,
 ) -> dict[str, Provisioned]:
     """Create ``root/<PARTY>/`` for both parties and return how to reach each.
 
     With ``flash_process`` each node runs its flash lane in a process of its own (R17);
-    ``flash_database_urls`` give a party's flash lane a PostgreSQL database of its own."""
+    ``flash_database_urls`` give a party's flash lane a PostgreSQL database of its own.
+    The nodes listen on loopback only. With ``user_tls`` their user APIs serve HTTPS with the
+    node's certificate (``Provisioned.trust``), as every node does unless told otherwise;
+    without it they are written ``user_tls = false`` and serve plain HTTP, which a node
+    permits on loopback alone and says so in its log: the test and benchmark rigs' clients."""
     ports = {p: (free_port(), free_port()) for p in parties}
     flash_ports = {p: (free_port(), free_port()) for p in parties} if flash_process else {}
     now = datetime.now().astimezone()
     for party in parties:
-        home = root / party
-        (home / "keys").mkdir(parents=True, exist_ok=True)
+        home = private_dir(root / party)  # the node's database, log, keys and tokens: its operator's alone
+        private_dir(home / "keys")
         private = keys.generate(party, suite)  # type: ignore[arg-type]
         with atomic_output(home / "keys" / f"{party}.key", mode=0o600) as f:
             f.write(private.to_bytes())
@@ -157,7 +172,7 @@ database_url = "{url}"
 tls_cert = "keys/{party}.crt"
 tls_key = "keys/{party}.tls.key"
 listen = "127.0.0.1:{user_port}"
-peer_listen = "127.0.0.1:{peer_port}"
+{"" if user_tls else "user_tls = false" + chr(10)}peer_listen = "127.0.0.1:{peer_port}"
 demo = {"true" if demo else "false"}
 {flash}
 [peers.{other}]
@@ -165,7 +180,8 @@ url = "https://127.0.0.1:{ports[other][1]}"
 {flash_url}public_key = "keys/{other}.pub"
 tls_cert = "keys/{other}.crt"
 """
-        (home / "node.toml").write_text(text, encoding="utf-8")
+        with atomic_output(home / "node.toml", mode=0o600) as f:  # a database URL may carry a password
+            f.write(text.encode())
         cfg = node_config.load(home / "node.toml")
         node = Node(cfg, open_node_database(cfg), SystemClock())
         tokens = {}
@@ -174,12 +190,13 @@ tls_cert = "keys/{other}.crt"
         node.dispose()
         with atomic_output(home / "tokens.json", mode=0o600) as f:
             f.write(json.dumps(tokens, indent=2).encode())
+        scheme = "https" if user_tls else "http"
         result[party] = Provisioned(
             party,
             home,
             home / "node.toml",
-            f"http://127.0.0.1:{user_port}",
+            f"{scheme}://127.0.0.1:{user_port}",
             tokens,
-            f"http://127.0.0.1:{flash_ports[party][0]}" if flash_process else None,
+            f"{scheme}://127.0.0.1:{flash_ports[party][0]}" if flash_process else None,
         )
     return result

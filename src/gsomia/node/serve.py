@@ -24,6 +24,8 @@ from typing import Any
 import uvicorn
 import uvloop
 
+from gsomia import tls
+from gsomia.errors import AgreementFileError
 from gsomia.node import lanes
 from gsomia.node.app import Broker, create_peer_app, create_user_app
 from gsomia.node.checkpoint import Checkpointer
@@ -132,7 +134,10 @@ def _on_signals(servers: list[uvicorn.Server], first: Callable[[], Awaitable[Non
     return done
 
 
-def _server(app: Any, address: tuple[str, int], tls: dict[str, Any] | None = None) -> uvicorn.Server:
+def _server(app: Any, address: tuple[str, int], context: ssl.SSLContext | None = None) -> uvicorn.Server:
+    # uvicorn's own context takes only file names and a protocol: the context is built here
+    # (``tls.server_context``: TLS 1.3 only) and handed over whole.
+    tls_options: dict[str, Any] = {} if context is None else {"ssl_context_factory": lambda _config, _default: context}
     return _Server(
         uvicorn.Config(
             app,
@@ -147,18 +152,46 @@ def _server(app: Any, address: tuple[str, int], tls: dict[str, Any] | None = Non
             # Open SSE streams, and a partner's idle keep-alive TLS connections (which never answer
             # close_notify), would otherwise hold shutdown forever.
             timeout_graceful_shutdown=3,
-            **(tls or {}),
+            **tls_options,
         )
     )
 
 
-def _peer_tls(config: NodeConfig) -> dict[str, Any]:
-    return {
-        "ssl_certfile": str(config.tls_cert),
-        "ssl_keyfile": str(config.tls_key),
-        "ssl_ca_certs": str(peer_ca_bundle(config)),
-        "ssl_cert_reqs": ssl.CERT_REQUIRED,
-    }
+def _context(config: NodeConfig, client_cas: Path | None = None) -> ssl.SSLContext:
+    try:
+        return tls.server_context(config.tls_cert, config.tls_key, client_cas)
+    except (OSError, ssl.SSLError) as exc:  # one line naming the files, not a traceback
+        raise AgreementFileError(
+            str(config.path), "tls_cert", f"{config.tls_cert} and {config.tls_key} cannot be served: {exc}"
+        ) from None
+
+
+def _peer_tls(config: NodeConfig) -> ssl.SSLContext:
+    return _context(config, peer_ca_bundle(config))
+
+
+def _user_tls(config: NodeConfig, address: tuple[str, int]) -> ssl.SSLContext | None:
+    """The user API's TLS context on ``address``, or None for plain HTTP (``user_tls = false``,
+    which the configuration allows on loopback only), said in the node's log at start."""
+    host = f"{address[0]}:{address[1]}"
+    if not config.user_tls:
+        log.warning(
+            "user API over plain HTTP on loopback: %s (user_tls = false); bearer tokens cross it unencrypted, "
+            "readable by anyone who can capture this host's loopback traffic",
+            host,
+        )
+        return None
+    valid = tls.names(config.tls_cert.read_bytes())
+    if address[0] not in valid and address[0] not in ("0.0.0.0", "::", ""):  # noqa: S104 - comparing, not binding
+        log.warning(
+            "user API on %s: the certificate %s names only %s; clients reaching it by %s will refuse it "
+            "(gsomia keys generate --tls-only --host ...)",
+            host,
+            config.tls_cert,
+            ", ".join(valid),
+            address[0],
+        )
+    return _context(config)
 
 
 def _hints(node: Node, delivery: Delivery, broker: Broker) -> dict[str, Handler]:
@@ -283,6 +316,7 @@ def run(config: NodeConfig, flash_link: int | None = None) -> None:
     """Serve until stopped, on uvloop's event loop (libuv): its sockets, TLS and callbacks
     cost the node's processes less CPU per request than asyncio's pure-Python loop."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    os.umask(0o077)  # whatever the node writes (databases, logs, bundles) is its owner's alone
     if flash_link is not None and config.flash_realtime:
         raise_priority()  # before the loop starts its threads: they inherit the policy
     uvloop.run(serve(config, flash_link))
@@ -310,7 +344,7 @@ async def serve(config: NodeConfig, flash_link: int | None = None) -> None:
     witness = Witness(node, delivery.clients, WITNESS_INTERVAL, keys)
     delivery.witness = witness
     delivery.keys = keys
-    user = _server(create_user_app(node, delivery, broker), config.listen)
+    user = _server(create_user_app(node, delivery, broker), config.listen, _user_tls(config, config.listen))
     peer = _server(create_peer_app(node, broker, witness, keys), config.peer_listen, _peer_tls(config))
     sequencer = Sequencer(node)
     await sequencer.start()
@@ -351,7 +385,7 @@ async def _serve_flash(config: NodeConfig, sock: socket.socket) -> None:
     await delivery.start()
     keys = KeySync(node, delivery.clients)
     delivery.keys = keys
-    user = _server(create_user_app(node, delivery, broker), config.flash_listen)
+    user = _server(create_user_app(node, delivery, broker), config.flash_listen, _user_tls(config, config.flash_listen))
     peer = _server(create_peer_app(node, broker, None, keys), config.flash_peer_listen, _peer_tls(config))
     sequencer = Sequencer(node, delegate=lambda: link.send("ledger"))
     await sequencer.start()
