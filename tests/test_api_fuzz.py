@@ -138,7 +138,7 @@ def test_a_partners_request_over_the_size_limit_is_refused_unread(
 ) -> None:
     from gsomia.node import app as node_app
 
-    monkeypatch.setattr(node_app, "PEER_BODY_LIMIT", 1000)
+    monkeypatch.setattr(node_app.intake, "PEER_BODY_LIMIT", 1000)
     before = stored(apps["node"])
     raw = json.dumps({"lane": "bulk", "envelopes": ["A" * 1200]}).encode()
     headers = peer.sign_request(apps["jpn_key"], "POST", "/peer/items", raw)

@@ -8,6 +8,8 @@ import asyncio
 import base64
 import binascii
 import json
+import re
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -15,14 +17,15 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from fastapi.security import HTTPBearer
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 from sse_starlette.sse import EventSourceResponse
 
 from gsomia import policy
 from gsomia.agreement import lifecycle
 from gsomia.envelope import EnvelopeError
 from gsomia.errors import GsomiaError
-from gsomia.node import heads, lanes, problems, trace
+from gsomia.node import heads, intake, lanes, problems, trace
 from gsomia.node import peer as peer_proto
 from gsomia.node.clock import SimulatedClock
 from gsomia.node.delivery import Delivery
@@ -158,6 +161,50 @@ class RecordIn(Strict):
     copy_id: str | None = Field(default=None, max_length=36)
 
 
+class PeerNoteIn(Strict):
+    """A diplomatic note as the partner's node delivers it (``Node.record_note`` makes it)."""
+
+    note_id: str = Field(min_length=36, max_length=36)
+    agreement: str = Field(min_length=1, max_length=128)
+    at: AwareDatetime
+    by: str = Field(min_length=3, max_length=3)
+    type: Literal["termination_notice", "suspend_notice", "resume_notice", "withdraw_notice"]
+    conditions: list[Annotated[str, Field(max_length=4096)]] = Field(default_factory=list, max_length=32)
+    ref: str | None = Field(default=None, max_length=4096)
+    recorded_by: str | None = Field(default=None, max_length=128)
+
+
+class PeerAlarmIn(Strict):
+    """An alarm as the partner's node raises it (``NodeLedger.raise_alarm``)."""
+
+    alarm_id: str = Field(min_length=1, max_length=36)
+    at: AwareDatetime
+    kind: str = Field(min_length=1, max_length=64)
+    about: str = Field(max_length=256)
+    raised_by: str = Field(min_length=3, max_length=3)
+    detail: str = Field(max_length=16384)
+
+
+def _json(body: bytes, expected: str) -> Any:
+    """A partner's body as JSON; nested past the parser's depth is as malformed as a stray byte."""
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        raise Problem(400, "Invalid request", expected) from None
+
+
+def _peer_message(model: type[Strict], name: str, body: bytes) -> dict[str, Any]:
+    """The partner's JSON object, checked field by field: a 422 problem names the first bad one."""
+    data = _json(body, f"a{'n' if name[0] in 'aeiou' else ''} {name} is a JSON object")
+    try:
+        model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid"}
+        where = ".".join([name, *(str(p) for p in first.get("loc", ()))])
+        raise Problem(422, "Invalid message", f"{where}: {first.get('msg', 'invalid')}") from None
+    return data  # type: ignore[no-any-return]  # a dict: the model took it
+
+
 class ClockIn(Strict):
     at: datetime
 
@@ -170,6 +217,20 @@ def _refusal(exc: Refused) -> Problem:
         decision="deny",
         reasons=[{"rule": r.rule, "text": r.text} for r in exc.decision.reasons],
     )
+
+
+# Sequence numbers are BIGINT in PostgreSQL: a larger cursor is bad input, not an overflow.
+MAX_SEQ = (1 << 63) - 1
+_EVENT_ID = re.compile(r"[0-9]{1,19}")
+
+
+def _event_id(value: str | None) -> int:
+    """The stream's ``Last-Event-ID``: the sequence number of the last event the client saw."""
+    if not value:
+        return 0
+    if not _EVENT_ID.fullmatch(value) or int(value) > MAX_SEQ:
+        raise Problem(400, "Invalid request", "Last-Event-ID: expected an event id this stream sent")
+    return int(value)
 
 
 def _aware(at: datetime | None, name: str) -> datetime | None:
@@ -193,49 +254,53 @@ def _parse_provide(body: bytes) -> list[ItemSpec]:
 FLASH_INLINE = 64 * 1024  # bytes of a flash delivery parsed on the event loop itself
 
 
-# Bytes in one request from a partner: a delivery of items carries at most 32 MB of
-# envelopes (``delivery.BATCH_BYTES``; an item alone, at most a 12 MiB payload), 43 MB as base64.
-PEER_BODY_LIMIT = 64 << 20
-
-
-async def _body_within(request: Request, limit: int) -> bytes:
-    """The request's body, read no further than ``limit`` bytes: beyond, a 413 problem."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _too_large(limit: int) -> Problem:
-    return Problem(413, "Content too large", f"a request from a partner carries at most {limit:,} bytes")
+_ENVELOPES = "expected {lane, envelopes: [base64]}"
 
 
 def _parse_envelopes(body: bytes) -> tuple[str, list[bytes]]:
-    data = json.loads(body)
+    data = _json(body, _ENVELOPES)
     lane = data["lane"]
     if lane not in ("flash", "bulk") or not isinstance(data["envelopes"], list):
         raise ValueError("bad lane or envelopes")
     return lane, [base64.b64decode(e, validate=True) for e in data["envelopes"]]
 
 
+# Paths a client may ask for without a token: the node's liveness and the API's own description.
+_OPEN_USER_PATHS = ("/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
+_TOKEN_CHARS = 256  # tokens are 43 characters; a longer one is not looked up
+_bearer = HTTPBearer(auto_error=False, description="The token `gsomia user add` printed.")
+
+
+def _user_limit(method: str, path: str) -> int:
+    return intake.PROVIDE_BODY_LIMIT if method == "POST" and path == "/items" else intake.USER_BODY_LIMIT
+
+
+def _peer_limit(method: str, path: str) -> int:
+    return intake.PEER_BODY_LIMIT if path == "/peer/items" else intake.PEER_MESSAGE_LIMIT
+
+
 def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
     app = FastAPI(title=f"gsomia node {node.party}: user API", version="1")
     problems.install(app)
 
-    async def subject(authorization: Annotated[str | None, Header()] = None) -> policy.Subject:
-        if not authorization or not authorization.startswith("Bearer "):
-            raise Problem(401, "Unauthorized", "send Authorization: Bearer <token>")
-        found = await lanes.run("control", node.authenticate, authorization.removeprefix("Bearer ").strip())
+    async def check(scope: intake.Scope) -> dict[str, Any]:
+        token = intake.bearer_token(scope)
+        if token is None:
+            raise intake.Refusal(401, "Unauthorized", "send Authorization: Bearer <token>")
+        found = None
+        if len(token) <= _TOKEN_CHARS:
+            found = await lanes.run("control", node.authenticate, token)
         if found is None:
-            raise Problem(401, "Unauthorized", "unknown or revoked token")
-        return found
+            raise intake.Refusal(401, "Unauthorized", "unknown or revoked token")
+        return {"subject": found, "token": token}
+
+    app.add_middleware(intake.Intake, check=check, limit=_user_limit, open_paths=_OPEN_USER_PATHS)
+
+    async def subject(request: Request, _: Annotated[Any, Depends(_bearer)] = None) -> policy.Subject:
+        found = getattr(request.state, "subject", None)
+        if found is None:  # an open path: the intake asked for nothing
+            raise Problem(401, "Unauthorized", "send Authorization: Bearer <token>")
+        return found  # type: ignore[no-any-return]
 
     Who = Annotated[policy.Subject, Depends(subject)]  # noqa: N806 - a type alias
 
@@ -284,7 +349,7 @@ def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
     async def provide(request: Request, who: Who) -> dict[str, Any]:
         # Parsed and validated in the bulk pool: 500 items of JSON must not hold the
         # event loop while a flash report waits to be read (R17).
-        body = await request.body()
+        body = await request.body()  # read by the intake, within its limit
         specs = await lanes.run("bulk", _parse_provide, body)
         results = await call(node.provide, who, specs, "bulk")
         for code in {s.to for s in specs}:
@@ -293,7 +358,7 @@ def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
 
     @app.get("/items")
     async def list_items(
-        who: Who, after: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+        who: Who, after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0, limit: Annotated[int, Query(ge=1, le=1000)] = 100
     ) -> dict[str, Any]:
         rows, cursor = await call(node.list_items, who, after, limit)
         return {"items": rows, "next": cursor}
@@ -326,9 +391,9 @@ def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
         request: Request,
         who: Who,
         last_event_id: Annotated[str | None, Header()] = None,
-        after: Annotated[int | None, Query(ge=0)] = None,
+        after: Annotated[int | None, Query(ge=0, le=MAX_SEQ)] = None,
     ) -> EventSourceResponse:
-        start = after if after is not None else int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+        start = after if after is not None else _event_id(last_event_id)
 
         token = (request.headers.get("authorization") or "").removeprefix("Bearer ").strip()
 
@@ -426,25 +491,51 @@ def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
     return app
 
 
+class _Headers:
+    """A scope's headers looked up by lower-case name, as ``peer.check_headers`` asks for them."""
+
+    def __init__(self, scope: intake.Scope) -> None:
+        self._scope = scope
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        value = intake.header(self._scope, name)
+        return default if value is None else value
+
+
 def create_peer_app(node: Node, broker: Broker, witness: Any = None, keys: Any = None) -> FastAPI:
     app = FastAPI(title=f"gsomia node {node.party}: peer API", version="1", docs_url=None, redoc_url=None)
     problems.install(app)
 
-    async def authenticated(request: Request) -> tuple[str, bytes]:
-        body = await _body_within(request, PEER_BODY_LIMIT)
-        party = request.headers.get("x-gsomia-party", "")
-        known = node.config.peers.get(party)
-        if known is None:
-            raise Problem(403, "Unknown peer", f"{party or 'no party'} is not a peer of {node.party}")
-        reason = peer_proto.verify_request(
-            node.peer_chains[party], request.method, request.url.path, request.headers, body
-        )
+    replays = peer_proto.ReplayGuard()
+
+    async def check(scope: intake.Scope) -> dict[str, Any]:
+        """The partner's headers, before its body is read: a known party, fresh, its current key."""
+        party = intake.header(scope, "x-gsomia-party") or ""
+        if party not in node.config.peers:
+            raise intake.Refusal(403, "Unknown peer", f"{party[:16] or 'no party'} is not a peer of {node.party}")
+        reason = peer_proto.check_headers(node.peer_chains[party], _Headers(scope), time.time())
         if reason:
             if isinstance(reason, peer_proto.UnknownKey) and keys is not None:
                 keys.soon(party)  # it may have rotated its key: learn the chain; the sender retries
+            raise intake.Refusal(401, "Unauthenticated", reason)
+        return {"party": party}
+
+    app.add_middleware(intake.Intake, check=check, limit=_peer_limit, open_paths=("/peer/keys", "/peer/health"))
+
+    async def authenticated(request: Request) -> tuple[str, bytes]:
+        body = await request.body()  # read by the intake, within its limit, after the headers passed
+        party = str(request.state.party)
+        now = time.time()
+        headers = request.headers
+        reason = peer_proto.verify_request(
+            node.peer_chains[party], request.method, request.url.path, headers, body, now
+        )
+        if reason:
             raise Problem(401, "Unauthenticated", reason)
+        if not replays.fresh(headers["x-gsomia-signature"], headers["x-gsomia-timestamp"], now):
+            raise Problem(401, "Unauthenticated", "this signed request was received before (a replay)")
         if witness is not None:
-            witness.observe(party, peer_proto.decode_head(request.headers.get(peer_proto.HEAD_HEADER)))
+            witness.observe(party, peer_proto.decode_head(headers.get(peer_proto.HEAD_HEADER)))
         return party, body
 
     async def answer(receipt: dict[str, Any], body: bytes) -> JSONResponse:
@@ -465,7 +556,7 @@ def create_peer_app(node: Node, broker: Broker, witness: Any = None, keys: Any =
             else:
                 lane, envelopes = await lanes.run(hint, _parse_envelopes, body)
         except (ValueError, KeyError, TypeError):
-            raise Problem(400, "Invalid request", "expected {lane, envelopes: [base64]}") from None
+            raise Problem(400, "Invalid request", _ENVELOPES) from None
         receipt, fresh = await lanes.run(lane, node.receive_alerts, party, envelopes, lane)
         if fresh:
             broker.publish(fresh)
@@ -474,12 +565,7 @@ def create_peer_app(node: Node, broker: Broker, witness: Any = None, keys: Any =
     @app.post("/peer/notes")
     async def notes(request: Request) -> JSONResponse:
         party, body = await authenticated(request)
-        try:
-            data = json.loads(body)
-            if not isinstance(data, dict):
-                raise ValueError
-        except ValueError:
-            raise Problem(400, "Invalid request", "a note is a JSON object") from None
+        data = _peer_message(PeerNoteIn, "note", body)
         try:
             fresh = await lanes.run("flash", node.receive_note, party, data)
         except GsomiaError as exc:
@@ -491,19 +577,26 @@ def create_peer_app(node: Node, broker: Broker, witness: Any = None, keys: Any =
     @app.post("/peer/alarms")
     async def alarms(request: Request) -> JSONResponse:
         party, body = await authenticated(request)
+        data = _peer_message(PeerAlarmIn, "alarm", body)
         try:
-            data = json.loads(body)
             fresh = await lanes.run("flash", node.receive_alarm, party, data)
-        except (ValueError, TypeError, AttributeError, GsomiaError):
-            raise Problem(400, "Invalid request", "not an alarm") from None
-        receipt = {"node": node.party, "alarm": data.get("alarm_id"), "fresh": fresh, "received": [], "refused": []}
+        except GsomiaError as exc:
+            raise Problem(400, "Invalid request", str(exc)) from None
+        receipt: dict[str, Any] = {
+            "node": node.party,
+            "alarm": data.get("alarm_id"),
+            "fresh": fresh,
+            "received": [],
+            "refused": [],
+        }
         return await answer(receipt, body)
 
     @app.post("/peer/records")
     async def peer_records(request: Request) -> JSONResponse:
         party, body = await authenticated(request)
+        data = _json(body, "a record is a JSON object {body, signature}")
         try:
-            fresh = await lanes.run("flash", node.receive_record, party, json.loads(body))
+            fresh = await lanes.run("flash", node.receive_record, party, data)
         except (ValueError, GsomiaError) as exc:
             raise Problem(400, "Invalid record", str(exc)) from None
         if fresh:

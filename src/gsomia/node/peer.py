@@ -13,6 +13,7 @@ import base64
 import functools
 import hashlib
 import json
+import re
 import ssl
 import time
 from dataclasses import dataclass
@@ -57,7 +58,9 @@ def _request_message(method: str, path: str, party: str, timestamp: str, body: b
 
 
 def sign_request(key: PrivateKeys, method: str, path: str, body: bytes) -> dict[str, str]:
-    timestamp = f"{time.time():.3f}"
+    # Microseconds: two requests with the same body, path and instant would carry the same
+    # Ed25519 signature, and the receiver refuses the second as a replay.
+    timestamp = f"{time.time():.6f}"
     signature = key.sign(_request_message(method, path, key.party, timestamp, body), _CONTEXT)
     return {
         "X-Gsomia-Party": key.party,
@@ -72,29 +75,89 @@ class UnknownKey(str):
     """A reason: the request names a key id that is not in the sender's chain as known here."""
 
 
-def verify_request(chain: KeyHistory, method: str, path: str, headers: Any, body: bytes) -> str | None:
-    """None if the request is signed by the party's current key within the allowed clock skew, else the reason."""
+# Seconds since the epoch as the sender wrote them: digits, a point, 3 to 6 decimals. A
+# float() of the header would take "nan", "inf" and "1e9", and nan is never out of the window.
+_TIMESTAMP = re.compile(r"[0-9]{1,11}\.[0-9]{3,6}")
+_SIGNATURE_CHARS = 8192  # base64 of an Ed25519 + ML-DSA-65 signature is about 4.5 KB
+
+
+def check_headers(chain: KeyHistory, headers: Any, now: float) -> str | None:
+    """What can be refused before the body is read: None, or the reason.
+
+    The party, a timestamp within ``MAX_SKEW`` of ``now``, a signature of plausible size, and
+    a key id that is the party's current key; the signature itself covers the body."""
     party, timestamp, signature = (
         headers.get(h) for h in ("x-gsomia-party", "x-gsomia-timestamp", "x-gsomia-signature")
     )
     if party != chain.party or not timestamp or not signature:
         return "missing or foreign request signature headers"
+    if not _TIMESTAMP.fullmatch(timestamp):
+        return "X-Gsomia-Timestamp: expected seconds since the epoch, such as 1574413200.000"
+    skew = abs(now - float(timestamp))
+    if skew > MAX_SKEW:
+        return f"the request is {skew:.0f} s away from this node's clock"
+    if len(signature) > _SIGNATURE_CHARS:
+        return "the request signature does not verify"
     kid = headers.get(KEY_HEADER.lower()) or chain.current.kid
     if kid != chain.current.kid:
         if chain.by_kid(kid) is None:
-            return UnknownKey(f"signed by key {kid}, which is not in {party}'s key chain as known here")
+            return UnknownKey(f"signed by key {kid[:64]}, which is not in {party}'s key chain as known here")
         return f"signed by {party}'s retired key {kid}; its current key is {chain.current.kid}"
-    peer = chain.current
+    return None
+
+
+def verify_request(
+    chain: KeyHistory, method: str, path: str, headers: Any, body: bytes, now: float | None = None
+) -> str | None:
+    """None if the request is signed by the party's current key within the allowed clock skew, else the reason."""
+    reason = check_headers(chain, headers, time.time() if now is None else now)
+    if reason:
+        return reason
+    party, timestamp, signature = (
+        headers.get(h) for h in ("x-gsomia-party", "x-gsomia-timestamp", "x-gsomia-signature")
+    )
     try:
-        skew = abs(time.time() - float(timestamp))
         raw = base64.b64decode(signature, validate=True)
     except ValueError:
         return "the request signature does not verify"
-    if not peer.verify(raw, _request_message(method, path, party, timestamp, body), _CONTEXT):
+    if not chain.current.verify(raw, _request_message(method, path, party, timestamp, body), _CONTEXT):
         return "the request signature does not verify"
-    if skew > MAX_SKEW:
-        return f"the request is {skew:.0f} s away from this node's clock"
     return None
+
+
+class ReplayGuard:
+    """Refuses a signed request seen before, for as long as its timestamp is inside the window.
+
+    A signature is remembered until its timestamp leaves ``MAX_SKEW``; by then the request is
+    refused for its age. Bounded: past ``limit`` entries the oldest go first, and the window
+    for an evicted signature is closed by refusing timestamps older than the newest eviction.
+    """
+
+    def __init__(self, limit: int = 200_000) -> None:
+        self._seen: dict[bytes, float] = {}
+        self._limit = limit
+        self._floor = 0.0  # requests timestamped before this are refused (their record was dropped)
+
+    def fresh(self, signature: str, timestamp: str, now: float) -> bool:
+        """True the first time a signature is shown; False for a replay."""
+        at = float(timestamp)
+        if at <= self._floor:
+            return False
+        key = hashlib.sha256(signature.encode("ascii", "replace")).digest()
+        if key in self._seen:
+            return False
+        if len(self._seen) >= self._limit:
+            self._forget(now)
+        self._seen[key] = at
+        return True
+
+    def _forget(self, now: float) -> None:
+        horizon = now - MAX_SKEW
+        self._seen = {k: at for k, at in self._seen.items() if at >= horizon}
+        while len(self._seen) >= self._limit:  # all inside the window: drop the oldest half
+            cut = sorted(self._seen.values())[len(self._seen) // 2]
+            self._floor = max(self._floor, cut)
+            self._seen = {k: at for k, at in self._seen.items() if at > cut}
 
 
 def sign_receipt(key: PrivateKeys, receipt: dict[str, Any]) -> tuple[bytes, str]:
