@@ -28,8 +28,8 @@ One run does all of it:
     the normal priority, as a console would; ``--probe-realtime`` runs them as SCHED_RR, like the
     nodes' flash processes, for a console on a machine of its own (on these two shared
     cores a normal process waits for a SCHED_IDLE bulk thread's timer tick at each
-    wake-up, ``gsomia.node.priority``). Session 8 found no difference beyond the
-    machine's noise once the flash path no longer waited for bulk.
+    wake-up, ``gsomia.node.priority``). The two give the same figures within the
+    machine's noise, since the flash path waits for no bulk work.
 (c) medallion (the TAXII 2.1 reference server) with its in-memory backend, run as
     its own server process (``medallion.scripts.run``, Flask's threaded server),
     ingesting the same number of STIX 2.1 ``indicator`` objects (a 1,368-character
@@ -148,8 +148,8 @@ def settle_disk() -> str:
     """Write back what earlier work left dirty (a build, the previous run) before a timed run.
 
     The kernel writes dirty pages back about 30 s after they were made, which could fall
-    in the run and make its fsyncs wait. On session 15's machine it did not (800 MB left
-    dirty on purpose changed nothing), but the figure says how much there was.
+    in the run and make its fsyncs wait. On a 2-core Intel Xeon machine it did not (800 MB
+    left dirty on purpose changed nothing), but the figure says how much there was.
     """
 
     def dirty_kib() -> int:
@@ -1645,7 +1645,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--probe-in-process",
         action="store_true",
-        help="time flash reports from this process, beside the bulk clients (sessions 1-6 did)",
+        help="time flash reports from this process, beside the bulk clients",
     )
     parser.add_argument(
         "--probe-realtime",

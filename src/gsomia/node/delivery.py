@@ -28,8 +28,8 @@ from gsomia.node.service import LANES, LEASE, Node, RowKey
 
 log = logging.getLogger("gsomia.delivery")
 FLASH_INLINE = 2  # flash rows guarded and encoded on the event loop itself
-# Rows per claim. Bulk: 512 moved 20,000 items 8-20% faster than 256 on both backends (session
-# 10), with flash p99 unchanged: a flash report never waits for a bulk transaction (the flash
+# Rows per claim. Bulk: 512 move 20,000 items 8-20% faster than 256 on both backends
+# (bench/exchange.py), flash p99 unchanged: a flash report never waits for a bulk transaction (the flash
 # lane queues its ledger entries, and on SQLite writes a file of its own).
 BATCH = {"flash": 32, "bulk": 512}
 # Envelope bytes in one delivery of items (base64 adds a third): large items go in smaller

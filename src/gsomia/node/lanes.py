@@ -27,8 +27,8 @@ _POOLS: dict[str, ThreadPoolExecutor] = {
     "flash": ThreadPoolExecutor(max_workers=4, thread_name_prefix="gsomia-flash", initializer=gate.mark_urgent),
     # One: bulk work is GIL-bound, so a second thread adds no throughput. It only made two
     # provisions (or a received batch and a ledger turn) contend for the GIL and the log's
-    # counter: with one, 20,000 items went 6-10% faster on both backends, on 5% less CPU
-    # (session 10). The delivery worker has a thread of its own, below.
+    # counter: with one, 20,000 items go 6-10% faster on both backends, on 5% less CPU
+    # (bench/exchange.py). The delivery worker has a thread of its own, below.
     "bulk": ThreadPoolExecutor(max_workers=1, thread_name_prefix="gsomia-bulk"),
     # The bulk lane's delivery worker (claim, encode, record the receipt): a thread of its own,
     # so it does not queue behind provisions that hold the bulk thread for as long as
