@@ -11,8 +11,10 @@ receiving node's own look at the label stands between them and the store.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -38,6 +40,7 @@ from gsomia.policy import Action, Consent, Role, Subject, decide
 from gsomia.store import ledger_store
 from gsomia.store.db import open_node_database
 from nodes import AGREEMENT as AGREEMENT_FILE
+from nodes import pg_databases
 
 ROOT = Path(__file__).resolve().parents[1]
 BILATERAL = load(AGREEMENT_FILE)
@@ -198,26 +201,32 @@ class Receiver:
         return False
 
 
-def _receiver(root: Path, agreement_file: Path) -> Receiver:
-    nodes = provision_pair(root, agreement_file)
-    kor_cfg = node_config.load(nodes["KOR"].config)
-    jpn_cfg = node_config.load(nodes["JPN"].config)
-    node = Node(kor_cfg, open_node_database(kor_cfg), SystemClock())
-    app = TestClient(create_peer_app(node, Broker()), raise_server_exceptions=False)
-    return Receiver(node, app, kor_cfg.key, jpn_cfg.key, nodes["KOR"].tokens)
+@contextmanager
+def _receiver(root: Path, agreement_file: Path, backend: str) -> Iterator[Receiver]:
+    with contextlib.ExitStack() as stack:
+        urls = None
+        if backend == "postgresql":
+            kor_db, jpn_db = stack.enter_context(pg_databases(2))
+            urls = {"KOR": kor_db, "JPN": jpn_db}
+        nodes = provision_pair(root, agreement_file, database_urls=urls)
+        kor_cfg = node_config.load(nodes["KOR"].config)
+        jpn_cfg = node_config.load(nodes["JPN"].config)
+        node = Node(kor_cfg, open_node_database(kor_cfg), SystemClock())
+        stack.callback(node.dispose)
+        app = TestClient(create_peer_app(node, Broker()), raise_server_exceptions=False)
+        yield Receiver(node, app, kor_cfg.key, jpn_cfg.key, nodes["KOR"].tokens)
 
 
-@pytest.fixture(scope="module")
-def receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def receiver(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Receiver]:
     """KOR's node under the agreement as it stands today: in force, no notice pending."""
     root = tmp_path_factory.mktemp("live")
-    r = _receiver(root, terms_only(AGREEMENT_FILE, root / "terms.toml"))
-    yield r
-    r.node.dispose()
+    with _receiver(root, terms_only(AGREEMENT_FILE, root / "terms.toml"), request.param) as r:
+        yield r
 
 
-@pytest.fixture(scope="module")
-def ended(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def ended(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Receiver]:
     """KOR's node under the agreement as it would have been without the suspension: KOR's
     termination notice of 2019-08-23 alone, so it terminated on 2019-11-23 (R14)."""
     root = tmp_path_factory.mktemp("ended")
@@ -225,9 +234,8 @@ def ended(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
     terms = root / "terminated.toml"
     terms.write_text(head + "\n[[notes]]" + first_note.rstrip() + "\n", encoding="utf-8")
     assert status(load(terms), datetime.now(UTC)).state is State.TERMINATED
-    r = _receiver(root, terms)
-    yield r
-    r.node.dispose()
+    with _receiver(root, terms, request.param) as r:
+        yield r
 
 
 def jpn_item(created_at: datetime, releasable_to: tuple[str, ...] = ("KOR",)) -> Label:
