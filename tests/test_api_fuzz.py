@@ -12,43 +12,17 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import func, select
 
-from gsomia.demo import terms_only
-from gsomia.node import config as node_config
 from gsomia.node import peer
-from gsomia.node.app import Broker, create_peer_app, create_user_app
-from gsomia.node.clock import SystemClock
-from gsomia.node.delivery import Delivery
-from gsomia.node.provision import provision_pair
-from gsomia.node.service import Node
-from gsomia.store import schema as t
-from gsomia.store.db import open_database
-from nodes import AGREEMENT
+from inprocess import assert_problem, in_process_apps, stored
 
 
 @pytest.fixture(scope="module")
 def apps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    root = tmp_path_factory.mktemp("fuzz")
-    nodes = provision_pair(root, terms_only(AGREEMENT, root / "terms.toml"))
-    kor_cfg = node_config.load(nodes["KOR"].config)
-    jpn_cfg = node_config.load(nodes["JPN"].config)
-    node = Node(kor_cfg, open_database(kor_cfg.database_url), SystemClock())
-    broker = Broker()
-    user = TestClient(create_user_app(node, Delivery(node), broker), raise_server_exceptions=False)
-    peer_app = TestClient(create_peer_app(node, broker), raise_server_exceptions=False)
-    yield {"node": node, "user": user, "peer": peer_app, "tokens": nodes["KOR"].tokens, "jpn_key": jpn_cfg.key}
-    node.engine.dispose()
-
-
-def stored(node: Node) -> tuple[int, int, int]:
-    with node.engine.connect() as c:
-        return tuple(
-            int(c.execute(select(func.count()).select_from(tbl)).scalar_one()) for tbl in (t.items, t.outbox, t.notes)
-        )  # type: ignore[return-value]
+    with in_process_apps(tmp_path_factory.mktemp("fuzz")) as found:
+        yield found
 
 
 json_values = st.recursive(
@@ -68,14 +42,6 @@ item_like = st.fixed_dictionaries(
         "bogus": json_values,
     },
 )
-
-
-def assert_problem(response: Any) -> None:
-    assert response.status_code < 500, response.text
-    if response.status_code >= 400:
-        assert response.headers["content-type"].startswith("application/problem+json")
-        body = response.json()
-        assert {"type", "title", "status", "detail"} <= set(body)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
