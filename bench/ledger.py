@@ -1,4 +1,4 @@
-"""Benchmark: the ledger (issue "Provable history"): appends, inclusion proofs, full verification.
+"""Benchmark: the ledger: appends, inclusion proofs, full verification.
 
 Three figures, each printed with its target:
 
@@ -8,7 +8,7 @@ Three figures, each printed with its target:
    PostgreSQL with ``--postgres`` (a fresh database on 127.0.0.1:5432 as user postgres,
    dropped afterwards). Target: at least 20,000 entries a second. Peer, in the same
    run: the same rows in the same transactions inserted into a plain audit table
-   (what the node kept before the ledger: no body, no hashes, no tree) with the raw
+   (an audit trail without the ledger: no body, no hashes, no tree) with the raw
    driver, sqlite3's ``executemany`` or on PostgreSQL one ``INSERT … SELECT FROM
    unnest(…)`` of binary arrays (as the ledger's own inserts), so the ratio is the
    cost of the Merkle log. Each figure is the best of ``--runs`` runs, the ledger and
