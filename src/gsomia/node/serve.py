@@ -327,6 +327,7 @@ async def serve(config: NodeConfig, flash_link: int | None = None) -> None:
     if flash_link is not None:
         await _serve_flash(config, socket.socket(fileno=flash_link))
         return
+    user_tls, peer_tls = _user_tls(config, config.listen), _peer_tls(config)  # a bad key stops it here, first
     split = config.flash_listen is not None
     if not split:
         # Flash and bulk threads share this process's GIL: hand it over more often (default
@@ -344,8 +345,8 @@ async def serve(config: NodeConfig, flash_link: int | None = None) -> None:
     witness = Witness(node, delivery.clients, WITNESS_INTERVAL, keys)
     delivery.witness = witness
     delivery.keys = keys
-    user = _server(create_user_app(node, delivery, broker), config.listen, _user_tls(config, config.listen))
-    peer = _server(create_peer_app(node, broker, witness, keys), config.peer_listen, _peer_tls(config))
+    user = _server(create_user_app(node, delivery, broker), config.listen, user_tls)
+    peer = _server(create_peer_app(node, broker, witness, keys), config.peer_listen, peer_tls)
     sequencer = Sequencer(node)
     await sequencer.start()
     checkpointer = Checkpointer(node.engine)
@@ -374,6 +375,7 @@ async def _serve_flash(config: NodeConfig, sock: socket.socket) -> None:
     """The flash process: the flash lane's delivery, and the user and peer APIs on the flash ports."""
     assert config.flash_listen is not None
     assert config.flash_peer_listen is not None
+    user_tls, peer_tls = _user_tls(config, config.flash_listen), _peer_tls(config)
     node, delivery, broker = build(config, ("flash",))
     if config.flash_realtime:
         raise_database_sessions(node.engine)
@@ -385,8 +387,8 @@ async def _serve_flash(config: NodeConfig, sock: socket.socket) -> None:
     await delivery.start()
     keys = KeySync(node, delivery.clients)
     delivery.keys = keys
-    user = _server(create_user_app(node, delivery, broker), config.flash_listen, _user_tls(config, config.flash_listen))
-    peer = _server(create_peer_app(node, broker, None, keys), config.flash_peer_listen, _peer_tls(config))
+    user = _server(create_user_app(node, delivery, broker), config.flash_listen, user_tls)
+    peer = _server(create_peer_app(node, broker, None, keys), config.flash_peer_listen, peer_tls)
     sequencer = Sequencer(node, delegate=lambda: link.send("ledger"))
     await sequencer.start()
     notes = NoteWatch(node)
