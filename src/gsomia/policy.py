@@ -110,19 +110,10 @@ class Decision:
             "obligations": list(self.obligations),
         }
 
-    def shown_to(self, subject: Subject) -> Decision:
-        """The decision as ``subject`` may be shown it: every reason in its public text.
-
-        ``decide`` marks a reason public only when it was made for this subject; for anyone
-        else every reason is cut to its rule, since its text may name what they must not learn."""
-        return Decision(
-            self.permit,
-            tuple(
-                Reason(r.rule, r.shown if self.subject_id in (None, subject.id) else "not shown")
-                for r in self.reasons
-            ),
-            self.obligations,
-        )
+    def shown(self) -> Decision:
+        """The decision as the subject it was made for may be shown it: each reason in its
+        public text (``Reason.public``). Only the ledger gets the full one (``as_dict``)."""
+        return Decision(self.permit, tuple(Reason(r.rule, r.shown) for r in self.reasons), self.obligations)
 
 
 def _deny(*reasons: Reason) -> Decision:
@@ -156,7 +147,13 @@ def decide(
     if label.agreement != agreement.id:
         return _deny(Reason("R3", f"item is labelled for {label.agreement}, not {agreement.id}"))
     if level_index(agreement, label.originator, label.classification) is None:
-        return _deny(Reason("R3", f"{label.originator} {label.classification} is outside {agreement.id}"))
+        return _deny(
+            Reason(
+                "R3",
+                f"{label.originator} {label.classification} is outside {agreement.id}",
+                f"the item's marking is outside {agreement.id}",
+            )
+        )
     # R5: approval must be prior to the act; a consent dated later does not count.
     valid = tuple(c for c in consents if at is None or c.granted_at <= at)
     return _HANDLERS[act](_Question(agreement, subject, label, status, valid, recipient, purpose, new_classification))
@@ -177,13 +174,17 @@ def _clearance(agreement: Agreement, subject: Subject, label: Label) -> Reason |
         try:
             required = equivalent(agreement, agreement.levels[i], subject.party)
         except MarkingError as exc:
-            return Reason("R3", str(exc))
+            return Reason("R3", str(exc), f"the item's level has no {subject.party} equivalent")
     held = national_rank(agreement, subject.party, subject.clearance)
     needed = national_rank(agreement, subject.party, required)
     if held is None:
         return Reason("R7", f"clearance {subject.clearance!r} is not a {subject.party} marking")
     if needed is None or held < needed:
-        return Reason("R7", f"clearance {subject.clearance} is below {required}, the equivalent level of this item")
+        return Reason(
+            "R7",
+            f"clearance {subject.clearance} is below {required}, the equivalent level of this item",
+            f"clearance {subject.clearance} is below the level of this item",
+        )
     return None
 
 
@@ -191,15 +192,23 @@ def _need_to_know(subject: Subject, label: Label, purpose: str | None) -> Reason
     """R7 + R5: every compartment, and a permitted purpose, must be among the subject's duties."""
     missing = [c for c in label.compartments if c not in subject.need_to_know]
     if missing:
-        return Reason("R7", f"no need-to-know for compartment(s) {', '.join(missing)}")
+        return Reason("R7", f"no need-to-know for compartment(s) {', '.join(missing)}", "no need-to-know for this item")
     if label.purposes:
         allowed = set(label.purposes) & subject.need_to_know
         if purpose is not None and purpose not in label.purposes:
-            return Reason("R5", f"purpose {purpose!r} is not one the provider permitted ({', '.join(label.purposes)})")
+            return Reason(
+                "R5",
+                f"purpose {purpose!r} is not one the provider permitted ({', '.join(label.purposes)})",
+                f"purpose {purpose!r} is not one the provider permitted",
+            )
         if purpose is not None and purpose not in subject.need_to_know:
             return Reason("R7", f"the declared purpose {purpose!r} is not among {subject.id}'s duties")
         if not allowed:
-            return Reason("R7", f"no need-to-know for any permitted purpose ({', '.join(label.purposes)})")
+            return Reason(
+                "R7",
+                f"no need-to-know for any permitted purpose ({', '.join(label.purposes)})",
+                "no need-to-know for this item",
+            )
     elif not subject.need_to_know and not label.compartments:
         return Reason("R7", f"{subject.id} has no recorded need-to-know; role or rank alone gives no access")
     return None
