@@ -45,7 +45,7 @@ def test_a_label_copy_edited_in_the_database_opens_nothing_and_raises_an_alarm(p
     low = add_user(
         pair, "KOR", "kor.low", "--role", "analyst", "--clearance", "군사III급비밀", "--need-to-know", "nk-missile"
     )
-    assert low.get(f"/items/{item}", purpose="nk-missile").status_code == 403  # R7: clearance too low
+    assert low.get(f"/items/{item}", purpose="nk-missile").status_code == 404  # R7: clearance too low, so unknown
 
     # An insider lowers the stored copy of the label, which the access decision reads.
     engine = create_engine(node_config.load(pair.nodes["KOR"].config).database_url)
@@ -247,14 +247,15 @@ def test_a_stream_shows_a_fresh_report_as_decided_and_nothing_to_a_revoked_subsc
     _, _, fresh = node.provide_alert(duty, LAUNCH, "w1")
     [(seq, event)] = node.fresh_alert_events(duty, tokens["duty_officer"], fresh) or []
     assert (seq, event["text"], event["decision"]) == (fresh[0].seq, "launch", "permit")
-    assert event == dict(node.alert_events(duty, tokens["duty_officer"], seq - 1) or [])[seq]  # as if read back
+    looked, stored = node.alert_events(duty, tokens["duty_officer"], seq - 1) or (0, [])
+    assert (looked, event) == (seq, dict(stored)[seq])  # as if read back
 
     low_token = node.add_user("kor.low", "duty_officer", "군사III급비밀", ["nk-missile"])
     low = node.authenticate(low_token)
     assert low is not None
-    [(_, seen)] = node.fresh_alert_events(low, low_token, fresh) or []
-    assert seen["decision"] == "deny"  # R7: the clearance is too low
-    assert "text" not in seen
+    # R7: the clearance is too low: the report is not shown at all, not even as denied
+    assert node.fresh_alert_events(low, low_token, fresh) == []
+    assert node.alert_events(low, low_token, seq - 1) == (seq, [])  # passed over, the cursor past it
     node.revoke_user("kor.low")
     assert node.fresh_alert_events(low, low_token, fresh) is None
 

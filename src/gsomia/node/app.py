@@ -7,11 +7,12 @@ documents naming the rules behind them. Blocking database work runs in threads.
 import asyncio
 import base64
 import binascii
+import bisect
 import json
+import logging
 import re
 import time
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -36,25 +37,43 @@ from gsomia.node.service import FreshAlert, ItemSpec, Node, NotFound, Refused
 class Broker:
     """Hands flash reports this process commits to its alert streams, from memory (R17).
 
-    A stream shows what is published here without reading it back; what other processes
-    of the node store, it finds by polling the database when a second passes quietly.
+    A stream shows what is published here without reading it back. What other processes of
+    the node store, streams read from the database when told (``wake``, from the other
+    process) or when the one poll of this process (``watch``) sees a report memory lacks: an
+    idle stream costs no database query and no thread hop, however many are open.
     """
 
     RECENT = 256
+    DECISIONS_KEPT = 4096
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
-        self._recent: deque[FreshAlert] = deque(maxlen=self.RECENT)
+        self._recent: list[FreshAlert] = []  # ordered by seq, the last ``RECENT``
+        self.version = 0  # moves on every publication and every wake
+        self.stored = 0  # moves when the database may hold reports memory lacks
+        self.top = 0  # the highest report seq this process has seen
         self.relay: Callable[[], None] | None = None  # tells the node's other process (``node/link.py``)
+        self.open: dict[str, int] = {}  # open streams by user
+        self._decisions: dict[tuple[int, policy.Subject], bool] = {}
+        self._poll: asyncio.Task[None] | None = None
 
     def publish(self, alerts: Sequence[FreshAlert] = ()) -> None:
-        self._recent.extend(alerts)
-        self.wake()
+        if alerts:
+            self._recent = sorted([*self._recent, *alerts], key=lambda a: a.seq)[-self.RECENT :]
+            self.top = max(self.top, self._recent[-1].seq)
+        else:  # a record, not a report: streams look in the database (a reclassification, R6)
+            self.stored += 1
+        self._set()
         if self.relay is not None:
             self.relay()
 
     def wake(self) -> None:
         """Streams look in the database: another process of the node stored something."""
+        self.stored += 1
+        self._set()
+
+    def _set(self) -> None:
+        self.version += 1
         self._event.set()
         self._event = asyncio.Event()
 
@@ -63,19 +82,79 @@ class Broker:
 
         None when their numbers leave a gap: another process of the node stored the missing
         ones, or they fell out of memory. The database has them all."""
-        fresh = sorted((a for a in self._recent if a.seq > seq), key=lambda a: a.seq)
+        fresh = self._recent[bisect.bisect_right(self._recent, seq, key=lambda a: a.seq) :]
         if any(a.seq != seq + 1 + n for n, a in enumerate(fresh)):
             return None
         return fresh
 
-    async def wait(self, timeout: float) -> bool:
-        """True when woken by a publication, False when ``timeout`` passed."""
+    def may_read(
+        self, who: policy.Subject, alert: FreshAlert, decide: Callable[[policy.Subject, FreshAlert], bool]
+    ) -> bool:
+        """``decide`` for this subscriber and report, once for all the streams of one subject."""
+        key = (alert.seq, who)
+        found = self._decisions.get(key)
+        if found is None:
+            if len(self._decisions) >= self.DECISIONS_KEPT:
+                self._decisions.clear()
+            found = self._decisions[key] = decide(who, alert)
+        return found
+
+    async def wait(self, seen: int, timeout: float) -> bool:
+        """True at once when ``version`` moved past ``seen``, else when woken; False when ``timeout`` passed."""
+        if self.version != seen:
+            return True
         event = self._event
         try:
             await asyncio.wait_for(event.wait(), timeout)
         except TimeoutError:
             return False
         return True
+
+    def hold(self, user: str, limit: int) -> bool:
+        """Count one more open stream of ``user``, unless ``limit`` are open already."""
+        if self.open.get(user, 0) >= limit:
+            return False
+        self.open[user] = self.open.get(user, 0) + 1
+        return True
+
+    def let_go(self, user: str) -> None:
+        left = self.open.get(user, 0) - 1
+        if left > 0:
+            self.open[user] = left
+        else:
+            self.open.pop(user, None)
+
+    def watch(self, latest: Callable[[], Awaitable[int]], every: float = 1.0) -> None:
+        """Poll ``latest`` (the highest report seq stored) while any stream is open: one query a
+        period for all streams, which read the database only when it found something new."""
+        if self._poll is None or self._poll.done():
+            self._poll = asyncio.ensure_future(self._watch(latest, every))
+
+    async def _watch(self, latest: Callable[[], Awaitable[int]], every: float) -> None:
+        while self.open:
+            await asyncio.sleep(every)
+            try:
+                top = await latest()
+            except Exception as exc:  # the database away for a moment: the streams wait for the next look
+                logging.getLogger("gsomia.streams").warning("alert streams: no look at the database: %s", exc)
+                continue
+            if top > self.top:
+                self.top = top
+                self.wake()
+
+
+class _Stream(EventSourceResponse):
+    """An alert stream that gives its place back (``Broker.let_go``) however it ends."""
+
+    def __init__(self, content: Any, release: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._release = release
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
 
 
 class Strict(BaseModel):
@@ -215,7 +294,7 @@ def _refusal(exc: Refused) -> Problem:
         "Denied",
         str(exc),
         decision="deny",
-        reasons=[{"rule": r.rule, "text": r.text} for r in exc.decision.reasons],
+        reasons=[{"rule": r.rule, "text": r.text} for r in exc.shown.reasons],  # the ledger has the full text
     )
 
 
@@ -396,6 +475,12 @@ def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
         start = after if after is not None else _event_id(last_event_id)
 
         token = (request.headers.get("authorization") or "").removeprefix("Bearer ").strip()
+        limit = node.config.max_streams_per_user
+        if not broker.hold(who.id, limit):
+            raise Problem(
+                429, "Too many streams", f"{who.id} holds {limit} open alert streams already; close one first"
+            )
+        broker.watch(lambda: lanes.run("flash", node.latest_alert_seq))
 
         async def events() -> Any:
             try:
@@ -407,36 +492,52 @@ def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
 
         recording: list[asyncio.Future[None]] = []
 
+        def readable(subject: policy.Subject, alert: FreshAlert) -> bool:
+            return node.may_read(subject, alert.peer, alert.label)
+
         async def _events() -> Any:
+            # ``cursor``: the last report looked at, shown or not. Only shown reports carry an id:
+            # a subscriber learns nothing of those it may not read (principle 5).
             cursor = start
-            from_db = True  # first what is stored; after a publication here, from memory
+            stored = None  # the broker's ``stored`` when this stream last read the database
             while not await request.is_disconnected():
-                # One hop to a flash thread for the lot: each hop waits for the GIL behind bulk work.
-                fresh = None if from_db else broker.after(cursor)
-                if fresh is None:
-                    shown = await lanes.run("flash", node.alert_events, who, token, cursor)
+                seen = broker.version
+                fresh = None if stored != broker.stored else broker.after(cursor)
+                if fresh is None:  # one hop to a flash thread for the lot
+                    stored = broker.stored
+                    page = await lanes.run("flash", node.alert_events, who, token, cursor)
+                    if page is None:
+                        return  # revoked while subscribed: the stream ends before anything more is shown
+                    looked, shown = page
+                    if looked != cursor:
+                        stored = None  # a page from the database: there may be more
+                    cursor = looked
                 else:
                     for a in fresh:
                         trace.mark(a.alert_id, "stream.woke")
-                    shown = await lanes.run("flash", node.fresh_alert_events, who, token, fresh) if fresh else []
-                if shown is None:
-                    return  # revoked while subscribed: the stream ends before anything more is shown
+                    # Decided here, once per subject and report: a stream with nothing to show makes no thread hop.
+                    visible = [a for a in fresh if broker.may_read(who, a, readable)]
+                    if fresh:
+                        cursor = fresh[-1].seq
+                    found = await lanes.run("flash", node.fresh_alert_events, who, token, visible) if visible else []
+                    if found is None:
+                        return
+                    shown = found
                 for seq, event in shown:
-                    cursor = seq
                     trace.mark(event["alert_id"], "stream.shown")
-                    yield {"id": str(cursor), "event": "flash", "data": json.dumps(event, ensure_ascii=False)}
+                    yield {"id": str(seq), "event": "flash", "data": json.dumps(event, ensure_ascii=False)}
                 if shown:  # recorded once sent, beside the stream: the ledger write may wait behind bulk work
                     recording[:] = [task for task in recording if not task.done() or task.result()]
                     recording.append(
                         asyncio.ensure_future(lanes.run("flash", node.record_alert_reads, who, [e for _, e in shown]))
                     )
-                    from_db = fresh is None  # a page from the database: there may be more
+                if stored is None or fresh:
                     continue
-                # Woken by a publication: read it from memory. A quiet second: ask the database, for
-                # what other processes of this node stored.
-                from_db = not await broker.wait(1.0)
+                # Until a publication here, a wake from the node's other process or its poll, or a
+                # while: a quiet stream asks nothing of the database.
+                await broker.wait(seen, 15.0)
 
-        return EventSourceResponse(events(), ping=15)
+        return _Stream(events(), lambda: broker.let_go(who.id), ping=15)
 
     @app.post("/notes", status_code=201)
     async def note(body: NoteIn, who: Who) -> dict[str, Any]:
@@ -489,6 +590,27 @@ def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
         return {"now": node.clock.now().isoformat()}
 
     return app
+
+
+# The peer API reads raw bodies (their signature covers the exact bytes): their shapes, for
+# the OpenAPI document a partner's developers and the fuzz tests read.
+_ENVELOPES_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["lane", "envelopes"],
+    "properties": {
+        "lane": {"type": "string", "enum": ["flash", "bulk"]},
+        "envelopes": {"type": "array", "items": {"type": "string", "contentEncoding": "base64"}},
+    },
+}
+_RECORD_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["body", "signature"],
+    "properties": {"body": {"type": "object"}, "signature": {"type": "string", "contentEncoding": "base64"}},
+}
+
+
+def _body_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
 class _Headers:
@@ -546,7 +668,7 @@ def create_peer_app(node: Node, broker: Broker, witness: Any = None, keys: Any =
         _, signature = peer_proto.sign_receipt(node.config.key, receipt)
         return JSONResponse({"receipt": receipt, "signature": signature, "kid": node.public.kid})
 
-    @app.post("/peer/items")
+    @app.post("/peer/items", openapi_extra=_body_schema(_ENVELOPES_SCHEMA))
     async def items(request: Request) -> JSONResponse:
         party, body = await authenticated(request)
         hint = "flash" if request.headers.get("x-gsomia-lane") == "flash" else "bulk"  # scheduling only
@@ -562,7 +684,7 @@ def create_peer_app(node: Node, broker: Broker, witness: Any = None, keys: Any =
             broker.publish(fresh)
         return await answer(receipt, body)
 
-    @app.post("/peer/notes")
+    @app.post("/peer/notes", openapi_extra=_body_schema(PeerNoteIn.model_json_schema()))
     async def notes(request: Request) -> JSONResponse:
         party, body = await authenticated(request)
         data = _peer_message(PeerNoteIn, "note", body)
@@ -574,7 +696,7 @@ def create_peer_app(node: Node, broker: Broker, witness: Any = None, keys: Any =
             {"node": node.party, "note": data.get("note_id"), "fresh": fresh, "received": [], "refused": []}, body
         )
 
-    @app.post("/peer/alarms")
+    @app.post("/peer/alarms", openapi_extra=_body_schema(PeerAlarmIn.model_json_schema()))
     async def alarms(request: Request) -> JSONResponse:
         party, body = await authenticated(request)
         data = _peer_message(PeerAlarmIn, "alarm", body)
@@ -591,7 +713,7 @@ def create_peer_app(node: Node, broker: Broker, witness: Any = None, keys: Any =
         }
         return await answer(receipt, body)
 
-    @app.post("/peer/records")
+    @app.post("/peer/records", openapi_extra=_body_schema(_RECORD_SCHEMA))
     async def peer_records(request: Request) -> JSONResponse:
         party, body = await authenticated(request)
         data = _json(body, "a record is a JSON object {body, signature}")

@@ -21,6 +21,7 @@ flash_peer_listen = "127.0.0.1:8731"      # its peer API: partners send flash-la
 bulk_nice = 19                            # the main process's CPU priority drops by this much (0-19)
 bulk_idle = true                          # and its bulk work runs as SCHED_IDLE
 flash_realtime = true                     # the flash process runs as SCHED_RR where permitted
+max_streams_per_user = 4                  # open alert streams per user and process (429 beyond)
 
 [peers.JPN]
 url = "https://127.0.0.1:8712"
@@ -60,6 +61,7 @@ _KEYS = {
     "bulk_nice",
     "bulk_idle",
     "flash_realtime",
+    "max_streams_per_user",
     "demo",
     "peers",
 }
@@ -100,6 +102,8 @@ class NodeConfig:
     flash_realtime: bool = True
     # The flash lane's own PostgreSQL database, where it has one (``store.flash``).
     flash_database_url: str | None = None
+    # Alert streams one user may hold open at once in each process of the node (429 beyond).
+    max_streams_per_user: int = 4
     # The user API (and the flash process's) over HTTPS with ``tls_cert``; false only on loopback.
     user_tls: bool = True
 
@@ -198,6 +202,9 @@ def load(path: Path) -> NodeConfig:
     nice = data.get("bulk_nice", 19)
     if not isinstance(nice, int) or isinstance(nice, bool) or not 0 <= nice <= 19:
         raise AgreementFileError(source, "bulk_nice", "must be a whole number from 0 to 19")
+    streams = data.get("max_streams_per_user", 4)
+    if not isinstance(streams, int) or isinstance(streams, bool) or not 1 <= streams <= 1000:
+        raise AgreementFileError(source, "max_streams_per_user", "must be a whole number from 1 to 1000")
     config = NodeConfig(
         path=path,
         party=party,
@@ -217,6 +224,7 @@ def load(path: Path) -> NodeConfig:
         bulk_idle=_flag(source, "bulk_idle", data.get("bulk_idle", True)),
         flash_realtime=_flag(source, "flash_realtime", data.get("flash_realtime", True)),
         flash_database_url=flash_db,
+        max_streams_per_user=streams,
         user_tls=_flag(source, "user_tls", data.get("user_tls", True)),
     )
     if not config.user_tls:

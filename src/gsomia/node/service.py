@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import secrets
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -53,11 +54,15 @@ RowKey = tuple[str, int]
 
 
 class Refused(GsomiaError):
-    """An access decision said no; carries the decision for the problem document."""
+    """An access decision said no; carries the decision for the problem document.
+
+    Its message and ``shown`` are what the subject may be shown (``Decision.shown``); the
+    ledger entry written beside the refusal keeps the full ``decision``."""
 
     def __init__(self, decision: policy.Decision, what: str) -> None:
         self.decision = decision
-        super().__init__(f"{what} denied: " + "; ".join(str(r) for r in decision.reasons))
+        self.shown = decision.shown()
+        super().__init__(f"{what} denied: " + "; ".join(str(r) for r in self.shown.reasons))
 
 
 class NotFound(GsomiaError):
@@ -96,6 +101,10 @@ class FreshAlert:
     peer: str
     label: Label
     payload: bytes
+
+    def fields(self) -> dict[str, Any]:
+        """What an alert stream shows of it besides its label and text, as ``alerts`` rows name it."""
+        return {"alert_id": self.alert_id, "origin": self.origin, "direction": self.direction, "peer": self.peer}
 
 
 @dataclass(frozen=True)
@@ -289,6 +298,11 @@ class Node(NodeLedger):
     # The labels of bulk items this process sealed and has not yet sent, by item id: the egress
     # guard takes one instead of parsing the envelope's label again when the bytes are the same.
     sealed_labels: dict[str, Label] = field(default_factory=dict)
+    # (user, item) pairs whose read on an alert stream is on the ledger (``record_alert_reads``),
+    # oldest first, at most ``STREAM_READS_KEPT``: one entry per user and report, however many
+    # streams showed it.
+    _stream_reads: dict[tuple[str, str], None] = field(default_factory=dict)
+    _stream_reads_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self.party = self.config.party
@@ -797,66 +811,92 @@ class Node(NodeLedger):
     # --- reading -------------------------------------------------------------------------
 
     def list_items(self, subject: policy.Subject, after: int, limit: int) -> tuple[list[dict[str, Any]], int]:
-        """A page of the items after ``after`` this subject may know of, and the next cursor."""
-        with self.engine.connect() as conn:
-            rows = (
-                conn.execute(
-                    select(
-                        t.items.c.seq,
-                        t.items.c.item_id,
-                        t.items.c.label,
-                        t.items.c.direction,
-                        t.items.c.peer,
-                        t.items.c.lane,
-                    )
-                    .where(t.items.c.seq > after)
-                    .order_by(t.items.c.seq)
-                    .limit(limit)
-                )
-                .mappings()
-                .all()
-            )
-            reclassified = self._reclassifications(conn, [r["item_id"] for r in rows])
-        out = []
-        now = self.clock.now()
+        """A page of the items after ``after`` this subject may know of, and the next cursor.
+
+        The cursor is the ``seq`` of the last item shown (``after`` itself when none is): it
+        never lands on an item the subject may not know of, so a page that ends before ``limit``
+        items ends the listing, and nothing counts the rows passed over (principle 5)."""
         # R8: the security authority and auditors keep the inventory and see every entry (never
         # the content); anyone else sees only the items the access decision lets them read.
         inventory = subject.role in (policy.Role.SECURITY_AUTHORITY, policy.Role.AUDITOR)
-        for r in rows:
-            label = effective_label(Label.from_bytes(r["label"].encode("utf-8")), reclassified.get(r["item_id"], []))
-            agreement = self.agreement(r["peer"])
-            if not inventory:
-                status = lifecycle.status(agreement, now)
-                if not policy.decide(agreement, subject, policy.Action.READ, label, status, (), now).permit:
-                    continue
-            out.append(
-                {
-                    "seq": r["seq"],
-                    "item_id": r["item_id"],
-                    "direction": r["direction"],
-                    "peer": r["peer"],
-                    "lane": r["lane"],
-                    "originator": label.originator,
-                    "marking": marking_for(label, agreement, self.party),
-                    "display": display(label, agreement, self.party),
-                    "created_at": label.created_at.isoformat(),
-                }
-            )
-        return out, (rows[-1]["seq"] if rows else after)
+        out: list[dict[str, Any]] = []
+        cursor = scanned = after
+        now = self.clock.now()
+        statuses: dict[str, lifecycle.Status] = {}
+        while len(out) < limit:
+            chunk = limit if inventory else max(limit, LIST_SCAN)
+            with self.engine.connect() as conn:
+                rows = (
+                    conn.execute(
+                        select(
+                            t.items.c.seq,
+                            t.items.c.item_id,
+                            t.items.c.label,
+                            t.items.c.direction,
+                            t.items.c.peer,
+                            t.items.c.lane,
+                        )
+                        .where(t.items.c.seq > scanned)
+                        .order_by(t.items.c.seq)
+                        .limit(chunk)
+                    )
+                    .mappings()
+                    .all()
+                )
+                reclassified = self._reclassifications(conn, [r["item_id"] for r in rows])
+            for r in rows:
+                if len(out) == limit:
+                    break
+                label = effective_label(
+                    Label.from_bytes(r["label"].encode("utf-8")), reclassified.get(r["item_id"], [])
+                )
+                agreement = self.agreement(r["peer"])
+                if not inventory:
+                    status = statuses.get(r["peer"])
+                    if status is None:
+                        status = statuses[r["peer"]] = lifecycle.status(agreement, now)
+                    if not policy.decide(agreement, subject, policy.Action.READ, label, status, (), now).permit:
+                        continue
+                cursor = r["seq"]
+                out.append(
+                    {
+                        "seq": r["seq"],
+                        "item_id": r["item_id"],
+                        "direction": r["direction"],
+                        "peer": r["peer"],
+                        "lane": r["lane"],
+                        "originator": label.originator,
+                        "marking": marking_for(label, agreement, self.party),
+                        "display": display(label, agreement, self.party),
+                        "created_at": label.created_at.isoformat(),
+                    }
+                )
+            if len(rows) < chunk:
+                break
+            scanned = rows[-1]["seq"]
+        return out, cursor
 
     def read_item(self, subject: policy.Subject, item_id: str, purpose: str | None = None) -> dict[str, Any]:
+        """An item's content, if the access decision permits (R7); the decision goes on the ledger.
+
+        A subject who may not know of the item (principle 5: not in the inventory, and no read
+        without a purpose permitted) is answered exactly as for an id that does not exist."""
+        unknown = NotFound(f"no item {item_id}")
         row, history = self._stored_item(item_id)
         if row is None:
-            raise NotFound(f"no item {item_id}")
+            raise unknown
         label = effective_label(Label.from_bytes(row["label"].encode("utf-8")), history)
         peer = row["peer"]
         agreement = self.agreement(peer)
         now = self.clock.now()
+        status = lifecycle.status(agreement, now)
+        decision = policy.decide(agreement, subject, policy.Action.READ, label, status, (), now, purpose=purpose)
+        if not decision.permit and not self._may_know(subject, agreement, label, status, now):
+            with gate.begin(self.engine) as conn:
+                self._audit(conn, "read_denied", subject.id, item_id, decision.as_dict())
+            raise unknown
         if records.register(history, self.party)["item_destroyed"]:
             raise NotFound(f"item {item_id} was destroyed (R9)")
-        decision = policy.decide(
-            agreement, subject, policy.Action.READ, label, lifecycle.status(agreement, now), (), now, purpose=purpose
-        )
         with gate.begin(self.engine) as conn:
             self._audit(conn, "read" if decision.permit else "read_denied", subject.id, item_id, decision.as_dict())
         if not decision.permit:
@@ -870,8 +910,20 @@ class Node(NodeLedger):
             "marking": marking_for(current, agreement, self.party),
             "display": display(current, agreement, self.party),
             "payload_b64": base64.b64encode(payload).decode(),
-            "decision": decision.as_dict(),
+            "decision": decision.shown().as_dict(),
         }
+
+    def _may_know(
+        self, subject: policy.Subject, agreement: Agreement, label: Label, status: lifecycle.Status, now: datetime
+    ) -> bool:
+        """Whether ``subject`` may learn that this item exists (principle 5).
+
+        The security authority and auditors keep the inventory (R8); anyone else only when the
+        item is one they may read for some purpose, so a refusal of the purpose they declared
+        tells them nothing new."""
+        if subject.role in (policy.Role.SECURITY_AUTHORITY, policy.Role.AUDITOR):
+            return True
+        return policy.decide(agreement, subject, policy.Action.READ, label, status, (), now).permit
 
     def _moved_already(self, item_ids: Sequence[str]) -> set[str]:
         """Which of these items the main tables hold: reports moved from the flash store.
@@ -926,79 +978,122 @@ class Node(NodeLedger):
                 found.update((r["seq"], dict(r)) for r in rows)
         return [found[seq] for seq in sorted(found)[:limit]]
 
-    def alert_events(self, subject: policy.Subject, token: str, after: int) -> list[tuple[int, dict[str, Any]]] | None:
-        """The flash reports after ``after`` as this subscriber may see them; None once its token is revoked."""
+    def latest_alert_seq(self) -> int:
+        """The highest flash report seq stored, in either file: what alert streams have to catch up to."""
+        top = 0
+        for store in self._files():
+            with reading(store.engine) as conn:
+                top = max(top, conn.execute(select(func.max(store.alerts.c.seq))).scalar() or 0)
+        return top
+
+    def alert_events(
+        self, subject: policy.Subject, token: str, after: int
+    ) -> tuple[int, list[tuple[int, dict[str, Any]]]] | None:
+        """The flash reports after ``after`` this subscriber may read, and the seq looked up to.
+
+        Each is decided under its current label, the originator's reclassifications applied (R6);
+        one it may not read is passed over unseen (principle 5), the returned seq past it all the
+        same. None once its token is revoked."""
         rows = self.alerts_after(after)
-        if rows and self.authenticate(token) is None:
+        if not rows:
+            return after, []
+        with reading(self.engine) as conn:
+            history = self._reclassifications(conn, [r["alert_id"] for r in rows])
+        shown: list[tuple[int, dict[str, Any]]] = []
+        for row in rows:
+            label = effective_label(Label.from_bytes(row["label"].encode("utf-8")), history.get(row["alert_id"], []))
+            if self.may_read(subject, row["peer"], label):
+                shown.append((row["seq"], self._alert_view(row, label, functools.partial(self._opened_payload, row))))
+        if shown and self.authenticate(token) is None:
             return None
-        return [(row["seq"], self.alert_event(subject, row)) for row in rows]
+        return rows[-1]["seq"], shown
+
+    def may_read(self, subject: policy.Subject, peer: str, label: Label) -> bool:
+        """Whether ``subject`` may read an item of this label now (R7): pure, no database."""
+        agreement = self.agreement(peer)
+        now = self.clock.now()
+        status = lifecycle.status(agreement, now)
+        return policy.decide(agreement, subject, policy.Action.READ, label, status, (), now).permit
 
     def fresh_alert_events(
         self, subject: policy.Subject, token: str, alerts: Sequence[FreshAlert]
     ) -> list[tuple[int, dict[str, Any]]] | None:
-        """``alert_events`` for reports just committed by this process: no read back, no second open."""
+        """``alert_events`` for reports just committed by this process: no read back, no second open.
+
+        The caller passes only reports the subscriber may read (``may_read``); each is checked
+        again here, where the text is put in."""
         if alerts and self.authenticate(token) is None:
             return None
         return [
-            (
-                a.seq,
-                self._alert_view(subject, a.alert_id, a.origin, a.direction, a.peer, a.label, _given(a.payload)),
-            )
+            (a.seq, self._alert_view(a.fields(), a.label, _given(a.payload)))
             for a in alerts
+            if self.may_read(subject, a.peer, a.label)
         ]
 
-    def alert_event(self, subject: policy.Subject, row: dict[str, Any]) -> dict[str, Any]:
-        """What one subscriber may see of one flash report."""
-        label = Label.from_bytes(row["label"].encode("utf-8"))
-        return self._alert_view(
-            subject,
-            row["alert_id"],
-            row["origin"],
-            row["direction"],
-            row["peer"],
-            label,
-            lambda: self._open_stored(row)[1],
-        )
+    def _opened_payload(self, row: Any) -> bytes:
+        return self._open_stored(row)[1]
 
-    def _alert_view(
-        self,
-        subject: policy.Subject,
-        alert_id: str,
-        origin: str,
-        direction: str,
-        peer: str,
-        label: Label,
-        payload: Callable[[], bytes],
-    ) -> dict[str, Any]:
-        agreement = self.agreement(peer)
-        now = self.clock.now()
-        decision = policy.decide(
-            agreement, subject, policy.Action.READ, label, lifecycle.status(agreement, now), (), now
-        )
-        event: dict[str, Any] = {
-            "alert_id": alert_id,
-            "origin": origin,
-            "direction": direction,
+    def _alert_view(self, alert: dict[str, Any], label: Label, payload: Callable[[], bytes]) -> dict[str, Any]:
+        """One flash report as a subscriber who may read it sees it: in its current marking."""
+        agreement = self.agreement(alert["peer"])
+        return {
+            "alert_id": alert["alert_id"],
+            "origin": alert["origin"],
+            "direction": alert["direction"],
             "marking": marking_for(label, agreement, self.party),
             "display": display(label, agreement, self.party),
             "created_at": label.created_at.isoformat(),
-            "decision": decision.effect,
+            "decision": "permit",
+            "text": payload().decode("utf-8", "replace"),
         }
-        if decision.permit:  # opened only once permitted
-            event["text"] = payload().decode("utf-8", "replace")
-        return event
 
     def record_alert_reads(self, subject: policy.Subject, events: Sequence[dict[str, Any]]) -> None:
-        """Flash text shown on a stream is a read like any other (R9): one entry per report shown."""
-        shown = [e for e in events if "text" in e]
-        if shown:
-            now = self.clock.now()
-            rows = [
-                _audit_row(now, "read", subject.id, e["alert_id"], {"via": "alerts/stream", "effect": "permit"})
-                for e in shown
-            ]
-            with gate.begin(self.flash.engine) as conn:
-                self._log(conn, "flash", rows)  # the stream's own lane: never behind a bulk transaction
+        """Flash text shown on a stream is a read like any other (R9): one entry per user and report.
+
+        However many streams the user holds, and whichever showed it first: the pairs recorded
+        are remembered here, and the ledger (queued or appended, in this file or the flash file)
+        is asked about the rest, so a restart does not record a report again either."""
+        ids = list(dict.fromkeys(e["alert_id"] for e in events if "text" in e))
+        with self._stream_reads_lock:
+            claimed = [i for i in ids if (subject.id, i) not in self._stream_reads]
+            self._stream_reads.update(((subject.id, i), None) for i in claimed)
+            while len(self._stream_reads) > STREAM_READS_KEPT:
+                del self._stream_reads[next(iter(self._stream_reads))]
+        if not claimed:
+            return
+        try:
+            fresh = [i for i in claimed if i not in self._reads_on_ledger(subject.id, claimed)]
+            if fresh:
+                now = self.clock.now()
+                rows = [
+                    _audit_row(now, "read", subject.id, i, {"via": "alerts/stream", "effect": "permit"}) for i in fresh
+                ]
+                with gate.begin(self.flash.engine) as conn:
+                    self._log(conn, "flash", rows)  # the stream's own lane: never behind a bulk transaction
+        except BaseException:
+            with self._stream_reads_lock:  # not recorded: the next stream to show them tries again
+                for i in claimed:
+                    self._stream_reads.pop((subject.id, i), None)
+            raise
+
+    def _reads_on_ledger(self, user_id: str, item_ids: Sequence[str]) -> set[str]:
+        """Which of these items ``user_id`` has a read of on the ledger, sequenced or queued.
+
+        Queued entries move from the flash file to the main file's queue, then into the log:
+        read in that order, an entry moving meanwhile is found in the next place."""
+        found: set[str] = set()
+        places: list[tuple[Engine, Table]] = [(store.engine, store.queue) for store in reversed(self._files())]
+        places.append((self.engine, t.ledger_entries))
+        for engine, table in places:
+            with reading(engine) as conn:
+                found.update(
+                    conn.execute(
+                        select(table.c.item_id).where(
+                            table.c.kind == "read", table.c.actor == user_id, table.c.item_id.in_(list(item_ids))
+                        )
+                    ).scalars()
+                )
+        return found
 
     def _open_stored(self, row: Any) -> tuple[Label, bytes]:
         """Open a stored envelope; its sealed label must be the stored copy the decision used.
@@ -1489,6 +1584,11 @@ class Node(NodeLedger):
 
 
 SEQUENCE_TURN = 1000  # queued entries appended per write transaction
+# Items a listing reads at a time while it looks for ones the subject may know of.
+LIST_SCAN = 500
+# (user, item) pairs whose read on an alert stream this process remembers having recorded;
+# past this many the oldest are forgotten and the ledger is asked instead.
+STREAM_READS_KEPT = 100_000
 # Labels kept for the egress guard (``Node.sealed_labels``), about 1 KB each. Past this many (a
 # partner down for long, rows another process sent) they are dropped and the guard parses labels.
 SEALED_LABELS_KEPT = 50_000
