@@ -18,6 +18,7 @@ import json
 import queue
 import shutil
 import signal
+import ssl
 import statistics
 import sys
 import threading
@@ -58,9 +59,12 @@ class Client:
     base: str
     token: str
     http: httpx.Client = field(init=False)
+    trust: ssl.SSLContext  # the node's certificate: its user API serves HTTPS
 
     def __post_init__(self) -> None:
-        self.http = httpx.Client(base_url=self.base, headers={"Authorization": f"Bearer {self.token}"}, timeout=30)
+        self.http = httpx.Client(
+            base_url=self.base, headers={"Authorization": f"Bearer {self.token}"}, timeout=30, verify=self.trust
+        )
 
     def post(self, path: str, body: dict[str, Any]) -> httpx.Response:
         return self.http.post(path, json=body)
@@ -72,9 +76,9 @@ class Client:
 class FlashWatcher(threading.Thread):
     """A KOR duty officer's console: subscribed to flash reports over SSE."""
 
-    def __init__(self, base: str, token: str) -> None:
+    def __init__(self, base: str, token: str, trust: ssl.SSLContext) -> None:
         super().__init__(daemon=True)
-        self.base, self.token = base, token
+        self.base, self.token, self.trust = base, token, trust
         self.events: queue.Queue[tuple[float, dict[str, Any]]] = queue.Queue()
         self.ready = threading.Event()
         self.stop = threading.Event()
@@ -90,6 +94,7 @@ class FlashWatcher(threading.Thread):
                     headers={**headers, "Last-Event-ID": last},
                     timeout=httpx.Timeout(None, connect=5),
                 ) as response:
+                    verify=self.trust,
                     self.ready.set()
                     data = ""
                     for line in response.iter_lines():
@@ -123,7 +128,7 @@ class Story:
 
     def client(self, party: str, role: str) -> Client:
         p = self.nodes[party]
-        return Client(p.user_url, p.tokens[role])
+        return Client(p.user_url, p.tokens[role], p.trust())
 
     def set_clock(self, at: datetime) -> None:
         for party in self.nodes:
@@ -250,14 +255,15 @@ def run(
         shutil.rmtree(root)
     root.mkdir(parents=True)
     agreement = terms_only(agreement_file, root / "agreement-terms.toml")
-    nodes = provision_pair(root, agreement, demo=True)
-    procs = [NodeProcess(p.config, p.user_url, p.root / "node.log") for p in nodes.values()]
+    nodes = provision_pair(root, agreement, demo=True, user_tls=True)  # HTTPS, as a deployed node serves
+    procs = [NodeProcess(p.config, p.user_url, p.root / "node.log", trust=p.trust()) for p in nodes.values()]
     story = Story(console, headless, suspension, nodes)
-    watcher = FlashWatcher(nodes["KOR"].user_url, nodes["KOR"].tokens["duty_officer"])
+    watcher = FlashWatcher(nodes["KOR"].user_url, nodes["KOR"].tokens["duty_officer"], nodes["KOR"].trust())
     try:
         start_all(procs)
         story.say(
-            f"[bold]gsomia demo[/bold]: KOR and JPN nodes on loopback, mutual TLS between them, state under {root}/"
+            f"[bold]gsomia demo[/bold]: KOR and JPN nodes on loopback, mutual TLS between them, HTTPS for their "
+            f"users, state under {root}/"
         )
         story.set_clock(kst("2019-08-01T09:00"))
         story.say(f"  agreement in force: KOR {story.state('KOR')}, JPN {story.state('JPN')}")
@@ -314,7 +320,7 @@ def run(
         story.say(f"\n  sent {result['sent']}, delivered {result['delivered']}, agreement {result['state_at_end']}")
         if keep_running and not headless:
             for party, p in nodes.items():
-                story.say(f"  {party}: {p.user_url} (tokens in {p.root / 'tokens.json'})")
+                story.say(f"  {party}: {p.user_url} (certificate {p.tls_cert}, tokens in {p.root / 'tokens.json'})")
             story.say("  the nodes stay up; Ctrl-C to stop")
             try:
                 while all(proc.proc and proc.proc.poll() is None for proc in procs):
