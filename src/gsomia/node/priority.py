@@ -33,11 +33,11 @@ def lower_priority(nice: int, idle: bool) -> None:
     """Lower the CPU priority of this thread and of every thread it starts from now on (Linux
     keeps both per thread, and a new thread inherits its creator's).
 
-    Nice 19 alone still let bulk work run out its time slice before a woken flash thread had
-    the core: on two cores under bulk load, the flash processes' threads waited 27-29 ms per
-    report for a core. A SCHED_IDLE thread yields to any other at its next timer tick (19-22
-    ms), and flash p50 fell from 21-23 to 18 ms, with no loss of bulk throughput. Not at
-    once: that takes a real-time flash process (``raise_priority``)."""
+    At nice 19 alone bulk work runs out its time slice before a woken flash thread has the
+    core: on two cores under bulk load the flash processes' threads wait 27-29 ms per report
+    for a core. A SCHED_IDLE thread yields to any other at its next timer tick (19-22 ms),
+    and flash p50 is 18 ms instead of 21-23, with no loss of bulk throughput. Not at once:
+    that takes a real-time flash process (``raise_priority``)."""
     os.nice(nice)
     if idle:
         try:
