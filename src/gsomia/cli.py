@@ -520,8 +520,20 @@ def user_add(
     clearance: Annotated[str | None, typer.Option(help="National marking the user is cleared to.")] = None,
     need_to_know: Annotated[list[str] | None, typer.Option(help="Compartment or purpose; repeat.")] = None,
 ) -> None:
-    """Add a user; prints its API token once (only a hash is stored)."""
-    node = _node(config)
+    """Add a user; prints its API token once (only a hash is stored).
+
+    USER_ID: 1 to 64 of a-z, 0-9, '.', '_' and '-'. --clearance: a marking of the node's
+    own party's national scheme (R7)."""
+    from gsomia import users
+    from gsomia.node import config as node_config
+    from gsomia.node.clock import SystemClock
+    from gsomia.node.service import Node
+    from gsomia.store.db import open_node_database
+
+    cfg = node_config.load(config)
+    users.check_user_id(user_id)  # refused before the database is opened (or made)
+    users.check_clearance(cfg.agreements, cfg.party, clearance)
+    node = Node(cfg, open_node_database(cfg), SystemClock())
     token = node.add_user(user_id, role, clearance, need_to_know or [])
     out.print(f"user {user_id} ({role}) added; token (shown once):")
     print(token)

@@ -33,6 +33,7 @@ import httpx
 from rich.console import Console
 
 from gsomia.agreement import terms
+from gsomia.files import private_dir
 from gsomia.node.process import NodeProcess, start_all, stop_all
 from gsomia.node.provision import Provisioned, provision_pair
 
@@ -253,7 +254,7 @@ def run(
         signal.signal(sig, lambda signum, frame: sys.exit(128 + signum))
     if root.exists():
         shutil.rmtree(root)
-    root.mkdir(parents=True)
+    private_dir(root)  # the nodes' state: their operator's alone (0700)
     agreement = terms_only(agreement_file, root / "agreement-terms.toml")
     nodes = provision_pair(root, agreement, demo=True, user_tls=True)  # HTTPS, as a deployed node serves
     procs = [NodeProcess(p.config, p.user_url, p.root / "node.log", trust=p.trust()) for p in nodes.values()]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -26,12 +27,23 @@ class Problem(Exception):
         self.extra = extra
 
 
+# A file path in a message: absolute, or relative from ./ or ../ (an agreement file's, a
+# database's). The command line shows it to the operator who named it; an API client is
+# told the file's name alone. Text such as KOR/JPN or 1/2 follows a letter or digit: kept.
+_PATH = re.compile(r"(?<![\w.~-])(?:\.{1,2})?/+[^\s'\"(),;/][^\s'\"(),;]*")
+
+
+def without_paths(text: str) -> str:
+    """``text`` with every file path in it cut down to its last part (the file's own name)."""
+    return _PATH.sub(lambda m: m.group(0).rstrip("/").rsplit("/", 1)[-1], text)
+
+
 def problem_response(status: int, title: str, detail: str, instance: str | None = None, **extra: Any) -> JSONResponse:
     body: dict[str, Any] = {
         "type": f"https://gsomia.invalid/problems/{title.lower().replace(' ', '-')}",
         "title": title,
         "status": status,
-        "detail": detail,
+        "detail": without_paths(detail),  # the node's directories are no business of a client's
     }
     if instance:
         body["instance"] = instance

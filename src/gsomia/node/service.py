@@ -25,7 +25,7 @@ from sqlalchemy import Connection, Engine, Table, all_, and_, any_, bindparam, f
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 
-from gsomia import envelope, policy, records
+from gsomia import envelope, policy, records, users
 from gsomia.agreement import lifecycle
 from gsomia.agreement.terms import Agreement, Note, NoteType
 from gsomia.errors import GsomiaError, InvalidHistory
@@ -492,6 +492,8 @@ class Node(NodeLedger):
     # --- users ------------------------------------------------------------------------
 
     def add_user(self, user_id: str, role: str, clearance: str | None, need_to_know: Sequence[str]) -> str:
+        users.check_user_id(user_id)  # the command line checks too; any other caller is held to the same
+        clearance = users.check_clearance(self.config.agreements, self.party, clearance)
         subject = policy.subject_from_dict(
             {
                 "id": user_id,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import select
+import stat
 import weakref
 from pathlib import Path
 from typing import Any, Protocol
@@ -78,6 +81,7 @@ def make_engine(url: str, own_checkpoints: bool = False) -> Engine:
         )
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
+        _private_sqlite_files(engine.url.database)
         event.listen(engine, "connect", _sqlite_pragmas)
         if own_checkpoints:
             event.listen(engine, "connect", _no_autocheckpoint)
@@ -86,6 +90,27 @@ def make_engine(url: str, own_checkpoints: bool = False) -> Engine:
     engine = create_engine(url, pool_size=10, max_overflow=10)
     event.listen(engine, "checkout", _check_alive)
     return engine
+
+
+SQLITE_COMPANIONS = ("", "-wal", "-shm", "-journal")
+
+
+def _private_sqlite_files(database: str | None) -> None:
+    """Make a SQLite database file, before SQLite does, readable by its owner alone (0600).
+
+    SQLite would create it with the process's umask (0644: every local user could read
+    the ledger, the tokens' hashes and the labels). It creates the write-ahead log and
+    shared-memory files (``-wal``, ``-shm``) with the mode of the database file, so they
+    follow. Files made by an earlier version are narrowed as well, where this user owns them."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    with contextlib.suppress(FileExistsError, FileNotFoundError):  # a missing directory: SQLite says so
+        os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600))
+    for suffix in SQLITE_COMPANIONS:
+        path = database + suffix
+        with contextlib.suppress(OSError):  # missing, or another user's: left as it is
+            if stat.S_IMODE(os.stat(path).st_mode) & 0o077:
+                os.chmod(path, 0o600)
 
 
 def _check_alive(dbapi_connection: Any, _record: object, _proxy: object) -> None:
