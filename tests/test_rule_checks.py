@@ -11,6 +11,7 @@ receiving node's own look at the label stands between them and the store.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from collections.abc import Iterator, Sequence
@@ -20,6 +21,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
@@ -30,10 +32,10 @@ from gsomia.demo import terms_only
 from gsomia.keys import PrivateKeys, PublicKeys
 from gsomia.label import Label, LabelInvalid, new_item_id, validate
 from gsomia.node import config as node_config
-from gsomia.node import egress, peer
+from gsomia.node import egress, lanes, peer
 from gsomia.node.app import Broker, create_peer_app
 from gsomia.node.clock import SystemClock
-from gsomia.node.delivery import BATCH, items_body
+from gsomia.node.delivery import BATCH, Delivery, items_body
 from gsomia.node.provision import provision_pair
 from gsomia.node.service import ItemSpec, Node, Refused
 from gsomia.policy import Action, Consent, Role, Subject, decide
@@ -367,3 +369,93 @@ def test_a_flash_report_is_claimed_before_the_bulk_items_queued_ahead_of_it(rece
         assert report["item_id"] not in bulk
     finally:
         node.release(worker)
+
+
+HOLD = 10.0  # seconds a bulk request waits for a flash report at most (only a failing node waits it out)
+
+
+@dataclass
+class HeldPartner:
+    """JPN's peer API in process, behind a link on which a bulk delivery is slow: each bulk
+    request waits until a flash report has come through (at most ``HOLD`` seconds, so that
+    a node that sends its report behind the bulk batch still finishes, and fails by order)."""
+
+    peer_app: Any
+    arrived: list[str]  # item ids, in the order the partner received and stored them
+    flash_seen: asyncio.Event
+
+    async def handle(self, request: httpx.Request) -> httpx.Response:
+        lane = request.headers.get("x-gsomia-lane", "bulk")
+        if request.url.path == "/peer/items" and lane == "bulk" and not self.flash_seen.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.flash_seen.wait(), HOLD)
+        headers = {k: v for k, v in request.headers.items() if k.startswith("x-gsomia-")}
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=self.peer_app), base_url="http://jpn.test"
+        ) as inner:
+            response = await inner.post(request.url.path, content=request.content, headers=headers)
+        if request.url.path == "/peer/items" and response.status_code == 200:
+            self.arrived.extend(response.json()["receipt"]["received"])
+            if lane == "flash":
+                self.flash_seen.set()
+        return httpx.Response(response.status_code, headers=response.headers, content=response.content)
+
+
+@dataclass
+class Both:
+    kor: Node
+    jpn: Node
+    kor_users: dict[str, Subject]  # by role
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def both(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Both]:
+    """Both parties' nodes in process, fresh (an empty outbox), on one backend."""
+    with contextlib.ExitStack() as stack:
+        urls = None
+        if request.param == "postgresql":
+            kor_db, jpn_db = stack.enter_context(pg_databases(2))
+            urls = {"KOR": kor_db, "JPN": jpn_db}
+        provisioned = provision_pair(tmp_path, terms_only(AGREEMENT_FILE, tmp_path / "terms.toml"), database_urls=urls)
+        nodes: dict[str, Node] = {}
+        for party, p in provisioned.items():
+            cfg = node_config.load(p.config)
+            nodes[party] = Node(cfg, open_node_database(cfg), SystemClock())
+            stack.callback(nodes[party].dispose)
+        users = {role: nodes["KOR"].authenticate(token) for role, token in provisioned["KOR"].tokens.items()}
+        yield Both(nodes["KOR"], nodes["JPN"], {role: u for role, u in users.items() if u is not None})
+
+
+def test_a_flash_report_reaches_the_partner_while_a_bulk_batch_queued_before_it_is_still_on_the_way(
+    both: Both,
+) -> None:
+    """R17: flash reports overtake bulk traffic. With a backlog of bulk items committed first
+    and their batch held on a slow link, the report committed after them is the first item the
+    partner receives; the bulk items follow, in the order they were committed."""
+    kor, jpn = both.kor, both.jpn
+    analyst, duty = both.kor_users["analyst"], both.kor_users["duty_officer"]
+    backlog = kor.provide(
+        analyst, [ItemSpec("JPN", "군사II급비밀", f"bulk {n}".encode(), purposes=("nk-missile",)) for n in range(40)]
+    )
+    report, _, _ = kor.provide_alert(duty, ItemSpec("JPN", "군사II급비밀", b"launch detected"), None)
+
+    async def deliver() -> list[str]:
+        partner = HeldPartner(create_peer_app(jpn, Broker()), [], asyncio.Event())
+        delivery = Delivery(kor)
+        await delivery.start()  # its workers first run at the next await: the client is swapped before
+        real = delivery.clients["JPN"]
+        delivery.clients["JPN"] = httpx.AsyncClient(
+            base_url="https://jpn.test", transport=httpx.MockTransport(partner.handle)
+        )
+        await real.aclose()
+        try:
+            for _ in range(1200):  # until the outbox is empty (a minute at most)
+                if await lanes.run("control", kor.pending, "JPN") == 0:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            await delivery.stop()
+        return partner.arrived
+
+    arrived = asyncio.run(deliver())
+    assert arrived == [report["item_id"], *(i["item_id"] for i in backlog)]
