@@ -1197,6 +1197,13 @@ class Node(NodeLedger):
         label = Label.from_bytes(row["label"].encode("utf-8"))
         peer = row["peer"]
         agreement = self.agreement(peer)
+        status, current = lifecycle.status(agreement, now), effective_label(label, history)
+        if not self._may_know(subject, agreement, current, status, now):
+            # Answered as an unknown id (principle 5); why, the ledger says.
+            decision = policy.decide(agreement, subject, policy.Action.READ, current, status, (), now)
+            with gate.begin(self.engine) as conn:
+                self._audit(conn, f"{kind}_denied", subject.id, item_id, decision.as_dict())
+            raise NotFound(f"no item {item_id}")
         extra = self._check_record(subject, kind, label, agreement, history, fields, now)
         record = records.make(self.config.key, kind, self.party, subject.id, item_id, now, **{**fields, **extra})
         lane = "flash" if kind in records.FLASH else "bulk"
