@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -195,6 +196,17 @@ def test_user_add_refuses_a_foreign_marking_or_an_unsafe_id(
     done = run("user", "add", "--config", kor_config, "--role", "analyst", "--clearance", clearance, "--", user_id)
     one_line_error(done, needle)
     assert user_ids(kor_config) == before
+
+
+def test_user_add_refuses_before_it_makes_a_database(kor_config: Path, tmp_path: Path) -> None:
+    fresh = tmp_path / "KOR"
+    shutil.copytree(kor_config.parent, fresh, ignore=shutil.ignore_patterns("node.db*"))
+    assert not list(fresh.glob("node.db*"))
+    done = run("user", "add", "--config", fresh / "node.toml", "--role", "analyst", "--", "../../etc/x")
+    one_line_error(done, "user id '../../etc/x' is not allowed")
+    done = run("user", "add", "--config", fresh / "node.toml", "kim", "--role", "analyst", "--clearance", "極秘")
+    one_line_error(done, "is not a KOR marking")
+    assert not list(fresh.glob("node.db*"))
 
 
 def test_user_add_stores_the_schemes_own_spelling_of_a_decomposed_marking(kor_config: Path) -> None:
