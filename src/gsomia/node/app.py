@@ -8,6 +8,7 @@ import asyncio
 import base64
 import binascii
 import bisect
+import contextlib
 import json
 import logging
 import re
@@ -34,26 +35,41 @@ from gsomia.node.problems import Problem
 from gsomia.node.service import FreshAlert, ItemSpec, Node, NotFound, Refused
 
 
+class Subscription:
+    """One open alert stream, as the broker wakes it."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+
+    async def wait(self, timeout: float) -> None:
+        """Until woken (at once if woken since ``event`` was cleared), or ``timeout`` passed."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.event.wait(), timeout)
+
+
 class Broker:
     """Hands flash reports this process commits to its alert streams, from memory (R17).
 
-    A stream shows what is published here without reading it back. What other processes of
-    the node store, streams read from the database when told (``wake``, from the other
-    process) or when the one poll of this process (``watch``) sees a report memory lacks: an
-    idle stream costs no database query and no thread hop, however many are open.
+    A stream shows what is published here without reading it back. A publication wakes only
+    the streams whose subscriber may read one of its reports (``readable``, decided here once
+    per subject and report): a stream with nothing to show is not woken, makes no database
+    query and no thread hop, however many are open. What other processes of the node store,
+    streams read from the database when told (``wake``, from the other process) or when the
+    one poll of this process (``watch``) sees a report memory lacks.
     """
 
     RECENT = 256
     DECISIONS_KEPT = 4096
 
     def __init__(self) -> None:
-        self._event = asyncio.Event()
         self._recent: list[FreshAlert] = []  # ordered by seq, the last ``RECENT``
-        self.version = 0  # moves on every publication and every wake
         self.stored = 0  # moves when the database may hold reports memory lacks
         self.top = 0  # the highest report seq this process has seen
         self.relay: Callable[[], None] | None = None  # tells the node's other process (``node/link.py``)
+        # Whether a subscriber may read a report (``Node.may_read``); None: every stream is woken.
+        self.readable: Callable[[policy.Subject, FreshAlert], bool] | None = None
         self.open: dict[str, int] = {}  # open streams by user
+        self._streams: dict[policy.Subject, set[Subscription]] = {}
         self._decisions: dict[tuple[int, policy.Subject], bool] = {}
         self._poll: asyncio.Task[None] | None = None
 
@@ -61,21 +77,33 @@ class Broker:
         if alerts:
             self._recent = sorted([*self._recent, *alerts], key=lambda a: a.seq)[-self.RECENT :]
             self.top = max(self.top, self._recent[-1].seq)
+            decide = self.readable
+            for who, streams in self._streams.items():
+                if decide is None or any(self.may_read(who, a, decide) for a in alerts):
+                    for stream in streams:
+                        stream.event.set()
         else:  # a record, not a report: streams look in the database (a reclassification, R6)
-            self.stored += 1
-        self._set()
+            self.wake()
         if self.relay is not None:
             self.relay()
 
     def wake(self) -> None:
         """Streams look in the database: another process of the node stored something."""
         self.stored += 1
-        self._set()
+        for streams in self._streams.values():
+            for stream in streams:
+                stream.event.set()
 
-    def _set(self) -> None:
-        self.version += 1
-        self._event.set()
-        self._event = asyncio.Event()
+    def subscribe(self, who: policy.Subject) -> Subscription:
+        stream = Subscription()
+        self._streams.setdefault(who, set()).add(stream)
+        return stream
+
+    def unsubscribe(self, who: policy.Subject, stream: Subscription) -> None:
+        streams = self._streams.get(who, set())
+        streams.discard(stream)
+        if not streams:
+            self._streams.pop(who, None)
 
     def after(self, seq: int) -> list[FreshAlert] | None:
         """The published reports after ``seq``, in order, or None when memory cannot tell.
@@ -98,17 +126,6 @@ class Broker:
                 self._decisions.clear()
             found = self._decisions[key] = decide(who, alert)
         return found
-
-    async def wait(self, seen: int, timeout: float) -> bool:
-        """True at once when ``version`` moved past ``seen``, else when woken; False when ``timeout`` passed."""
-        if self.version != seen:
-            return True
-        event = self._event
-        try:
-            await asyncio.wait_for(event.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
 
     def hold(self, user: str, limit: int) -> bool:
         """Count one more open stream of ``user``, unless ``limit`` are open already."""
@@ -362,6 +379,11 @@ def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
     app = FastAPI(title=f"gsomia node {node.party}: user API", version="1")
     problems.install(app)
 
+    def readable(subject: policy.Subject, alert: FreshAlert) -> bool:
+        return node.may_read(subject, alert.peer, alert.label)
+
+    broker.readable = readable
+
     async def check(scope: intake.Scope) -> dict[str, Any]:
         token = intake.bearer_token(scope)
         if token is None:
@@ -483,25 +505,24 @@ def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
         broker.watch(lambda: lanes.run("flash", node.latest_alert_seq))
 
         async def events() -> Any:
+            subscription = broker.subscribe(who)
             try:
-                async for event in _events():
+                async for event in _events(subscription):
                     yield event
             finally:  # every text shown is on the ledger before the stream is done
+                broker.unsubscribe(who, subscription)
                 for task in recording:
                     await asyncio.shield(task)
 
         recording: list[asyncio.Future[None]] = []
 
-        def readable(subject: policy.Subject, alert: FreshAlert) -> bool:
-            return node.may_read(subject, alert.peer, alert.label)
-
-        async def _events() -> Any:
+        async def _events(subscription: Subscription) -> Any:
             # ``cursor``: the last report looked at, shown or not. Only shown reports carry an id:
             # a subscriber learns nothing of those it may not read (principle 5).
             cursor = start
             stored = None  # the broker's ``stored`` when this stream last read the database
             while not await request.is_disconnected():
-                seen = broker.version
+                subscription.event.clear()  # what is published from here on wakes the wait below
                 fresh = None if stored != broker.stored else broker.after(cursor)
                 if fresh is None:  # one hop to a flash thread for the lot
                     stored = broker.stored
@@ -533,9 +554,9 @@ def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
                     )
                 if stored is None or fresh:
                     continue
-                # Until a publication here, a wake from the node's other process or its poll, or a
-                # while: a quiet stream asks nothing of the database.
-                await broker.wait(seen, 15.0)
+                # Until a publication here it may read, a wake from the node's other process or its
+                # poll, or a while: a quiet stream asks nothing of the database.
+                await subscription.wait(15.0)
 
         return _Stream(events(), lambda: broker.let_go(who.id), ping=15)
 
