@@ -50,6 +50,12 @@ with py-spy (``pip install py-spy``) and prints where their CPU time goes
 has both nodes mark each flash report's hops (``gsomia.node.trace``) and prints how long
 the reports sent under load spent at each.
 
+``--idle-streams N`` holds N alert streams open on KOR's user API for flash reports (its flash
+process's, where it runs one) for the whole run, spread over as many analysts as KOR's
+``max_streams_per_user`` needs: with ``--idle-streams-read`` each stream shows every report
+(the analysts are cleared for them), without it none does (cleared one level below). The
+flash latency is then measured beside them: an idle stream must cost the flash path nothing.
+
 Run: ``.venv/bin/python bench/exchange.py [--postgres] [--items N] [--json FILE]``.
 The nodes run whatever ``gsomia`` is importable (printed at the start). To measure one
 commit while the work tree changes under you, run from a snapshot:
@@ -61,6 +67,7 @@ database used to create and drop the two benchmark databases.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import contextlib
 import copy
@@ -89,8 +96,12 @@ from typing import Any
 import httpx
 
 from gsomia.demo import terms_only
+from gsomia.node import config as node_config
+from gsomia.node.clock import SystemClock
 from gsomia.node.process import NodeProcess, start_all
 from gsomia.node.provision import Provisioned, free_port, provision_pair
+from gsomia.node.service import Node
+from gsomia.store.db import open_node_database
 
 ROOT = Path(__file__).resolve().parents[1]
 AGREEMENT = ROOT / "agreements" / "jp-kr-gsomia-2016.toml"
@@ -704,6 +715,80 @@ class GsomiaResult:
     probe: str = ""  # where the flash probe ran: its own process (SCHED_RR or normal) or this one
     # Each report sent under load: (s since the bulk clock started, latency in ms), for when the slow ones came.
     flash_series: list[tuple[float, float]] = field(default_factory=list)
+    idle_streams: int = 0  # alert streams held open on KOR beside the probe's (``IdleStreams``)
+    idle_streams_read: bool = False  # whether they showed the reports
+    idle_stream_events: int = 0  # reports they showed, all streams together
+
+
+class IdleStreams:
+    """``count`` alert streams held open on KOR's flash user API, as analysts' consoles left open.
+
+    Spread over as many analysts as KOR's ``max_streams_per_user`` needs; with ``read`` they are
+    cleared for the flash reports (each stream shows each one, and each analyst's read of it
+    is entered once), without it one level below (no stream has anything to show). All held
+    by one event loop in a thread of this process."""
+
+    def __init__(self, kor: Provisioned, count: int, read: bool) -> None:
+        self.url, self.count, self.read = kor.alerts_url, count, read
+        config = node_config.load(kor.config)
+        per_user = config.max_streams_per_user
+        node = Node(config, open_node_database(config), SystemClock())
+        try:  # before the nodes start: users of their own, beside the demo's
+            clearance = "군사II급비밀" if read else "군사III급비밀"
+            self.tokens = [
+                node.add_user(f"kor.idle-{n}", "analyst", clearance, PURPOSES)
+                for n in range(math.ceil(count / per_user))
+            ]
+        finally:
+            node.dispose()
+        self.users = len(self.tokens)
+        self.opened = 0
+        self.events = 0
+        self.errors: list[str] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), name="idle-streams", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        if not self._ready.wait(120) or self.errors:
+            raise RuntimeError(f"{self.opened} of {self.count} idle streams opened: {self.errors[:3]}")
+        print(
+            f"  idle streams: {self.count} open by {self.users} analysts, {'each showing' if self.read else 'none showing'} the reports"
+        )
+
+    async def _main(self) -> None:
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=0)
+        async with httpx.AsyncClient(base_url=self.url, timeout=httpx.Timeout(None, connect=10), limits=limits) as c:
+            tasks = [asyncio.create_task(self._hold(c, self.tokens[n % self.users])) for n in range(self.count)]
+            await self._stop.wait()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _hold(self, client: httpx.AsyncClient, token: str) -> None:
+        try:
+            async with client.stream("GET", "/alerts/stream", headers={"Authorization": f"Bearer {token}"}) as r:
+                if r.status_code != 200:
+                    self.errors.append(f"HTTP {r.status_code}: {(await r.aread())[:200]!r}")
+                    self._ready.set()
+                    return
+                self.opened += 1
+                if self.opened == self.count:
+                    self._ready.set()
+                async for line in r.aiter_lines():
+                    if line.startswith("data:"):
+                        self.events += 1
+        except httpx.HTTPError as exc:
+            self.errors.append(f"{type(exc).__name__}: {exc}")
+            self._ready.set()
+
+    def close(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
 
 
 def request_bodies(n: int, batch: int) -> list[bytes]:
@@ -1006,6 +1091,7 @@ def run_gsomia(backend: str, args: argparse.Namespace, tmp_root: Path) -> Gsomia
             for n in nodes.values():
                 top, _, peers = n.config.read_text().partition("[peers.")
                 n.config.write_text(f"{top}bulk_nice = {args.bulk_nice}\n\n[peers.{peers}")
+        idle_streams = IdleStreams(kor, args.idle_streams, args.idle_streams_read) if args.idle_streams else None
         procs = {p: NodeProcess(n.config, n.user_url, n.root / "node.log", n.flash_user_url) for p, n in nodes.items()}
         trace_log = tmp / "trace.log"
         if args.trace:
@@ -1047,6 +1133,9 @@ def run_gsomia(backend: str, args: argparse.Namespace, tmp_root: Path) -> Gsomia
             groups["flash probe (its own processes)"] = lambda: probe_pids
             print(f"  flash probe: the two duty officers in two processes, {probe.policy} scheduling")
         stack.callback(probe.close)
+        if idle_streams is not None:
+            stack.callback(idle_streams.close)
+            idle_streams.start()
         probe.start()
         probe.warm_up()
         idle_flash: list[float] = []
@@ -1200,6 +1289,9 @@ def run_gsomia(backend: str, args: argparse.Namespace, tmp_root: Path) -> Gsomia
                 for text, sent in probe.sent.items()
                 if text in probe.arrived
             ),
+            idle_streams=args.idle_streams,
+            idle_streams_read=args.idle_streams_read,
+            idle_stream_events=idle_streams.events if idle_streams else 0,
         )
         report_gsomia(result)
         return result
@@ -1230,6 +1322,12 @@ def report_gsomia(r: GsomiaResult) -> None:
         f"(POST /alerts answered: p50 {r.flash_post_ms_p50:.1f} ms, p99 {r.flash_post_ms_p99:.1f} ms); "
         f"with no bulk traffic before: p50 {r.idle_flash_ms_p50:.1f} ms, p99 {r.idle_flash_ms_p99:.1f} ms"
     )
+    if r.idle_streams:
+        print(
+            f"  beside {r.idle_streams} idle alert streams "
+            f"({'each showing the reports' if r.idle_streams_read else 'none showing the reports'}; "
+            f"{r.idle_stream_events:,} reports shown on them)"
+        )
     if r.idle_flash_cpu_ms:
         print(
             "  CPU per flash report with no bulk traffic (ms, idle polling included): "
@@ -1653,6 +1751,18 @@ def main(argv: list[str] | None = None) -> int:
         help="run the flash probe's process as SCHED_RR like the flash processes (default: the normal priority)",
     )
     parser.add_argument("--sample-interval", type=float, default=0.5, help="seconds between outbox samples")
+    parser.add_argument(
+        "--idle-streams",
+        type=int,
+        default=0,
+        metavar="N",
+        help="hold N alert streams open on KOR beside the probe's, over as many analysts as its per-user limit needs",
+    )
+    parser.add_argument(
+        "--idle-streams-read",
+        action="store_true",
+        help="the --idle-streams analysts are cleared for the flash reports (default: none is shown to them)",
+    )
     parser.add_argument(
         "--py-spy",
         metavar="DIR",
