@@ -290,7 +290,7 @@ def test_a_refused_note_names_the_agreement_file_but_not_where_it_lies(
 
 
 def test_a_partners_refused_note_names_no_path_either(kor_apps: dict[str, Any]) -> None:
-    note = {
+    note: dict[str, Any] = {
         "note_id": str(uuid.uuid4()),
         "agreement": "jp-kr-gsomia-2016",
         "at": datetime.now(UTC).isoformat(),
