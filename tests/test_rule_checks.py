@@ -1,7 +1,7 @@
 """Checks that nothing else backs up: each test here fails when its one check is removed.
 
-Most rules are enforced twice (the policy, then the egress guard, then the receiving
-node), so a test that goes through all of them passes with any one check taken out.
+Most rules are enforced more than once (the policy, then the egress guard, then the
+receiving node), so a test that goes through all of them passes with any one check taken out.
 These tests reach each check alone: a request that every other check lets through,
 so the refusal can only come from the check under test. R1, R5, R9, R13 and R14 on
 the receiving side are tried with envelopes a hostile or misconfigured partner would
@@ -36,10 +36,9 @@ from gsomia.node import egress, lanes, peer
 from gsomia.node.app import Broker, create_peer_app
 from gsomia.node.clock import SystemClock
 from gsomia.node.delivery import BATCH, Delivery, items_body
-from gsomia.node.provision import provision_pair
+from gsomia.node.provision import Provisioned, provision_pair
 from gsomia.node.service import ItemSpec, Node, Refused
 from gsomia.policy import Action, Consent, Role, Subject, decide
-from gsomia.store import ledger_store
 from gsomia.store.db import open_node_database
 from nodes import AGREEMENT as AGREEMENT_FILE
 from nodes import pg_databases
@@ -185,14 +184,12 @@ class Receiver:
         return receipt
 
     def stored(self) -> tuple[int, ...]:
-        """Rows of items, alerts and ledger entries (logged and queued), in both of the node's files."""
+        """Rows of items and of alerts (what a duty officer's stream shows), in both of the node's files."""
         counts: list[int] = []
         for store in (self.node.main, self.node.flash):
             with store.engine.connect() as conn:
-                for table in (store.items, store.alerts, store.queue):
+                for table in (store.items, store.alerts):
                     counts.append(int(conn.execute(select(func.count()).select_from(table)).scalar_one()))
-        with self.node.engine.connect() as conn:
-            counts.append(ledger_store.size(conn))
         return tuple(counts)
 
     def holds(self, item_id: str) -> bool:
@@ -203,20 +200,31 @@ class Receiver:
         return False
 
 
+def provisioned(stack: contextlib.ExitStack, root: Path, agreement_file: Path, backend: str) -> dict[str, Provisioned]:
+    """Both parties provisioned on ``backend`` (PostgreSQL: two fresh databases, dropped with ``stack``)."""
+    urls = None
+    if backend == "postgresql":
+        kor_db, jpn_db = stack.enter_context(pg_databases(2))
+        urls = {"KOR": kor_db, "JPN": jpn_db}
+    return provision_pair(root, agreement_file, database_urls=urls)
+
+
+def running(stack: contextlib.ExitStack, p: Provisioned) -> Node:
+    """``p``'s node in this process, closed with ``stack``."""
+    cfg = node_config.load(p.config)
+    node = Node(cfg, open_node_database(cfg), SystemClock())
+    stack.callback(node.dispose)
+    return node
+
+
 @contextmanager
 def _receiver(root: Path, agreement_file: Path, backend: str) -> Iterator[Receiver]:
     with contextlib.ExitStack() as stack:
-        urls = None
-        if backend == "postgresql":
-            kor_db, jpn_db = stack.enter_context(pg_databases(2))
-            urls = {"KOR": kor_db, "JPN": jpn_db}
-        nodes = provision_pair(root, agreement_file, database_urls=urls)
-        kor_cfg = node_config.load(nodes["KOR"].config)
-        jpn_cfg = node_config.load(nodes["JPN"].config)
-        node = Node(kor_cfg, open_node_database(kor_cfg), SystemClock())
-        stack.callback(node.dispose)
+        pair = provisioned(stack, root, agreement_file, backend)
+        node = running(stack, pair["KOR"])
         app = TestClient(create_peer_app(node, Broker()), raise_server_exceptions=False)
-        yield Receiver(node, app, kor_cfg.key, jpn_cfg.key, nodes["KOR"].tokens)
+        jpn_key = node_config.load(pair["JPN"].config).key
+        yield Receiver(node, app, node.config.key, jpn_key, pair["KOR"].tokens)
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -412,18 +420,10 @@ class Both:
 def both(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Both]:
     """Both parties' nodes in process, fresh (an empty outbox), on one backend."""
     with contextlib.ExitStack() as stack:
-        urls = None
-        if request.param == "postgresql":
-            kor_db, jpn_db = stack.enter_context(pg_databases(2))
-            urls = {"KOR": kor_db, "JPN": jpn_db}
-        provisioned = provision_pair(tmp_path, terms_only(AGREEMENT_FILE, tmp_path / "terms.toml"), database_urls=urls)
-        nodes: dict[str, Node] = {}
-        for party, p in provisioned.items():
-            cfg = node_config.load(p.config)
-            nodes[party] = Node(cfg, open_node_database(cfg), SystemClock())
-            stack.callback(nodes[party].dispose)
-        users = {role: nodes["KOR"].authenticate(token) for role, token in provisioned["KOR"].tokens.items()}
-        yield Both(nodes["KOR"], nodes["JPN"], {role: u for role, u in users.items() if u is not None})
+        pair = provisioned(stack, tmp_path, terms_only(AGREEMENT_FILE, tmp_path / "terms.toml"), request.param)
+        kor, jpn = running(stack, pair["KOR"]), running(stack, pair["JPN"])
+        users = {role: kor.authenticate(token) for role, token in pair["KOR"].tokens.items()}
+        yield Both(kor, jpn, {role: u for role, u in users.items() if u is not None})
 
 
 def test_a_flash_report_reaches_the_partner_while_a_bulk_batch_queued_before_it_is_still_on_the_way(
