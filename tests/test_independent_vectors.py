@@ -217,6 +217,19 @@ def test_ct_every_generated_proof_checks_against_the_published_roots() -> None:
             assert ledger.verify_consistency(old, size, roots[old], roots[size], proof)
 
 
+def test_ct_no_proof_makes_a_tree_extend_a_smaller_one() -> None:
+    """Merkle tree test's "time travel to the past", with a proof that would pass otherwise.
+
+    The published probes refuse size1 > size2 only with empty or unrelated proofs. Here a
+    signer claims its 3-leaf log had root leaf 0 and "proves" the 2-leaf log extends it with
+    the published hashes: the path algorithm alone would accept; the size check must refuse.
+    """
+    leaf0, leaf1 = (_h(h) for h in ct()["node_hashes"][0][:2])
+    root2 = _h(ct()["roots"][2])
+    assert merkle.node_hash(leaf0, leaf1) == root2
+    assert not ledger.verify_consistency(3, 2, leaf0, root2, [leaf0, leaf1])
+
+
 # The published probes where gsomia's verifier deliberately answers otherwise, and why.
 # transparency-dev/merkle adds two input checks of its own that RFC 9162's verification
 # algorithms do not have; Certificate Transparency's C++ verifier (merkle_tree_test.cc,
