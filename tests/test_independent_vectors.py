@@ -218,7 +218,7 @@ def test_ct_every_generated_proof_checks_against_the_published_roots() -> None:
 
 
 def test_ct_no_proof_makes_a_tree_extend_a_smaller_one() -> None:
-    """Merkle tree test's "time travel to the past", with a proof that would pass otherwise.
+    """Certificate Transparency's "time travel to the past" check, with a proof that would pass otherwise.
 
     The published probes refuse size1 > size2 only with empty or unrelated proofs. Here a
     signer claims its 3-leaf log had root leaf 0 and "proves" the 2-leaf log extends it with
