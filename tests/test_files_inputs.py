@@ -364,16 +364,18 @@ def open_args(sealed: dict[str, Path], envelope: Path, output: Path) -> list[str
     ]
 
 
-@pytest.mark.parametrize("how", ["itself", "symlink", "hardlink", "dot-path"])
+@pytest.mark.parametrize("how", ["itself", "symlink", "hardlink", "another-spelling"])
 def test_open_refuses_to_write_over_its_input(sealed: dict[str, Path], tmp_path: Path, how: str) -> None:
     envelope = tmp_path / "a.gsom"
     envelope.write_bytes(sealed["envelope"].read_bytes())
-    output = {"itself": envelope, "dot-path": tmp_path / "." / "a.gsom"}.get(how, tmp_path / "b")
+    (tmp_path / "sub").mkdir()
+    # "another-spelling": relative to the working directory, through a sibling and back.
+    output = {"itself": envelope, "another-spelling": Path("sub/../a.gsom")}.get(how, tmp_path / "b")
     if how == "symlink":
         output.symlink_to(envelope)
     elif how == "hardlink":
         os.link(envelope, output)
-    one_line_error(run(*open_args(sealed, envelope, output)), "is the input file")
+    one_line_error(run(*open_args(sealed, envelope, output), cwd=tmp_path), "is the input file")
     assert envelope.read_bytes() == sealed["envelope"].read_bytes()
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
 
