@@ -667,6 +667,12 @@ def replay_command(file: AgreementFile) -> None:
     replay(terms.load(file), out)
 
 
+# The analysts' and duty officers' client of the user API: login, share, inbox, items, read, flash, watch.
+from gsomia.cli_people import register as _register_people  # noqa: E402
+
+_register_people(app)
+
+
 def main() -> None:
     """Entry point: Click handles usage errors (exit 2); every ``GsomiaError`` is one line and
     exit 2, and so is a database that does not answer (its server down, a wrong host or port)."""
