@@ -230,14 +230,15 @@ def test_ct_no_proof_makes_a_tree_extend_a_smaller_one() -> None:
     assert not ledger.verify_consistency(3, 2, leaf0, root2, [leaf0, leaf1])
 
 
-# The published probes where gsomia's verifier deliberately answers otherwise, and why.
-# transparency-dev/merkle adds two input checks of its own that RFC 9162's verification
-# algorithms do not have; Certificate Transparency's C++ verifier (merkle_tree_test.cc,
-# VerifyConsistencyProof: "Snapshots that are always consistent") agrees with gsomia.
+# The published probes where gsomia's verifier deliberately answers otherwise, and why:
+# transparency-dev/merkle makes two input checks of its own that RFC 9162's verification
+# algorithms (sections 2.1.3.2 and 2.1.4.2) do not make.
 ACCEPTED_ON_PURPOSE = {
-    # The empty tree is a prefix of every tree: gsomia's witness accepts a partner's growth
-    # from an empty first head (ledger.consistency_proof(0, n) is empty). transparency-dev
-    # refuses size1 = 0 as "meaningless" and ignores neither root; CT's C++ verifier accepts.
+    # A consistency proof from the empty tree. The empty tree is a prefix of every tree, and
+    # gsomia's witness relies on it for a partner whose first head was empty
+    # (ledger.consistency_proof(0, n) is empty). transparency-dev refuses size1 = 0 as
+    # "meaningless"; Certificate Transparency's C++ verifier accepts it (merkle_tree_test.cc,
+    # "Snapshots that are always consistent": 0 -> 0 and 0 -> 1 with an empty proof).
     "testdata/consistency/additional/size1-is-zero-and-does-not-equal-size2.json",
     "testdata/consistency/additional/size1-is-zero-and-size2-is-not-zero.json",
     "testdata/consistency/additional/sizes-are-equal-zero-and-proof-is-empty.json",
