@@ -154,12 +154,14 @@ def atomic_output(
     if not overwrite and path.exists():
         raise InvalidInput(f"{path}: already exists (use --force to replace it)")
     remove_stale_partials(directory)
-    while True:
-        tmp = directory / f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.gsomia.partial"
+    while True:  # the name's own part shortened: the whole must fit a directory entry (255 bytes)
+        tmp = directory / f".{path.name[:64]}.{os.getpid()}-{secrets.token_hex(4)}.gsomia.partial"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), PRIVATE_FILE)
         except FileExistsError:
             continue
+        except OSError as exc:
+            raise InvalidInput(f"{path}: cannot write in {directory} ({exc.strerror})") from None
         break
     try:
         with os.fdopen(fd, "wb") as handle:
