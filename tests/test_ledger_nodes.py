@@ -22,7 +22,8 @@ def database(pair: Pair, party: str) -> str:
 
 
 def rewrite_history(url: str, index: int) -> None:
-    """What a node that rewrites its past would do: change an entry and rebuild every tree node."""
+    """What a node that rewrites its past would do: change an entry (its bytes, its leaf hash and the
+    column that copies the changed field, so the entry is consistent) and rebuild every tree node."""
     engine = create_engine(url)
     with engine.begin() as conn:
         body = conn.execute(select(t.ledger_entries.c.body).where(t.ledger_entries.c.idx == index)).scalar_one()
@@ -32,7 +33,7 @@ def rewrite_history(url: str, index: int) -> None:
         conn.execute(
             update(t.ledger_entries)
             .where(t.ledger_entries.c.idx == index)
-            .values(body=new_body.decode(), leaf_hash=merkle.leaf_hash(new_body))
+            .values(body=new_body.decode(), leaf_hash=merkle.leaf_hash(new_body), actor=entry["actor"])
         )
         leaves = [
             bytes(h) for (h,) in conn.execute(select(t.ledger_entries.c.leaf_hash).order_by(t.ledger_entries.c.idx))

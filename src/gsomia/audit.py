@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select
+from sqlalchemy import Connection, Engine, LargeBinary, Table, cast, insert, select
 
 from gsomia import ledger, merkle
 from gsomia.errors import GsomiaError
@@ -21,7 +22,11 @@ from gsomia.keys import PrivateKeys, PublicKeys
 from gsomia.store import flash, ledger_store
 from gsomia.store import schema as t
 
-PROOF_FORMAT = "gsomia-inclusion-proof/1"
+PROOF_FORMAT = "gsomia-inclusion-proof/2"
+# A proof's list of every entry naming its item, signed with the key of its head: the prefix
+# keeps the statement apart from a tree head, which the same key signs in the same context.
+_COVERS = b"gsomia/ledger/v1/item-entries\x00"
+_CONTEXT = b"gsomia/ledger/v1"
 
 
 class AuditFailure(GsomiaError):
@@ -49,15 +54,57 @@ def store_head(conn: Connection, head: ledger.TreeHead) -> None:
     )
 
 
+# The tables kept beside the log whose rows the node's listings and checks read. Each row is
+# written in the same transaction as the ledger entry that records it, so every column is
+# checked against that entry's hashed bytes, except the bookkeeping columns named in
+# ``UNBOUND``: nothing decides on them (``seq`` orders rows stored one after another,
+# ``received_at`` of a tree head says when it arrived), and no entry could vouch for them.
+_ROTATION_KINDS = ("key_rotation", "key_rotation_received")
+_ALARM_KINDS = ("alarm", "alarm_received")
+UNBOUND = frozenset(
+    {
+        ("tree_heads", "seq"),
+        ("tree_heads", "received_at"),
+        ("key_rotations", "seq"),
+        ("alarms", "seq"),
+    }
+)
+# Everything ``verify_node`` checks, by table: the test that tampers with each column of each
+# of them reads this, and the schema, so a column added later is tampered with too.
+CHECKED_TABLES = ("ledger_entries", "ledger_nodes", "ledger_state", "tree_heads", "key_rotations", "alarms")
+
+
 def verify_node(engine: Engine, own: PublicKeys, peers: dict[str, PublicKeys]) -> dict[str, Any]:
-    """Every entry, every stored node, every stored tree head; the first failure raises.
+    """Every entry, every stored node, every row beside the log, every stored tree head; the first failure raises.
 
     ``own`` and ``peers`` are the keys trusted out of band (node.toml); each party's
     recorded rotations extend them to its whole key chain, and each head is checked
     with the key of its size (``KeyHistory.key_for_head``)."""
     from gsomia.node import keychain
 
+    recorded: dict[str, dict[Any, tuple[int, dict[str, Any]]]] = {"key_rotations": {}, "alarms": {}}
+
+    def keep(table: str, key: Callable[[dict[str, Any]], Any]) -> ledger_store.Watch:
+        def seen(index: int, data: dict[str, Any]) -> None:
+            try:
+                found = key(data["detail"])
+            except (KeyError, TypeError):
+                raise AuditFailure(
+                    f"entry {index} ({data['kind']}) does not say which row of {table} it records"
+                ) from None
+            recorded[table].setdefault(found, (index, data))
+
+        return seen
+
+    watch = dict.fromkeys(_ROTATION_KINDS, keep("key_rotations", lambda d: (d["party"], d["number"])))
+    watch.update(dict.fromkeys(_ALARM_KINDS, keep("alarms", lambda d: d["alarm_id"])))
     with engine.connect() as conn:
+        try:
+            result = ledger_store.verify_all(conn, watch=watch)
+        except ledger_store.LedgerCorrupt as exc:
+            raise AuditFailure(f"ledger of {own.party}: {exc}") from None
+        _check_beside(conn, t.key_rotations, recorded["key_rotations"], _rotation_row, _rotation_says)
+        _check_beside(conn, t.alarms, recorded["alarms"], lambda r: r["alarm_id"], _alarm_says)
         try:
             chains = {own.party: keychain.own_history(conn, own.party, own)}
             if chains[own.party].current.kid != own.kid:
@@ -66,34 +113,8 @@ def verify_node(engine: Engine, own: PublicKeys, peers: dict[str, PublicKeys]) -
                 chains[code] = keychain.history(conn, key)
         except KeyRotationInvalid as exc:
             raise AuditFailure(f"key chain: {exc}") from None
-        try:
-            result = ledger_store.verify_all(conn)
-        except ledger_store.LedgerCorrupt as exc:
-            raise AuditFailure(f"ledger of {own.party}: {exc}") from None
-        heads = conn.execute(select(t.tree_heads).order_by(t.tree_heads.c.seq)).mappings().all()
-        checked = 0
-        for row in heads:
-            head = ledger.TreeHead(
-                row["party"], int(row["size"]), bytes(row["root"]), row["at"], bytes(row["signature"])
-            )
-            chain = chains.get(head.party)
-            if chain is None:
-                continue
-            if not ledger.verify_head(chain.key_for_head(head.size), head):
-                raise AuditFailure(
-                    f"stored tree head #{row['seq']} of {head.party} (size {head.size}) has a bad signature"
-                )
-            if head.party == own.party:
-                if head.size > result.size:
-                    raise AuditFailure(
-                        f"own tree head #{row['seq']} claims {head.size} entries; the log holds {result.size}"
-                    )
-                if ledger_store.root(conn, head.size) != head.root:
-                    raise AuditFailure(
-                        f"own tree head #{row['seq']} (size {head.size}) does not match the log: an entry before {head.size} was rewritten"
-                    )
-            checked += 1
-        queued = ledger_store.queued(conn)
+        checked = _check_heads(conn, own.party, chains, result.size)
+        queued = _check_queue(conn)
     store = flash.existing(engine)
     queued += flash.queued(engine, store) if store else 0
     return {
@@ -105,47 +126,244 @@ def verify_node(engine: Engine, own: PublicKeys, peers: dict[str, PublicKeys]) -
     }
 
 
+def _span(size: int) -> str:
+    return f"entries 0…{size - 1}" if size else "no entry"
+
+
+def _check_heads(conn: Connection, party: str, chains: dict[str, KeyHistory], size: int) -> int:
+    """Every stored head: signed by its party's key of its size; the node's own still the log's root."""
+    heads = conn.execute(select(t.tree_heads).order_by(t.tree_heads.c.seq)).mappings().all()
+    checked = 0
+    for row in heads:
+        head = ledger.TreeHead(row["party"], int(row["size"]), bytes(row["root"]), row["at"], bytes(row["signature"]))
+        name = f"stored tree head #{row['seq']} of {head.party} (size {head.size}, {_span(head.size)})"
+        chain = chains.get(head.party)
+        if chain is None:
+            raise AuditFailure(f"{name} names a party whose keys this node does not hold")
+        if not ledger.verify_head(chain.key_for_head(head.size), head):
+            raise AuditFailure(f"{name} has a bad signature")
+        if head.party == party:
+            if head.size > size:
+                raise AuditFailure(f"{name} claims {head.size} entries; the log holds {size}")
+            if ledger_store.root(conn, head.size) != head.root:
+                raise AuditFailure(f"{name} does not match the log: an entry before {head.size} was rewritten")
+        checked += 1
+    return checked
+
+
+def _rotation_row(row: Any) -> tuple[str, int]:
+    return (row["party"], row["number"])
+
+
+def _rotation_says(row: Any, index: int, data: dict[str, Any]) -> str | None:
+    """A stored rotation against its entry: the columns, and the signed statement itself."""
+    d = data["detail"]
+    said = {
+        "party": d["party"],
+        "number": d["number"],
+        "old_kid": d["old_kid"],
+        "new_kid": d["new_kid"],
+        "at": d["rotated_at"],
+        "received_at": data["at"],
+    }
+    wrong = _differs(row, said)
+    if wrong:
+        return wrong
+    try:
+        rotation = Rotation.from_bytes(str(row["statement"]).encode("ascii"))
+        rotation.verify()
+    except (KeyRotationInvalid, UnicodeEncodeError):
+        return "statement"
+    if rotation.to_bytes().decode("ascii") != row["statement"]:  # the canonical bytes, as stored: nothing else
+        return "statement"
+    stated = (rotation.party, rotation.number, rotation.old.kid, rotation.new.kid, rotation.tree_size, rotation.at)
+    if stated != (d["party"], d["number"], d["old_kid"], d["new_kid"], d["tree_size"], _instant(d["rotated_at"])):
+        return "statement"
+    return None
+
+
+def _alarm_says(row: Any, index: int, data: dict[str, Any]) -> str | None:
+    d = data["detail"]
+    return _differs(row, {c.name: d.get(c.name) for c in t.alarms.c if ("alarms", c.name) not in UNBOUND})
+
+
+def _instant(text: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(text))
+    except ValueError:
+        return None
+
+
+def _differs(row: Any, said: dict[str, Any]) -> str | None:
+    """The first column of ``row`` that is not what the entry says."""
+    for name, value in said.items():
+        stored = row[name]
+        if isinstance(stored, datetime):
+            if _instant(value) != stored:
+                return name
+        elif type(stored) is not type(value) or stored != value:
+            return name
+    return None
+
+
+def _check_beside(
+    conn: Connection,
+    table: Table,
+    recorded: dict[Any, tuple[int, dict[str, Any]]],
+    key: Callable[[Any], Any],
+    says: Callable[[Any, int, dict[str, Any]], str | None],
+) -> None:
+    """Each row of ``table`` against the entry that recorded it; every such entry has its row.
+
+    Of several faults the one of the lowest entry index is named; a row no entry records
+    (an inserted row, or one whose key was altered past every entry) comes last."""
+    faults: list[tuple[int, str]] = []
+    orphans: list[str] = []
+    matched: set[Any] = set()
+    for row in conn.execute(select(table).order_by(table.c.seq)).mappings():
+        found = recorded.get(key(row))
+        if found is None:
+            orphans.append(f"row #{row['seq']} of {table.name} is recorded by no ledger entry")
+            continue
+        index, data = found
+        matched.add(key(row))
+        try:
+            wrong = says(row, index, data)
+        except (KeyError, TypeError):
+            wrong = "detail"
+        if wrong:
+            faults.append((index, f"entry {index} ({data['kind']}): its row in {table.name} was altered ({wrong})"))
+    for found_key, (index, data) in recorded.items():
+        if found_key not in matched:
+            faults.append((index, f"entry {index} ({data['kind']}): its row in {table.name} is missing or altered"))
+    if faults:
+        raise AuditFailure(min(faults)[1])
+    if orphans:
+        raise AuditFailure(orphans[0])
+
+
+def _check_queue(conn: Connection) -> int:
+    """Entries of flash reports waiting for their index: each must be one the sequencer can enter."""
+    q = t.ledger_queue
+    detail = cast(q.c.detail, LargeBinary) if conn.dialect.name == "sqlite" else q.c.detail
+    count = 0
+    for seq, kind, raw in conn.execute(select(q.c.seq, q.c.kind, detail).order_by(q.c.seq)):
+        try:
+            json.loads(raw)
+        except (ValueError, TypeError, RecursionError):
+            raise AuditFailure(
+                f"queued entry #{seq} ({kind}): its detail is not JSON, so it cannot join the log"
+            ) from None
+        count += 1
+    return count
+
+
+def _entries_naming(conn: Connection, item_id: str) -> list[tuple[int, str]]:
+    """Every entry whose hashed bytes name ``item_id``, each checked against its leaf hash.
+
+    Found by what the bytes say, not by the ``item_id`` column (an index, which ``verify``
+    checks): the body is searched for the field as the canonical encoding writes it, and
+    each candidate decoded. The index is consulted too, and an entry it names whose bytes
+    do not is a database altered, refused rather than left out."""
+    c = t.ledger_entries.c
+    needle = ledger.entry_bytes({"item_id": item_id}).decode("utf-8")[1:-1]  # "item_id":"…", as every body has it
+    body = cast(c.body, LargeBinary) if conn.dialect.name == "sqlite" else c.body
+    found: list[tuple[int, str]] = []
+    for idx, raw, stored_leaf in conn.execute(
+        select(c.idx, body, c.leaf_hash).where(c.body.contains(needle, autoescape=True)).order_by(c.idx)
+    ):
+        data = raw.encode("utf-8") if isinstance(raw, str) else bytes(raw)
+        try:
+            entry = json.loads(data)
+        except (ValueError, RecursionError):
+            raise AuditFailure(f"entry {idx} is not a ledger entry: run gsomia audit verify") from None
+        if not isinstance(entry, dict) or entry.get("item_id") != item_id:
+            continue  # the id is named deeper in the entry (a detail), not as what the entry is about
+        if merkle.leaf_hash(data) != bytes(stored_leaf) or entry.get("index") != idx:
+            raise AuditFailure(f"entry {idx} was altered: run gsomia audit verify")
+        found.append((int(idx), data.decode("utf-8")))
+    named = {idx for idx, _ in found}
+    for (idx,) in conn.execute(select(c.idx).where(c.item_id == item_id).order_by(c.idx)):
+        if int(idx) not in named:
+            raise AuditFailure(
+                f"entry {idx}: its item_id column names {item_id} but its hashed bytes do not: run gsomia audit verify"
+            )
+    return found
+
+
+def _covers_message(item_id: str, size: int, indices: list[int]) -> bytes:
+    return _COVERS + ledger.entry_bytes({"item_id": item_id, "size": size, "entries": indices})
+
+
 def prove(engine: Engine, key: PrivateKeys, item_id: str) -> dict[str, Any]:
+    """Every entry whose bytes name ``item_id``, with its audit path, under a freshly signed head,
+    and the node's signed word that these are all of them up to that head's size."""
     store = flash.existing(engine)
     if store is not None:  # a flash report's entries may wait in its own file
         flash.move(engine, store)
     with engine.begin() as conn:
         while ledger_store.sequence_queued(conn):  # entries of flash reports still queued: give them their place
             pass
-        rows = conn.execute(
-            select(t.ledger_entries.c.idx, t.ledger_entries.c.body)
-            .where(t.ledger_entries.c.item_id == item_id)
-            .order_by(t.ledger_entries.c.idx)
-        ).all()
+        rows = _entries_naming(conn, item_id)
         if not rows:
             raise AuditFailure(f"no ledger entry mentions item {item_id}")
         head = current_head(conn, key)
-        entries = [
-            {
-                "index": int(idx),
-                "entry": body,
-                "proof": [p.hex() for p in ledger_store.inclusion(conn, int(idx), head.size)],
-            }
-            for idx, body in rows
-        ]
+        try:
+            entries = [
+                {
+                    "index": idx,
+                    "entry": body,
+                    "proof": [p.hex() for p in ledger_store.inclusion(conn, idx, head.size)],
+                }
+                for idx, body in rows
+            ]
+        except ledger_store.LedgerCorrupt as exc:
+            raise AuditFailure(f"ledger of {key.party}: {exc}: run gsomia audit verify") from None
         from gsomia.node import keychain
 
         chain = [r.as_dict() for r in keychain.rotations(conn, key.party)]
+    indices = [idx for idx, _ in rows]
+    covers = {"size": head.size, "entries": indices}
+    signature = key.sign(_covers_message(item_id, head.size, indices), _CONTEXT)
     # The key chain lets an auditor who trusts any of the party's keys, old or new, check the head.
-    return {"format": PROOF_FORMAT, "item_id": item_id, "tree_head": head.as_dict(), "keys": chain, "entries": entries}
+    return {
+        "format": PROOF_FORMAT,
+        "item_id": item_id,
+        "tree_head": head.as_dict(),
+        "keys": chain,
+        "covers": covers,
+        "covers_signature": base64.b64encode(signature).decode(),
+        "entries": entries,
+    }
 
 
 def check_proof(proof: Any, trusted: PublicKeys) -> dict[str, Any]:
-    """Verify a proof file with the node's public key only."""
+    """Verify a proof file with the node's public key only.
+
+    Each entry must be in the signed tree, name the item, and the entries must be exactly
+    those the node signed as every entry naming the item up to the head's size: a proof
+    with an entry left out is refused."""
     if not isinstance(proof, dict) or proof.get("format") != PROOF_FORMAT:
         raise AuditFailure(f"not a {PROOF_FORMAT} file")
     try:
         head = ledger.TreeHead.from_dict(proof["tree_head"])
         entries = proof["entries"]
-        if not isinstance(entries, list) or not entries:
+        item_id = proof["item_id"]
+        covers = proof["covers"]
+        listed = covers["entries"]
+        covers_signature = base64.b64decode(str(proof["covers_signature"]), validate=True)
+        if (
+            not isinstance(entries, list)
+            or not entries
+            or not isinstance(item_id, str)
+            or not isinstance(listed, list)
+            or not all(type(i) is int for i in listed)
+            or listed != sorted(set(listed))
+            or covers["size"] != head.size
+        ):
             raise ValueError
     except (KeyError, ValueError, TypeError):
-        raise AuditFailure("the proof's tree head or entries are malformed") from None
+        raise AuditFailure("the proof's tree head, entries or covered list are malformed") from None
     if head.party != trusted.party:
         raise AuditFailure(f"the tree head is {head.party}'s but the trusted key is {trusted.party}'s")
     try:
@@ -158,7 +376,10 @@ def check_proof(proof: Any, trusted: PublicKeys) -> dict[str, Any]:
     signer = chain.key_for_head(head.size)
     if not ledger.verify_head(signer, head):
         raise AuditFailure(f"the tree head's signature does not verify with {trusted.party}'s key {signer.kid}")
+    if not signer.verify(covers_signature, _covers_message(item_id, head.size, listed), _CONTEXT):
+        raise AuditFailure(f"the list of entries naming {item_id} is not signed by {trusted.party}'s key {signer.kid}")
     kinds = []
+    given: list[int] = []
     for n, e in enumerate(entries):
         try:
             index = int(e["index"])
@@ -170,10 +391,21 @@ def check_proof(proof: Any, trusted: PublicKeys) -> dict[str, Any]:
             raise AuditFailure(
                 f"entry {index} is not in {head.party}'s log of {head.size} entries signed at {head.at.isoformat()}"
             )
-        data = json.loads(body)
-        if data.get("index") != index or (proof.get("item_id") and data.get("item_id") != proof["item_id"]):
+        try:
+            data = json.loads(body)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict) or data.get("index") != index or data.get("item_id") != item_id:
             raise AuditFailure(f"entry {index} does not say what the proof claims")
+        given.append(index)
         kinds.append(f"{index}:{data.get('kind')}")
+    if given != listed:
+        left_out = sorted(set(listed) - set(given))
+        if left_out:
+            raise AuditFailure(
+                f"the proof leaves out entry {left_out[0]}, which {head.party} signed as naming {item_id}"
+            )
+        raise AuditFailure(f"the proof's entries are not the {len(listed)} {head.party} signed as naming {item_id}")
     return {
         "party": head.party,
         "size": head.size,

@@ -579,8 +579,13 @@ def audit_verify(config: ConfigOption, as_json: JsonFlag = False) -> None:
 
     cfg = node_config.load(config)
     engine = open_node_database(cfg)
-    cfg = keychain.resolve(cfg, engine)[0]
-    result = audit.verify_node(engine, cfg.key.public(), {p: peer.public_key for p, peer in cfg.peers.items()})
+    peers = {p: peer.public_key for p, peer in cfg.peers.items()}
+    try:
+        cfg = keychain.resolve(cfg, engine)[0]
+    except GsomiaError:  # the recorded key chain does not load: name the entry at fault where the ledger can
+        audit.verify_node(engine, cfg.key.public(), peers)
+        raise
+    result = audit.verify_node(engine, cfg.key.public(), peers)
     if as_json:
         print(json.dumps(result))
         return

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Column, Connection, LargeBinary, Table, select
+from sqlalchemy import Column, Connection, LargeBinary, Table, func, select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 
@@ -65,7 +65,23 @@ class _Statements:
         self.node_key = f"({level} = {mark} AND {idx} = {mark})"
         self.scan_level = f"SELECT {idx}, {q('hash')} FROM {nodes} WHERE {level} = {mark} ORDER BY {idx}"  # noqa: S608
         entries = q(t.ledger_entries.name)
-        self.scan_entries = f"SELECT {idx}, {q('body')}, {q('leaf_hash')} FROM {entries} ORDER BY {idx}"  # noqa: S608
+        # The verification reads every column: the index first, each copy of a field of the
+        # hashed bytes, then the bytes and the leaf hash. SQLite hands a TEXT value that is not
+        # UTF-8 to Python as an error, not a value: the body is read as a BLOB there, so bytes
+        # an insider wrote are reported as an entry that does not decode.
+        copies = [c for c in t.ledger_entries.c if c.name not in _HASHED]
+        copies.sort(key=lambda c: c.name != "idx")
+        body = f"CAST({q('body')} AS BLOB)" if dialect.name == "sqlite" else q("body")
+        names = ", ".join(q(c.name) for c in copies)
+        self.scan_entries = f"SELECT {names}, {body}, {q('leaf_hash')} FROM {entries} ORDER BY {idx}"  # noqa: S608
+        self.copies = tuple(
+            (position, c.name, _FIELD.get(c.name, c.name), c.type.dialect_impl(dialect).result_processor(dialect, None))
+            for position, c in enumerate(copies)
+            if position
+        )
+        self.stray_nodes = (
+            f"SELECT {level}, {idx} FROM {nodes} WHERE {level} < 0 OR {level} > {mark} ORDER BY {level}, {idx}"  # noqa: S608
+        )
         self.put_entries = _Insert(dialect, t.ledger_entries, mark)
         self.put_nodes = _Insert(dialect, t.ledger_nodes, mark)
         self._fetch: dict[int, str] = {}
@@ -458,90 +474,207 @@ class Verified:
     root: bytes
 
 
-def verify_all(conn: Connection, progress: Callable[[int], None] | None = None) -> Verified:
+# What binds ``ledger_entries`` to its hashed bytes. ``body`` is the bytes the leaf hash covers
+# and ``leaf_hash`` is checked against them and against the tree; every other column is a copy
+# of the body's field of the same name (``idx`` of ``index``), there for indexes and listings,
+# and ``verify_all`` checks each copy against the bytes. A column added to the table is checked
+# the same way without a change here: it must be a field of the entry.
+_HASHED = ("body", "leaf_hash")
+_FIELD = {"idx": "index"}
+_ABSENT = object()
+
+Watch = Callable[[int, dict[str, Any]], None]
+
+
+def verify_all(
+    conn: Connection,
+    progress: Callable[[int], None] | None = None,
+    watch: dict[str, Watch] | None = None,
+) -> Verified:
     """Recompute every leaf from its stored entry and every stored node from its children.
 
-    Streams level by level, so memory stays flat for any size. Raises ``LedgerCorrupt``
-    naming the first entry (or node) that does not match.
+    Checks the log's counter, each entry's bytes against its leaf hash and each of its other
+    columns against the bytes, the gapless order of the indexes, every stored node, and that
+    no stored node lies outside the tree. Streams level by level, so memory stays flat for any
+    size. ``watch`` maps an entry kind to a function given each verified entry of that kind
+    (its index and decoded body): the tables kept beside the log are checked against them.
+    Raises ``LedgerCorrupt`` naming the first entry (or the entries under a node) that does
+    not match.
     """
-    n = size(conn)
+    n = _checked_size(conn)
     sql = _statements(conn)
-    count = _verify_entries(conn, sql, n, progress)
+    count = _verify_entries(conn, sql, n, progress, watch or {})
     level, width = 0, n
     while width > 1:
-        _verify_parents(conn, sql, level)
+        _verify_parents(conn, sql, level, n)
         level += 1
         width //= 2
+    stray = conn.exec_driver_sql(sql.stray_nodes, (level,)).first()
+    if stray is not None:
+        raise LedgerCorrupt(f"tree node {_node(int(stray[0]), int(stray[1]))} is no node of the log of {n} entries")
     head = root(conn, n) if n else merkle.EMPTY_ROOT
     if progress:
         progress(count)
     return Verified(n, head)
 
 
-def _verify_entries(conn: Connection, sql: _Statements, n: int, progress: Callable[[int], None] | None) -> int:
-    """Every entry against its leaf hash; the leaf level of the tree against the entries.
+def _checked_size(conn: Connection) -> int:
+    """The log's counter, which must be one row, ``id`` 1, holding a count."""
+    rows = conn.execute(select(t.ledger_state)).mappings().all()
+    if len(rows) == 1 and rows[0]["id"] == 1 and type(rows[0]["size"]) is int and rows[0]["size"] >= 0:
+        return int(rows[0]["size"])
+    last = conn.execute(select(func.max(t.ledger_entries.c.idx))).scalar_one()
+    stored = "no entry" if last is None else f"entry {last}"
+    shown = ", ".join(f"id {r['id']}: {r['size']}" for r in rows) or "no row"
+    raise LedgerCorrupt(f"the log's counter (ledger_state) was altered ({shown}); the last stored is {stored}")
+
+
+def _node(level: int, index: int) -> str:
+    """A stored node and the entries under it."""
+    first = index << level if level >= 0 and index >= 0 else index
+    span = f"entry {first}" if level == 0 else f"entries {first}…{first + (1 << max(level, 0)) - 1}"
+    return f"({level}, {index}) over {span}"
+
+
+def _decoded(raw: bytes | None) -> dict[str, Any] | None:
+    """An entry's stored bytes as the JSON object they must be, or None."""
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _result(process: Callable[[Any], Any], value: Any) -> Any:
+    """A column's value as the column's type reads it; as stored if it is none of that type (then it equals no field)."""
+    try:
+        return process(value)
+    except (ValueError, TypeError):
+        return value
+
+
+def _same(column: Any, field: Any) -> bool:
+    """A column's value is the field of the hashed bytes it copies (instants as ISO 8601 text there)."""
+    if isinstance(column, datetime):
+        if not isinstance(field, str):
+            return False
+        try:
+            return datetime.fromisoformat(field) == column
+        except ValueError:
+            return False
+    return type(column) is type(field) and column == field
+
+
+def _verify_entries(
+    conn: Connection, sql: _Statements, n: int, progress: Callable[[int], None] | None, watch: dict[str, Watch]
+) -> int:
+    """Every entry against its leaf hash and its columns; the leaf level of the tree against the entries.
 
     The leaf level is read beside the entries, but what is wrong with it is reported only
     once every entry has passed and the count is right: the entries' faults come first.
     """
     deferred: LedgerCorrupt | None = None
+    stray: int | None = None  # a leaf-level node below the next entry's index: no entry's
     expected = 0
-    leaf_hash, loads = merkle.leaf_hash, json.loads
+    leaf_hash, decoded, copies = merkle.leaf_hash, _decoded, sql.copies
     with closing(_rows(conn, sql.scan_entries)) as entries, closing(_rows(conn, sql.scan_level, (0,))) as level0:
-        for idx, body, stored_leaf in entries:
+        node = next(level0, None)
+        for row in entries:
+            idx, body, stored_leaf = row[0], row[-2], row[-1]
+            raw = body.encode("utf-8") if isinstance(body, str) else None if body is None else bytes(body)
+            data = decoded(raw)
+            if data is None:
+                raise LedgerCorrupt(
+                    f"entry {idx}: its stored bytes are not a ledger entry (not a JSON object in UTF-8)"
+                )
+            claimed = data.get("index")
+            if type(claimed) is not int:
+                raise LedgerCorrupt(f"entry {idx}: its hashed bytes name no index")
+            if claimed != idx:
+                raise LedgerCorrupt(f"entry {claimed} is stored as entry {idx}: an index was altered or rows reordered")
             if idx != expected:
                 raise LedgerCorrupt(f"entry {expected} is missing (found {idx} next)")
-            leaf = leaf_hash(body.encode("utf-8"))
-            data = loads(body)
-            if data.get("index") != idx:
-                raise LedgerCorrupt(f"entry {idx} claims index {data.get('index')}")
-            stored = bytes(stored_leaf)
-            if leaf != stored:
+            if idx >= n:
+                raise LedgerCorrupt(f"entry {idx} is beyond the log's counter of {n} entries")
+            assert raw is not None
+            stored = b"" if stored_leaf is None else bytes(stored_leaf)
+            if leaf_hash(raw) != stored:
                 raise LedgerCorrupt(
                     f"entry {idx} ({data.get('kind')}) was altered: its content no longer matches its leaf hash"
                 )
+            for position, name, field, process in copies:
+                value = row[position]
+                if process is not None and value is not None:
+                    value = _result(process, value)
+                said = data.get(field, _ABSENT)
+                if not _same(value, said):
+                    said = "nothing" if said is _ABSENT else repr(said)
+                    raise LedgerCorrupt(
+                        f"entry {idx} ({data.get('kind')}): its {name} column ({value!r}) is not what its hashed"
+                        f" bytes say ({said})"
+                    )
+            if watch:
+                seen = watch.get(data.get("kind"))  # type: ignore[arg-type]
+                if seen is not None:
+                    seen(idx, data)
             if deferred is None:
-                node = next(level0, None)
-                if node is None:
-                    deferred = LedgerCorrupt("the leaf level has missing stored nodes")
-                elif node[0] != idx or bytes(node[1]) != stored:
+                while node is not None and node[0] < idx:
+                    stray = int(node[0]) if stray is None else stray
+                    node = next(level0, None)
+                if node is None or node[0] != idx:
+                    deferred = LedgerCorrupt(f"entry {idx}: its stored tree node is missing")
+                elif bytes(node[1]) != stored:
                     deferred = LedgerCorrupt(f"entry {idx}: its stored tree node does not match its leaf hash")
+                else:
+                    node = next(level0, None)
             expected += 1
             if progress and expected % 50_000 == 0:
                 progress(expected)
         if expected != n:
-            raise LedgerCorrupt(f"the log should hold {n} entries but holds {expected}")
-        if deferred is None and next(level0, None) is not None:
-            deferred = LedgerCorrupt("the leaf level has extra stored nodes")
+            last = f"entry {expected - 1}" if expected else "no entry"
+            raise LedgerCorrupt(
+                f"entry {expected} is missing: the log's counter says {n} entries, the last stored is {last}"
+            )
+        if deferred is None and stray is None and node is not None:
+            stray = int(node[0])
     if deferred is not None:
         raise deferred
+    if stray is not None:
+        raise LedgerCorrupt(f"tree node {_node(0, stray)} is no entry's: the log holds {n} entries")
     return expected
 
 
-def _verify_parents(conn: Connection, sql: _Statements, level: int) -> None:
+def _verify_parents(conn: Connection, sql: _Statements, level: int, n: int) -> None:
+    """Each stored node of ``level + 1`` from its two children at ``level`` (already checked)."""
     node_hash = merkle.node_hash
     pending: tuple[int, bytes] | None = None
+    stray: int | None = None
     with (
         closing(_rows(conn, sql.scan_level, (level,))) as children,
         closing(_rows(conn, sql.scan_level, (level + 1,))) as parents,
     ):
+        row = next(parents, None)
         for idx, h in children:
             if idx % 2 == 0:
                 pending = (int(idx), bytes(h))
                 continue
             if pending is None or pending[0] != idx - 1:
-                raise LedgerCorrupt(f"tree node ({level}, {idx - 1}) is missing")
-            row = next(parents, None)
+                raise LedgerCorrupt(f"tree node {_node(level, idx - 1)} is missing")
+            while row is not None and int(row[0]) < idx // 2:
+                stray = int(row[0]) if stray is None else stray
+                row = next(parents, None)
             if row is None or int(row[0]) != idx // 2:
-                raise LedgerCorrupt(f"tree node ({level + 1}, {idx // 2}) is missing")
+                raise LedgerCorrupt(f"tree node {_node(level + 1, idx // 2)} is missing")
             if bytes(row[1]) != node_hash(pending[1], bytes(h)):
-                first = (idx - 1) << level
-                raise LedgerCorrupt(
-                    f"tree node ({level + 1}, {idx // 2}) over entries {first}…{first + (2 << level) - 1} does not match its children"
-                )
+                raise LedgerCorrupt(f"tree node {_node(level + 1, idx // 2)} does not match its children")
+            row = next(parents, None)
             pending = None
-        if next(parents, None) is not None:
-            raise LedgerCorrupt(f"level {level + 1} has more nodes than its children allow")
+        if stray is None and row is not None:
+            stray = int(row[0])
+    if stray is not None:
+        raise LedgerCorrupt(f"tree node {_node(level + 1, stray)} is no node of the log of {n} entries")
 
 
 _BATCH = 10_000  # rows per fetch when streaming
