@@ -502,6 +502,12 @@ def node_serve(
     run(cfg, flash_link)
 
 
+# node init, export-partner-file, import-partner-file: standing a node up (docs/deploy.md)
+from gsomia.node_cli import register as _register_node_setup  # noqa: E402
+
+_register_node_setup(node_app)
+
+
 def _node(config: Path) -> Any:
     from gsomia.node import config as node_config
     from gsomia.node.clock import SystemClock

@@ -1,7 +1,8 @@
 """Provision a pair of nodes on loopback: keys, certificates, node.toml, users, tokens.
 
 Used by the demo, the integration tests and the benchmarks, so all three run the
-same nodes a party would run, only on one machine.
+same nodes a party would run, only on one machine: the keys, certificate and node.toml
+are written by the functions ``gsomia node init`` uses (``node.init``).
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from gsomia import keys, tls
+from gsomia import tls
 from gsomia.files import atomic_output, private_dir
 from gsomia.node import config as node_config
 from gsomia.node.clock import SystemClock
+from gsomia.node.init import PeerEntry, render_config, write_config, write_keys
 from gsomia.node.service import Node
 from gsomia.store.db import open_node_database
 
@@ -138,17 +140,7 @@ def provision_pair(
     now = datetime.now().astimezone()
     for party in parties:
         home = private_dir(root / party)  # the node's database, log, keys and tokens: its operator's alone
-        private_dir(home / "keys")
-        private = keys.generate(party, suite)  # type: ignore[arg-type]
-        with atomic_output(home / "keys" / f"{party}.key", mode=0o600) as f:
-            f.write(private.to_bytes())
-        with atomic_output(home / "keys" / f"{party}.pub") as f:
-            f.write(private.public().to_bytes())
-        cert, tls_key = tls.make_certificate(party, now)
-        with atomic_output(home / "keys" / f"{party}.tls.key", mode=0o600) as f:
-            f.write(tls_key)
-        with atomic_output(home / "keys" / f"{party}.crt") as f:
-            f.write(cert)
+        write_keys(home / "keys", party, suite, ("127.0.0.1", "localhost"), now)
     result: dict[str, Provisioned] = {}
     for party in parties:
         other = next(p for p in parties if p != party)
@@ -156,32 +148,29 @@ def provision_pair(
         (home / "keys" / f"{other}.pub").write_bytes((root / other / "keys" / f"{other}.pub").read_bytes())
         (home / "keys" / f"{other}.crt").write_bytes((root / other / "keys" / f"{other}.crt").read_bytes())
         url = (database_urls or {}).get(party) or "sqlite:///node.db"
-        flash_db = (flash_database_urls or {}).get(party)
         user_port, peer_port = ports[party]
-        flash = (
-            f'flash_listen = "127.0.0.1:{flash_ports[party][0]}"\nflash_peer_listen = "127.0.0.1:{flash_ports[party][1]}"\n'
-            if flash_process
-            else ""
+        peer = PeerEntry(
+            other,
+            f"https://127.0.0.1:{ports[other][1]}",
+            f"keys/{other}.pub",
+            f"keys/{other}.crt",
+            f"https://127.0.0.1:{flash_ports[other][1]}" if flash_process else None,
         )
-        flash_url = f'flash_url = "https://127.0.0.1:{flash_ports[other][1]}"\n' if flash_process else ""
-        text = f"""# gsomia node {party} (provisioned {now.isoformat(timespec="seconds")})
-party = "{party}"
-agreements = ["{agreement_file.resolve()}"]
-database_url = "{url}"
-{f'flash_database_url = "{flash_db}"{chr(10)}' if flash_db else ""}key = "keys/{party}.key"
-tls_cert = "keys/{party}.crt"
-tls_key = "keys/{party}.tls.key"
-listen = "127.0.0.1:{user_port}"
-{"" if user_tls else "user_tls = false" + chr(10)}peer_listen = "127.0.0.1:{peer_port}"
-demo = {"true" if demo else "false"}
-{flash}
-[peers.{other}]
-url = "https://127.0.0.1:{ports[other][1]}"
-{flash_url}public_key = "keys/{other}.pub"
-tls_cert = "keys/{other}.crt"
-"""
-        with atomic_output(home / "node.toml", mode=0o600) as f:  # a database URL may carry a password
-            f.write(text.encode())
+        text = render_config(
+            party,
+            [agreement_file.resolve()],
+            url,
+            ("127.0.0.1", user_port),
+            ("127.0.0.1", peer_port),
+            now,
+            [peer],
+            user_tls=user_tls,
+            demo=demo,
+            flash_database_url=(flash_database_urls or {}).get(party),
+            flash_listen=("127.0.0.1", flash_ports[party][0]) if flash_process else None,
+            flash_peer_listen=("127.0.0.1", flash_ports[party][1]) if flash_process else None,
+        )
+        write_config(home / "node.toml", text)
         cfg = node_config.load(home / "node.toml")
         node = Node(cfg, open_node_database(cfg), SystemClock())
         tokens = {}
