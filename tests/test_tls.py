@@ -202,11 +202,16 @@ def test_a_listen_host_the_certificate_does_not_name_is_said_in_the_log(
     assert "localhost, 127.0.0.1" in caplog.messages[0]
 
 
-def test_a_tls_key_that_does_not_load_stops_the_node_with_one_line(tmp_path: Path) -> None:
-    """A TLS key that is not the certificate's: exit 2 and one line naming both files."""
+@pytest.mark.parametrize("fault", ["another key", "no certificate"])
+def test_a_certificate_and_key_that_do_not_load_stop_the_node_with_one_line(tmp_path: Path, fault: str) -> None:
+    """A TLS key that is not the certificate's, or a certificate file that is not there: exit 2
+    and one line naming both files, before the node starts anything."""
     config = provision_pair(tmp_path, terms_only(AGREEMENT, tmp_path / "terms.toml"), user_tls=True)["KOR"].config
     keys = config.parent / "keys"
-    (keys / "KOR.tls.key").write_bytes(tls.make_certificate("KOR", datetime.now().astimezone())[1])
+    if fault == "another key":
+        (keys / "KOR.tls.key").write_bytes(tls.make_certificate("KOR", datetime.now().astimezone())[1])
+    else:
+        (keys / "KOR.crt").unlink()
     run = subprocess.run(
         [GSOMIA, "node", "serve", "--config", str(config)], capture_output=True, text=True, timeout=60, check=False
     )

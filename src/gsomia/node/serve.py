@@ -181,6 +181,7 @@ def _user_tls(config: NodeConfig, address: tuple[str, int]) -> ssl.SSLContext | 
             host,
         )
         return None
+    context = _context(config)  # first: a certificate that cannot be read stops the node in one line
     valid = tls.names(config.tls_cert.read_bytes())
     if address[0] not in valid and address[0] not in ("0.0.0.0", "::", ""):  # noqa: S104 - comparing, not binding
         log.warning(
@@ -191,7 +192,7 @@ def _user_tls(config: NodeConfig, address: tuple[str, int]) -> ssl.SSLContext | 
             ", ".join(valid),
             address[0],
         )
-    return _context(config)
+    return context
 
 
 def _hints(node: Node, delivery: Delivery, broker: Broker) -> dict[str, Handler]:
