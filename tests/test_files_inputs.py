@@ -380,6 +380,18 @@ def test_open_refuses_to_write_over_its_input(sealed: dict[str, Path], tmp_path:
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
 
 
+def test_seal_refuses_to_write_over_its_payload(sealed: dict[str, Path], tmp_path: Path) -> None:
+    payload = tmp_path / "report.txt"
+    payload.write_bytes(sealed["payload"].read_bytes())
+    keys = sealed["keys"]
+    done = run(
+        "seal", payload, "-o", payload, "--agreement", AGREEMENT, "--key", keys / "KOR.key",
+        "--to", keys / "JPN.pub", "--classification", "군사II급비밀", "--at", AT,
+    )  # fmt: skip
+    one_line_error(done, "is the input file")
+    assert payload.read_bytes() == sealed["payload"].read_bytes()
+
+
 def test_open_writes_the_payload_for_its_owner_alone(sealed: dict[str, Path], tmp_path: Path) -> None:
     output = tmp_path / "report.txt"
     with umask(0o022):

@@ -351,7 +351,7 @@ def seal_command(
     if src.is_dir() or not src.exists():
         raise InvalidInput(f"{src}: no such payload file")
     total = src.stat().st_size
-    with src.open("rb") as raw, atomic_output(output) as sink, _progress(total) as bar:
+    with src.open("rb") as raw, atomic_output(output, source=src) as sink, _progress(total) as bar:
         reader = bar.wrap_file(raw, total=total, description="sealing")
         envelope.seal_stream(reader, sink, item, originator, recipients, agreement, segment_size)
     out.print(
