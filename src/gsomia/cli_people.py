@@ -37,8 +37,9 @@ BIG = 1 << 20  # files and payloads above this get a progress bar
 # its anniversaries, not how a party's people read a clock.
 PARTY_ZONES = {"KOR": "Asia/Seoul", "JPN": "Asia/Tokyo", "USA": "America/New_York"}
 
-out = Console(highlight=False, soft_wrap=False)
-err = Console(stderr=True, highlight=False)
+# Lines are never wrapped: a marking or a path cut in two is harder to copy than a long line.
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -99,7 +100,7 @@ def _size(n: int) -> str:
 @contextmanager
 def _bar(what: str, total: int | None, show: bool) -> Iterator[Callable[[int], None]]:
     """A progress bar on stderr (for large files only); yields ``advance(bytes)``."""
-    if not show:
+    if not show or not err.is_terminal:  # a bar is for a person watching a terminal, not for a log
         yield lambda n: None
         return
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
@@ -298,7 +299,7 @@ def inbox(
     if not rows:
         out.print("no items received", markup=False)
         return
-    table = Table(box=None, padding=(0, 1), show_edge=False, header_style="bold")
+    table = Table(box=None, padding=(0, 1), pad_edge=False, header_style="bold")
     table.add_column("id", no_wrap=True)
     table.add_column(f"created ({zone.key})" if wide else "created", no_wrap=True)
     table.add_column("from", no_wrap=True)
@@ -312,7 +313,8 @@ def inbox(
             r["lane"],
             r["display"] if wide else _provided_as(r["display"], r["marking"]),
         )
-    console = out if wide else Console(highlight=False, width=80)
+    # Wide: every column whole, however long the line; else 80 columns, the marking cut first.
+    console = Console(highlight=False, width=1000 if wide else 80)
     console.print(table)
     if not wide:
         out.print(f"{len(rows)} item{'s' if len(rows) != 1 else ''}; full ids: --wide or --json", markup=False)
@@ -391,7 +393,7 @@ class _Download:
 
     def update(self, done: int, total: int | None) -> None:
         if self.progress is None:
-            if (total or done) <= BIG:
+            if (total or done) <= BIG or not err.is_terminal:
                 return
             from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
