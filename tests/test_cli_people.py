@@ -288,7 +288,10 @@ def test_refusals_are_one_line_citing_the_rule(people: dict[str, Person], tmp_pa
 def test_a_file_over_the_limit_is_refused_before_anything_is_sent(people: dict[str, Person], tmp_path: Path) -> None:
     """The check is the client's, before it connects: the profile points at a closed port and
     the answer is about the size, not the connection."""
-    kor = people["kor.analyst"]
+    kor = Person(people["kor.analyst"].pair, "KOR", "analyst", tmp_path / "home").login()
+    profile = kor.home / "profile.toml"
+    closed = kor.node.rsplit(":", 1)[0] + ":1"
+    profile.write_text(profile.read_text().replace(kor.node, closed))
     big = tmp_path / "big.bin"
     with big.open("wb") as f:
         f.truncate(client.MAX_PAYLOAD + 1)  # sparse: nothing to read, the size is what counts
@@ -296,12 +299,19 @@ def test_a_file_over_the_limit_is_refused_before_anything_is_sent(people: dict[s
         kor.run("share", str(big), "--to", "JPN", "--classification", "군사II급비밀", "--purpose", "nk-missile")
     )
     assert "over the node's limit of 12.0 MiB" in line
+    small = tmp_path / "small.bin"
+    small.write_bytes(b"x")  # the same profile: a file within the limit does try the node
+    line = one_line_error(
+        kor.run("share", str(small), "--to", "JPN", "--classification", "군사II급비밀", "--purpose", "nk-missile")
+    )
+    assert line.startswith(f"gsomia: error: cannot reach {closed}")
 
 
 def test_the_client_limits_are_the_apis() -> None:
-    assert next(
-        m.max_length for m in ItemIn.model_fields["payload_b64"].metadata if hasattr(m, "max_length")
-    ) == client.PAYLOAD_B64_LIMIT
+    assert (
+        next(m.max_length for m in ItemIn.model_fields["payload_b64"].metadata if hasattr(m, "max_length"))
+        == client.PAYLOAD_B64_LIMIT
+    )
     assert client.PROVIDE_BODY_LIMIT == intake.PROVIDE_BODY_LIMIT
     assert client.MAX_PAYLOAD * 4 // 3 <= client.PAYLOAD_B64_LIMIT
 
