@@ -30,13 +30,16 @@ import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from gsomia import tls
+from gsomia import keys, tls
+from gsomia.node import partner
+from gsomia.node.partner import PartnerFile
 from gsomia.node.provision import free_port
 from nodes import ROOT, pg_databases
 
@@ -256,3 +259,174 @@ def test_deploy_md_runs_as_written_and_items_flow_both_ways(tmp_path: Path, back
             assert me.server is not None
             assert me.server.returncode is not None
             assert "Traceback" not in me.log(), me.log()  # Ctrl-C (SIGINT) stops it cleanly
+
+
+AGREEMENT = ROOT / "agreements" / "jp-kr-gsomia-2016.toml"
+
+
+def gsomia(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The command line as an operator runs it, without a terminal (stdin closed)."""
+    return subprocess.run(
+        [str(GSOMIA_BIN / "gsomia"), *map(str, args)],
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def refused(done: subprocess.CompletedProcess[str], words: str) -> None:
+    """Exit 2 and one line on stderr naming the problem; never a traceback."""
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("gsomia: error: "), lines[0]
+    assert words in lines[0], lines[0]
+
+
+def init(tmp: Path, party: str, *extra: str) -> Path:
+    directory = tmp / party
+    done = gsomia(
+        "node", "init", "--party", party, "--agreement", AGREEMENT, "--dir", directory,
+        "--listen", f"127.0.0.1:{free_port()}", "--peer-listen", f"127.0.0.1:{free_port()}", *extra, cwd=tmp,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return directory / "node.toml"
+
+
+def export(config: Path, output: Path, *extra: str) -> str:
+    done = gsomia("node", "export-partner-file", "--config", config, "-o", output, *extra, cwd=output.parent)
+    assert done.returncode == 0, done.stderr
+    return _fingerprint(done.stdout)
+
+
+def test_node_init_refuses_before_writing_anything(tmp_path: Path) -> None:
+    existing = init(tmp_path, "KOR")
+    before = existing.read_bytes()
+    refused(
+        gsomia("node", "init", "--party", "KOR", "--agreement", AGREEMENT, "--dir", existing.parent, cwd=tmp_path),
+        "already holds a node",
+    )
+    assert existing.read_bytes() == before
+    fresh = tmp_path / "fresh"
+    cases = [
+        (["--party", "KORE"], "not an ISO 3166-1 alpha-3 code"),
+        (["--party", "kor"], "not an ISO 3166-1 alpha-3 code"),
+        (["--party", "USA"], "USA is not a party to jp-kr-gsomia-2016"),
+        (["--party", "KOR", "--listen", "localhost"], "--listen: 'localhost' is not HOST:PORT"),
+        (["--party", "KOR", "--listen", "127.0.0.1:0"], "is not HOST:PORT"),
+        (["--party", "KOR", "--listen", "127.0.0.1:70000"], "is not HOST:PORT"),
+        (["--party", "KOR", "--peer-listen", "no host:8711"], "is not a host name or IP address"),
+        (["--party", "KOR", "--listen", "127.0.0.1:8701", "--peer-listen", "127.0.0.1:8701"], "same address"),
+        (["--party", "KOR", "--database-url", "mysql://db/gsomia"], "'mysql' is not supported"),
+        (["--party", "KOR", "--suite", "pq-hybrid"], "protects items with classic, not pq-hybrid"),
+        (["--party", "KOR", "--host", "https://kor.example"], "is not a host name or IP address"),
+    ]
+    for args, words in cases:
+        refused(gsomia("node", "init", "--agreement", AGREEMENT, "--dir", fresh, *args, cwd=tmp_path), words)
+        assert not fresh.exists(), args
+
+
+def test_partner_files_are_checked_before_anything_is_recorded(tmp_path: Path) -> None:
+    kor, jpn = init(tmp_path, "KOR"), init(tmp_path, "JPN", "--host", "jpn.example")
+    jpn_file, kor_file = tmp_path / "JPN.partner.json", tmp_path / "KOR.partner.json"
+    jpn_print = export(jpn, jpn_file)
+    export(kor, kor_file)
+    config_before = kor.read_bytes()
+    data = json.loads(jpn_file.read_text())
+
+    def variant(name: str, change: Any) -> Path:
+        copy = json.loads(json.dumps(data))
+        change(copy)
+        path = tmp_path / name
+        path.write_text(json.dumps(copy))
+        return path
+
+    def imports(path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+        return gsomia("node", "import-partner-file", path, "--config", kor, "--yes", *extra, cwd=tmp_path)
+
+    (tmp_path / "garbage.json").write_text("not json {")
+    refused(imports(tmp_path / "garbage.json"), "not a gsomia partner file")
+    refused(imports(kor_file), "KOR's own")
+    refused(imports(variant("agreement.json", lambda d: d.update(agreement="us-kr-jp-tisa-2014"))), "agreement")
+    short = base64.b64encode(b"12345").decode()
+    refused(imports(variant("key.json", lambda d: d["public_key"].update(ed25519=short))), "wrong length or form")
+    pem = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+    refused(imports(variant("cert.json", lambda d: d.update(tls_cert=pem))), "not a PEM certificate")
+    refused(
+        imports(variant("url.json", lambda d: d.update(peer_url="https://elsewhere.example:8711"))),
+        "not named by the TLS certificate",
+    )
+    refused(imports(variant("party.json", lambda d: d.update(party="USA"))), "is JPN's key, not USA's")
+    # Well formed, but from a party that is not KOR's partner under its agreement.
+    usa = PartnerFile(
+        "USA", "jp-kr-gsomia-2016", "classic", keys.generate("USA", "classic").public(), (),
+        tls.make_certificate("USA", datetime.now(UTC))[0], "https://127.0.0.1:8711",
+    )  # fmt: skip
+    partner.write(usa, tmp_path / "USA.partner.json")
+    refused(imports(tmp_path / "USA.partner.json"), "USA is not a party to this node's agreements: its partner is JPN")
+    # Without --yes and without a terminal to ask on, nothing is recorded.
+    refused(gsomia("node", "import-partner-file", jpn_file, "--config", kor, cwd=tmp_path), "then import with --yes")
+    assert kor.read_bytes() == config_before
+    assert not (kor.parent / "keys" / "JPN.pub").exists()
+
+    # The fingerprint the importer is shown is the exporter's, whatever the file's layout.
+    (tmp_path / "reindented.json").write_text(json.dumps(data, indent=8))
+    done = imports(tmp_path / "reindented.json")
+    assert done.returncode == 0, done.stderr
+    assert _fingerprint(done.stdout) == jpn_print
+    recorded = kor.read_bytes()
+    assert b"[peers.JPN]" in recorded
+    assert (kor.parent / "keys" / "JPN.crt").read_text() == data["tls_cert"]
+    # The same file again: nothing changes.
+    again = imports(jpn_file)
+    assert again.returncode == 0, again.stderr
+    assert "nothing changed" in again.stdout
+    assert kor.read_bytes() == recorded
+
+    # A new certificate for JPN: a different file for a known partner needs --replace.
+    done = gsomia(
+        "keys",
+        "generate",
+        "--party",
+        "JPN",
+        "--out",
+        jpn.parent / "keys",
+        "--tls-only",
+        "--force",
+        "--host",
+        "127.0.0.1",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    new_print = export(jpn, jpn_file)
+    assert new_print != jpn_print
+    refused(imports(jpn_file), "import with --replace")
+    assert kor.read_bytes() == recorded
+    done = imports(jpn_file, "--replace")
+    assert done.returncode == 0, done.stderr
+    assert (kor.parent / "keys" / "JPN.crt").read_bytes() == (jpn.parent / "keys" / "JPN.crt").read_bytes()
+    assert kor.read_text().count("[peers.JPN]") == 1
+
+
+def test_a_partner_file_carries_the_key_chain_after_a_rotation(tmp_path: Path) -> None:
+    kor, jpn = init(tmp_path, "KOR"), init(tmp_path, "JPN")
+    first = json.loads((kor.parent / "keys" / "KOR.pub").read_text())
+    done = gsomia("keys", "rotate", "--config", kor, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    kor_file = tmp_path / "KOR.partner.json"
+    export(kor, kor_file)
+    data = json.loads(kor_file.read_text())
+    assert data["public_key"] == first  # the anchor the chain starts from
+    assert len(data["rotations"]) == 1
+    done = gsomia("node", "import-partner-file", kor_file, "--config", jpn, "--yes", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    history = gsomia("keys", "history", "--config", jpn, "--json", cwd=tmp_path)
+    assert history.returncode == 0, history.stderr
+    kor_keys = [r for r in json.loads(history.stdout) if r["party"] == "KOR"]
+    current = json.loads((kor.parent / "keys" / "KOR.pub").read_text())
+    assert len(kor_keys) == 2  # JPN's node knows KOR's current key before they ever talk
+    assert kor_keys[-1]["retired_at"] is None
+    assert current != first
