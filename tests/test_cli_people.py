@@ -10,6 +10,7 @@ covered by the node's own tests on both backends.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -24,9 +25,10 @@ from pathlib import Path
 
 import pytest
 from rich.cells import cell_len
+from rich.console import Console
 from typer.testing import CliRunner
 
-from gsomia import client
+from gsomia import cli_people, client
 from gsomia.cli import app
 from gsomia.node import intake
 from gsomia.node.app import ItemIn
@@ -305,6 +307,27 @@ def test_a_file_over_the_limit_is_refused_before_anything_is_sent(people: dict[s
         kor.run("share", str(small), "--to", "JPN", "--classification", "군사II급비밀", "--purpose", "nk-missile")
     )
     assert line.startswith(f"gsomia: error: cannot reach {closed}")
+
+
+def test_the_inbox_fits_80_columns_whatever_the_marking() -> None:
+    """A long marking is cut (with an ellipsis) so the row stays within 80 columns; --wide keeps it whole."""
+    row = {
+        "item_id": "0123abcd-4567-89ab-cdef-0123456789ab",
+        "created_at": "2019-11-22T15:00:00+00:00",
+        "originator": "KOR",
+        "lane": "flash",
+        "marking": "極秘",
+        "display": "極秘 (provided by KOR as 군사II급비밀 [COMPARTMENT ALPHA BRAVO CHARLIE] under jp-kr-gsomia-2016)",
+    }
+    narrow = Console(width=80, record=True, file=io.StringIO())
+    narrow.print(cli_people.inbox_table([row], cli_people.zone_of("JPN"), wide=False))
+    lines = narrow.export_text().splitlines()
+    assert max(cell_len(line) for line in lines) <= 80
+    assert lines[1].startswith("0123abcd  2019-11-23 00:00 JST  KOR")
+    assert lines[1].rstrip().endswith("…")
+    wide = Console(width=1000, record=True, file=io.StringIO())
+    wide.print(cli_people.inbox_table([row], cli_people.zone_of("JPN"), wide=True))
+    assert row["display"] in wide.export_text()  # whole, its brackets not taken for markup
 
 
 def test_the_client_limits_are_the_apis() -> None:

@@ -24,6 +24,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from gsomia.errors import GsomiaError
 
@@ -279,6 +280,13 @@ def _provided_as(display: str, marking: str) -> str:
     return f"{marking} ({party} {rest.split(' under ', 1)[0]})"
 
 
+def _cut(text: str, width: int) -> Text:
+    """``text`` in at most ``width`` cells, an ellipsis where it was cut (wide characters count two)."""
+    shown = Text(text)
+    shown.truncate(max(width, 1), overflow="ellipsis")
+    return shown
+
+
 def _row_json(row: dict[str, Any], zone: ZoneInfo) -> dict[str, Any]:
     return {**row, "created_at": local(row["created_at"], zone).isoformat()}
 
@@ -299,25 +307,34 @@ def inbox(
     if not rows:
         out.print("no items received", markup=False)
         return
-    table = Table(box=None, padding=(0, 1), pad_edge=False, header_style="bold")
-    table.add_column("id", no_wrap=True)
-    table.add_column(f"created ({zone.key})" if wide else "created", no_wrap=True)
-    table.add_column("from", no_wrap=True)
-    table.add_column("lane", no_wrap=True)
-    table.add_column("marking", overflow="ellipsis", no_wrap=True)
-    for r in rows:
-        table.add_row(
-            r["item_id"] if wide else r["item_id"][:8],
-            short_time(r["created_at"], zone),
-            r["originator"],
-            r["lane"],
-            r["display"] if wide else _provided_as(r["display"], r["marking"]),
-        )
-    # Wide: every column whole, however long the line; else 80 columns, the marking cut first.
-    console = Console(highlight=False, width=1000 if wide else 80)
-    console.print(table)
+    # Wide: every column whole, however long the line; else at most 80 columns, the marking cut first.
+    width = min(out.width, 80)
+    Console(highlight=False, width=1000 if wide else width).print(inbox_table(rows, zone, wide, width))
     if not wide:
         out.print(f"{len(rows)} item{'s' if len(rows) != 1 else ''}; full ids: --wide or --json", markup=False)
+
+
+INBOX_FIXED = 8 + 20 + 4 + 5 + 4 * 2  # id, time, party, lane and the two-cell gaps between the five columns
+
+
+def inbox_table(rows: list[dict[str, Any]], zone: ZoneInfo, wide: bool, width: int = 80) -> Table:
+    """The inbox: short ids and markings cut to ``width`` (``--wide``: whole), times in the reader's zone."""
+    table = Table(box=None, padding=(0, 1), pad_edge=False, header_style="bold")
+    # Only the marking gives way to the width: an id, a time or a party cut short is no use.
+    table.add_column("id", no_wrap=True, min_width=36 if wide else 8)
+    table.add_column(f"created ({zone.key})" if wide else "created", no_wrap=True, min_width=20)
+    table.add_column("from", no_wrap=True, min_width=4)
+    table.add_column("lane", no_wrap=True, min_width=5)
+    table.add_column("marking", no_wrap=True)
+    for r in rows:
+        table.add_row(
+            escape(r["item_id"] if wide else r["item_id"][:8]),
+            short_time(r["created_at"], zone),
+            escape(r["originator"]),
+            escape(r["lane"]),
+            Text(r["display"]) if wide else _cut(_provided_as(r["display"], r["marking"]), width - INBOX_FIXED),
+        )
+    return table
 
 
 def items(
