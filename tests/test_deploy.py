@@ -160,7 +160,9 @@ class Machine:
 
 
 def _fingerprint(output: str) -> str:
-    found = re.search(r"^fingerprint: ((?:[0-9A-F]{4} ){15}[0-9A-F]{4})$", output, re.MULTILINE)
+    found = re.search(
+        r"^fingerprint \(SHA-256 of the file's content\):\n((?:[0-9A-F]{4} ){15}[0-9A-F]{4})$", output, re.MULTILINE
+    )
     assert found, output
     return found.group(1)
 

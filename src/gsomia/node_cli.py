@@ -80,8 +80,11 @@ def node_export_partner_file(
         typer.Option(help="https://HOST:PORT the partner's node calls (default: peer_listen)."),
     ] = None,
 ) -> None:
-    """Write this node's partner file: party, public keys and key chain, TLS certificate, peer
-    address, agreement. Read its fingerprint to the partner's security authority out of band."""
+    """Write this node's partner file for the partner's node, and print its fingerprint.
+
+    The file holds the party, its public keys and key chain, its TLS certificate, the peer
+    API address and the agreement's id. Read the fingerprint to the partner's security
+    authority out of band (telephone, fax)."""
     from gsomia.cli import out
     from gsomia.node import config as node_config
     from gsomia.node import partner
@@ -90,7 +93,15 @@ def node_export_partner_file(
     made = partner.export(cfg, peer_url)
     partner.write(made, output)
     out.print(f"{output}: {made.party}'s partner file for {made.agreement}, peer API {made.peer_url}", soft_wrap=True)
-    out.print(f"fingerprint: {made.fingerprint}")
+    _show_fingerprint(made.fingerprint)
+
+
+def _show_fingerprint(fingerprint: str) -> None:
+    from gsomia.cli import out
+
+    # Sixteen groups on a line of their own: 79 columns, unbroken on an 80-column terminal.
+    out.print("fingerprint (SHA-256 of the file's content):")
+    out.print(fingerprint, soft_wrap=True)
 
 
 def node_import_partner_file(
@@ -103,8 +114,12 @@ def node_import_partner_file(
         bool, typer.Option("--replace", help="Replace the file imported earlier for this partner.")
     ] = False,
 ) -> None:
-    """Record the partner's keys, certificate and peer address for `node serve`, after its
-    fingerprint has been compared with the partner's security authority out of band."""
+    """Record the partner from its file, once its fingerprint is confirmed out of band.
+
+    Shows the file's party, peer address, key and certificate and its fingerprint, asks
+    (unless --yes), then records its keys, certificate and peer address for `node serve`
+    (keys/ and node.toml). The same file again changes nothing; a different one for a
+    known partner needs --replace."""
     from gsomia.cli import out
     from gsomia.node import config as node_config
     from gsomia.node import partner
@@ -121,7 +136,7 @@ def node_import_partner_file(
         f"{cert.not_valid_after_utc.date().isoformat()}",
         soft_wrap=True,
     )
-    out.print(f"fingerprint: {found.fingerprint}")
+    _show_fingerprint(found.fingerprint)
     if step == "same":
         out.print(f"{found.party}: this file is already imported; nothing changed")
         return
