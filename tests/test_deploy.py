@@ -27,6 +27,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -45,7 +46,7 @@ from nodes import ROOT, pg_databases
 
 DOC = ROOT / "docs" / "deploy.md"
 BLOCK = re.compile(r"^```sh (KOR|JPN)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
-GSOMIA_BIN = ROOT / ".venv" / "bin"
+GSOMIA_BIN = Path(sys.executable).parent  # the environment gsomia is installed in (make: .venv/bin)
 MACHINES = ("KOR", "JPN")
 HOSTS = {"KOR": "kor.gsomia.example", "JPN": "jpn.gsomia.example"}
 TEXTS = {"KOR": "KOR to JPN: launch detected", "JPN": "JPN to KOR: track data"}
