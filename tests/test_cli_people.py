@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import pty
 import signal
 import stat
 import subprocess
@@ -328,6 +329,72 @@ def test_the_inbox_fits_80_columns_whatever_the_marking() -> None:
     wide = Console(width=1000, record=True, file=io.StringIO())
     wide.print(cli_people.inbox_table([row], cli_people.zone_of("JPN"), wide=True))
     assert row["display"] in wide.export_text()  # whole, its brackets not taken for markup
+
+
+def test_large_files_show_progress_on_a_terminal(people: dict[str, Person], tmp_path: Path) -> None:
+    """Sharing and reading 3 MiB on a terminal (stderr a pseudo-terminal) draws rich progress bars
+    there; stdout still holds the item id alone, and the bytes read are the bytes shared."""
+    kor, jpn = people["kor.analyst"], people["jpn.analyst"]
+    payload = os.urandom(3 << 20)
+    (tmp_path / "big.bin").write_bytes(payload)
+
+    def on_a_terminal(person: Person, *args: str) -> tuple[int, str, str]:
+        master, slave = pty.openpty()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gsomia", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=slave,
+            env={**os.environ, **person.env, "TERM": "xterm"},
+        )
+        os.close(slave)
+        drawn = bytearray()
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the child closed its end
+                break
+            if not chunk:
+                break
+            drawn += chunk
+        os.close(master)
+        stdout = proc.stdout.read().decode() if proc.stdout else ""
+        return proc.wait(timeout=120), stdout, drawn.decode("utf-8", "replace")
+
+    code, stdout, drawn = on_a_terminal(
+        kor,
+        "share",
+        str(tmp_path / "big.bin"),
+        "--to",
+        "JPN",
+        "--classification",
+        "군사II급비밀",
+        "--purpose",
+        "nk-missile",
+    )
+    assert code == 0, drawn
+    item_id = stdout.strip()
+    assert len(item_id) == 36
+    assert "reading big.bin" in drawn
+    assert "sending" in drawn
+    assert "MiB" in drawn
+
+    wait_for_item(jpn, item_id)
+    code, stdout, drawn = on_a_terminal(jpn, "read", item_id, "-o", str(tmp_path / "copy.bin"))
+    assert code == 0, drawn
+    assert f"reading {item_id[:8]}" in drawn
+    assert (tmp_path / "copy.bin").read_bytes() == payload
+
+
+def test_the_profile_lives_where_the_user_says(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("GSOMIA_HOME", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    assert client.profile_path() == tmp_path / "xdg" / "gsomia" / "profile.toml"
+    monkeypatch.delenv("XDG_CONFIG_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert client.profile_path() == tmp_path / "home" / ".config" / "gsomia" / "profile.toml"
+    monkeypatch.setenv("GSOMIA_HOME", str(tmp_path / "gh"))
+    assert client.profile_path() == tmp_path / "gh" / "profile.toml"
 
 
 def test_the_client_limits_are_the_apis() -> None:
