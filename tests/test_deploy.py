@@ -433,3 +433,40 @@ def test_a_partner_file_carries_the_key_chain_after_a_rotation(tmp_path: Path) -
     assert len(kor_keys) == 2  # JPN's node knows KOR's current key before they ever talk
     assert kor_keys[-1]["retired_at"] is None
     assert current != first
+
+
+def test_a_flash_process_address_travels_in_the_partner_file(tmp_path: Path) -> None:
+    """A node whose operator added a flash process (flash_listen, flash_peer_listen: R17)
+    tells the partner where its flash peer API is, on the host of its peer URL."""
+    kor, jpn = init(tmp_path, "KOR", "--host", "localhost"), init(tmp_path, "JPN")
+    flash_port = free_port()
+    text = kor.read_text().replace(
+        "\n[peers]\n",
+        f'flash_listen = "127.0.0.1:{free_port()}"\nflash_peer_listen = "127.0.0.1:{flash_port}"\n\n[peers]\n',
+    )
+    kor.write_text(text)
+    peer_port = int(text.split('peer_listen = "127.0.0.1:')[1].split('"')[0])
+    kor_file = tmp_path / "KOR.partner.json"
+    export(kor, kor_file, "--peer-url", f"https://localhost:{peer_port}")
+    assert json.loads(kor_file.read_text())["flash_url"] == f"https://localhost:{flash_port}"
+    done = gsomia("node", "import-partner-file", kor_file, "--config", jpn, "--yes", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f'flash_url = "https://localhost:{flash_port}"' in jpn.read_text()
+    # A wildcard peer_listen names no address the partner could call: --peer-url is needed.
+    kor.write_text(text.replace('peer_listen = "127.0.0.1:', 'peer_listen = "0.0.0.0:', 1))
+    refused(gsomia("node", "export-partner-file", "--config", kor, "-o", kor_file, cwd=tmp_path), "--peer-url")
+    # And an address the certificate does not name would fail the partner's TLS check.
+    refused(
+        gsomia(
+            "node",
+            "export-partner-file",
+            "--config",
+            kor,
+            "-o",
+            kor_file,
+            "--peer-url",
+            "https://kor.example:8711",
+            cwd=tmp_path,
+        ),
+        "not named by the TLS certificate",
+    )
