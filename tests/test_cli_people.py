@@ -256,6 +256,8 @@ def test_read_to_stdout_only_when_asked(people: dict[str, Person], tmp_path: Pat
     assert result.stdout_bytes == text.encode()  # the payload alone: the marking went to stderr
     assert "極秘" in result.stderr
     assert jpn.run("read", item_id).code == 2  # -o is required
+    line = one_line_error(jpn.run("read", "../ledger/head", "-o", "-"))
+    assert line == "gsomia: error: '../ledger/head' is not an item id (as `gsomia items` lists them)"
 
 
 def test_refusals_are_one_line_citing_the_rule(people: dict[str, Person], tmp_path: Path) -> None:

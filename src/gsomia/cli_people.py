@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -194,8 +195,10 @@ def share(
     file: Annotated[Path, typer.Argument(help="The file to share (up to 12 MiB).", show_default=False)],
     to: Annotated[str, typer.Option(help="Recipient party, e.g. JPN.")],
     classification: Annotated[str, typer.Option(help="Your national marking, e.g. 군사II급비밀.")],
-    purpose: Annotated[list[str], typer.Option(help="Purpose the recipient may use it for (R7); repeat.")],
-    compartment: Annotated[list[str] | None, typer.Option(help="Compartment (need-to-know); repeat.")] = None,
+    purpose: Annotated[list[str], typer.Option(help="A purpose the recipient may use it for (R5); repeat.")],
+    compartment: Annotated[
+        list[str] | None, typer.Option(help="A compartment: readers need it in their need-to-know (R7); repeat.")
+    ] = None,
     releasable_to: Annotated[
         list[str] | None, typer.Option(help="Parties it may be released to; repeat. Default: the recipient.")
     ] = None,
@@ -211,6 +214,8 @@ def share(
             raise NodeError(f"{file}: not a regular file")
     except FileNotFoundError:
         raise NodeError(f"{file}: no such file") from None
+    except OSError as exc:
+        raise NodeError(f"{file}: {exc.strerror}") from None
     if size > MAX_PAYLOAD:
         raise NodeError(f"{file}: {_size(size)} is over the node's limit of {_size(MAX_PAYLOAD)} for one item")
     client, _ = _client(profile)
@@ -248,8 +253,10 @@ def flash(
     text: Annotated[str, typer.Argument(help="The report's text.", show_default=False)],
     to: Annotated[str, typer.Option(help="Recipient party, e.g. JPN.")],
     classification: Annotated[str, typer.Option(help="Your national marking, e.g. 군사II급비밀.")],
-    purpose: Annotated[list[str] | None, typer.Option(help="Purpose (R7); repeat.")] = None,
-    compartment: Annotated[list[str] | None, typer.Option(help="Compartment; repeat.")] = None,
+    purpose: Annotated[
+        list[str] | None, typer.Option(help="A purpose the recipient may use it for (R5); repeat.")
+    ] = None,
+    compartment: Annotated[list[str] | None, typer.Option(help="A compartment (R7); repeat.")] = None,
     as_json: JsonFlag = False,
     profile: ProfileOption = "default",
 ) -> None:
@@ -352,16 +359,21 @@ def items(
             print(r["item_id"])
 
 
+ITEM_ID = re.compile(r"[0-9A-Za-z-]{1,64}")
+
+
 def read(
     item_id: Annotated[str, typer.Argument(help="The item's id (from inbox or items).", show_default=False)],
     output: Annotated[str, typer.Option("-o", "--output", help="File to write the payload to (0600); - for stdout.")],
-    purpose: Annotated[str | None, typer.Option(help="The purpose you read it for (R7).")] = None,
+    purpose: Annotated[str | None, typer.Option(help="The purpose you read it for (R5).")] = None,
     force: Annotated[bool, typer.Option(help="Replace FILE if it exists.")] = False,
     profile: ProfileOption = "default",
 ) -> None:
     """Read an item: its payload to FILE, its marking in your own scheme on the terminal."""
     from gsomia.client import NodeError
 
+    if not ITEM_ID.fullmatch(item_id):
+        raise NodeError(f"{item_id!r} is not an item id (as `gsomia items` lists them)")
     target = None if output == "-" else Path(output)
     if target is not None:
         if target.is_dir():
@@ -462,7 +474,8 @@ def watch(
                         _show_report(report, zone, as_json)
                     why = "the node closed the stream"
                 except NodeError as exc:
-                    if exc.status is not None:  # the node answered and said no: retrying will not help
+                    # The node said no (a token, a limit): retrying will not help. A proxy's 5xx may pass.
+                    if exc.status is not None and exc.status < 500:
                         raise
                     why = str(exc)
                 pause = BACKOFF[min(failures, len(BACKOFF) - 1)]
