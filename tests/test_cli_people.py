@@ -388,6 +388,28 @@ def test_large_files_show_progress_on_a_terminal(people: dict[str, Person], tmp_
     assert (tmp_path / "copy.bin").read_bytes() == payload
 
 
+def test_a_flash_report_in_the_watchers_own_zone(capsys: pytest.CaptureFixture[str]) -> None:
+    """`watch` shows a report in the watcher's party's time (seconds: flash reports race), and
+    `watch --json` gives the instant in ISO 8601 with that party's offset."""
+    report = {
+        "alert_id": "0123abcd-4567-89ab-cdef-0123456789ab",
+        "origin": "JPN",
+        "direction": "in",
+        "marking": "군사II급비밀",
+        "display": "군사II급비밀 (provided by JPN as 極秘 under jp-kr-gsomia-2016)",
+        "created_at": "2019-11-22T14:59:58.5+00:00",
+        "text": "[launch] detected",
+    }
+    cli_people._show_report(report, cli_people.zone_of("KOR"), as_json=True)
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["created_at"] == "2019-11-22T23:59:58.500000+09:00"
+    assert shown["text"] == "[launch] detected"
+    cli_people._show_report(report, cli_people.zone_of("KOR"), as_json=False)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("FLASH 2019-11-22 23:59:58 KST  from JPN  군사II급비밀 (provided by JPN as 極秘")
+    assert lines[1] == "  [launch] detected"  # text as sent, never read as markup
+
+
 def test_the_profile_lives_where_the_user_says(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("GSOMIA_HOME", raising=False)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
