@@ -47,9 +47,15 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 ProfileOption = Annotated[
     str,
-    typer.Option("--profile", envvar="GSOMIA_PROFILE", help="Which login to use (several nodes: one profile each)."),
+    typer.Option(
+        "--profile",
+        metavar="NAME",
+        envvar="GSOMIA_PROFILE",
+        help="Which login to use (several nodes: one profile each).",
+    ),
 ]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON (times in ISO 8601 with offset).")]
+JsonAnswer = Annotated[bool, typer.Option("--json", help="Print the node's answer as JSON.")]
 
 
 def one_line(fn: F) -> F:
@@ -138,13 +144,14 @@ def register(app: typer.Typer) -> None:
 
 
 def login(
-    node: Annotated[str, typer.Option(help="The node's user API, e.g. https://kor-node.example:8701.")],
+    node: Annotated[str, typer.Option(metavar="URL", help="The node's user API, e.g. https://kor-node.example:8701.")],
     cacert: Annotated[
         Path | None,
-        typer.Option(help="The node's certificate (keys/PARTY.crt from its operator): trusted alone."),
+        typer.Option(metavar="FILE", help="The node's certificate (keys/PARTY.crt from its operator): trusted alone."),
     ] = None,
     token_file: Annotated[
-        Path | None, typer.Option(help="A file holding the token. Default: read from stdin, or asked for.")
+        Path | None,
+        typer.Option(metavar="FILE", help="A file holding the token. Default: read from stdin, or asked for."),
     ] = None,
     profile: ProfileOption = "default",
 ) -> None:
@@ -193,16 +200,20 @@ def logout(profile: ProfileOption = "default") -> None:
 
 def share(
     file: Annotated[Path, typer.Argument(help="The file to share (up to 12 MiB).", show_default=False)],
-    to: Annotated[str, typer.Option(help="Recipient party, e.g. JPN.")],
-    classification: Annotated[str, typer.Option(help="Your national marking, e.g. 군사II급비밀.")],
-    purpose: Annotated[list[str], typer.Option(help="A purpose the recipient may use it for (R5); repeat.")],
+    to: Annotated[str, typer.Option(metavar="PARTY", help="Recipient party, e.g. JPN.")],
+    classification: Annotated[str, typer.Option(metavar="MARKING", help="Your national marking, e.g. 군사II급비밀.")],
+    purpose: Annotated[
+        list[str], typer.Option(metavar="PURPOSE", help="A purpose the recipient may use it for (R5); repeat.")
+    ],
     compartment: Annotated[
-        list[str] | None, typer.Option(help="A compartment: readers need it in their need-to-know (R7); repeat.")
+        list[str] | None,
+        typer.Option(metavar="NAME", help="A compartment: readers need it in their need-to-know (R7); repeat."),
     ] = None,
     releasable_to: Annotated[
-        list[str] | None, typer.Option(help="Parties it may be released to; repeat. Default: the recipient.")
+        list[str] | None,
+        typer.Option(metavar="PARTY", help="Parties it may be released to; repeat. Default: the recipient."),
     ] = None,
-    as_json: JsonFlag = False,
+    as_json: JsonAnswer = False,
     profile: ProfileOption = "default",
 ) -> None:
     """Share a file with the partner: sealed and labelled by your node, delivered to theirs."""
@@ -251,13 +262,13 @@ def share(
 
 def flash(
     text: Annotated[str, typer.Argument(help="The report's text.", show_default=False)],
-    to: Annotated[str, typer.Option(help="Recipient party, e.g. JPN.")],
-    classification: Annotated[str, typer.Option(help="Your national marking, e.g. 군사II급비밀.")],
+    to: Annotated[str, typer.Option(metavar="PARTY", help="Recipient party, e.g. JPN.")],
+    classification: Annotated[str, typer.Option(metavar="MARKING", help="Your national marking, e.g. 군사II급비밀.")],
     purpose: Annotated[
-        list[str] | None, typer.Option(help="A purpose the recipient may use it for (R5); repeat.")
+        list[str] | None, typer.Option(metavar="PURPOSE", help="A purpose the recipient may use it for (R5); repeat.")
     ] = None,
-    compartment: Annotated[list[str] | None, typer.Option(help="A compartment (R7); repeat.")] = None,
-    as_json: JsonFlag = False,
+    compartment: Annotated[list[str] | None, typer.Option(metavar="NAME", help="A compartment (R7); repeat.")] = None,
+    as_json: JsonAnswer = False,
     profile: ProfileOption = "default",
 ) -> None:
     """Send a flash report (R17): ahead of any routine traffic."""
@@ -364,8 +375,10 @@ ITEM_ID = re.compile(r"[0-9A-Za-z-]{1,64}")
 
 def read(
     item_id: Annotated[str, typer.Argument(help="The item's id (from inbox or items).", show_default=False)],
-    output: Annotated[str, typer.Option("-o", "--output", help="File to write the payload to (0600); - for stdout.")],
-    purpose: Annotated[str | None, typer.Option(help="The purpose you read it for (R5).")] = None,
+    output: Annotated[
+        str, typer.Option("-o", "--output", metavar="FILE", help="File to write the payload to (0600); - for stdout.")
+    ],
+    purpose: Annotated[str | None, typer.Option(metavar="PURPOSE", help="The purpose you read it for (R5).")] = None,
     force: Annotated[bool, typer.Option(help="Replace FILE if it exists.")] = False,
     profile: ProfileOption = "default",
 ) -> None:
