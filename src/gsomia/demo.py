@@ -59,8 +59,8 @@ class Client:
 
     base: str
     token: str
-    http: httpx.Client = field(init=False)
     trust: ssl.SSLContext  # the node's certificate: its user API serves HTTPS
+    http: httpx.Client = field(init=False)
 
     def __post_init__(self) -> None:
         self.http = httpx.Client(
@@ -94,8 +94,8 @@ class FlashWatcher(threading.Thread):
                     f"{self.base}/alerts/stream",
                     headers={**headers, "Last-Event-ID": last},
                     timeout=httpx.Timeout(None, connect=5),
-                ) as response:
                     verify=self.trust,
+                ) as response:
                     self.ready.set()
                     data = ""
                     for line in response.iter_lines():
