@@ -10,8 +10,9 @@ drift apart unnoticed:
 - their host names (both ``localhost``), the wildcard address (``127.0.0.1``) and the ports
   (free ones, from the range ``GSOMIA_PORTS`` gives this worker);
 - ``import-partner-file`` gets ``--yes`` (no terminal here to answer its question; the
-  fingerprints are compared by the test instead), and ``node serve`` is started in the
-  background and stopped at the end;
+  fingerprints are compared by the test instead), ``node serve`` is started in the
+  background and stopped at the end, the analyst's token file is written with the token
+  ``user add`` printed, and ``ITEM`` is the id the partner's ``share`` printed;
 - on PostgreSQL, ``node init`` gets the ``--database-url`` of section 2.
 
 No demo or provisioning helper is used: the nodes are what the document makes.
@@ -76,12 +77,17 @@ class Machine:
         self.user_port, self.peer_port = free_port(), free_port()
         self.database_url = database_url
         self.tokens: dict[str, str] = {}
+        # Each machine's people have their own login profile (in their home directory).
+        inherited = {
+            k: v for k, v in os.environ.items() if k not in ("GSOMIA_HOME", "XDG_CONFIG_HOME", "GSOMIA_PROFILE")
+        }
         self.env = {
-            **os.environ,
+            **inherited,
             "PATH": f"{GSOMIA_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
             "HOME": str(self.home),
         }
         self.server: subprocess.Popen[bytes] | None = None
+        self.up = False
         self.fingerprints: list[str] = []
 
     def substitute(self, command: str) -> str:
@@ -137,12 +143,15 @@ class Machine:
         return (self.home / "serve.log").read_text(errors="replace")
 
     def wait_up(self) -> None:
+        if self.server is None or self.up:
+            return
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             assert self.server is not None
             assert self.server.poll() is None, f"{self.party}'s node stopped:\n{self.log()}"
             try:
                 if httpx.get(f"{self.user_url}/health", verify=tls.trust(self.cert), timeout=5).status_code == 200:
+                    self.up = True
                     return
             except httpx.HTTPError:
                 pass
@@ -188,7 +197,7 @@ def test_deploy_md_runs_as_written_and_items_flow_both_ways(tmp_path: Path, back
         for machine in machines.values():
             stack.callback(machine.stop)
         shared: dict[str, str] = {}
-        read: dict[str, dict[str, Any]] = {}
+        read: dict[str, str] = {}
         for party, line in doc_steps():
             me = machines[party]
             other = machines["JPN" if party == "KOR" else "KOR"]
@@ -206,48 +215,44 @@ def test_deploy_md_runs_as_written_and_items_flow_both_ways(tmp_path: Path, back
             if "node serve" in command:
                 me.serve(command)
                 continue
-            if command.startswith("curl"):
-                for m in machines.values():
-                    if m.server is not None:
-                        m.wait_up()
-                token = me.tokens[f"{party.lower()}.analyst"]
-                if "/items/$ITEM" in command:
-                    item = shared[other.party]
-                    read[party] = json.loads(me.run(command, {"TOKEN": token, "ITEM": item}))
-                elif " -d " in command:
-                    [made] = json.loads(me.run(command, {"TOKEN": token}))["items"]
-                    shared[party] = made["item_id"]
-                else:  # the listing: wait for the partner's item to arrive
-                    deadline = time.monotonic() + 120
-                    while True:
-                        listed = json.loads(me.run(command, {"TOKEN": token}))["items"]
-                        if any(r["item_id"] == shared[other.party] and r["direction"] == "in" for r in listed):
-                            break
-                        assert time.monotonic() < deadline, f"{party} never received {shared[other.party]}: {listed}"
-                        time.sleep(0.2)
+            for m in machines.values():  # a step after `node serve` waits for the nodes to answer
+                m.wait_up()
+            if command.startswith("gsomia login"):
+                # The analyst's token, in the file the document names (user id + ".token").
+                name = command.split("--token-file", 1)[1].split()[0]
+                token_file = me.home / name
+                token_file.write_text(me.tokens[name.removesuffix(".token")] + "\n")
+                token_file.chmod(0o600)
+            if command.startswith("gsomia inbox"):  # wait for the partner's item to arrive
+                deadline = time.monotonic() + 120
+                while shared[other.party] not in (listed := me.run(command)):
+                    assert time.monotonic() < deadline, f"{party} never received {shared[other.party]}:\n{listed}"
+                    time.sleep(0.2)
                 continue
-            output = me.run(command)
+            output = me.run(command, {"ITEM": shared.get(other.party, "")})
             if "node export-partner-file" in command:
                 me.fingerprints.append(_fingerprint(output))
             if "user add" in command:
                 user_id = command.split("node.toml", 1)[1].split()[0]
                 me.tokens[user_id] = output.strip().splitlines()[-1]
+            if command.startswith("gsomia share"):
+                shared[party] = output.strip().splitlines()[-1]
+            if command.startswith("gsomia read"):
+                assert output.startswith(f"{shared[other.party]}: {MARKINGS[party]} "), output  # R3, R4
+            if command.startswith("cat "):
+                read[party] = output
 
         # Both nodes were made, introduced, given users, run, and each read the other's item.
-        assert set(read) == set(MACHINES)
-        for party, body in read.items():
-            sender = "JPN" if party == "KOR" else "KOR"
-            assert body["item_id"] == shared[sender]
-            assert base64.b64decode(body["payload_b64"]).decode() == TEXTS[sender]
-            assert body["marking"] == MARKINGS[party]
-            assert body["decision"]["decision"] == "permit"
+        assert read == {"KOR": TEXTS["JPN"] + "\n", "JPN": TEXTS["KOR"] + "\n"}
         # The same through httpx, pinning each node's own certificate, as a user's client does.
         for party, me in machines.items():
             sender = "JPN" if party == "KOR" else "KOR"
             with me.client(me.tokens[f"{party.lower()}.analyst"]) as client:
                 r = client.get(f"/items/{shared[sender]}", params={"purpose": "nk-missile"})
                 assert r.status_code == 200, r.text
-                assert base64.b64decode(r.json()["payload_b64"]).decode() == TEXTS[sender]
+                assert base64.b64decode(r.json()["payload_b64"]).decode() == TEXTS[sender] + "\n"
+                assert r.json()["marking"] == MARKINGS[party]
+                assert r.json()["decision"]["decision"] == "permit"
         # What init wrote is its operator's alone.
         for me in machines.values():
             assert stat.S_IMODE(me.node.stat().st_mode) == 0o700
