@@ -134,6 +134,24 @@ def test_plain_http_on_loopback_is_said_in_the_log(tmp_path: Path) -> None:
         assert f"WARNING user API over plain HTTP on loopback: {host}:{number}" in text, text
 
 
+def test_a_node_listening_beyond_loopback_serves_https(tmp_path: Path) -> None:
+    """A node as freshly deployed, its user API on every interface and no ``user_tls``: it
+    answers HTTPS with its certificate and nothing over plain HTTP, and warns of nothing."""
+    kor = provision_pair(tmp_path, terms_only(AGREEMENT, tmp_path / "terms.toml"), user_tls=True)["KOR"]
+    port = free_port()
+    text = re.sub(r'^listen = "127\.0\.0\.1:\d+"', f'listen = "0.0.0.0:{port}"', kor.config.read_text(), flags=re.M)
+    kor.config.write_text(text)
+    assert node_config.load(kor.config).user_tls
+    url = f"https://127.0.0.1:{port}"
+    log = kor.root / "node.log"
+    with NodeProcess(kor.config, url, log, trust=kor.trust()):  # its partner is not needed
+        r = httpx.get(f"{url}/items", headers={"Authorization": f"Bearer {kor.tokens['auditor']}"}, verify=kor.trust())
+        assert r.status_code == 200, r.text
+        assert not answers(f"http://127.0.0.1:{port}")
+    assert f"user API https://0.0.0.0:{port}" in log.read_text()
+    assert "WARNING user API" not in log.read_text()
+
+
 @pytest.mark.parametrize("key", ["listen", "flash_listen"])
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.7", "kor-node.example", "::"])
 def test_plain_http_beyond_loopback_does_not_start(tmp_path: Path, key: str, host: str) -> None:
