@@ -72,6 +72,15 @@ class Broker:
         self._streams: dict[policy.Subject, set[Subscription]] = {}
         self._decisions: dict[tuple[int, policy.Subject], bool] = {}
         self._poll: asyncio.Task[None] | None = None
+        # The streams woken by one publication share one thread hop to make their events
+        # (``Node.fresh_alert_events_for``) and one to enter their reads (``record_alert_reads_for``).
+        self.show: Callable[[list[tuple[policy.Subject, str, Sequence[FreshAlert]]]], Awaitable[list[Any]]] | None
+        self.show = None
+        self.record: Callable[[list[tuple[policy.Subject, Sequence[dict[str, Any]]]]], Awaitable[None]] | None
+        self.record = None
+        self._showing: list[tuple[tuple[policy.Subject, str, Sequence[FreshAlert]], asyncio.Future[Any]]] = []
+        self._recording: list[tuple[tuple[policy.Subject, Sequence[dict[str, Any]]], asyncio.Future[Any]]] = []
+        self._running: set[asyncio.Future[Any]] = set()
 
     def publish(self, alerts: Sequence[FreshAlert] = ()) -> None:
         if alerts:
@@ -104,6 +113,46 @@ class Broker:
         streams.discard(stream)
         if not streams:
             self._streams.pop(who, None)
+
+    async def events_for(
+        self, who: policy.Subject, token: str, alerts: Sequence[FreshAlert]
+    ) -> list[tuple[int, dict[str, Any]]] | None:
+        """``Node.fresh_alert_events`` for one stream, in one hop with the other streams asking now."""
+        assert self.show is not None
+        return await self._batched(self._showing, (who, token, alerts), self.show)  # type: ignore[no-any-return]
+
+    def reads(self, who: policy.Subject, events: Sequence[dict[str, Any]]) -> asyncio.Future[Any]:
+        """``Node.record_alert_reads`` for one stream, in one hop with the other streams recording now."""
+        assert self.record is not None
+        return asyncio.ensure_future(self._batched(self._recording, (who, events), self.record))
+
+    async def _batched(self, queue: list[Any], ask: Any, run: Callable[[list[Any]], Awaitable[Any]]) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        queue.append((ask, future))
+        if len(queue) == 1:  # run once the streams woken with this one have asked too
+            asyncio.get_running_loop().call_soon(self._flush, queue, run)
+        return await future
+
+    def _flush(self, queue: list[Any], run: Callable[[list[Any]], Awaitable[Any]]) -> None:
+        batch = queue[:]
+        queue.clear()
+        task = asyncio.ensure_future(run([ask for ask, _ in batch]))  # noqa: RUF006 - held in _running
+        self._running.add(task)
+
+        def settle(task: asyncio.Future[Any]) -> None:
+            self._running.discard(task)
+            for n, (_, future) in enumerate(batch):
+                if future.done():  # its stream is gone
+                    continue
+                if task.cancelled():
+                    future.cancel()
+                elif (exc := task.exception()) is not None:
+                    future.set_exception(exc)
+                else:
+                    results = task.result()
+                    future.set_result(None if results is None else results[n])
+
+        task.add_done_callback(settle)
 
     def after(self, seq: int) -> list[FreshAlert] | None:
         """The published reports after ``seq``, in order, or None when memory cannot tell.
@@ -383,6 +432,8 @@ def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
         return node.may_read(subject, alert.peer, alert.label)
 
     broker.readable = readable
+    broker.show = lambda asks: lanes.run("flash", node.fresh_alert_events_for, asks)
+    broker.record = lambda shown: lanes.run("flash", node.record_alert_reads_for, shown)
 
     async def check(scope: intake.Scope) -> dict[str, Any]:
         token = intake.bearer_token(scope)
@@ -540,7 +591,7 @@ def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
                     visible = [a for a in fresh if broker.may_read(who, a, readable)]
                     if fresh:
                         cursor = fresh[-1].seq
-                    found = await lanes.run("flash", node.fresh_alert_events, who, token, visible) if visible else []
+                    found = await broker.events_for(who, token, visible) if visible else []
                     if found is None:
                         return
                     shown = found
@@ -549,9 +600,7 @@ def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
                     yield {"id": str(seq), "event": "flash", "data": json.dumps(event, ensure_ascii=False)}
                 if shown:  # recorded once sent, beside the stream: the ledger write may wait behind bulk work
                     recording[:] = [task for task in recording if not task.done() or task.result()]
-                    recording.append(
-                        asyncio.ensure_future(lanes.run("flash", node.record_alert_reads, who, [e for _, e in shown]))
-                    )
+                    recording.append(broker.reads(who, [e for _, e in shown]))
                 if stored is None or fresh:
                     continue
                 # Until a publication here it may read, a wake from the node's other process or its

@@ -1020,17 +1020,44 @@ class Node(NodeLedger):
     def fresh_alert_events(
         self, subject: policy.Subject, token: str, alerts: Sequence[FreshAlert]
     ) -> list[tuple[int, dict[str, Any]]] | None:
-        """``alert_events`` for reports just committed by this process: no read back, no second open.
+        """``alert_events`` for reports just committed by this process: no read back, no second open."""
+        return self.fresh_alert_events_for([(subject, token, alerts)])[0]
 
-        The caller passes only reports the subscriber may read (``may_read``); each is checked
-        again here, where the text is put in."""
-        if alerts and self.authenticate(token) is None:
-            return None
-        return [
-            (a.seq, self._alert_view(a.fields(), a.label, _given(a.payload)))
-            for a in alerts
-            if self.may_read(subject, a.peer, a.label)
-        ]
+    def fresh_alert_events_for(
+        self, asks: Sequence[tuple[policy.Subject, str, Sequence[FreshAlert]]]
+    ) -> list[list[tuple[int, dict[str, Any]]] | None]:
+        """``fresh_alert_events`` for many streams at once: one token lookup, each report's event made once.
+
+        Each (subscriber, token, reports) gets the events of the reports it may read (each checked
+        here, where the text is put in), or None once its token is revoked."""
+        valid = self._live_tokens({token for _, token, alerts in asks if alerts})
+        views: dict[int, dict[str, Any]] = {}
+        out: list[list[tuple[int, dict[str, Any]]] | None] = []
+        for subject, token, alerts in asks:
+            if alerts and token not in valid:
+                out.append(None)
+                continue
+            shown = []
+            for a in alerts:
+                if self.may_read(subject, a.peer, a.label):
+                    view = views.get(a.seq)
+                    if view is None:
+                        view = views[a.seq] = self._alert_view(a.fields(), a.label, _given(a.payload))
+                    shown.append((a.seq, view))
+            out.append(shown)
+        return out
+
+    def _live_tokens(self, tokens: Iterable[str]) -> set[str]:
+        """Which of these tokens belong to a user not revoked (``authenticate``, in one query)."""
+        by_hash = {token_hash(tok): tok for tok in tokens}
+        if not by_hash:
+            return set()
+        users = t.users
+        with reading(self.engine) as conn:
+            found = conn.execute(
+                select(users.c.token_hash).where(users.c.token_hash.in_(list(by_hash)), users.c.revoked_at.is_(None))
+            ).scalars()
+            return {by_hash[h] for h in found}
 
     def _opened_payload(self, row: Any) -> bytes:
         return self._open_stored(row)[1]
@@ -1050,52 +1077,58 @@ class Node(NodeLedger):
         }
 
     def record_alert_reads(self, subject: policy.Subject, events: Sequence[dict[str, Any]]) -> None:
-        """Flash text shown on a stream is a read like any other (R9): one entry per user and report.
+        """Flash text shown on a stream is a read like any other (R9): one entry per user and report."""
+        self.record_alert_reads_for([(subject, events)])
 
-        However many streams the user holds, and whichever showed it first: the pairs recorded
+    def record_alert_reads_for(self, shown: Sequence[tuple[policy.Subject, Sequence[dict[str, Any]]]]) -> None:
+        """``record_alert_reads`` for many streams at once, in one transaction.
+
+        However many streams a user holds, and whichever showed a report first: the pairs recorded
         are remembered here, and the ledger (queued or appended, in this file or the flash file)
         is asked about the rest, so a restart does not record a report again either."""
-        ids = list(dict.fromkeys(e["alert_id"] for e in events if "text" in e))
+        pairs = list(dict.fromkeys((who.id, e["alert_id"]) for who, events in shown for e in events if "text" in e))
         with self._stream_reads_lock:
-            claimed = [i for i in ids if (subject.id, i) not in self._stream_reads]
-            self._stream_reads.update(((subject.id, i), None) for i in claimed)
+            claimed = [pair for pair in pairs if pair not in self._stream_reads]
+            self._stream_reads.update((pair, None) for pair in claimed)
             while len(self._stream_reads) > STREAM_READS_KEPT:
                 del self._stream_reads[next(iter(self._stream_reads))]
         if not claimed:
             return
         try:
-            fresh = [i for i in claimed if i not in self._reads_on_ledger(subject.id, claimed)]
+            known = self._reads_on_ledger(claimed)
+            fresh = [pair for pair in claimed if pair not in known]
             if fresh:
                 now = self.clock.now()
                 rows = [
-                    _audit_row(now, "read", subject.id, i, {"via": "alerts/stream", "effect": "permit"}) for i in fresh
+                    _audit_row(now, "read", user, item, {"via": "alerts/stream", "effect": "permit"})
+                    for user, item in fresh
                 ]
                 with gate.begin(self.flash.engine) as conn:
                     self._log(conn, "flash", rows)  # the stream's own lane: never behind a bulk transaction
         except BaseException:
             with self._stream_reads_lock:  # not recorded: the next stream to show them tries again
-                for i in claimed:
-                    self._stream_reads.pop((subject.id, i), None)
+                for pair in claimed:
+                    self._stream_reads.pop(pair, None)
             raise
 
-    def _reads_on_ledger(self, user_id: str, item_ids: Sequence[str]) -> set[str]:
-        """Which of these items ``user_id`` has a read of on the ledger, sequenced or queued.
+    def _reads_on_ledger(self, pairs: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of these (user, item) pairs have a read on the ledger, sequenced or queued.
 
         Queued entries move from the flash file to the main file's queue, then into the log:
         read in that order, an entry moving meanwhile is found in the next place."""
-        found: set[str] = set()
+        found: set[tuple[str, str]] = set()
+        users, items = list({u for u, _ in pairs}), list({i for _, i in pairs})
         places: list[tuple[Engine, Table]] = [(store.engine, store.queue) for store in reversed(self._files())]
         places.append((self.engine, t.ledger_entries))
         for engine, table in places:
             with reading(engine) as conn:
-                found.update(
-                    conn.execute(
-                        select(table.c.item_id).where(
-                            table.c.kind == "read", table.c.actor == user_id, table.c.item_id.in_(list(item_ids))
-                        )
-                    ).scalars()
+                rows = conn.execute(
+                    select(table.c.actor, table.c.item_id).where(
+                        table.c.kind == "read", table.c.actor.in_(users), table.c.item_id.in_(items)
+                    )
                 )
-        return found
+                found.update((actor, item) for actor, item in rows)
+        return found & set(pairs)
 
     def _open_stored(self, row: Any) -> tuple[Label, bytes]:
         """Open a stored envelope; its sealed label must be the stored copy the decision used.
