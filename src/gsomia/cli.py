@@ -198,8 +198,7 @@ def keys_generate(
     """Generate a party's node keys (KEM + signature) and its TLS certificate for the user and peer APIs.
 
     A running node's key is replaced with `gsomia keys rotate`, never by generating over it."""
-    from gsomia import keys, tls
-    from gsomia.files import atomic_output
+    from gsomia.node.init import key_files, write_node_keys, write_tls
 
     if len(party) != 3 or not party.isascii() or not party.isupper():
         raise InvalidInput(f"--party: {party!r} is not an ISO 3166-1 alpha-3 code such as KOR")
@@ -210,27 +209,19 @@ def keys_generate(
         if not name or any(c.isspace() or c in "/:@" for c in name):
             raise InvalidInput(f"--host: {name!r} is not a host name or IP address")
     out_dir.mkdir(parents=True, exist_ok=True)
-    key_path, pub_path = out_dir / f"{party}.key", out_dir / f"{party}.pub"
-    crt_path, tls_key_path = out_dir / f"{party}.crt", out_dir / f"{party}.tls.key"
+    files = key_files(out_dir, party)  # the files `gsomia node init` writes, by the same code
+    key_path, pub_path, crt_path, tls_key_path = files.key, files.public, files.tls_cert, files.tls_key
     targets = (crt_path, tls_key_path) if tls_only else (key_path, pub_path, crt_path, tls_key_path)
     if not force:
         for path in targets:
             if path.exists():
                 raise InvalidInput(f"{path}: already exists (use --force to replace it)")
     if not tls_only:
-        private = keys.generate(party, suite)
-        with atomic_output(key_path, mode=0o600) as handle:
-            handle.write(private.to_bytes())
-        with atomic_output(pub_path) as handle:
-            handle.write(private.public().to_bytes())
+        private = write_node_keys(files, party, suite)
         out.print(
             f"{party} {suite} keys: {key_path} (private, 0600), {pub_path} (public, key id {private.public().kid})"
         )
-    cert_pem, tls_key_pem = tls.make_certificate(party, datetime.now().astimezone(), hosts)
-    with atomic_output(tls_key_path, mode=0o600) as handle:
-        handle.write(tls_key_pem)
-    with atomic_output(crt_path) as handle:
-        handle.write(cert_pem)
+    write_tls(files, party, hosts, datetime.now().astimezone())
     out.print(
         f"{party} TLS for the user and peer APIs: {crt_path} (certificate for {', '.join(hosts)}), {tls_key_path} (private, 0600)"
     )

@@ -102,24 +102,35 @@ def key_files(directory: Path, party: str) -> KeyFiles:
     )
 
 
-def write_keys(
-    directory: Path, party: str, suite: str, hosts: Sequence[str], now: datetime
-) -> tuple[KeyFiles, keys.PrivateKeys]:
-    """A party's node keys and TLS certificate in ``directory`` (0700); private files 0600."""
+def write_node_keys(files: KeyFiles, party: str, suite: str) -> keys.PrivateKeys:
+    """A new key pair for ``party``'s node: the private file 0600, the public one beside it."""
     if suite not in SUITES:
         raise InvalidInput(f"--suite: {suite!r} is not one of {', '.join(SUITES)}")
-    private_dir(directory)
-    files = key_files(directory, party)
     private = keys.generate(party, suite)
     with atomic_output(files.key, mode=0o600) as f:
         f.write(private.to_bytes())
     with atomic_output(files.public) as f:
         f.write(private.public().to_bytes())
+    return private
+
+
+def write_tls(files: KeyFiles, party: str, hosts: Sequence[str], now: datetime) -> None:
+    """A new TLS certificate naming ``hosts`` and its key (0600) for both of the node's APIs."""
     cert, tls_key = tls.make_certificate(party, now, tuple(hosts))
     with atomic_output(files.tls_key, mode=0o600) as f:
         f.write(tls_key)
     with atomic_output(files.tls_cert) as f:
         f.write(cert)
+
+
+def write_keys(
+    directory: Path, party: str, suite: str, hosts: Sequence[str], now: datetime
+) -> tuple[KeyFiles, keys.PrivateKeys]:
+    """A party's node keys and TLS certificate in ``directory`` (made 0700)."""
+    private_dir(directory)
+    files = key_files(directory, party)
+    private = write_node_keys(files, party, suite)
+    write_tls(files, party, hosts, now)
     return files, private
 
 
