@@ -81,6 +81,15 @@ class Broker:
         self._showing: list[tuple[tuple[policy.Subject, str, Sequence[FreshAlert]], asyncio.Future[Any]]] = []
         self._recording: list[tuple[tuple[policy.Subject, Sequence[dict[str, Any]]], asyncio.Future[Any]]] = []
         self._running: set[asyncio.Future[Any]] = set()
+        self.closing = False  # the node is stopping: streams end, so the server's shutdown need not cancel them
+
+    def close(self) -> None:
+        """End every alert stream now, as a finished response: a stream the server cancelled at the end
+        of its graceful shutdown would leave a CancelledError traceback in the node's log."""
+        self.closing = True
+        for streams in self._streams.values():
+            for stream in streams:
+                stream.event.set()
 
     def publish(self, alerts: Sequence[FreshAlert] = ()) -> None:
         if alerts:
@@ -572,7 +581,7 @@ def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
             # a subscriber learns nothing of those it may not read (principle 5).
             cursor = start
             stored = None  # the broker's ``stored`` when this stream last read the database
-            while not await request.is_disconnected():
+            while not broker.closing and not await request.is_disconnected():
                 subscription.event.clear()  # what is published from here on wakes the wait below
                 fresh = None if stored != broker.stored else broker.after(cursor)
                 if fresh is None:  # one hop to a flash thread for the lot

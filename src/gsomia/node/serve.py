@@ -102,19 +102,25 @@ def _once(fn: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
     return run
 
 
-def _on_signals(servers: list[uvicorn.Server], first: Callable[[], Awaitable[None]]) -> Callable[[], None]:
-    """SIGINT or SIGTERM: run ``first`` and stop every server at once; a second signal forces them.
+def _on_signals(
+    servers: list[uvicorn.Server], first: Callable[[], Awaitable[None]], broker: Broker
+) -> Callable[[], None]:
+    """SIGINT or SIGTERM: end the alert streams, run ``first`` and stop every server at once; a
+    second signal forces them.
 
-    ``first`` closes this process's connections to the partner: the partner's servers wait for
-    them when it stops too, as ours wait for its connections to us (a pair stopped together
-    took 3 s longer). Returns what to call when the servers are done: it puts the signal
-    handlers back and, as uvicorn does, raises the signal again."""
+    Open alert streams end as finished responses (``Broker.close``): left open, the servers would
+    wait out their graceful timeout and then cancel them, with a traceback in the log. ``first``
+    closes this process's connections to the partner: the partner's servers wait for them when it
+    stops too, as ours wait for its connections to us (a pair stopped together took 3 s longer).
+    Returns what to call when the servers are done: it puts the signal handlers back. A stop that
+    was asked for is a clean exit (status 0), which is what a service manager expects of it."""
     loop = asyncio.get_running_loop()
     received: list[int] = []
     tasks: list[asyncio.Task[None]] = []
 
     def handle(sig: int) -> None:
         received.append(sig)
+        broker.close()
         if len(received) == 1:
             tasks.append(asyncio.ensure_future(first()))
         for server in servers:
@@ -128,8 +134,6 @@ def _on_signals(servers: list[uvicorn.Server], first: Callable[[], Awaitable[Non
     def done() -> None:
         for sig in handled:
             loop.remove_signal_handler(sig)
-        if received:
-            signal.raise_signal(received[0])
 
     return done
 
@@ -360,7 +364,7 @@ async def serve(config: NodeConfig, flash_link: int | None = None) -> None:
     async def stop_outgoing() -> None:
         await asyncio.gather(witness.stop(), delivery.stop(), flash.stop() if flash is not None else asyncio.sleep(0))
 
-    signalled = _on_signals([user, peer], stop_outgoing)
+    signalled = _on_signals([user, peer], stop_outgoing, broker)
     try:
         await asyncio.gather(user.serve(), peer.serve())
     finally:
@@ -400,10 +404,11 @@ async def _serve_flash(config: NodeConfig, sock: socket.socket) -> None:
     async def orphaned() -> None:
         await link.closed.wait()  # the main process stopped or died: so does this one
         user.should_exit = peer.should_exit = True
+        broker.close()
         await stop_outgoing()  # its connections to the partner, first (``_on_signals``)
 
     watch = asyncio.create_task(orphaned())
-    signalled = _on_signals([user, peer], stop_outgoing)
+    signalled = _on_signals([user, peer], stop_outgoing, broker)
     try:
         await asyncio.gather(user.serve(), peer.serve())
     finally:
