@@ -8,6 +8,7 @@ over real nodes on both backends for the streams themselves.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -434,3 +435,71 @@ def test_streams_are_bounded_per_user_and_a_report_is_one_read_however_many_show
         assert set(opened) <= {200, 429}
     for s in streams:
         s.done.set()
+
+
+def test_streams_woken_by_one_publication_share_one_thread_hop_to_show_and_one_to_record() -> None:
+    """Finding 7's cost: 300 streams woken together make one lookup and one ledger write, not 300."""
+    broker = Broker()
+    shown: list[int] = []
+    recorded: list[int] = []
+    who = policy.Subject("kor.duty", "KOR", policy.Role.DUTY_OFFICER, SECRET, frozenset({"nk-missile"}))
+    alert = FreshAlert(7, "a7", "JPN", "in", "JPN", cast(Label, None), b"")
+
+    async def show(asks: list[Any]) -> list[Any]:
+        shown.append(len(asks))
+        return [[(7, {"token": token})] for _, token, _ in asks]
+
+    async def record(reads: list[Any]) -> None:
+        recorded.append(len(reads))
+
+    broker.show, broker.record = show, record
+
+    async def streams() -> list[Any]:
+        async def one(n: int) -> Any:
+            events = await broker.events_for(who, f"token-{n}", [alert])
+            await broker.reads(who, [e for _, e in events or []])
+            return events
+
+        return await asyncio.gather(*(one(n) for n in range(300)))
+
+    results = asyncio.run(streams())
+    assert shown == [300]
+    assert recorded == [300]
+    assert results[42] == [(7, {"token": "token-42"})]  # each stream its own answer
+
+
+def test_events_for_many_streams_check_each_token_and_decide_each_subscriber(kor: dict[str, Any]) -> None:
+    node: Node = kor["node"]
+    duty = signed_in(kor, "duty_officer")
+    low_token = node.add_user("kor.low", "duty_officer", LOWER, ["nk-missile", "flash"])
+    gone_token = node.add_user("kor.gone", "duty_officer", SECRET, ["nk-missile", "flash"])
+    low, gone = node.authenticate(low_token), node.authenticate(gone_token)
+    assert low is not None
+    assert gone is not None
+    node.revoke_user("kor.gone")
+    _, _, fresh = node.provide_alert(duty, ItemSpec("JPN", SECRET, b"launch", purposes=("nk-missile",)), "w1")
+    cleared, below, revoked = node.fresh_alert_events_for(
+        [(duty, kor["tokens"]["duty_officer"], fresh), (low, low_token, fresh), (gone, gone_token, fresh)]
+    )
+    assert [(seq, e["text"]) for seq, e in cleared or []] == [(fresh[0].seq, "launch")]
+    assert below == []  # R7: nothing of it
+    assert revoked is None  # the stream ends
+
+
+def test_a_publication_wakes_only_the_streams_that_may_read_it_and_moves_the_others_past() -> None:
+    broker = Broker()
+    duty = policy.Subject("kor.duty", "KOR", policy.Role.DUTY_OFFICER, SECRET, frozenset({"nk-missile"}))
+    low = policy.Subject("kor.low", "KOR", policy.Role.DUTY_OFFICER, LOWER, frozenset({"nk-missile"}))
+    broker.readable = lambda who, alert: who.clearance == SECRET
+
+    async def publish() -> tuple[Any, list[Any]]:
+        cleared = broker.subscribe(duty, 0)
+        idle = [broker.subscribe(low, 0) for _ in range(300)]
+        broker.publish([FreshAlert(n, f"a{n}", "JPN", "in", "JPN", cast(Label, None), b"") for n in (1, 2, 3)])
+        return cleared, idle
+
+    cleared, idle = asyncio.run(publish())
+    assert cleared.event.is_set()
+    assert cleared.cursor == 0  # it reads them itself
+    assert not any(s.event.is_set() for s in idle)  # nothing to show: not woken
+    assert {s.cursor for s in idle} == {3}  # but past them, with nothing left to read in the database

@@ -27,7 +27,7 @@ from gsomia import policy
 from gsomia.agreement import lifecycle
 from gsomia.envelope import EnvelopeError
 from gsomia.errors import GsomiaError
-from gsomia.node import heads, intake, lanes, problems, trace
+from gsomia.node import docs, heads, intake, lanes, problems, trace
 from gsomia.node import peer as peer_proto
 from gsomia.node.clock import SimulatedClock
 from gsomia.node.delivery import Delivery
@@ -36,10 +36,11 @@ from gsomia.node.service import FreshAlert, ItemSpec, Node, NotFound, Refused
 
 
 class Subscription:
-    """One open alert stream, as the broker wakes it."""
+    """One open alert stream, as the broker wakes it, and the last report it has looked at."""
 
-    def __init__(self) -> None:
+    def __init__(self, cursor: int) -> None:
         self.event = asyncio.Event()
+        self.cursor = cursor  # only ever moves forward
 
     async def wait(self, timeout: float) -> None:
         """Until woken (at once if woken since ``event`` was cleared), or ``timeout`` passed."""
@@ -100,6 +101,13 @@ class Broker:
                 if decide is None or any(self.may_read(who, a, decide) for a in alerts):
                     for stream in streams:
                         stream.event.set()
+                    continue
+                for stream in streams:  # nothing it may read: a stream caught up moves past, unwoken
+                    passed = self.after(stream.cursor)
+                    if passed is not None and not any(self.may_read(who, a, decide) for a in passed):
+                        stream.cursor = max(stream.cursor, passed[-1].seq) if passed else stream.cursor
+                    else:
+                        stream.event.set()
         else:  # a record, not a report: streams look in the database (a reclassification, R6)
             self.wake()
         if self.relay is not None:
@@ -112,8 +120,8 @@ class Broker:
             for stream in streams:
                 stream.event.set()
 
-    def subscribe(self, who: policy.Subject) -> Subscription:
-        stream = Subscription()
+    def subscribe(self, who: policy.Subject, cursor: int) -> Subscription:
+        stream = Subscription(cursor)
         self._streams.setdefault(who, set()).add(stream)
         return stream
 
@@ -420,7 +428,7 @@ def _parse_envelopes(body: bytes) -> tuple[str, list[bytes]]:
 
 
 # Paths a client may ask for without a token: the node's liveness and the API's own description.
-_OPEN_USER_PATHS = ("/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
+_OPEN_USER_PATHS = ("/health", "/openapi.json", *docs.OPEN_PATHS)
 _TOKEN_CHARS = 256  # tokens are 43 characters; a longer one is not looked up
 _bearer = HTTPBearer(auto_error=False, description="The token `gsomia user add` printed.")
 
@@ -434,8 +442,9 @@ def _peer_limit(method: str, path: str) -> int:
 
 
 def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
-    app = FastAPI(title=f"gsomia node {node.party}: user API", version="1")
+    app = FastAPI(title=f"gsomia node {node.party}: user API", version="1", docs_url=None, redoc_url=None)
     problems.install(app)
+    docs.install(app)  # served from the package: no CDN
 
     def readable(subject: policy.Subject, alert: FreshAlert) -> bool:
         return node.may_read(subject, alert.peer, alert.label)
@@ -565,7 +574,7 @@ def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
         broker.watch(lambda: lanes.run("flash", node.latest_alert_seq))
 
         async def events() -> Any:
-            subscription = broker.subscribe(who)
+            subscription = broker.subscribe(who, start)
             try:
                 async for event in _events(subscription):
                     yield event
@@ -577,12 +586,13 @@ def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
         recording: list[asyncio.Future[None]] = []
 
         async def _events(subscription: Subscription) -> Any:
-            # ``cursor``: the last report looked at, shown or not. Only shown reports carry an id:
-            # a subscriber learns nothing of those it may not read (principle 5).
-            cursor = start
+            # ``subscription.cursor``: the last report looked at, shown or not (the broker moves it
+            # past reports this subscriber may not read). Only shown reports carry an id: a
+            # subscriber learns nothing of those it may not read (principle 5).
             stored = None  # the broker's ``stored`` when this stream last read the database
             while not broker.closing and not await request.is_disconnected():
                 subscription.event.clear()  # what is published from here on wakes the wait below
+                cursor = subscription.cursor
                 fresh = None if stored != broker.stored else broker.after(cursor)
                 if fresh is None:  # one hop to a flash thread for the lot
                     stored = broker.stored
@@ -592,14 +602,14 @@ def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
                     looked, shown = page
                     if looked != cursor:
                         stored = None  # a page from the database: there may be more
-                    cursor = looked
+                    subscription.cursor = max(subscription.cursor, looked)
                 else:
                     for a in fresh:
                         trace.mark(a.alert_id, "stream.woke")
                     # Decided here, once per subject and report: a stream with nothing to show makes no thread hop.
                     visible = [a for a in fresh if broker.may_read(who, a, readable)]
                     if fresh:
-                        cursor = fresh[-1].seq
+                        subscription.cursor = max(subscription.cursor, fresh[-1].seq)
                     found = await broker.events_for(who, token, visible) if visible else []
                     if found is None:
                         return
