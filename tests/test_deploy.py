@@ -475,3 +475,32 @@ def test_a_flash_process_address_travels_in_the_partner_file(tmp_path: Path) -> 
         ),
         "not named by the TLS certificate",
     )
+
+
+def test_import_asks_on_a_terminal_and_records_only_on_yes(tmp_path: Path) -> None:
+    kor, jpn = init(tmp_path, "KOR"), init(tmp_path, "JPN")
+    jpn_file = tmp_path / "JPN.partner.json"
+    printed = export(jpn, jpn_file)
+    before = kor.read_bytes()
+
+    def answer(reply: str) -> subprocess.CompletedProcess[str]:
+        main, side = os.openpty()  # stdin a terminal: the security authority at the keyboard
+        try:
+            os.write(main, reply.encode() + b"\n")
+            return subprocess.run(
+                [str(GSOMIA_BIN / "gsomia"), "node", "import-partner-file", str(jpn_file), "--config", str(kor)],
+                cwd=tmp_path, stdin=side, capture_output=True, text=True, timeout=300, check=False,
+            )  # fmt: skip
+        finally:
+            os.close(main)
+            os.close(side)
+
+    no = answer("n")
+    refused(no, "not imported: the fingerprint was not confirmed")
+    assert _fingerprint(no.stdout) == printed  # shown before the question
+    assert "Is this the fingerprint" in no.stdout
+    assert kor.read_bytes() == before
+    yes = answer("y")
+    assert yes.returncode == 0, yes.stderr
+    assert "JPN recorded" in yes.stdout
+    assert "[peers.JPN]" in kor.read_text()
