@@ -504,3 +504,16 @@ def test_import_asks_on_a_terminal_and_records_only_on_yes(tmp_path: Path) -> No
     assert yes.returncode == 0, yes.stderr
     assert "JPN recorded" in yes.stdout
     assert "[peers.JPN]" in kor.read_text()
+
+
+def test_node_init_certificate_names_the_hosts_it_is_reached_at(tmp_path: Path) -> None:
+    directory = tmp_path / "KOR"
+    done = gsomia(
+        "node", "init", "--party", "KOR", "--agreement", AGREEMENT, "--dir", directory,
+        "--listen", f"0.0.0.0:{free_port()}", "--peer-listen", f"127.0.0.1:{free_port()}",
+        "--host", "kor.gsomia.example", "--host", "10.1.2.3", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    names = set(tls.names((directory / "keys" / "KOR.crt").read_bytes()))
+    # Not the wildcard; the loopback peer address and localhost beside it; every --host.
+    assert names == {"127.0.0.1", "localhost", "kor.gsomia.example", "10.1.2.3"}

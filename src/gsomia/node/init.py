@@ -73,7 +73,8 @@ def parse_address(text: str, option: str) -> tuple[str, int]:
 
 def certificate_hosts(addresses: Sequence[tuple[str, int]], names: Sequence[str]) -> tuple[str, ...]:
     """The names the node's certificate must carry: each address it binds that is not a
-    wildcard (clients call it there), then the ``--host`` names (how others reach it)."""
+    wildcard (clients call it there), then the ``--host`` names (how others reach it), and
+    ``localhost`` beside a loopback address."""
     hosts: list[str] = []
     for host in [a[0].removeprefix("[").removesuffix("]") for a in addresses if a[0] not in WILDCARDS]:
         if host not in hosts:
@@ -82,6 +83,8 @@ def certificate_hosts(addresses: Sequence[tuple[str, int]], names: Sequence[str]
         checked = check_host(name)
         if checked not in hosts:
             hosts.append(checked)
+    if any(tls.is_loopback(h) for h in hosts) and "localhost" not in hosts:
+        hosts.append("localhost")  # the name this machine's own clients call a loopback address by
     return tuple(hosts)
 
 
