@@ -456,3 +456,32 @@ def test_a_proof_lists_every_entry_whose_bytes_name_the_item(node: Copy, tmp_pat
                 if json.loads(body)["item_id"] == item
             ]
         assert sorted(expected) == proof["covers"]["entries"] == [e["index"] for e in proof["entries"]]
+
+
+def _typed_columns() -> list[tuple[str, str]]:
+    return [(a, b) for a, b in _columns() if not isinstance(t.metadata.tables[a].c[b].type, String)]
+
+
+@pytest.mark.parametrize(("table", "column"), _typed_columns(), ids=[f"{a}.{b}" for a, b in _typed_columns()])
+def test_a_value_not_of_its_columns_type_is_named_or_refused_by_the_database(
+    node: Copy, table: str, column: str
+) -> None:
+    """SQLite keeps text in an integer, instant or binary column; PostgreSQL refuses it."""
+    tab = t.metadata.tables[table]
+    with node.connect() as conn:
+        row = _row_of(conn, table, column)
+        named = _named(conn, table, row)
+    try:
+        with node.connect() as conn:
+            conn.exec_driver_sql(
+                f"UPDATE {table} SET {column} = 'not a value' WHERE "
+                + " AND ".join(f"{c.name} = {row[c.name]!r}" for c in tab.primary_key.columns),
+            )
+    except DBAPIError:  # PostgreSQL keeps every column to its type; SQLite only an INTEGER PRIMARY KEY
+        assert not node.url.startswith("sqlite") or tab.c[column].primary_key, column
+        return
+    r = node.verify()
+    if (table, column) in audit.UNBOUND:
+        assert r.returncode == 0, r.stderr
+        return
+    refused(r, named)

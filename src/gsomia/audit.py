@@ -114,8 +114,12 @@ def verify_node(engine: Engine, own: PublicKeys, peers: dict[str, PublicKeys]) -
         except KeyRotationInvalid as exc:
             raise AuditFailure(f"key chain: {exc}") from None
         checked = _check_heads(conn, own.party, chains, result.size)
-        queued = _check_queue(conn)
+        _check_queue(conn, t.ledger_queue, "")
+        queued = ledger_store.queued(conn)
     store = flash.existing(engine)
+    if store is not None and store.separate:
+        with store.engine.connect() as fc:
+            _check_queue(fc, store.queue, " in the flash file")
     queued += flash.queued(engine, store) if store else 0
     return {
         "party": own.party,
@@ -132,10 +136,18 @@ def _span(size: int) -> str:
 
 def _check_heads(conn: Connection, party: str, chains: dict[str, KeyHistory], size: int) -> int:
     """Every stored head: signed by its party's key of its size; the node's own still the log's root."""
-    heads = conn.execute(select(t.tree_heads).order_by(t.tree_heads.c.seq)).mappings().all()
     checked = 0
-    for row in heads:
-        head = ledger.TreeHead(row["party"], int(row["size"]), bytes(row["root"]), row["at"], bytes(row["signature"]))
+    for row in _stored_rows(conn, t.tree_heads):
+        signer, size_, root, at, signature = (row[k] for k in ("party", "size", "root", "at", "signature"))
+        if not (
+            isinstance(signer, str)
+            and type(size_) is int
+            and isinstance(root, bytes)
+            and isinstance(at, datetime)
+            and isinstance(signature, bytes)
+        ):
+            raise AuditFailure(f"stored tree head #{row['seq']} holds a value that is not of its column's type")
+        head = ledger.TreeHead(signer, size_, root, at, signature)
         name = f"stored tree head #{row['seq']} of {head.party} (size {head.size}, {_span(head.size)})"
         chain = chains.get(head.party)
         if chain is None:
@@ -220,7 +232,7 @@ def _check_beside(
     faults: list[tuple[int, str]] = []
     orphans: list[str] = []
     matched: set[Any] = set()
-    for row in conn.execute(select(table).order_by(table.c.seq)).mappings():
+    for row in _stored_rows(conn, table):
         found = recorded.get(key(row))
         if found is None:
             orphans.append(f"row #{row['seq']} of {table.name} is recorded by no ledger entry")
@@ -242,20 +254,51 @@ def _check_beside(
         raise AuditFailure(orphans[0])
 
 
-def _check_queue(conn: Connection) -> int:
+class _Unreadable:
+    """A stored value that is not of its column's type (SQLite keeps any value in any column):
+    equal to nothing, so whatever it should have been, it is reported as changed."""
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+
+    def __repr__(self) -> str:
+        return f"unreadable {self.raw!r}"
+
+
+def _stored_rows(conn: Connection, table: Table) -> list[dict[str, Any]]:
+    """Every row of ``table`` in ``seq`` order, each value read as its column's type reads it, or
+    kept as ``_Unreadable`` where it is not one: the audit reads a tampered row without failing."""
+    dialect = conn.dialect
+    q = dialect.identifier_preparer.quote
+    columns = list(table.c)
+    processors = [c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns]
+    sql = f"SELECT {', '.join(q(c.name) for c in columns)} FROM {q(table.name)} ORDER BY {q('seq')}"  # noqa: S608
+    rows = []
+    for raw in conn.exec_driver_sql(sql):
+        row: dict[str, Any] = {}
+        for column, process, value in zip(columns, processors, raw, strict=True):
+            if process is not None and value is not None:
+                try:
+                    value = process(value)
+                except (ValueError, TypeError):
+                    value = _Unreadable(value)
+            if isinstance(column.type, LargeBinary) and isinstance(value, memoryview | bytearray):
+                value = bytes(value)
+            row[column.name] = value
+        rows.append(row)
+    return rows
+
+
+def _check_queue(conn: Connection, q: Table, where: str) -> None:
     """Entries of flash reports waiting for their index: each must be one the sequencer can enter."""
-    q = t.ledger_queue
     detail = cast(q.c.detail, LargeBinary) if conn.dialect.name == "sqlite" else q.c.detail
-    count = 0
     for seq, kind, raw in conn.execute(select(q.c.seq, q.c.kind, detail).order_by(q.c.seq)):
         try:
             json.loads(raw)
         except (ValueError, TypeError, RecursionError):
             raise AuditFailure(
-                f"queued entry #{seq} ({kind}): its detail is not JSON, so it cannot join the log"
+                f"queued entry #{seq}{where} ({kind}): its detail is not JSON, so it cannot join the log"
             ) from None
-        count += 1
-    return count
 
 
 def _entries_naming(conn: Connection, item_id: str) -> list[tuple[int, str]]:

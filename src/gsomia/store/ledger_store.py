@@ -511,7 +511,11 @@ def verify_all(
         width //= 2
     stray = conn.exec_driver_sql(sql.stray_nodes, (level,)).first()
     if stray is not None:
-        raise LedgerCorrupt(f"tree node {_node(int(stray[0]), int(stray[1]))} is no node of the log of {n} entries")
+        raise LedgerCorrupt(f"tree node {_node(stray[0], stray[1])} is no node of the log of {n} entries")
+    stored = conn.execute(select(func.count()).select_from(t.ledger_nodes)).scalar_one()
+    expected = sum(n >> lv for lv in range(n.bit_length()))
+    if stored != expected:  # a row no level's scan reads: an index or level not an integer (SQLite keeps any value)
+        raise LedgerCorrupt(f"the tree holds {stored} stored nodes; the log of {n} entries (0…{n - 1}) has {expected}")
     head = root(conn, n) if n else merkle.EMPTY_ROOT
     if progress:
         progress(count)
@@ -529,8 +533,10 @@ def _checked_size(conn: Connection) -> int:
     raise LedgerCorrupt(f"the log's counter (ledger_state) was altered ({shown}); the last stored is {stored}")
 
 
-def _node(level: int, index: int) -> str:
+def _node(level: Any, index: Any) -> str:
     """A stored node and the entries under it."""
+    if type(level) is not int or type(index) is not int:
+        return f"({level!r}, {index!r})"
     first = index << level if level >= 0 and index >= 0 else index
     span = f"entry {first}" if level == 0 else f"entries {first}…{first + (1 << max(level, 0)) - 1}"
     return f"({level}, {index}) over {span}"
@@ -545,6 +551,22 @@ def _decoded(raw: bytes | None) -> dict[str, Any] | None:
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return None
     return data if isinstance(data, dict) else None
+
+
+def _blob(value: Any) -> bytes | None:
+    """A binary column's value as bytes; None if it holds something else (SQLite keeps text there too)."""
+    if type(value) is bytes:
+        return value
+    return bytes(value) if isinstance(value, bytearray | memoryview) else None
+
+
+def _nodes(conn: Connection, sql: _Statements, level: int) -> Generator[tuple[int, bytes], None, None]:
+    """One level's stored nodes in order, as (index, hash). A row whose index is not an integer is
+    no node (the count of stored nodes catches it), a hash that is not bytes matches nothing."""
+    with closing(_rows(conn, sql.scan_level, (level,))) as rows:
+        for idx, h in rows:
+            if type(idx) is int:
+                yield idx, h if type(h) is bytes else _blob(h) or b""
 
 
 def _result(process: Callable[[Any], Any], value: Any) -> Any:
@@ -591,11 +613,11 @@ def _verify_entries(
     stray: int | None = None  # a leaf-level node below the next entry's index: no entry's
     expected = 0
     leaf_hash, decoded, copies = merkle.leaf_hash, _decoded, sql.copies
-    with closing(_rows(conn, sql.scan_entries)) as entries, closing(_rows(conn, sql.scan_level, (0,))) as level0:
+    with closing(_rows(conn, sql.scan_entries)) as entries, closing(_nodes(conn, sql, 0)) as level0:
         node = next(level0, None)
         for row in entries:
             idx, body, stored_leaf = row[0], row[-2], row[-1]
-            raw = body.encode("utf-8") if isinstance(body, str) else None if body is None else bytes(body)
+            raw = body.encode("utf-8") if isinstance(body, str) else _blob(body)
             data = decoded(raw)
             if data is None:
                 raise LedgerCorrupt(
@@ -611,7 +633,7 @@ def _verify_entries(
             if idx >= n:
                 raise LedgerCorrupt(f"entry {idx} is beyond the log's counter of {n} entries")
             assert raw is not None
-            stored = b"" if stored_leaf is None else bytes(stored_leaf)
+            stored = _blob(stored_leaf) or b""
             if leaf_hash(raw) != stored:
                 raise LedgerCorrupt(
                     f"entry {idx} ({data.get('kind')}) was altered: its content no longer matches its leaf hash"
@@ -635,11 +657,11 @@ def _verify_entries(
                     seen(idx, data)
             if deferred is None:
                 while node is not None and node[0] < idx:
-                    stray = int(node[0]) if stray is None else stray
+                    stray = node[0] if stray is None else stray
                     node = next(level0, None)
                 if node is None or node[0] != idx:
                     deferred = LedgerCorrupt(f"entry {idx}: its stored tree node is missing")
-                elif bytes(node[1]) != stored:
+                elif node[1] != stored:
                     deferred = LedgerCorrupt(f"entry {idx}: its stored tree node does not match its leaf hash")
                 else:
                     node = next(level0, None)
@@ -652,7 +674,7 @@ def _verify_entries(
                 f"entry {expected} is missing: the log's counter says {n} entries, the last stored is {last}"
             )
         if deferred is None and stray is None and node is not None:
-            stray = int(node[0])
+            stray = node[0]
     if deferred is not None:
         raise deferred
     if stray is not None:
@@ -666,27 +688,27 @@ def _verify_parents(conn: Connection, sql: _Statements, level: int, n: int) -> N
     pending: tuple[int, bytes] | None = None
     stray: int | None = None
     with (
-        closing(_rows(conn, sql.scan_level, (level,))) as children,
-        closing(_rows(conn, sql.scan_level, (level + 1,))) as parents,
+        closing(_nodes(conn, sql, level)) as children,
+        closing(_nodes(conn, sql, level + 1)) as parents,
     ):
         row = next(parents, None)
         for idx, h in children:
             if idx % 2 == 0:
-                pending = (int(idx), bytes(h))
+                pending = (idx, h)
                 continue
             if pending is None or pending[0] != idx - 1:
                 raise LedgerCorrupt(f"tree node {_node(level, idx - 1)} is missing")
-            while row is not None and int(row[0]) < idx // 2:
-                stray = int(row[0]) if stray is None else stray
+            while row is not None and row[0] < idx // 2:
+                stray = row[0] if stray is None else stray
                 row = next(parents, None)
-            if row is None or int(row[0]) != idx // 2:
+            if row is None or row[0] != idx // 2:
                 raise LedgerCorrupt(f"tree node {_node(level + 1, idx // 2)} is missing")
-            if bytes(row[1]) != node_hash(pending[1], bytes(h)):
+            if row[1] != node_hash(pending[1], h):
                 raise LedgerCorrupt(f"tree node {_node(level + 1, idx // 2)} does not match its children")
             row = next(parents, None)
             pending = None
         if stray is None and row is not None:
-            stray = int(row[0])
+            stray = row[0]
     if stray is not None:
         raise LedgerCorrupt(f"tree node {_node(level + 1, stray)} is no node of the log of {n} entries")
 
