@@ -250,6 +250,21 @@ def test_an_edit_to_any_column_is_reported_with_the_entry(node: Copy, table: str
     refused(r, named)
 
 
+@pytest.mark.parametrize("table", audit.CHECKED_TABLES)
+def test_a_row_deleted_from_any_checked_table_is_reported_with_the_entry(node: Copy, table: str) -> None:
+    tab = t.metadata.tables[table]
+    first_key = next(iter(tab.primary_key.columns)).name
+    with node.connect() as conn:
+        row = _row_of(conn, table, first_key)
+        named = _named(conn, table, row)
+        conn.execute(tab.delete().where(*(c == row[c.name] for c in tab.primary_key.columns)))
+    r = node.verify()
+    if table in audit.UNCOUNTED:
+        assert r.returncode == 0, r.stderr
+        return
+    refused(r, named)
+
+
 # --- the finding, step by step ---------------------------------------------------------------
 
 
@@ -371,6 +386,20 @@ def test_a_node_outside_the_tree_is_reported(node: Copy) -> None:
     execute(node, "INSERT INTO ledger_nodes (level, idx, hash) VALUES (40, 0, :h)", h=b"\x00" * 32)
     r = node.verify()
     refused(r, "entries 0…1099511627775")
+
+
+def test_a_node_row_whose_index_is_not_a_number_is_reported(node: Copy) -> None:
+    """No level's scan reads such a row; the count of stored nodes does. PostgreSQL refuses the row."""
+    (n,) = one(node, "SELECT size FROM ledger_state")
+    insert = "INSERT INTO ledger_nodes (level, idx, hash) VALUES (0, 'x', :h)"
+    if not node.url.startswith("sqlite"):
+        with pytest.raises(DBAPIError):
+            execute(node, insert, h=b"\x00" * 32)
+        return
+    execute(node, insert, h=b"\x00" * 32)
+    r = node.verify()
+    refused(r, f"(0…{n - 1})")
+    assert "stored nodes" in r.stderr
 
 
 def test_an_alarm_row_deleted_or_inserted_is_reported(node: Copy) -> None:

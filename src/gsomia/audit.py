@@ -69,6 +69,9 @@ UNBOUND = frozenset(
         ("alarms", "seq"),
     }
 )
+# Tables a row can go missing from unnoticed: each tree head is a signed statement on its own,
+# which no entry records; losing one loses evidence the partner's witness holds as well.
+UNCOUNTED = frozenset({"tree_heads"})
 # Everything ``verify_node`` checks, by table: the test that tampers with each column of each
 # of them reads this, and the schema, so a column added later is tampered with too.
 CHECKED_TABLES = ("ledger_entries", "ledger_nodes", "ledger_state", "tree_heads", "key_rotations", "alarms")
