@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from gsomia import users
+from gsomia.agreement import schemes, terms
 from inprocess import in_process_apps
-from nodes import ROOT, FlashListener, node_pair
+from nodes import AGREEMENT, ROOT, FlashListener, node_pair
 
 LOG_TROUBLE = ("Exception", "Traceback", "CancelledError", "ERROR")
 
@@ -81,3 +86,89 @@ def test_git_ignores_keys_and_the_demo_state() -> None:
     for path in ("keys/KOR.key", ".demo/KOR/node.db", "sub/keys/x.key"):
         ignored = subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT, check=False)
         assert ignored.returncode == 0, f"{path} is not ignored by git"
+
+
+# --- markings: compared in Unicode compatibility form, stored as the agreement spells them -------
+
+ROMAN_II = "군사\u2161급비밀"  # 군사Ⅱ급비밀, as Korean documents often write it
+VALID_KOR = "valid KOR markings: 군사III급비밀, 군사II급비밀"
+
+
+def gsomia(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gsomia", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "NO_COLOR": "1", **(env or {})},
+        timeout=120,
+        check=False,
+    )
+
+
+def test_a_roman_numeral_marking_is_the_agreements_marking_in_the_core() -> None:
+    agreement = terms.load(AGREEMENT)
+    assert ROMAN_II != "군사II급비밀"
+    assert schemes.spelling(agreement, "KOR", ROMAN_II) == "군사II급비밀"
+    assert schemes.level_of(agreement, "KOR", ROMAN_II).name == "SECRET"
+    assert schemes.national_rank(agreement, "KOR", ROMAN_II) == schemes.national_rank(agreement, "KOR", "군사II급비밀")
+    assert schemes.spelling(agreement, "KOR", "군사X급비밀") is None
+    with pytest.raises(schemes.MarkingError) as unknown:
+        schemes.level_of(agreement, "KOR", "군사X급비밀")
+    assert VALID_KOR in str(unknown.value)
+    assert "\n" not in str(unknown.value)
+    # A user's clearance is stored in the agreement's spelling, whichever way it was typed.
+    assert users.check_clearance([agreement], "KOR", ROMAN_II) == "군사II급비밀"
+
+
+def test_the_api_accepts_a_roman_numeral_marking_and_stores_the_agreements_spelling(tmp_path: Path) -> None:
+    with in_process_apps(tmp_path) as apps:
+        user, token = apps["user"], apps["tokens"]["analyst"]
+        auth = {"Authorization": f"Bearer {token}"}
+        made = user.post(
+            "/items",
+            json={"items": [{"to": "JPN", "classification": ROMAN_II, "text": "KN-23", "purposes": ["nk-missile"]}]},
+            headers=auth,
+        )
+        assert made.status_code == 201, made.text
+        [item] = made.json()["items"]
+        assert item["classification"] == "군사II급비밀"
+        listed = user.get("/items", headers=auth).json()["items"]
+        assert [i["marking"] for i in listed if i["item_id"] == item["item_id"]] == ["군사II급비밀"]
+        refused = user.post(
+            "/items", json={"items": [{"to": "JPN", "classification": "군사X급비밀", "text": "x"}]}, headers=auth
+        )
+        assert refused.status_code == 403
+        [reason] = refused.json()["reasons"]
+        assert reason["rule"] == "R3"
+        assert VALID_KOR in reason["text"]
+
+
+def test_seal_accepts_a_roman_numeral_marking_and_names_the_valid_ones_otherwise(tmp_path: Path) -> None:
+    for party in ("KOR", "JPN"):
+        assert gsomia("keys", "generate", "--party", party, "--out", tmp_path / "keys").returncode == 0
+    payload = tmp_path / "report.txt"
+    payload.write_text("KN-23 launch preparations", encoding="utf-8")
+    common: list[str | Path] = [
+        "--agreement",
+        AGREEMENT,
+        "--key",
+        tmp_path / "keys/KOR.key",
+        "--to",
+        tmp_path / "keys/JPN.pub",
+    ]
+    common += ["--at", "2024-01-15T09:00:00+09:00"]
+    sealed = gsomia("seal", payload, "-o", tmp_path / "r.env", "--classification", ROMAN_II, *common)
+    assert sealed.returncode == 0, sealed.stderr
+    assert "(군사II급비밀," in sealed.stdout
+    opened = gsomia(
+        "open", tmp_path / "r.env", "-o", tmp_path / "r.out", "--agreement", AGREEMENT,
+        "--key", tmp_path / "keys/JPN.key", "--trust", tmp_path / "keys/KOR.pub", "--json",
+    )  # fmt: skip
+    assert opened.returncode == 0, opened.stderr
+    assert json.loads(opened.stdout)["classification"] == "군사II급비밀"  # signed in the agreement's spelling
+    refused = gsomia("seal", payload, "-o", tmp_path / "x.env", "--classification", "군사X급비밀", *common)
+    assert refused.returncode == 2
+    assert "Traceback" not in refused.stderr
+    [line] = refused.stderr.splitlines()
+    assert VALID_KOR in line
+    assert not (tmp_path / "x.env").exists()

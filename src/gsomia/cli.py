@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from gsomia.agreement import lifecycle, terms
+from gsomia.agreement import lifecycle, schemes, terms
 from gsomia.errors import GsomiaError, InvalidInput
 
 app = typer.Typer(
@@ -329,6 +329,9 @@ def seal_command(
         if releasable_to
         else tuple(sorted({r.party for r in recipients} - {originator.party}))
     )
+    # Sealed in the agreement's own spelling of the marking (군사Ⅱ급비밀 is 군사II급비밀, R3);
+    # one it does not know is refused below, naming the markings it covers.
+    classification = schemes.spelling(agreement, originator.party, classification) or classification
     item = label.Label(
         item_id=label.new_item_id(),
         agreement=agreement.id,

@@ -16,7 +16,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from gsomia.agreement.lifecycle import State, Status
-from gsomia.agreement.schemes import MarkingError, equivalent, level_index, national_rank
+from gsomia.agreement.schemes import MarkingError, equivalent, level_index, national_rank, valid_markings
 from gsomia.agreement.terms import Agreement
 from gsomia.errors import InvalidInput
 from gsomia.label import Label
@@ -150,8 +150,9 @@ def decide(
         return _deny(
             Reason(
                 "R3",
-                f"{label.originator} {label.classification} is outside {agreement.id}",
-                f"the item's marking is outside {agreement.id}",
+                f"{label.originator} {label.classification} is outside {agreement.id} "
+                f"({valid_markings(agreement, label.originator)})",
+                f"the item's marking is outside {agreement.id} ({valid_markings(agreement, label.originator)})",
             )
         )
     # R5: approval must be prior to the act; a consent dated later does not count.

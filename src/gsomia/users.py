@@ -16,10 +16,10 @@ scheme, or none at all, would be stored only to deny every read later.
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Iterable
 
-from gsomia.agreement.terms import Agreement
+from gsomia.agreement.schemes import markings
+from gsomia.agreement.terms import Agreement, normalize_marking
 from gsomia.errors import InvalidInput
 
 USER_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
@@ -40,26 +40,23 @@ def check_user_id(user_id: str) -> str:
 def scheme(agreements: Iterable[Agreement], party: str) -> dict[str, str]:
     """``party``'s national markings under the node's agreements, lowest first where an
     agreement lists its scheme (else the markings its levels give ``party``): each keyed by
-    its NFC form, as ``label`` normalises markings, to its spelling in the agreement file,
-    which the access decision ranks it by."""
+    its compared form (``normalize_marking``: 군사Ⅱ급비밀 is 군사II급비밀) to its spelling in the
+    agreement file, which the access decision ranks it by and which is stored."""
     found: dict[str, str] = {}
     for agreement in agreements:
-        listed = agreement.schemes.get(party) or tuple(
-            m for level in agreement.levels for m in level.markings.get(party, ())
-        )
-        for marking in listed:
-            found.setdefault(unicodedata.normalize("NFC", marking), marking)
+        for marking in markings(agreement, party):
+            found.setdefault(normalize_marking(marking), marking)
     return found
 
 
 def check_clearance(agreements: Iterable[Agreement], party: str, clearance: str | None) -> str | None:
-    """The marking of ``party``'s own scheme that ``clearance`` spells (compared in Unicode NFC,
+    """The marking of ``party``'s own scheme that ``clearance`` spells (compared in Unicode NFKC,
     returned as the agreement spells it); None stays None (no clearance: an auditor).
     Otherwise ``UserInvalid`` naming the markings allowed (R7)."""
     if clearance is None:
         return None
     allowed = scheme(agreements, party)
-    marking = allowed.get(unicodedata.normalize("NFC", clearance)) if isinstance(clearance, str) else None
+    marking = allowed.get(normalize_marking(clearance)) if isinstance(clearance, str) else None
     if marking is None:
         one_of = f"one of {', '.join(allowed.values())}" if allowed else "a marking, and its agreements list none"
         raise UserInvalid(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,6 +29,13 @@ Suite = Literal["classic", "pq-hybrid"]
 RESUME_EFFECTS: tuple[ResumeEffect, ...] = ("immediate", "renotice")
 SUITES: tuple[Suite, ...] = ("classic", "pq-hybrid")
 _PARTY = re.compile(r"^[A-Z]{3}$")
+
+
+def normalize_marking(text: str) -> str:
+    """The form national markings are compared in: Unicode NFKC. 군사Ⅱ급비밀 with the Roman numeral
+    Ⅱ (U+2161) is 군사II급비밀, full-width ＳＥＣＲＥＴ is SECRET, and Hangul and kana compose as in
+    NFC. The one normalisation of markings (``schemes``, ``users``, the command line)."""
+    return unicodedata.normalize("NFKC", text)
 
 
 class NoteType(StrEnum):
@@ -308,8 +316,8 @@ def _parse_schemes(source: str, table: Mapping[str, Any]) -> dict[str, tuple[str
         markings = r.strings(code)
         if not markings:
             raise r.error(code, "a national scheme needs at least one marking, lowest first")
-        if len(set(markings)) != len(markings):
-            raise r.error(code, "a marking is listed twice")
+        if len({normalize_marking(m) for m in markings}) != len(markings):
+            raise r.error(code, "a marking is listed twice (markings are compared in Unicode NFKC)")
         schemes[code] = markings
     return schemes
 

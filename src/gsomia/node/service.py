@@ -27,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 
 from gsomia import envelope, policy, records, users
 from gsomia.agreement import lifecycle
+from gsomia.agreement.schemes import spelling
 from gsomia.agreement.terms import Agreement, Note, NoteType
 from gsomia.errors import GsomiaError, InvalidHistory
 from gsomia.keyring import KeyRotationInvalid
@@ -596,7 +597,8 @@ class Node(NodeLedger):
                 item_id=new_item_id(),
                 agreement=agreement.id,
                 originator=self.party,
-                classification=spec.classification,
+                # The agreement's own spelling (군사Ⅱ급비밀 is 군사II급비밀): never a second one in a label.
+                classification=spelling(agreement, self.party, spec.classification) or spec.classification,
                 releasable_to=spec.releasable_to or (spec.to,),
                 created_at=now,
                 purposes=spec.purposes,
