@@ -11,6 +11,7 @@ import bisect
 import contextlib
 import json
 import logging
+import random
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -45,7 +46,8 @@ class Subscription:
     async def wait(self, timeout: float) -> None:
         """Until woken (at once if woken since ``event`` was cleared), or ``timeout`` passed."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.event.wait(), timeout)
+            async with asyncio.timeout(timeout):  # no task of its own, as wait_for would make
+                await self.event.wait()
 
 
 class Broker:
@@ -141,14 +143,16 @@ class Broker:
     def reads(self, who: policy.Subject, events: Sequence[dict[str, Any]]) -> asyncio.Future[Any]:
         """``Node.record_alert_reads`` for one stream, in one hop with the other streams recording now."""
         assert self.record is not None
-        return asyncio.ensure_future(self._batched(self._recording, (who, events), self.record))
+        return self._batched(self._recording, (who, events), self.record)
 
-    async def _batched(self, queue: list[Any], ask: Any, run: Callable[[list[Any]], Awaitable[Any]]) -> Any:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    def _batched(self, queue: list[Any], ask: Any, run: Callable[[list[Any]], Awaitable[Any]]) -> asyncio.Future[Any]:
+        """A future of ``ask``'s part of one ``run`` for every ask queued until the loop comes round."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
         queue.append((ask, future))
         if len(queue) == 1:  # run once the streams woken with this one have asked too
-            asyncio.get_running_loop().call_soon(self._flush, queue, run)
-        return await future
+            loop.call_soon(self._flush, queue, run)
+        return future
 
     def _flush(self, queue: list[Any], run: Callable[[list[Any]], Awaitable[Any]]) -> None:
         batch = queue[:]
@@ -624,9 +628,12 @@ def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
                     continue
                 # Until a publication here it may read, a wake from the node's other process or its
                 # poll, or a while: a quiet stream asks nothing of the database.
-                await subscription.wait(15.0)
+                await subscription.wait(quiet)
 
-        return _Stream(events(), lambda: broker.let_go(who.id), ping=15)
+        # Each stream keeps its own rhythm: hundreds opened at once must not all wake, or be
+        # pinged, in the same instant, beside a flash report (jitter, not secrecy).
+        quiet = random.uniform(50.0, 70.0)  # noqa: S311
+        return _Stream(events(), lambda: broker.let_go(who.id), ping=random.uniform(12.0, 18.0))  # noqa: S311
 
     @app.post("/notes", status_code=201)
     async def note(body: NoteIn, who: Who) -> dict[str, Any]:
