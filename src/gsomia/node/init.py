@@ -196,8 +196,10 @@ def render_config(
         lines.append(f'flash_listen = "{flash_listen[0]}:{flash_listen[1]}"')
         lines.append(f'flash_peer_listen = "{flash_peer_listen[0]}:{flash_peer_listen[1]}"')
     lines.append(f"demo = {'true' if demo else 'false'}")
-    # The partners: `gsomia node import-partner-file` adds a [peers.X] table below.
-    text = "\n".join(lines) + "\n\n[peers]\n"
+    # The partners: `gsomia node import-partner-file` adds a [peers.X] table below. An empty
+    # [peers] heading only while there is none: a key added at the end of the top-level keys
+    # (before the first [peers.X]) then still belongs to the node, not to a table.
+    text = "\n".join(lines) + ("\n" if peers else "\n\n[peers]\n")
     for peer in peers:
         text += "\n" + peer.toml()
     return text
