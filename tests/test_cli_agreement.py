@@ -205,7 +205,7 @@ def test_check_accepts_the_shipped_agreements() -> None:
     result = gsomia("agreement", "check", *sorted((ROOT / "agreements").glob("*.toml")))
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
-    assert "2 agreement file(s) valid" in result.stdout
+    assert "2 agreement files valid" in result.stdout
 
 
 def test_check_reports_one_line_per_problem(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from gsomia import users
 from gsomia.agreement import schemes, terms
+from gsomia.words import count
 from inprocess import in_process_apps
 from nodes import AGREEMENT, ROOT, FlashListener, node_pair
 
@@ -172,3 +173,60 @@ def test_seal_accepts_a_roman_numeral_marking_and_names_the_valid_ones_otherwise
     [line] = refused.stderr.splitlines()
     assert VALID_KOR in line
     assert not (tmp_path / "x.env").exists()
+
+
+# --- help and words ----------------------------------------------------------------------------
+
+
+def _json_after(text: str, marker: str) -> dict[str, object]:
+    """The JSON object that follows ``marker`` in a help text (indented over several lines)."""
+    start = text.index("{", text.index(marker))
+    depth = 0
+    for end in range(start, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[end], 0)
+        if depth == 0:
+            return dict(json.loads(text[start : end + 1]))
+    raise AssertionError(f"no JSON object after {marker!r}")
+
+
+def test_policy_explain_help_shows_both_input_formats_with_a_working_example() -> None:
+    shown = gsomia("policy", "explain", "--help", env={"COLUMNS": "80"})
+    assert shown.returncode == 0, shown.stderr
+    text = shown.stdout
+    for example in ("examples/kor-analyst.json", "examples/jpn-secret-label.json"):
+        assert example in text
+    # The formats shown are those of the example files, field for field.
+    subject = json.loads((ROOT / "examples/kor-analyst.json").read_text(encoding="utf-8"))
+    label = json.loads((ROOT / "examples/jpn-secret-label.json").read_text(encoding="utf-8"))
+    assert _json_after(text, "--subject: who acts") == subject
+    assert _json_after(text, "--label: the item's security label") == label
+    # The example command runs as printed, from the repository's root.
+    lines = text[text.index("Example:") :].splitlines()[1:]
+    lines = lines[: next(n for n, line in enumerate(lines) if not line.strip())]  # up to the blank line
+    argv = " ".join(line.strip().rstrip("\\") for line in lines).split()
+    assert argv[:3] == ["gsomia", "policy", "explain"]
+    ran = subprocess.run(
+        [sys.executable, "-m", "gsomia", *argv[1:]], capture_output=True, text=True, cwd=ROOT, check=False
+    )
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert ran.stdout.startswith("permit read by kim.analyst")
+
+
+def test_counts_are_said_in_the_number_they_take() -> None:
+    assert count(1, "entry", "entries") == "1 entry"
+    assert count(2, "entry", "entries") == "2 entries"
+    assert count(0, "row") == "0 rows"
+    one = gsomia("agreement", "check", AGREEMENT)
+    assert one.returncode == 0, one.stderr
+    assert one.stdout.strip() == "1 agreement file valid"
+    two = gsomia("agreement", "check", AGREEMENT, AGREEMENT)
+    assert two.stdout.strip() == "2 agreement files valid"
+    # No "entr(y/ies)" or "{n} row(s)" left in what the program prints.
+    hacks = re.compile(r"\(y/ies\)|\(ies\)|\}\s?\w+\(s\)")
+    found = [
+        f"{path.relative_to(ROOT)}: {line.strip()}"
+        for path in sorted((ROOT / "src/gsomia").rglob("*.py"))
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if hacks.search(line)
+    ]
+    assert found == []

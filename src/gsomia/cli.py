@@ -18,6 +18,7 @@ from rich.table import Table
 
 from gsomia.agreement import lifecycle, schemes, terms
 from gsomia.errors import GsomiaError, InvalidInput
+from gsomia.words import count
 
 app = typer.Typer(
     help="gsomia: classified military information shared under an agreement, sealed, labelled and provable.",
@@ -170,7 +171,7 @@ def agreement_check(files: Annotated[list[Path], typer.Argument(help="Agreement 
         err.print(line, markup=False, soft_wrap=True)
     if problems:
         raise typer.Exit(2)
-    out.print(f"{len(files)} agreement file(s) valid")
+    out.print(f"{count(len(files), 'agreement file')} valid")
 
 
 keys_app = typer.Typer(
@@ -416,9 +417,11 @@ def _read_json(path: Path, what: str) -> Any:
 def policy_explain(
     agreement_file: Annotated[Path, typer.Option("--agreement", help="Agreement file.")],
     subject_file: Annotated[
-        Path, typer.Option("--subject", help="Subject JSON (id, party, role, clearance, need_to_know).")
+        Path, typer.Option("--subject", help="Subject JSON (above; e.g. examples/kor-analyst.json).")
     ],
-    label_file: Annotated[Path, typer.Option("--label", help="Label JSON.")],
+    label_file: Annotated[
+        Path, typer.Option("--label", help="Label JSON (above; e.g. examples/jpn-secret-label.json).")
+    ],
     action: Annotated[
         str, typer.Option(help="provide, read, reproduce, translate, reclassify, release_to_third_party, destroy.")
     ],
@@ -428,7 +431,40 @@ def policy_explain(
     consent: Annotated[list[Path] | None, typer.Option(help="Consent JSON by the originator; repeat.")] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Decide one action and say why: exit 0 permit, 1 deny, 2 bad input."""
+    """Decide one action and say why: exit 0 permit, 1 deny, 2 bad input.
+
+    \b
+    --subject: who acts, a JSON object (examples/kor-analyst.json):
+      {"id": "kim.analyst", "party": "KOR", "role": "analyst",
+       "clearance": "군사II급비밀", "need_to_know": ["nk-missile"]}
+    role: analyst, duty_officer, security_authority or auditor;
+    clearance: a marking of the subject's own party (null: none);
+    optional: "contractor": {"facility": ..., "facility_cleared": true,
+    "responsible_official": ...}.
+
+    \b
+    --label: the item's security label, a JSON object
+    (examples/jpn-secret-label.json):
+      {"item_id": "6f1c2a4e-8b3d-4c5e-9a7f-0d1e2f3a4b5c",
+       "agreement": "jp-kr-gsomia-2016", "originator": "JPN",
+       "classification": "極秘", "releasable_to": ["KOR"],
+       "created_at": "2019-12-02T09:00:00+09:00",
+       "purposes": ["nk-missile"]}
+    classification: the originator's marking; instants: ISO 8601 with
+    an offset; optional: compartments, originator_control (true),
+    route (direct or trilateral), review_at.
+
+    \b
+    --consent: {"item_id", "recipient", "purpose", "granted_by",
+    "granted_at"}, the originator's prior approval (R5).
+
+    \b
+    Example:
+      gsomia policy explain --agreement agreements/jp-kr-gsomia-2016.toml \\
+        --subject examples/kor-analyst.json \\
+        --label examples/jpn-secret-label.json \\
+        --action read --at 2019-12-02T10:00:00+09:00 --purpose nk-missile
+    """
     from gsomia import label, policy
 
     agreement = terms.load(agreement_file)
@@ -590,9 +626,13 @@ def audit_verify(config: ConfigOption, as_json: JsonFlag = False) -> None:
         print(json.dumps(result))
         return
     out.print(
-        f"ledger of {result['party']}: {result['size']} entries, root {result['root']}, "
-        f"{result['tree_heads_checked']} signed tree heads checked: all consistent"
-        + (f"; {result['queued']} entries of flash reports queued for the log" if result["queued"] else "")
+        f"ledger of {result['party']}: {count(result['size'], 'entry', 'entries')}, root {result['root']}, "
+        f"{count(result['tree_heads_checked'], 'signed tree head')} checked: all consistent"
+        + (
+            f"; {count(result['queued'], 'entry', 'entries')} of flash reports queued for the log"
+            if result["queued"]
+            else ""
+        )
     )
 
 
@@ -628,8 +668,8 @@ def audit_check_proof(
         print(json.dumps(result))
         return
     out.print(
-        f"proof checks: {len(result['entries'])} entr(y/ies) ({', '.join(result['entries'])}) in {result['party']}'s "
-        f"log of {result['size']} entries, root {result['root'][:16]}…, signed at {result['signed_at']}"
+        f"proof checks: {count(len(result['entries']), 'entry', 'entries')} ({', '.join(result['entries'])}) in "
+        f"{result['party']}'s log of {count(result['size'], 'entry', 'entries')}, root {result['root'][:16]}…, signed at {result['signed_at']}"
     )
 
 

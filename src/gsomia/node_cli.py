@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from gsomia.errors import InvalidInput
+from gsomia.words import count
 
 
 def register(node_app: typer.Typer) -> None:
@@ -131,7 +132,7 @@ def node_import_partner_file(
     out.print(f"partner {found.party} under {found.agreement} ({found.suite})", soft_wrap=True)
     out.print(
         f"  peer API: {found.peer_url}" + (f", flash: {found.flash_url}" if found.flash_url else "") + "\n"
-        f"  key: {found.current_kid} ({len(found.rotations)} rotation(s) since {found.anchor.kid})\n"
+        f"  key: {found.current_kid} ({count(len(found.rotations), 'rotation')} since {found.anchor.kid})\n"
         f"  TLS certificate: {cert.subject.rfc4514_string()}, valid until "
         f"{cert.not_valid_after_utc.date().isoformat()}",
         soft_wrap=True,

@@ -46,6 +46,7 @@ from sqlalchemy.schema import CreateTable
 from gsomia.errors import GsomiaError
 from gsomia.store import db, gate
 from gsomia.store import schema as t
+from gsomia.words import count
 
 MIRRORED = ("items", "outbox", "alerts", "receipts", "ledger_queue")
 _metadata = MetaData()
@@ -166,11 +167,11 @@ def _prepare(conn: Connection, main: Engine) -> None:
             path = _where(conn.engine)
             if meta.get("schema") != SCHEMA:
                 raise FlashFileError(
-                    f"{path}: made by another version of gsomia and holds {left} row(s) not yet moved into "
+                    f"{path}: made by another version of gsomia and holds {count(left, 'row')} not yet moved into "
                     "the main database; start that version once to move them"
                 )
             raise FlashFileError(
-                f"{path}: belongs to another database than {main.url.database} and holds {left} row(s) not yet "
+                f"{path}: belongs to another database than {main.url.database} and holds {count(left, 'row')} not yet "
                 "moved; restore the database it belongs to, or move it away (its rows are then lost)"
             )
         for name in [*MIRRORED, "flash_meta"]:
