@@ -1034,6 +1034,7 @@ class Node(NodeLedger):
         here, where the text is put in), or None once its token is revoked."""
         valid = self._live_tokens({token for _, token, alerts in asks if alerts})
         views: dict[int, dict[str, Any]] = {}
+        decided: dict[tuple[policy.Subject, int], bool] = {}  # the streams of one subscriber: one decision
         out: list[list[tuple[int, dict[str, Any]]] | None] = []
         for subject, token, alerts in asks:
             if alerts and token not in valid:
@@ -1041,7 +1042,10 @@ class Node(NodeLedger):
                 continue
             shown = []
             for a in alerts:
-                if self.may_read(subject, a.peer, a.label):
+                permit = decided.get((subject, a.seq))
+                if permit is None:
+                    permit = decided[(subject, a.seq)] = self.may_read(subject, a.peer, a.label)
+                if permit:
                     view = views.get(a.seq)
                     if view is None:
                         view = views[a.seq] = self._alert_view(a.fields(), a.label, _given(a.payload))
@@ -1684,7 +1688,8 @@ def _inbound_problem(agreement: Agreement, label: Label, me: str, peer: str, now
     status = lifecycle.status(agreement, label.created_at)
     if not status.in_force:
         rule = "R14" if status.state is lifecycle.State.TERMINATED else "R13"
-        return f"{rule}: the agreement was {status.state.value} at the release instant {label.created_at.isoformat()}"
+        release = agreement.local(label.created_at).isoformat()  # the agreement's zone, as its deadlines
+        return f"{rule}: the agreement was {status.state.value} at the release instant {release}"
     return None
 
 
