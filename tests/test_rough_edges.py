@@ -8,12 +8,14 @@ import re
 import signal
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
+from rich.cells import cell_len
 
-from gsomia import users
-from gsomia.agreement import schemes, terms
+from gsomia import label, policy, users
+from gsomia.agreement import lifecycle, schemes, terms
 from gsomia.words import count
 from inprocess import in_process_apps
 from nodes import AGREEMENT, ROOT, FlashListener, node_pair
@@ -230,3 +232,90 @@ def test_counts_are_said_in_the_number_they_take() -> None:
         if hacks.search(line)
     ]
     assert found == []
+
+
+# --- tables that fit 80 columns; instants in the reader's own zone ---------------------------
+
+ISO_INSTANT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d")  # what JSON shows, not people
+
+
+def narrow(*args: str | Path) -> str:
+    done = gsomia(*args, env={"COLUMNS": "80"})
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert max(cell_len(line.rstrip()) for line in lines) <= 80
+    assert "…" not in done.stdout  # nothing cut short
+    return done.stdout
+
+
+def test_the_timeline_fits_80_columns_whole() -> None:
+    shown = narrow("agreement", "timeline", AGREEMENT)
+    words = set(shown.split())
+    rows = json.loads(gsomia("agreement", "timeline", AGREEMENT, "--json").stdout)
+    for row in rows:
+        local = datetime.fromisoformat(row["at"])
+        assert f"{local:%Y-%m-%d %H:%M}" in shown  # the instant whole, on one line
+        assert row["event"] in words  # the event's name is never cut
+        assert set(row["state"].split("_")) <= words
+        assert set(row["detail"].split()) <= words  # wrapped between words, not cut
+        if row["by"]:
+            assert row["by"] in words
+    assert "instant (KST)" in shown  # the agreement's zone (Asia/Seoul), said once
+
+
+def test_replay_fits_80_columns_and_tells_its_instants_in_kst() -> None:
+    shown = narrow("agreement", "replay", AGREEMENT)
+    assert "termination_notice by KOR at 2019-08-23 00:00 KST" in shown
+    assert "suspend_notice by KOR at 2019-11-22 18:00 KST" in shown
+    assert "midnight (2019-11-23 00:00 KST) passes:" in shown
+    assert not ISO_INSTANT.search(shown)
+    assert "+00:00" not in shown
+    assert "UTC" not in shown
+
+
+def test_status_is_shown_in_the_reading_partys_zone_and_json_keeps_offsets() -> None:
+    at = "2019-11-22T15:00:00Z"  # midnight in Seoul and Tokyo
+    kst = narrow("agreement", "status", AGREEMENT, "--at", at)
+    assert "at 2019-11-23 00:00 KST: termination_suspended" in kst
+    said = " ".join(kst.split())
+    assert "notified 2019-08-23 00:00 KST, effective 2019-11-23 00:00 KST" in said
+    assert "suspended at 2019-11-22 18:00 KST" in said
+    assert not ISO_INSTANT.search(kst)
+    jst = narrow("agreement", "status", AGREEMENT, "--at", at, "--reading", "JPN")
+    assert "at 2019-11-23 00:00 JST" in jst
+    assert "KST" not in jst
+    data = json.loads(gsomia("agreement", "status", AGREEMENT, "--at", at, "--json").stdout)
+    assert data["termination"]["effective_at"] == "2019-11-23T00:00:00+09:00"
+    assert data["termination"]["suspended_at"] == "2019-11-22T18:00:00+09:00"
+
+
+def test_a_refusal_after_termination_names_the_instant_in_the_readers_zone() -> None:
+    agreement = terms.load(AGREEMENT)
+    # Without KOR's suspension the pact ended at 2019-11-23 00:00 KST (2019-11-22 15:00 UTC).
+    unsuspended = agreement.with_notes(tuple(n for n in agreement.notes if n.type is terms.NoteType.TERMINATION))
+    after = datetime(2019, 11, 23, 1, 0, tzinfo=terms.party_zone("KOR"))
+    status = lifecycle.status(unsuspended, after)
+    assert status.state is lifecycle.State.TERMINATED
+    analyst = policy.Subject("kim.analyst", "KOR", policy.Role.ANALYST, "군사II급비밀", frozenset({"nk-missile"}))
+    item = label.Label(
+        item_id=label.new_item_id(), agreement=agreement.id, originator="KOR", classification="군사II급비밀",
+        releasable_to=("JPN",), created_at=after, purposes=("nk-missile",),
+    )  # fmt: skip
+    decision = policy.decide(unsuspended, analyst, "provide", item, status, (), after, recipient="JPN")
+    [r14] = [r for r in decision.reasons if r.rule == "R14"]
+    assert "terminated at 2019-11-23 00:00 KST" in r14.text
+    assert "+00:00" not in r14.text
+
+
+def test_user_list_fits_80_columns_and_shows_revocation_in_the_nodes_zone(tmp_path: Path) -> None:
+    from gsomia.demo import terms_only
+    from gsomia.node.provision import provision_pair
+
+    config = provision_pair(tmp_path, terms_only(AGREEMENT, tmp_path / "terms.toml"))["KOR"].config
+    added = gsomia("user", "add", "--config", config, "park.analyst", "--role", "analyst", "--clearance", ROMAN_II)
+    assert added.returncode == 0, added.stderr
+    assert gsomia("user", "revoke", "--config", config, "park.analyst").returncode == 0
+    shown = narrow("user", "list", "--config", config)
+    [row] = [line for line in shown.splitlines() if "park.analyst" in line]
+    assert "군사II급비밀" in row  # stored in the agreement's spelling
+    assert re.search(r"revoked \d{4}-\d\d-\d\d \d\d:\d\d(:\d\d)? KST", " ".join(shown.split()))

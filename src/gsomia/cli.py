@@ -7,12 +7,14 @@ Click's exit 2; anything else is a bug and says so.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -29,8 +31,9 @@ app = typer.Typer(
 agreement_app = typer.Typer(help="Agreement files: status, timeline, checks.", no_args_is_help=True)
 app.add_typer(agreement_app, name="agreement")
 
-# Piped output keeps its tables whole instead of cropping at 80 columns.
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 132)
+# Tables fit the terminal, down to 80 columns, by wrapping their text columns. Piped output,
+# where nothing says how wide the reader is, is 132 wide unless COLUMNS says otherwise.
+out = Console(highlight=False, width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 132)
 err = Console(stderr=True, highlight=False)
 
 STATE_STYLE = {
@@ -78,7 +81,8 @@ def agreement_status(
     if as_json:
         print(json.dumps(data, ensure_ascii=False, indent=2))
         return
-    show_status(agreement, instant, data)
+    # Shown in the reading party's own zone with --reading PARTY, else in the agreement's.
+    show_status(agreement, instant, status, reading if reading in agreement.parties else None)
 
 
 def _reading(agreement: terms.Agreement, reading: str | None) -> None:
@@ -90,22 +94,40 @@ def _reading(agreement: terms.Agreement, reading: str | None) -> None:
         raise
 
 
-def show_status(agreement: terms.Agreement, instant: datetime, data: dict[str, Any]) -> None:
-    style = STATE_STYLE[data["state"]]
+def show_status(
+    agreement: terms.Agreement, instant: datetime, status: lifecycle.Status, party: str | None = None
+) -> None:
+    """The status for people: every instant in ``party``'s zone (the agreement's without one)."""
+
+    def when(at: datetime | None) -> str:
+        return "-" if at is None else agreement.shown(at, party)
+
+    state = status.state.value
+    style = STATE_STYLE[state]
     out.print(f"[bold]{agreement.title}[/bold] ({agreement.id})")
-    out.print(f"at {agreement.local(instant).isoformat()}: [{style}]{data['state']}[/{style}]")
+    out.print(f"at {agreement.shown(instant, party)}: [{style}]{state}[/{style}]")
     table = Table(show_header=False, box=None, padding=(0, 2))
-    for key in ("in_force", "term_start", "term_end", "notice_deadline", "terminated_at", "reading"):
-        table.add_row(key, str(data[key]))
-    t = data["termination"]
+    table.add_column(no_wrap=True)
+    table.add_column()
+    table.add_row("in force", "yes" if status.in_force else "no")
+    if status.term_start is not None:
+        end = f"to {when(status.term_end)}" if status.term_end else "with no fixed end"
+        table.add_row("term", f"{when(status.term_start)} {end}")
+    if status.notice_deadline is not None:
+        table.add_row("notice deadline", when(status.notice_deadline))
+    if status.terminated_at is not None:
+        table.add_row("terminated at", when(status.terminated_at))
+    table.add_row("reading (R15)", status.reading)
+    t = status.termination
     if t:
-        table.add_row("termination", f"by {t['by']}, notified {t['notified_at']}, effective {t['effective_at']}")
-        if t["suspended_at"]:
-            table.add_row("suspended_at", t["suspended_at"])
-        for c in t["conditions"]:
+        table.add_row("termination", f"by {t.by}, notified {when(t.notified_at)}, effective {when(t.effective_at)}")
+        if t.suspended_at:
+            table.add_row("suspended at", when(t.suspended_at))
+        for c in t.conditions:
             table.add_row("condition", c)
-    if data["dispute"]:
-        views = ", ".join(f"{party} reads a resumed notice as {effect}" for party, effect in data["dispute"].items())
+    if status.dispute:
+        readings = dict(status.dispute.readings).items()
+        views = ", ".join(f"{p} reads a resumed notice as {effect}" for p, effect in readings)
         table.add_row("dispute (R15)", views)
     out.print(table)
 
@@ -134,25 +156,37 @@ def agreement_timeline(
         ]
         print(json.dumps(rows, ensure_ascii=False, indent=2))
         return
-    out.print(timeline_table(agreement, events))
+    out.print(timeline_table(agreement, events, out.width))
 
 
-def timeline_table(agreement: terms.Agreement, events: list[lifecycle.Event]) -> Table:
-    table = Table(title=f"{agreement.id}: timeline ({agreement.timezone})", title_justify="left")
-    table.add_column("instant", no_wrap=True)
-    table.add_column("event", no_wrap=True)
-    table.add_column("by", no_wrap=True, min_width=3)
-    table.add_column("state after", no_wrap=True)
-    table.add_column("detail", min_width=24)
-    for e in events:
+def timeline_table(agreement: terms.Agreement, events: list[lifecycle.Event], width: int) -> Table:
+    """The timeline, whole in ``width`` columns (80 and up): the instant is never cut, and where
+    the columns do not fit side by side the event (with the party that gave the note) and the
+    state wrap between words, down to their longest word, leaving the rest to the detail."""
+    table = Table(
+        title=f"{agreement.id}: timeline ({agreement.timezone})",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1),
+        pad_edge=False,
+        show_edge=False,
+    )
+    kinds = [e.kind + (f" by {e.note.by}" if e.note else "") for e in events]
+    states = [e.state.value.replace("_", " ") for e in events]
+
+    def longest(texts: list[str], words: bool) -> int:
+        return max((len(w) for t in texts for w in (t.split() if words else [t])), default=1)
+
+    # 16 for the instant, 3 between columns; below this the detail would get less than 40.
+    narrow = width < 16 + 3 * 3 + longest(kinds, False) + longest(states, False) + 40
+    zone = agreement.local(events[0].at).tzname() if events else None
+    table.add_column(f"instant ({zone})" if zone else "instant", no_wrap=True)
+    table.add_column("event", width=longest(kinds, True) if narrow else None)
+    table.add_column("state after", width=longest(states, True) if narrow else None)
+    table.add_column("detail", ratio=1 if narrow else None)
+    for e, kind, state in zip(events, kinds, states, strict=True):
         style = STATE_STYLE[e.state.value]
-        table.add_row(
-            agreement.local(e.at).strftime("%Y-%m-%d %H:%M"),
-            e.kind,
-            e.note.by if e.note else "",
-            f"[{style}]{e.state.value}[/{style}]",
-            e.detail,
-        )
+        table.add_row(agreement.local(e.at).strftime("%Y-%m-%d %H:%M"), kind, f"[{style}]{state}[/{style}]", e.detail)
     return table
 
 
@@ -242,7 +276,7 @@ def keys_rotate(config: Annotated[Path, typer.Option("--config", help="The node'
     cfg = node_config.load(config)
     rotation = keychain.rotate(cfg, open_node_database(cfg))
     out.print(
-        f"{rotation.party}: rotation {rotation.number} at {rotation.at.isoformat()}: key {rotation.old.kid} "
+        f"{rotation.party}: rotation {rotation.number} at {_party_time(rotation.at, cfg.party)}: key {rotation.old.kid} "
         f"retired to {keychain.retired_dir(cfg)}, key {rotation.new.kid} current from ledger entry {rotation.tree_size}"
     )
     out.print(f"give the partner's operator {keychain.public_path(cfg)} (or let its node learn it on contact)")
@@ -272,11 +306,17 @@ def keys_history(
             r["party"],
             str(r["number"]),
             r["kid"],
-            r["since"] or "(first key)",
-            r["retired_at"] or "current",
+            _party_time(r["since"], cfg.party) if r["since"] else "(first key)",
+            _party_time(r["retired_at"], cfg.party) if r["retired_at"] else "current",
             str(r["heads_from_size"]),
         )
     out.print(table)
+
+
+def _party_time(at: str | datetime, party: str) -> str:
+    """An instant for ``party``'s operator, in that party's own zone: ``2019-11-22 18:00 KST``."""
+    when = datetime.fromisoformat(at) if isinstance(at, str) else at
+    return terms.short_time(when.astimezone(terms.party_zone(party)))
 
 
 def _progress(total: int | None) -> Any:
@@ -323,7 +363,8 @@ def seal_command(
     if not status.in_force:
         rule = "R14" if status.state is lifecycle.State.TERMINATED else "R13"
         raise InvalidInput(
-            f"{agreement.id} is {status.state.value} at {release.isoformat()}: nothing may be provided under it ({rule})"
+            f"{agreement.id} is {status.state.value} at {agreement.shown(release, originator.party)}: "
+            f"nothing may be provided under it ({rule})"
         )
     parties = (
         tuple(p.strip() for p in releasable_to.split(",") if p.strip())
@@ -487,7 +528,7 @@ def policy_explain(
         style = "green" if decision.permit else "red"
         out.print(
             f"[{style}]{decision.effect}[/{style}] {action} by {subject.id} ({subject.party}, {subject.role}) "
-            f"on item {item.item_id} at {agreement.local(instant).isoformat()} [{status.state.value}]"
+            f"on item {item.item_id} at {agreement.shown(instant, subject.party)} [{status.state.value}]"
         )
         for reason in decision.reasons:
             out.print(f"  {reason}")
@@ -578,18 +619,25 @@ def user_add(
 @user_app.command("list")
 def user_list(config: ConfigOption, as_json: JsonFlag = False) -> None:
     """List users with role, clearance and state."""
-    users = _node(config).list_users()
+    node = _node(config)
+    users = node.list_users()
     if as_json:
         print(json.dumps(users, ensure_ascii=False, indent=2))
         return
-    table = Table("user", "role", "clearance", "need-to-know", "state")
+    # Fits 80 columns whole: an id folds rather than lose characters, a role is never cut, the rest wraps.
+    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, show_edge=False)
+    table.add_column("user", overflow="fold")
+    table.add_column("role", no_wrap=True)
+    table.add_column("clearance")
+    table.add_column("need-to-know")
+    table.add_column("state")
     for u in users:
         table.add_row(
             u["user_id"],
             u["role"],
             u["clearance"] or "",
             ", ".join(u["need_to_know"]),
-            "revoked " + u["revoked_at"] if u["revoked_at"] else "active",
+            "revoked " + _party_time(u["revoked_at"], node.party) if u["revoked_at"] else "active",
         )
     out.print(table)
 

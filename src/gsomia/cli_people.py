@@ -27,6 +27,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from gsomia.agreement.terms import PARTY_ZONES  # each party's own civil time, one map for all
 from gsomia.errors import GsomiaError
 
 if TYPE_CHECKING:
@@ -35,9 +36,6 @@ if TYPE_CHECKING:
 PANEL = "Analysts and duty officers (over the node's user API)"
 BIG = 1 << 20  # files and payloads above this get a progress bar
 
-# Each party's own civil time; the agreement's zone (``timezone`` in the agreement file) governs
-# its anniversaries, not how a party's people read a clock.
-PARTY_ZONES = {"KOR": "Asia/Seoul", "JPN": "Asia/Tokyo", "USA": "America/New_York"}
 
 # Lines are never wrapped: a marking or a path cut in two is harder to copy than a long line.
 out = Console(highlight=False, soft_wrap=True)

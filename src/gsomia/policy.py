@@ -292,7 +292,8 @@ def _provide(q: _Question) -> Decision:
     elif recipient not in label.releasable_to:
         denied.append(Reason("R5", f"the item is not releasable to {recipient}"))
     if status.state is State.TERMINATED:
-        ended = status.terminated_at.isoformat() if status.terminated_at else "earlier"
+        # In the reader's own zone: the demo and the people's client show it under their own clock.
+        ended = agreement.shown(status.terminated_at, subject.party) if status.terminated_at else "earlier"
         denied.append(Reason("R14", f"the agreement terminated at {ended}; nothing new may be provided under it"))
     elif not status.in_force:
         denied.append(Reason("R13", "the agreement is not in force yet"))

@@ -24,11 +24,11 @@ def _line(agreement: Agreement, label: str, status: lifecycle.Status) -> str:
 
 def replay(agreement: Agreement, console: Console) -> None:
     console.print(Panel.fit(f"[bold]{agreement.title}[/bold]\n{agreement.id} · parties {', '.join(agreement.parties)}"))
-    console.print(timeline_table(agreement, lifecycle.timeline(agreement)))
+    console.print(timeline_table(agreement, lifecycle.timeline(agreement), console.width))
     second = timedelta(seconds=1)
     for note in sorted(agreement.notes, key=lambda n: (n.at, n.index)):
-        when = agreement.local(note.at).isoformat()
-        console.print(f"\n[bold]{note.type.value}[/bold] by {note.by} at {when}")
+        # The agreement's zone: the story is told to both parties at once.
+        console.print(f"\n[bold]{note.type.value}[/bold] by {note.by} at {agreement.shown(note.at)}")
         if note.ref:
             console.print(f"  [dim]{note.ref}[/dim]")
         console.print(_line(agreement, "just before", lifecycle.status(agreement, note.at - second)))
@@ -37,7 +37,7 @@ def replay(agreement: Agreement, console: Console) -> None:
             pending = lifecycle.status(agreement, note.at - second).termination
             if pending is not None:
                 end = pending.effective_at
-                console.print(f"  midnight {agreement.local(end).isoformat()} passes:")
+                console.print(f"  midnight ({agreement.shown(end)}) passes:")
                 console.print(_line(agreement, "  with the suspension", lifecycle.status(agreement, end)))
                 without = agreement.with_notes(tuple(n for n in agreement.notes if n is not note and n.at < note.at))
                 console.print(_line(without, "  without it", lifecycle.status(without, end)))

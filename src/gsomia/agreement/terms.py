@@ -31,6 +31,26 @@ SUITES: tuple[Suite, ...] = ("classic", "pq-hybrid")
 _PARTY = re.compile(r"^[A-Z]{3}$")
 
 
+# Each party's own civil time, in which its people read every instant (``Agreement.zone_of``).
+# The agreement's zone (``timezone`` in its file) governs its anniversaries and deadlines, and is
+# the zone shown where no party is reading.
+PARTY_ZONES = {"KOR": "Asia/Seoul", "JPN": "Asia/Tokyo", "USA": "America/New_York"}
+
+
+def party_zone(party: str | None) -> ZoneInfo:
+    """The zone ``party``'s people read instants in; UTC for a party the map does not know."""
+    return ZoneInfo(PARTY_ZONES.get(party or "", "UTC"))
+
+
+def short_time(at: datetime) -> str:
+    """An instant for people, in the zone it carries: ``2019-11-23 00:00 KST`` (seconds only
+    when there are any). JSON keeps ISO 8601 with the offset instead."""
+    abbreviation = at.tzname() or at.strftime("%z")
+    if abbreviation.startswith(("+", "-")):  # a zone without a name of its own: its offset, as +09:00
+        abbreviation = at.isoformat()[-6:]
+    return f"{at:%Y-%m-%d %H:%M}{at.strftime(':%S') if at.second else ''} {abbreviation}"
+
+
 def normalize_marking(text: str) -> str:
     """The form national markings are compared in: Unicode NFKC. 군사Ⅱ급비밀 with the Roman numeral
     Ⅱ (U+2161) is 군사II급비밀, full-width ＳＥＣＲＥＴ is SECRET, and Hangul and kana compose as in
@@ -115,6 +135,16 @@ class Agreement:
     def local(self, at: datetime) -> datetime:
         """An instant shown in the agreement's zone (edge case 2)."""
         return at.astimezone(self.zone)
+
+    def zone_of(self, party: str | None) -> ZoneInfo:
+        """The zone ``party``'s people read instants in (``PARTY_ZONES``); the agreement's own
+        where no party is reading, or for a party the map does not know."""
+        name = PARTY_ZONES.get(party or "")
+        return ZoneInfo(name) if name else self.zone
+
+    def shown(self, at: datetime, party: str | None = None) -> str:
+        """``at`` for ``party``'s people (the agreement's zone without one): ``2019-11-23 00:00 KST``."""
+        return short_time(at.astimezone(self.zone_of(party)))
 
     def with_notes(self, notes: tuple[Note, ...]) -> Agreement:
         """The same terms with another note history (re-validated by the lifecycle)."""
