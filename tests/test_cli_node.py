@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -108,8 +109,35 @@ def test_demo_headless_json(tmp_path: Path, suspension: bool) -> None:
     r = run(*args)
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout)
-    assert set(result) == {"sent", "delivered", "flash", "state_at_end", "refused_after_termination"}
+    assert set(result) == {
+        "sent",
+        "delivered",
+        "flash",
+        "agreement",
+        "state_at_end",
+        "in_force",
+        "notice_at",
+        "suspended_at",
+        "deadline",
+        "terminated_at",
+        "refused_after_termination",
+    }
     assert result["sent"] == result["delivered"]
+    assert result["agreement"] == "jp-kr-gsomia-2016"
+    assert result["in_force"] is suspension
+    # Each instant in ISO 8601 with its offset (the agreement's, +09:00), at the file's recorded notes.
+    kst = timedelta(hours=9)
+    notice, deadline = datetime.fromisoformat(result["notice_at"]), datetime.fromisoformat(result["deadline"])
+    assert notice.utcoffset() == deadline.utcoffset() == kst
+    assert f"{notice:%Y-%m-%d %H:%M}" == "2019-08-23 00:00"
+    assert deadline.isoformat() == "2019-11-23T00:00:00+09:00"
+    if suspension:
+        suspended = datetime.fromisoformat(result["suspended_at"])
+        assert (suspended.utcoffset(), f"{suspended:%Y-%m-%d %H:%M}") == (kst, "2019-11-22 18:00")
+        assert result["terminated_at"] is None
+    else:
+        assert result["suspended_at"] is None
+        assert result["terminated_at"] == "2019-11-23T00:00:00+09:00"
     assert result["flash"]["count"] == 3
     assert 0 < result["flash"]["p50_ms"] <= result["flash"]["p99_ms"]
     if suspension:

@@ -319,3 +319,30 @@ def test_user_list_fits_80_columns_and_shows_revocation_in_the_nodes_zone(tmp_pa
     [row] = [line for line in shown.splitlines() if "park.analyst" in line]
     assert "군사II급비밀" in row  # stored in the agreement's spelling
     assert re.search(r"revoked \d{4}-\d\d-\d\d \d\d:\d\d(:\d\d)? KST", " ".join(shown.split()))
+
+
+# --- the demo: a summary when headless, the outcome and its instants in JSON -----------------
+
+
+def test_demo_headless_prints_a_short_summary_in_kst(tmp_path: Path) -> None:
+    done = gsomia(
+        "demo", "--headless", "--items", "3", "--flash", "2", "--root", tmp_path / ".demo", "--agreement", AGREEMENT,
+        env={"COLUMNS": "80"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) <= 8  # short: the story itself is for the narrated run
+    said = "\n".join(lines)
+    items = re.search(r"items: (\d+) sent, (\d+) delivered", said)
+    assert items is not None
+    assert items[1] == items[2] == str(3 * 2 + 2 + 20 * 2)
+    assert re.search(r"flash reports JPN→KOR: 2, p50 \d+\.\d ms, p99 \d+\.\d ms", said)
+    assert (
+        "termination notice 2019-08-23 00:00 KST; suspended 2019-11-22 18:00 KST; deadline 2019-11-23 00:00 KST" in said
+    )
+    assert "at the end: termination_suspended, in force" in said
+    assert not ISO_INSTANT.search(said)
+    assert "+00:00" not in said
+    for party in ("KOR", "JPN"):  # the nodes were stopped with their alert streams open: cleanly
+        log = (tmp_path / ".demo" / party / "node.log").read_text(encoding="utf-8")
+        assert not [word for word in LOG_TROUBLE if word in log], log

@@ -733,8 +733,12 @@ def demo(
     items: Annotated[int, typer.Option(min=1, max=100000, help="Routine items each side shares.")] = 200,
     flash: Annotated[int, typer.Option(min=1, max=10000, help="Flash reports JPN sends.")] = 20,
 ) -> None:
-    """KOR and JPN nodes on loopback replay the 2019 story on a simulated clock."""
-    from gsomia.demo import run
+    """KOR and JPN nodes on loopback replay the 2019 story on a simulated clock.
+
+    --headless prints a short summary (items, flash reports, the notes' instants in the
+    agreement's zone, whether the pact is in force); --json prints the same as one JSON
+    object, instants in ISO 8601 with their offset."""
+    from gsomia.demo import run, summary
 
     if not headless:
         replay_command(agreement_file)
@@ -749,7 +753,10 @@ def demo(
         keep_running=not headless,
     )
     if as_json:
-        print(json.dumps(result))
+        print(json.dumps(result, ensure_ascii=False))
+    elif headless:
+        for line in summary(result, terms.load(agreement_file)):
+            out.print(line, markup=False, soft_wrap=True)
 
 
 @agreement_app.command("replay")

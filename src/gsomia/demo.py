@@ -32,16 +32,39 @@ from typing import Any
 import httpx
 from rich.console import Console
 
-from gsomia.agreement import terms
+from gsomia.agreement import lifecycle, terms
+from gsomia.agreement.terms import NoteType
 from gsomia.files import private_dir
 from gsomia.node.process import NodeProcess, start_all, stop_all
 from gsomia.node.provision import Provisioned, provision_pair
+from gsomia.words import count
 
 KST = timezone(timedelta(hours=9))
 
 
 def kst(text: str) -> datetime:
     return datetime.fromisoformat(text).replace(tzinfo=KST)
+
+
+@dataclass(frozen=True)
+class Script:
+    """When the story's notes are given: the instants the agreement file records for them, so the
+    demo, ``agreement replay`` and ``timeline`` tell one story; 2019's where the file has none."""
+
+    notice: datetime
+    suspension: datetime
+    midnight: datetime  # when the notice would take effect
+
+    @classmethod
+    def of(cls, agreement: terms.Agreement) -> Script:
+        notes = sorted(agreement.notes, key=lambda n: (n.at, n.index))
+        notice = next((n.at for n in notes if n.type is NoteType.TERMINATION and n.by == "KOR"), None)
+        suspension = next((n.at for n in notes if n.type is NoteType.SUSPEND and notice and n.at > notice), None)
+        if notice is None or suspension is None:
+            return cls(kst("2019-08-23T00:00"), kst("2019-11-22T18:00"), kst("2019-11-23T00:00"))
+        pending = lifecycle.status(agreement, suspension - timedelta(seconds=1)).termination
+        midnight = pending.effective_at if pending is not None else kst("2019-11-23T00:00")
+        return cls(notice, suspension, midnight)
 
 
 def terms_only(agreement_file: Path, out: Path) -> Path:
@@ -118,28 +141,46 @@ class Story:
     headless: bool
     suspension: bool
     nodes: dict[str, Provisioned]
+    agreement: terms.Agreement
     sent: int = 0
     refused_after_termination: int = 0
     flash_ms: list[float] = field(default_factory=list)
     provided_before_end: list[str] = field(default_factory=list)
+    clients: dict[tuple[str, str], Client] = field(default_factory=dict)
 
     def say(self, text: str) -> None:
         if not self.headless:
             self.console.print(text)
 
     def client(self, party: str, role: str) -> Client:
-        p = self.nodes[party]
-        return Client(p.user_url, p.tokens[role], p.trust())
+        """One client (and its keep-alive connection) per user, for the whole story."""
+        found = self.clients.get((party, role))
+        if found is None:
+            p = self.nodes[party]
+            found = self.clients[party, role] = Client(p.user_url, p.tokens[role], p.trust())
+        return found
+
+    def close(self) -> None:
+        """Close the users' connections before the nodes stop: an idle TLS connection whose client
+        never reads the node's close_notify would hold the node's shutdown until its timeout."""
+        for client in self.clients.values():
+            client.http.close()
+        self.clients.clear()
 
     def set_clock(self, at: datetime) -> None:
         for party in self.nodes:
             r = self.client(party, "security_authority").post("/demo/clock", {"at": at.isoformat()})
             r.raise_for_status()
-        self.say(f"\n[bold]— {at.astimezone(KST):%Y-%m-%d %H:%M} KST —[/bold]")
+        self.say(f"\n[bold]— {self.agreement.shown(at)} —[/bold]")  # the agreement's zone: KST
+
+    def status(self, party: str) -> dict[str, Any]:
+        """The agreement's status with the other party, as ``party``'s node has it now."""
+        other = next(p for p in self.nodes if p != party)
+        found: dict[str, Any] = self.client(party, "analyst").get("/status").json()[other]
+        return found
 
     def state(self, party: str) -> str:
-        other = next(p for p in self.nodes if p != party)
-        return str(self.client(party, "analyst").get("/status").json()[other]["state"])
+        return str(self.status(party)["state"])
 
     def share(self, frm: str, to: str, classification: str, n: int, topic: str, batch: int = 50) -> tuple[int, int]:
         """Provide ``n`` routine items; returns (accepted, refused)."""
@@ -255,10 +296,12 @@ def run(
     if root.exists():
         shutil.rmtree(root)
     private_dir(root)  # the nodes' state: their operator's alone (0700)
+    recorded = terms.load(agreement_file)
+    script = Script.of(recorded)
     agreement = terms_only(agreement_file, root / "agreement-terms.toml")
     nodes = provision_pair(root, agreement, demo=True, user_tls=True)  # HTTPS, as a deployed node serves
     procs = [NodeProcess(p.config, p.user_url, p.root / "node.log", trust=p.trust()) for p in nodes.values()]
-    story = Story(console, headless, suspension, nodes)
+    story = Story(console, headless, suspension, nodes, recorded)
     watcher = FlashWatcher(nodes["KOR"].user_url, nodes["KOR"].tokens["duty_officer"], nodes["KOR"].trust())
     try:
         start_all(procs)
@@ -271,17 +314,18 @@ def run(
         a, _ = story.share("KOR", "JPN", "군사II급비밀", items_per_side, "KOR report: KN-23 launch preparations")
         b, _ = story.share("JPN", "KOR", "秘", items_per_side, "JPN report: radar track summary")
         story.say(
-            f"  routine sharing: KOR→JPN {a} items (군사II급비밀, shown at JPN as 極秘), JPN→KOR {b} items (秘 → 군사III급비밀)"
+            f"  routine sharing: KOR→JPN {count(a, 'item')} (군사II급비밀, shown at JPN as 極秘), "
+            f"JPN→KOR {count(b, 'item')} (秘 → 군사III급비밀)"
         )
         watcher.start()
         watcher.ready.wait(10)
         story.flash(watcher, flash_count)
         p50, p99 = _percentiles(story.flash_ms)
-        story.say(f"  {flash_count} flash reports JPN→KOR over SSE: p50 {p50:.1f} ms, p99 {p99:.1f} ms (R17)")
+        story.say(f"  {count(flash_count, 'flash report')} JPN→KOR over SSE: p50 {p50:.1f} ms, p99 {p99:.1f} ms (R17)")
 
-        story.set_clock(kst("2019-08-23T10:00"))
+        story.set_clock(script.notice)
         story.note("KOR", "termination_notice", ref="note verbale: KOR will not extend GSOMIA")
-        story.set_clock(kst("2019-11-22T18:00"))
+        story.set_clock(script.suspension)
         if suspension:
             story.note(
                 "KOR",
@@ -294,16 +338,16 @@ def run(
             )
         else:
             story.say("  (counterfactual: no suspension)")
-        story.set_clock(kst("2019-11-23T00:00:05"))
+        story.set_clock(script.midnight + timedelta(seconds=5))
         story.say(f"  midnight has passed: KOR {story.state('KOR')}, JPN {story.state('JPN')}")
         before = len(story.provided_before_end)
         a, ra = story.share("KOR", "JPN", "군사II급비밀", 20, "KOR report after midnight")
         b, rb = story.share("JPN", "KOR", "極秘", 20, "JPN report after midnight")
         story.refused_after_termination = ra + rb
         if suspension:
-            story.say(f"  the pact holds: {a + b} more items shared after midnight")
+            story.say(f"  the pact holds: {count(a + b, 'more item')} shared after midnight")
         else:
-            story.say(f"  the pact has ended: {ra + rb} provisions refused (R14)")
+            story.say(f"  the pact has ended: {count(ra + rb, 'provision')} refused (R14)")
             old = story.provided_before_end[:before][0]
             r = story.client("JPN", "analyst").get(f"/items/{old}")
             verdict = r.json()["decision"]["reasons"][-1]["text"] if r.status_code == 200 else r.text
@@ -311,14 +355,28 @@ def run(
                 f"  an item provided before still reads at JPN for a cleared analyst: {r.status_code} ({verdict})"
             )
         story.wait_until(story.drained, "the outboxes to drain", timeout=60)
+        # A flash report the recipient has acknowledged may take a moment more to reach its inventory.
+        story.wait_until(lambda: story.delivered() >= story.sent, "the recipients' inventories", timeout=30)
+        status = story.status("KOR")
+        termination = status["termination"] or {}
         result = {
             "sent": story.sent,
             "delivered": story.delivered(),
             "flash": {"count": len(story.flash_ms), "p50_ms": round(p50, 2), "p99_ms": round(p99, 2)},
-            "state_at_end": story.state("KOR"),
+            "agreement": status["agreement"],
+            "state_at_end": status["state"],
+            "in_force": status["in_force"],
+            # As the node says them: ISO 8601 at the agreement's offset (+09:00).
+            "notice_at": termination.get("notified_at"),
+            "suspended_at": termination.get("suspended_at"),
+            "deadline": termination.get("effective_at"),
+            "terminated_at": status["terminated_at"],
             "refused_after_termination": story.refused_after_termination,
         }
-        story.say(f"\n  sent {result['sent']}, delivered {result['delivered']}, agreement {result['state_at_end']}")
+        story.say(
+            f"\n  sent {result['sent']}, delivered {result['delivered']}, agreement {result['state_at_end']} "
+            f"({'in force' if result['in_force'] else 'not in force'})"
+        )
         if keep_running and not headless:
             for party, p in nodes.items():
                 story.say(f"  {party}: {p.user_url} (certificate {p.tls_cert}, tokens in {p.root / 'tokens.json'})")
@@ -331,6 +389,7 @@ def run(
         return result
     finally:
         watcher.stop.set()
+        story.close()
         stop_all(procs)
 
 
@@ -341,3 +400,30 @@ def _percentiles(values: list[float]) -> tuple[float, float]:
     p50 = statistics.median(ordered)
     p99 = ordered[min(len(ordered) - 1, max(0, round(0.99 * len(ordered)) - 1))]
     return p50, p99
+
+
+def summary(result: dict[str, Any], agreement: terms.Agreement) -> list[str]:
+    """What ``demo --headless`` prints: the figures and the outcome, instants in the agreement's zone."""
+
+    def when(key: str) -> str | None:
+        at = result.get(key)
+        return agreement.shown(datetime.fromisoformat(at)) if at else None
+
+    flash = result["flash"]
+    notes = [f"termination notice {when('notice_at') or 'none'}"]
+    notes.append(f"suspended {when('suspended_at')}" if result.get("suspended_at") else "not suspended")
+    if result.get("deadline"):
+        notes.append(f"deadline {when('deadline')}")
+    end = f"{result['state_at_end']}, {'in force' if result['in_force'] else 'not in force'}"
+    if result.get("terminated_at"):
+        end += f" since {when('terminated_at')}"
+    lines = [
+        f"gsomia demo ({result['agreement']}): KOR and JPN nodes on loopback",
+        f"  items: {result['sent']} sent, {result['delivered']} delivered",
+        f"  flash reports JPN→KOR: {flash['count']}, p50 {flash['p50_ms']:.1f} ms, p99 {flash['p99_ms']:.1f} ms (R17)",
+        f"  {'; '.join(notes)}",
+        f"  at the end: {end}",
+    ]
+    if result["refused_after_termination"]:
+        lines.append(f"  {count(result['refused_after_termination'], 'provision')} refused after termination (R14)")
+    return lines
