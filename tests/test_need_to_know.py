@@ -205,6 +205,33 @@ def test_a_refusal_shown_to_the_subject_names_nothing_above_their_clearance_or_o
     assert kept in json.dumps(decision.as_dict(), ensure_ascii=False)  # what the ledger records
 
 
+@pytest.mark.parametrize("clearance", ["秘", "極秘", None])
+@pytest.mark.parametrize("need_to_know", [[], ["nk-missile"], ["nk-missile", NUCLEAR]])
+@pytest.mark.parametrize("label", [{}, {"compartments": (NUCLEAR,)}, {"purposes": ("nk-missile",)}])
+def test_subjects_alike_but_for_their_id_and_rank_get_the_same_decision(
+    clearance: str | None, need_to_know: list[str], label: dict[str, Any]
+) -> None:
+    """What lets a shell make one decision for every subscriber the policy weighs alike."""
+    from datetime import UTC, datetime
+
+    from gsomia.agreement import load, status
+    from nodes import AGREEMENT
+
+    agreement = load(AGREEMENT)
+    at = datetime(2018, 6, 1, tzinfo=UTC)
+    item = Label(agreement=agreement.id, created_at=at, **{**LABEL, **label})
+    weighed, decisions = set(), set()
+    for user_id, rank in (("jpn.analyst", None), ("jpn.other", "colonel"), ("", None)):
+        who = policy.subject_from_dict(
+            {"id": user_id, "party": "JPN", "role": "analyst", "clearance": clearance, "need_to_know": need_to_know}
+            | ({"rank": rank} if rank else {})
+        )
+        weighed.add(policy.as_decided(who))
+        decisions.add(policy.decide(agreement, who, policy.Action.READ, item, status(agreement, at), (), at).permit)
+    assert len(weighed) == 1
+    assert len(decisions) == 1
+
+
 # --- finding 5: cursors and counts ---------------------------------------------------------------
 
 
@@ -310,6 +337,8 @@ def test_streams_of_one_subject_decide_a_report_once() -> None:
 
     assert [broker.may_read(who, alert, decide) for _ in range(300)] == [True] * 300
     assert [broker.may_read(other, alert, decide) for _ in range(300)] == [False] * 300
+    alike = policy.Subject("kor.duty2", "KOR", policy.Role.DUTY_OFFICER, SECRET, frozenset({"nk-missile"}))
+    assert broker.may_read(alike, alert, decide)  # weighed as kor.duty is: no decision of its own
     assert asked == [("kor.duty", 7), ("kor.low", 7)]
 
 

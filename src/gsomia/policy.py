@@ -11,7 +11,7 @@ here on item, recipient and purpose.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 
@@ -60,6 +60,13 @@ class Subject:
     need_to_know: frozenset[str] = frozenset()  # compartments and purposes the duties need
     contractor: Contractor | None = None
     rank: str | None = None  # recorded, never decisive (R7)
+
+
+def as_decided(subject: Subject) -> Subject:
+    """The subject as ``decide`` weighs it: without its id, which only names it in the reasons'
+    words, and its rank, which never decides (R7). Two subjects equal here are permitted and
+    denied the same actions; a shell may make one decision for both."""
+    return replace(subject, id="", rank=None)
 
 
 @dataclass(frozen=True, slots=True)

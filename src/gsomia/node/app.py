@@ -74,6 +74,7 @@ class Broker:
         self.open: dict[str, int] = {}  # open streams by user
         self._streams: dict[policy.Subject, set[Subscription]] = {}
         self._decisions: dict[tuple[int, policy.Subject], bool] = {}
+        self._weighed: dict[policy.Subject, policy.Subject] = {}  # each subscriber as the policy weighs it
         self._poll: asyncio.Task[None] | None = None
         # The streams woken by one publication share one thread hop to make their events
         # (``Node.fresh_alert_events_for``) and one to enter their reads (``record_alert_reads_for``).
@@ -124,6 +125,7 @@ class Broker:
 
     def subscribe(self, who: policy.Subject, cursor: int) -> Subscription:
         stream = Subscription(cursor)
+        self._weighed.setdefault(who, policy.as_decided(who))
         self._streams.setdefault(who, set()).add(stream)
         return stream
 
@@ -132,6 +134,7 @@ class Broker:
         streams.discard(stream)
         if not streams:
             self._streams.pop(who, None)
+            self._weighed.pop(who, None)
 
     async def events_for(
         self, who: policy.Subject, token: str, alerts: Sequence[FreshAlert]
@@ -188,8 +191,12 @@ class Broker:
     def may_read(
         self, who: policy.Subject, alert: FreshAlert, decide: Callable[[policy.Subject, FreshAlert], bool]
     ) -> bool:
-        """``decide`` for this subscriber and report, once for all the streams of one subject."""
-        key = (alert.seq, who)
+        """``decide`` for this subscriber and report, once for all subscribers the policy weighs
+        alike (``policy.as_decided``: the same party, role, clearance and need-to-know)."""
+        weighed = self._weighed.get(who)
+        if weighed is None:
+            weighed = policy.as_decided(who)
+        key = (alert.seq, weighed)
         found = self._decisions.get(key)
         if found is None:
             if len(self._decisions) >= self.DECISIONS_KEPT:

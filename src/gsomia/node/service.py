@@ -1034,17 +1034,18 @@ class Node(NodeLedger):
         here, where the text is put in), or None once its token is revoked."""
         valid = self._live_tokens({token for _, token, alerts in asks if alerts})
         views: dict[int, dict[str, Any]] = {}
-        decided: dict[tuple[policy.Subject, int], bool] = {}  # the streams of one subscriber: one decision
+        decided: dict[tuple[policy.Subject, int], bool] = {}  # one decision for subscribers weighed alike
         out: list[list[tuple[int, dict[str, Any]]] | None] = []
         for subject, token, alerts in asks:
             if alerts and token not in valid:
                 out.append(None)
                 continue
             shown = []
+            weighed = policy.as_decided(subject)
             for a in alerts:
-                permit = decided.get((subject, a.seq))
+                permit = decided.get((weighed, a.seq))
                 if permit is None:
-                    permit = decided[(subject, a.seq)] = self.may_read(subject, a.peer, a.label)
+                    permit = decided[(weighed, a.seq)] = self.may_read(subject, a.peer, a.label)
                 if permit:
                     view = views.get(a.seq)
                     if view is None:
