@@ -346,3 +346,24 @@ def test_demo_headless_prints_a_short_summary_in_kst(tmp_path: Path) -> None:
     for party in ("KOR", "JPN"):  # the nodes were stopped with their alert streams open: cleanly
         log = (tmp_path / ".demo" / party / "node.log").read_text(encoding="utf-8")
         assert not [word for word in LOG_TROUBLE if word in log], log
+
+
+def test_a_reclassification_to_a_roman_numeral_marking_is_recorded_in_the_agreements_spelling(tmp_path: Path) -> None:
+    with in_process_apps(tmp_path) as apps:
+        user, tokens = apps["user"], apps["tokens"]
+        analyst = {"Authorization": f"Bearer {tokens['analyst']}"}
+        authority = {"Authorization": f"Bearer {tokens['security_authority']}"}
+        made = user.post(
+            "/items",
+            json={"items": [{"to": "JPN", "classification": "군사III급비밀", "text": "x", "purposes": ["nk-missile"]}]},
+            headers=analyst,
+        )
+        assert made.status_code == 201, made.text
+        item = made.json()["items"][0]["item_id"]
+        raised = user.post(
+            "/records",
+            json={"kind": "reclassification", "item_id": item, "classification": ROMAN_II},
+            headers=authority,
+        )
+        assert raised.status_code == 201, raised.text
+        assert raised.json()["record"]["classification"] == "군사II급비밀"

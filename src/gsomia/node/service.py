@@ -1365,6 +1365,8 @@ class Node(NodeLedger):
         new_classification = fields.get("classification") if kind == "reclassification" else None
         if kind == "reclassification" and not isinstance(new_classification, str):
             raise GsomiaError("reclassification needs classification (the originator's new marking)")
+        if isinstance(new_classification, str):  # recorded as the agreement spells it: 군사Ⅱ급비밀 is 군사II급비밀
+            new_classification = spelling(agreement, label.originator, new_classification) or new_classification
         decision = policy.decide(
             agreement,
             subject,
