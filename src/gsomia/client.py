@@ -131,9 +131,21 @@ def _toml(value: str) -> str:
     return json.dumps(value)  # a JSON string (ASCII, escaped) is a TOML basic string
 
 
+def _write_profiles(path: Path, profiles: dict[str, Any]) -> None:
+    """Every profile in one file, replaced whole (0600: it holds tokens)."""
+    from gsomia.files import atomic_output
+
+    lines = ["# gsomia login: the node, token and certificate of each profile. Keep this file private."]
+    for name, entry in profiles.items():
+        lines.append(f"\n[{name}]")
+        lines.extend(f"{key} = {_toml(str(value))}" for key, value in entry.items())
+    with atomic_output(path, mode=0o600) as f:
+        f.write(("\n".join(lines) + "\n").encode("utf-8"))
+
+
 def save_profile(profile: Profile) -> Path:
     """Write ``profile`` beside the others: the file 0600, its directory 0700, replaced whole."""
-    from gsomia.files import atomic_output, private_dir
+    from gsomia.files import private_dir
 
     path = profile_path()
     profiles = _read_profiles(path)
@@ -148,19 +160,12 @@ def save_profile(profile: Profile) -> Path:
         if v is not None
     }
     private_dir(path.parent)
-    lines = ["# gsomia login: the node, token and certificate of each profile. Keep this file private."]
-    for name, entry in profiles.items():
-        lines.append(f"\n[{name}]")
-        lines.extend(f"{key} = {_toml(str(value))}" for key, value in entry.items())
-    with atomic_output(path, mode=0o600) as f:
-        f.write(("\n".join(lines) + "\n").encode("utf-8"))
+    _write_profiles(path, profiles)
     return path
 
 
 def remove_profile(name: str) -> bool:
     """Forget profile ``name``; the file goes with the last profile. Whether there was one."""
-    from gsomia.files import atomic_output
-
     path = profile_path()
     profiles = _read_profiles(path)
     if profiles.pop(_check_name(name), None) is None:
@@ -168,12 +173,7 @@ def remove_profile(name: str) -> bool:
     if not profiles:
         path.unlink()
         return True
-    lines = ["# gsomia login: the node, token and certificate of each profile. Keep this file private."]
-    for other, entry in profiles.items():
-        lines.append(f"\n[{other}]")
-        lines.extend(f"{key} = {_toml(str(value))}" for key, value in entry.items())
-    with atomic_output(path, mode=0o600) as f:
-        f.write(("\n".join(lines) + "\n").encode("utf-8"))
+    _write_profiles(path, profiles)
     return True
 
 
