@@ -367,3 +367,20 @@ def test_a_reclassification_to_a_roman_numeral_marking_is_recorded_in_the_agreem
         )
         assert raised.status_code == 201, raised.text
         assert raised.json()["record"]["classification"] == "군사II급비밀"
+
+
+def test_key_history_fits_80_columns_with_every_key_id_whole(tmp_path: Path) -> None:
+    from gsomia.demo import terms_only
+    from gsomia.node.provision import provision_pair
+
+    config = provision_pair(tmp_path, terms_only(AGREEMENT, tmp_path / "terms.toml"))["KOR"].config
+    rotated = gsomia("keys", "rotate", "--config", config, env={"COLUMNS": "80"})
+    assert rotated.returncode == 0, rotated.stderr
+    assert re.search(r"rotation 1 at \d{4}-\d\d-\d\d \d\d:\d\d(:\d\d)? KST", " ".join(rotated.stdout.split()))
+    shown = narrow("keys", "history", "--config", config)
+    rows = json.loads(gsomia("keys", "history", "--config", config, "--json").stdout)
+    assert len(rows) == 3
+    for row in rows:
+        assert row["kid"] in shown.split()
+    assert "KST" in shown.split()  # the retirement and the new key's start, in KOR's zone
+    assert not ISO_INSTANT.search(shown)

@@ -300,7 +300,14 @@ def keys_history(
     if as_json:
         print(json.dumps(rows))
         return
-    table = Table("party", "#", "key id", "since", "retired", "signs heads from size")
+    # Fits 80 columns with every key id whole (what operators compare); the instants wrap.
+    table = Table(box=None, padding=(0, 1), pad_edge=False, header_style="bold underline")
+    table.add_column("party", no_wrap=True)
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("key id", no_wrap=True)
+    table.add_column("since", min_width=len("2019-11-23"))
+    table.add_column("retired", min_width=len("2019-11-23"))
+    table.add_column("heads from size", justify="right", min_width=len("heads"))
     for r in rows:
         table.add_row(
             r["party"],
