@@ -617,6 +617,7 @@ def user_add(
     cfg = node_config.load(config)
     users.check_user_id(user_id)  # refused before the database is opened (or made)
     users.check_clearance(cfg.agreements, cfg.party, clearance)
+    users.check_need_to_know(need_to_know or [])
     node = Node(cfg, open_node_database(cfg), SystemClock())
     token = node.add_user(user_id, role, clearance, need_to_know or [])
     out.print(f"user {user_id} ({role}) added; token (shown once):")

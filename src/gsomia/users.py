@@ -16,6 +16,7 @@ scheme, or none at all, would be stored only to deny every read later.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable
 
 from gsomia.agreement.schemes import markings
@@ -35,6 +36,28 @@ def check_user_id(user_id: str) -> str:
     if not isinstance(user_id, str) or not USER_ID.fullmatch(user_id):
         raise UserInvalid(f"user id {user_id!r} is not allowed: use {USER_ID_RULE}")
     return user_id
+
+
+# A need-to-know tag names a compartment or a purpose (R7), and those are the labels' own
+# names: nk-missile, and as well 북한 탄도미사일 분석 or 特定秘密保護 (a label's names are Unicode,
+# NFC). So letters and digits of any script, with '.', '_', '-' and single inner spaces; never
+# empty, never a path ('../../x'), a quote, a control character or space at either end.
+NEED_TO_KNOW = re.compile(r"[^\W_](?:[\w.\-]| (?! )){0,63}(?<! )", re.UNICODE)
+NEED_TO_KNOW_RULE = (
+    "1 to 64 letters or digits (any script), '.', '_', '-' and single inner spaces, starting with a letter or digit"
+)
+
+
+def check_need_to_know(tags: Iterable[str]) -> list[str]:
+    """``tags`` in NFC, the form labels compare in, if each is of the safe alphabet; otherwise
+    ``UserInvalid`` naming the tag and the rule."""
+    checked: list[str] = []
+    for tag in tags:
+        text = unicodedata.normalize("NFC", tag) if isinstance(tag, str) else None
+        if text is None or not NEED_TO_KNOW.fullmatch(text):
+            raise UserInvalid(f"need-to-know {tag!r} is not allowed: use {NEED_TO_KNOW_RULE}")
+        checked.append(text)
+    return checked
 
 
 def scheme(agreements: Iterable[Agreement], party: str) -> dict[str, str]:

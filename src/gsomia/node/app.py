@@ -753,7 +753,7 @@ def create_peer_app(node: Node, broker: Broker, witness: Any = None, keys: Any =
         now = time.time()
         headers = request.headers
         reason = peer_proto.verify_request(
-            node.peer_chains[party], request.method, request.url.path, headers, body, now
+            node.peer_chains[party], request.method, peer_proto.received_target(request.scope), headers, body, now
         )
         if reason:
             raise Problem(401, "Unauthenticated", reason)

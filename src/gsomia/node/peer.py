@@ -18,6 +18,7 @@ import ssl
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 import httpx
@@ -52,12 +53,30 @@ def decode_head(value: str | None) -> dict[str, Any] | None:
     return head if isinstance(head, dict) else None
 
 
+def target(path: str, params: dict[str, Any] | None = None) -> str:
+    """The request target as sent and as signed: the path, and ``?query`` when there is one.
+
+    The signature covers the query too (``/peer/ledger/consistency?old=..&new=..``): a proof
+    asked for one range must not be answerable for another. The sender requests exactly this
+    text (no ``params=`` for the client to re-encode)."""
+    return f"{path}?{urlencode(params)}" if params else path
+
+
+def received_target(scope: Any) -> str:
+    """The target a server received, byte for byte: ``raw_path``, then ``?`` and the query if any."""
+    raw: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
+    query: bytes = scope.get("query_string") or b""
+    return (raw + b"?" + query if query else raw).decode("latin-1")
+
+
 def _request_message(method: str, path: str, party: str, timestamp: str, body: bytes) -> bytes:
+    """``path`` is the request target: the path with its query string (``target``)."""
     parts = [method.upper(), path, party, timestamp, hashlib.sha256(body).hexdigest()]
     return _REQUEST + "\x00".join(parts).encode("utf-8")
 
 
 def sign_request(key: PrivateKeys, method: str, path: str, body: bytes) -> dict[str, str]:
+    """Signature headers for a request to ``path``, the target with its query (``target``)."""
     # Microseconds: two requests with the same body, path and instant would carry the same
     # Ed25519 signature, and the receiver refuses the second as a replay.
     timestamp = f"{time.time():.6f}"

@@ -495,6 +495,7 @@ class Node(NodeLedger):
     def add_user(self, user_id: str, role: str, clearance: str | None, need_to_know: Sequence[str]) -> str:
         users.check_user_id(user_id)  # the command line checks too; any other caller is held to the same
         clearance = users.check_clearance(self.config.agreements, self.party, clearance)
+        need_to_know = users.check_need_to_know(need_to_know)
         subject = policy.subject_from_dict(
             {
                 "id": user_id,

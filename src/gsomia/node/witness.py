@@ -70,8 +70,9 @@ class Witness:
             await asyncio.sleep(MIN_GAP)
 
     async def _get(self, code: str, path: str, **params: Any) -> Any:
-        headers = peer_proto.sign_request(self.node.config.key, "GET", path, b"")
-        response = await self.clients[code].get(path, params=params, headers=headers)
+        sent = peer_proto.target(path, params)  # signed with its query, and sent as signed
+        headers = peer_proto.sign_request(self.node.config.key, "GET", sent, b"")
+        response = await self.clients[code].get(sent, headers=headers)
         response.raise_for_status()
         return response.json()
 
