@@ -212,6 +212,7 @@ def test_policy_explain_help_shows_both_input_formats_with_a_working_example() -
     )
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert ran.stdout.startswith("permit read by kim.analyst")
+    assert "at 2019-12-02 10:00 KST" in ran.stdout  # in the subject's (KOR's) own zone
 
 
 def test_counts_are_said_in_the_number_they_take() -> None:
