@@ -368,6 +368,11 @@ def new_item_id() -> str:
     return str(uuid.uuid4())
 
 
+def is_item_id(text: str) -> bool:
+    """Whether ``text`` is an item id in its one spelling (lower-case UUID text)."""
+    return _UUID_TEXT.fullmatch(text) is not None
+
+
 def level(label: Label, agreement: Agreement) -> Level:
     """The agreement level of the label's classification (R3); refuses markings outside it."""
     try:

@@ -86,14 +86,16 @@ class Intake:
             await self.app(scope, receive, send)
             return
         path = scope.get("path", "")
-        if path not in self.open_paths:
+        if path in self.open_paths:
+            limit = 0  # what anyone may ask for takes no body: a stranger's bytes are not read
+        else:
             try:
                 found = await self.check(scope)
             except Refusal as exc:
                 await _answer(scope, receive, send, exc.status, exc.title, exc.detail)
                 return
             scope.setdefault("state", {}).update(found)
-        limit = self.limit(scope.get("method", "GET"), path)
+            limit = self.limit(scope.get("method", "GET"), path)
         body = await _read_within(scope, receive, limit)
         if body is None:
             detail = f"a request to {path} carries at most {limit:,} bytes"

@@ -162,7 +162,12 @@ class ReplayGuard:
         at = float(timestamp)
         if at <= self._floor:
             return False
-        key = hashlib.sha256(signature.encode("ascii", "replace")).digest()
+        # The decoded bytes, not the header: base64 spells one signature several ways (the
+        # unused bits of its last character), and the verifier accepts each of them.
+        try:
+            key = hashlib.sha256(base64.b64decode(signature, validate=True)).digest()
+        except ValueError:
+            return False
         if key in self._seen:
             return False
         if len(self._seen) >= self._limit:

@@ -38,6 +38,7 @@ from gsomia.node.notewatch import NoteWatch
 from gsomia.node.priority import lower_priority, raise_database_sessions, raise_priority
 from gsomia.node.sequencer import Sequencer
 from gsomia.node.service import LANES, Node
+from gsomia.node.wire import BoundedHttpTools
 from gsomia.node.witness import Witness
 from gsomia.store.db import open_node_database
 
@@ -151,8 +152,8 @@ def _server(app: Any, address: tuple[str, int], context: ssl.SSLContext | None =
             access_log=False,
             lifespan="off",
             # httptools (llhttp, in C) parses requests instead of h11 in pure Python: a flash
-            # report's server-side cost is mostly request handling (README, Performance).
-            http="httptools",
+            # report's server-side cost is mostly request handling (README, Performance),
+            http=BoundedHttpTools,  # with the request's head bounded (``wire.py``)
             # Open SSE streams, and a partner's idle keep-alive TLS connections (which never answer
             # close_notify), would otherwise hold shutdown forever.
             timeout_graceful_shutdown=3,

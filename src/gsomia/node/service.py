@@ -31,7 +31,7 @@ from gsomia.agreement.schemes import spelling
 from gsomia.agreement.terms import Agreement, Note, NoteType
 from gsomia.errors import GsomiaError, InvalidHistory
 from gsomia.keyring import KeyRotationInvalid
-from gsomia.label import Label, LabelInvalid, display, marking_for, new_item_id
+from gsomia.label import Label, LabelInvalid, display, is_item_id, marking_for, new_item_id
 from gsomia.node import egress, keychain, trace
 from gsomia.node.clock import Clock
 from gsomia.node.config import NodeConfig
@@ -460,6 +460,8 @@ class Node(NodeLedger):
             raise InvalidHistory("note", "type", "not a valid diplomatic note") from None
         if at.tzinfo is None:
             raise InvalidHistory("note", "at", "must carry a UTC offset")
+        if not 1900 <= at.year <= 9000:  # past the last datetime once moved to another zone
+            raise InvalidHistory("note", "at", "must lie between the years 1900 and 9000")
         peer = self._peer_of(body["agreement"])
         current = self.agreement(peer)
         candidate = current.with_notes(
@@ -887,8 +889,15 @@ class Node(NodeLedger):
         A subject who may not know of the item (principle 5: not in the inventory, and no read
         without a purpose permitted) is answered exactly as for an id that does not exist."""
         unknown = NotFound(f"no item {item_id}")
+        if not is_item_id(item_id):  # cannot name an item: nothing to look up, nothing learnt
+            raise unknown
         row, history = self._stored_item(item_id)
         if row is None:
+            # Entered like the refusal of an item the subject may not know of, so neither the
+            # ledger's growth nor an auditor's listing tells a probe of one from the other.
+            missing = policy.Decision(False, (policy.Reason("R7", "no item with this id on this node"),))
+            with gate.begin(self.engine) as conn:
+                self._audit(conn, "read_denied", subject.id, item_id, missing.as_dict())
             raise unknown
         label = effective_label(Label.from_bytes(row["label"].encode("utf-8")), history)
         peer = row["peer"]
