@@ -134,6 +134,7 @@ def test_login_keeps_the_token_in_a_private_profile_and_never_shows_it(pair: Pai
     person = Person(pair, "KOR", "analyst", tmp_path / "home")
     token_file = tmp_path / "token"
     token_file.write_text(person.token + "\n")
+    token_file.chmod(0o600)  # a token file others may read is refused
     ran = person.run("login", "--node", person.node, "--cacert", str(person.cacert), "--token-file", str(token_file))
     assert ran.code == 0, ran.stderr
     assert "KOR" in ran.stdout

@@ -5,15 +5,20 @@ people's client sends its token to the node alone, and a partner-file import is 
 
 from __future__ import annotations
 
+import http.server
+import json
+import os
+import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
-from gsomia import users
+from gsomia import client, users
 from gsomia.demo import terms_only
 from gsomia.node import config as node_config
 from gsomia.node import peer
@@ -104,3 +109,129 @@ def test_user_add_refuses_an_unsafe_need_to_know_in_one_line(kor_config: Path, t
             node.add_user("lee.analyst", "analyst", None, ["../../x"])
     finally:
         node.engine.dispose()
+
+
+# --- the people's client: the token to the node alone, from a private file ------------------------
+
+
+class FakeNode(http.server.BaseHTTPRequestHandler):
+    """A node's user API as far as `gsomia login` asks: /health and /status. Records what came."""
+
+    seen: ClassVar[list[tuple[str, str | None]]] = []
+
+    def do_GET(self) -> None:
+        FakeNode.seen.append((self.path, self.headers.get("Authorization")))
+        body = json.dumps({"party": "KOR"} if self.path == "/health" else {}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def fake_node() -> Iterator[str]:
+    FakeNode.seen = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeNode)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def proxy() -> Iterator[tuple[str, list[bytes]]]:
+    """A TCP listener posing as the HTTP proxy: every byte any connection sends to it is kept."""
+    received: list[bytes] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(5)
+                try:
+                    received.append(conn.recv(65536) or b"(connected)")
+                except OSError:
+                    received.append(b"(connected)")
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}", received
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
+
+
+def login_env(home: Path, proxy_url: str | None = None) -> dict[str, str]:
+    env = {
+        k: v for k, v in os.environ.items() if k.lower() not in {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
+    }
+    env["GSOMIA_HOME"] = str(home)
+    if proxy_url:
+        env.update(HTTP_PROXY=proxy_url, HTTPS_PROXY=proxy_url, ALL_PROXY=proxy_url)
+    return env
+
+
+def test_login_sends_its_token_to_the_node_alone_never_to_a_proxy_of_the_environment(
+    tmp_path: Path, fake_node: str, proxy: tuple[str, list[bytes]]
+) -> None:
+    proxy_url, received = proxy
+    token = "gsk_" + "t" * 43
+    token_file = tmp_path / "token"
+    token_file.write_text(token + "\n")
+    token_file.chmod(0o600)
+    ran = run(
+        "login", "--node", fake_node, "--token-file", str(token_file), env=login_env(tmp_path / "home", proxy_url)
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert received == []  # nothing reached the "proxy": not the token, not a connection
+    assert ("/status", f"Bearer {token}") in FakeNode.seen
+    assert ("/health", None) in FakeNode.seen  # open to anyone: it needs no token and gets none
+
+
+def test_the_client_takes_no_proxy_netrc_or_ca_file_from_the_environment(
+    tmp_path: Path, fake_node: str, proxy: tuple[str, list[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proxy_url, received = proxy
+    (tmp_path / ".netrc").write_text("machine 127.0.0.1 login someone password secret\n")
+    monkeypatch.setenv("NETRC", str(tmp_path / ".netrc"))
+    monkeypatch.setenv("HTTP_PROXY", proxy_url)
+    monkeypatch.setenv("ALL_PROXY", proxy_url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    with client.NodeClient(fake_node, "gsk_secret") as node:
+        assert node.http.trust_env is False
+        assert "authorization" not in node.http.headers
+        assert node.health() == {"party": "KOR"}
+        node.status()
+    assert received == []
+    assert FakeNode.seen == [("/health", None), ("/status", "Bearer gsk_secret")]
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604])
+def test_login_refuses_a_token_file_others_may_read(tmp_path: Path, fake_node: str, mode: int) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("gsk_" + "t" * 43 + "\n")
+    token_file.chmod(mode)
+    home = tmp_path / "home"
+    ran = run("login", "--node", fake_node, "--token-file", str(token_file), env=login_env(home))
+    assert ran.returncode == 2, ran.stdout + ran.stderr
+    assert ran.stderr.strip().splitlines() == [
+        f"gsomia: error: --token-file: {token_file}: others may read it (mode {mode:04o}); chmod 600 it"
+    ]
+    assert FakeNode.seen == []  # refused before the node is asked
+    assert not (home / "profile.toml").exists()

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -164,9 +166,16 @@ def login(
         raise NodeError("--cacert: give the node's certificate (keys/PARTY.crt): it is self-signed")
     if token_file is not None:
         try:
-            token = token_file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise NodeError(f"--token-file: {token_file}: {exc.strerror}") from None
+            with token_file.open(encoding="utf-8") as f:
+                # Like ssh with a private key: a token others could read is a token given away,
+                # and saying nothing would teach that it is fine.
+                mode = stat.S_IMODE(os.fstat(f.fileno()).st_mode)
+                if mode & 0o077:
+                    raise NodeError(f"--token-file: {token_file}: others may read it (mode {mode:04o}); chmod 600 it")
+                token = f.read().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not text"
+            raise NodeError(f"--token-file: {token_file}: {reason}") from None
     elif not sys.stdin.isatty():
         token = sys.stdin.readline().strip()
     else:

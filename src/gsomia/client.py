@@ -228,11 +228,16 @@ class NodeClient:
             except ssl.SSLError:
                 raise NodeError(f"--cacert: {cacert}: not a PEM certificate") from None
         self._timeout = timeout
+        # The token goes to the node alone, and only on requests that need it (``_auth``): no
+        # default header, and nothing from the environment (trust_env=False): an HTTP(S)_PROXY
+        # would receive it, plain or by CONNECT to whatever the proxy says; .netrc would add
+        # its own credentials; SSL_CERT_FILE would replace the node's pinned certificate.
+        self._auth = {"Authorization": f"Bearer {token}"}
         self.http = httpx.Client(
             base_url=self.node,
-            headers={"Authorization": f"Bearer {token}"},
             timeout=httpx.Timeout(timeout, connect=10.0),
             verify=verify,
+            trust_env=False,
         )
 
     @classmethod
@@ -283,7 +288,9 @@ class NodeClient:
             return NodeError(detail, status, detail, reasons)
         return NodeError(detail.replace("\n", " "), status, detail)
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _request(self, method: str, path: str, token: bool = True, **kwargs: Any) -> Any:
+        if token:
+            kwargs["headers"] = {**self._auth, **kwargs.get("headers", {})}
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
@@ -298,7 +305,7 @@ class NodeClient:
     # The API ---------------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
-        return dict(self._request("GET", "/health"))
+        return dict(self._request("GET", "/health", token=False))  # open to anyone: no token
 
     def status(self) -> dict[str, Any]:
         return dict(self._request("GET", "/status"))
@@ -355,7 +362,7 @@ class NodeClient:
         params = {"purpose": purpose} if purpose else None
         path = f"/items/{item_id}"
         try:
-            with self.http.stream("GET", path, params=params) as response:
+            with self.http.stream("GET", path, params=params, headers=self._auth) as response:
                 if not response.is_success:
                     raise self.problem(response)
                 total = int(response.headers.get("content-length", "0")) or None
@@ -391,7 +398,7 @@ class NodeClient:
 
         Raises ``NodeError`` (no answer, or a refusal); a connection that drops mid-stream
         raises it too, with ``status`` None: the caller resumes from the last id it saw."""
-        headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+        headers = {**self._auth, **({"Last-Event-ID": last_event_id} if last_event_id else {})}
         # The node sends a comment every 15 s: a minute of silence is a dead connection.
         timeout = httpx.Timeout(60.0, connect=10.0)
         try:
