@@ -27,7 +27,7 @@ from sqlalchemy import Column, Connection, DateTime, Integer, LargeBinary, Strin
 from sqlalchemy import update as sql_update
 from sqlalchemy.exc import DBAPIError
 
-from gsomia import audit, ledger, merkle
+from gsomia import audit, ledger, merkle, records
 from gsomia.demo import terms_only
 from gsomia.files import load_private
 from gsomia.node import config as node_config
@@ -78,12 +78,32 @@ def _populate(root: Path, url: str | None) -> list[str]:
     analyst = node.authenticate(kor.tokens["analyst"])
     assert analyst is not None
     items += [r["item_id"] for r in node.provide(analyst, specs[:2])]
-    node.own_head(max_age=0)  # the node's own signed head
     jpn = load_private(nodes["JPN"].root / "keys" / "JPN.key")
+    _records_notes_users(node, kor.tokens["security_authority"], jpn, items)
+    node.own_head(max_age=0)  # the node's own signed head
     with engine.begin() as conn:  # and one of its partner's, as the witness keeps them
         audit.store_head(conn, ledger.sign_head(jpn, "JPN", 3, b"\x07" * 32, datetime.now(UTC)))
     engine.dispose()
     return items
+
+
+def _records_notes_users(node: Node, authority_token: str, jpn: Any, items: list[str]) -> None:
+    """Rows of every table a decision reads beside the items: records made here and received from
+    the partner (one answering another, so ``ref`` is set), a note with a reference and conditions,
+    and a revoked user."""
+    authority = node.authenticate(authority_token)
+    assert authority is not None
+    node.make_record(authority, "reclassification", items[1], {"classification": "군사III급비밀"})
+    now = datetime.now(UTC)
+    request = records.make(jpn, "consent_request", "JPN", "jpn.authority", items[2], now, recipient="USA")
+    node.receive_record("JPN", request.as_dict())
+    decision = records.make(
+        jpn, "consent_decision", "JPN", "jpn.authority", items[2], now, request_id=request.id, grant=False
+    )
+    node.receive_record("JPN", decision.as_dict())
+    node.record_note(authority, "JPN", "termination_notice", now + timedelta(days=3650), ["c1"], "MOFA-1")
+    node.add_user("kor.gone", "analyst", "군사II급비밀", ["nk-missile"])
+    node.revoke_user("kor.gone")
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -223,11 +243,31 @@ def _named(conn: Connection, table: str, row: dict[str, Any]) -> str:
         kinds = ("key_rotation", "key_rotation_received")
     elif table == "alarms":
         kinds = ("alarm", "alarm_received")
+    elif table in _BY_FIELD:
+        return f"entry {_entry_of(conn, table, row)}"
     else:
         raise AssertionError(f"say how `audit verify` names a row of {table}")
     e = t.ledger_entries
     found = conn.execute(select(e.c.idx).where(e.c.kind.in_(kinds)).order_by(e.c.idx)).scalars().first()
     return f"entry {found}"
+
+
+# How the entry recording a row of these tables names it: (entry kinds, detail field, row column).
+_BY_FIELD = {
+    "records": (audit.RECORD_KINDS, "record_id", "record_id"),
+    "notes": (audit.NOTE_KINDS, "note_id", "note_id"),
+    "users": (("user_added",), "user", "user_id"),
+}
+
+
+def _entry_of(conn: Connection, table: str, row: dict[str, Any]) -> int:
+    """The index of the entry whose detail names ``row``, read from the hashed bytes."""
+    kinds, field, column = _BY_FIELD[table]
+    e = t.ledger_entries
+    for idx, body in conn.execute(select(e.c.idx, e.c.body).where(e.c.kind.in_(list(kinds))).order_by(e.c.idx)):
+        if json.loads(body)["detail"].get(field) == row[column]:
+            return int(idx)
+    raise AssertionError(f"no entry records {table} row {row[column]}")
 
 
 @pytest.mark.parametrize(("table", "column"), _columns(), ids=[f"{a}.{b}" for a, b in _columns()])
@@ -263,6 +303,25 @@ def test_a_row_deleted_from_any_checked_table_is_reported_with_the_entry(node: C
         assert r.returncode == 0, r.stderr
         return
     refused(r, named)
+
+
+_NAMED_BY = {"records": "record_id", "notes": "note_id", "users": "user_id"}
+
+
+@pytest.mark.parametrize("table", sorted(_NAMED_BY))
+def test_a_row_inserted_into_records_notes_or_users_is_reported(node: Copy, table: str) -> None:
+    """A copy of a genuine row under a new name (and token): no entry records it."""
+    tab = t.metadata.tables[table]
+    with node.connect() as conn:
+        row = _row_of(conn, table, _NAMED_BY[table])
+        forged = {k: v for k, v in row.items() if k != "seq"}
+        forged[_NAMED_BY[table]] = str(uuid.uuid4()) if table != "users" else "kor.forged"
+        if table == "users":
+            forged["token_hash"] = "0" * 64
+        conn.execute(tab.insert().values(forged))
+        seq = conn.execute(select(tab.c.seq).where(tab.c[_NAMED_BY[table]] == forged[_NAMED_BY[table]])).scalar_one()
+    r = node.verify()
+    refused(r, f"row #{seq} of {table}")
 
 
 # --- the finding, step by step ---------------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, LargeBinary, Table, cast, insert, select
 
-from gsomia import ledger, merkle
+from gsomia import ledger, merkle, records
 from gsomia.errors import GsomiaError
 from gsomia.keyring import KeyHistory, KeyRotationInvalid, Rotation
 from gsomia.keys import PrivateKeys, PublicKeys
@@ -69,12 +69,29 @@ UNBOUND = frozenset(
         ("alarms", "seq"),
     }
 )
+# Records (R5, R6, R8, R9, R11), diplomatic notes (R13, R14) and users decide what a node lets
+# anyone do: each is entered with the row it writes (``records.make`` / ``_received``,
+# ``diplomatic_note`` / ``_received``, ``user_added`` / ``user_revoked``).
+RECORD_KINDS = frozenset({*records.KINDS, *(f"{k}_received" for k in records.KINDS)})
+NOTE_KINDS = ("diplomatic_note", "diplomatic_note_received")
+USER_KINDS = ("user_added", "user_revoked")
+UNBOUND = UNBOUND | {("records", "seq"), ("notes", "seq"), ("users", "seq")}
 # Tables a row can go missing from unnoticed: each tree head is a signed statement on its own,
 # which no entry records; losing one loses evidence the partner's witness holds as well.
 UNCOUNTED = frozenset({"tree_heads"})
 # Everything ``verify_node`` checks, by table: the test that tampers with each column of each
 # of them reads this, and the schema, so a column added later is tampered with too.
-CHECKED_TABLES = ("ledger_entries", "ledger_nodes", "ledger_state", "tree_heads", "key_rotations", "alarms")
+CHECKED_TABLES = (
+    "ledger_entries",
+    "ledger_nodes",
+    "ledger_state",
+    "tree_heads",
+    "key_rotations",
+    "alarms",
+    "records",
+    "notes",
+    "users",
+)
 
 
 def verify_node(engine: Engine, own: PublicKeys, peers: dict[str, PublicKeys]) -> dict[str, Any]:
@@ -85,22 +102,46 @@ def verify_node(engine: Engine, own: PublicKeys, peers: dict[str, PublicKeys]) -
     with the key of its size (``KeyHistory.key_for_head``)."""
     from gsomia.node import keychain
 
-    recorded: dict[str, dict[Any, tuple[int, dict[str, Any]]]] = {"key_rotations": {}, "alarms": {}}
+    recorded: dict[str, dict[Any, tuple[int, dict[str, Any]]]] = {
+        "key_rotations": {},
+        "alarms": {},
+        "records": {},
+        "notes": {},
+        "users": {},
+    }
+    # Per user, the latest entry of each kind: a row holds what the last of them says.
+    user_entries: dict[str, dict[str, tuple[int, dict[str, Any]]]] = {}
 
-    def keep(table: str, key: Callable[[dict[str, Any]], Any]) -> ledger_store.Watch:
+    def keep(table: str, key: Callable[[dict[str, Any]], Any], latest: bool = False) -> ledger_store.Watch:
         def seen(index: int, data: dict[str, Any]) -> None:
             try:
                 found = key(data["detail"])
+                if not isinstance(found, str | tuple):
+                    raise TypeError
             except (KeyError, TypeError):
                 raise AuditFailure(
                     f"entry {index} ({data['kind']}) does not say which row of {table} it records"
                 ) from None
-            recorded[table].setdefault(found, (index, data))
+            if latest:
+                recorded[table][found] = (index, data)
+            else:
+                recorded[table].setdefault(found, (index, data))
 
         return seen
 
+    def user_seen(index: int, data: dict[str, Any]) -> None:
+        detail = data.get("detail")
+        user = detail.get("user") if isinstance(detail, dict) else None
+        if not isinstance(user, str):
+            raise AuditFailure(f"entry {index} ({data['kind']}) does not say which row of users it records")
+        user_entries.setdefault(user, {})[str(data["kind"])] = (index, data)
+        recorded["users"][user] = user_entries[user].get("user_added", (index, data))
+
     watch = dict.fromkeys(_ROTATION_KINDS, keep("key_rotations", lambda d: (d["party"], d["number"])))
     watch.update(dict.fromkeys(_ALARM_KINDS, keep("alarms", lambda d: d["alarm_id"])))
+    watch.update(dict.fromkeys(RECORD_KINDS, keep("records", lambda d: d["record_id"])))
+    watch.update(dict.fromkeys(NOTE_KINDS, keep("notes", lambda d: d["note_id"])))
+    watch.update(dict.fromkeys(USER_KINDS, user_seen))
     with engine.connect() as conn:
         try:
             result = ledger_store.verify_all(conn, watch=watch)
@@ -116,6 +157,27 @@ def verify_node(engine: Engine, own: PublicKeys, peers: dict[str, PublicKeys]) -
                 chains[code] = keychain.history(conn, key)
         except KeyRotationInvalid as exc:
             raise AuditFailure(f"key chain: {exc}") from None
+        _check_beside(
+            conn,
+            t.records,
+            recorded["records"],
+            lambda r: r["record_id"],
+            lambda row, _i, data: record_differs(row, data, own.party, chains),
+        )
+        _check_beside(
+            conn,
+            t.notes,
+            recorded["notes"],
+            lambda r: r["note_id"],
+            lambda row, _i, data: note_differs(row, data, own.party),
+        )
+        _check_beside(
+            conn,
+            t.users,
+            recorded["users"],
+            lambda r: r["user_id"],
+            lambda row, _i, _d: user_differs(row, *_latest_user(user_entries, row["user_id"])),
+        )
         checked = _check_heads(conn, own.party, chains, result.size)
         _check_queue(conn, t.ledger_queue, "")
         queued = ledger_store.queued(conn)
@@ -200,6 +262,102 @@ def _rotation_says(row: Any, index: int, data: dict[str, Any]) -> str | None:
 def _alarm_says(row: Any, index: int, data: dict[str, Any]) -> str | None:
     d = data["detail"]
     return _differs(row, {c.name: d.get(c.name) for c in t.alarms.c if ("alarms", c.name) not in UNBOUND})
+
+
+def _origin(data: dict[str, Any], own: str) -> Any:
+    """The node a row came from: this one for its own entry, the sender for a ``…_received`` one."""
+    return data["actor"] if str(data["kind"]).endswith("_received") else own
+
+
+def record_differs(row: Any, data: dict[str, Any], own: str, chains: dict[str, KeyHistory]) -> str | None:
+    """A stored record against the entry that recorded it (its body is the record's body), and its
+    signature against its author's key chain: the entry does not hold the signature."""
+    d = data["detail"]
+    if not isinstance(d, dict):
+        return "detail"
+    wrong = _differs(
+        row,
+        {
+            "record_id": d["record_id"],
+            "kind": d["kind"],
+            "item_id": d["item_id"],
+            "ref": d.get("request_id") or d.get("report_id"),
+            "origin": _origin(data, own),
+            "body": records.canonical(d).decode("utf-8"),
+            "created_at": d["at"],
+        },
+    )
+    if wrong:
+        return wrong
+    chain = chains.get(str(d.get("by")))
+    if chain is None:
+        return "signature"
+    try:
+        records.verify({"body": d, "signature": row["signature"]}, chain, str(d["by"]))
+    except records.RecordInvalid:
+        return "signature"
+    return None
+
+
+def note_differs(row: Any, data: dict[str, Any], own: str) -> str | None:
+    """A stored diplomatic note against the entry that recorded it: every column."""
+    d = data["detail"]
+    if not isinstance(d, dict):
+        return "detail"
+    conditions = d.get("conditions") or []
+    if not isinstance(conditions, list):
+        return "conditions"
+    return _differs(
+        row,
+        {
+            "note_id": d["note_id"],
+            "agreement": d["agreement"],
+            "at": d["at"],
+            "by": d["by"],
+            "type": d["type"],
+            "conditions": json.dumps(conditions, ensure_ascii=False),
+            "ref": d.get("ref"),
+            "recorded_by": str(d.get("recorded_by") or _origin(data, own)),
+            "origin": _origin(data, own),
+        },
+    )
+
+
+def _latest_user(
+    entries: dict[str, dict[str, tuple[int, dict[str, Any]]]], user: Any
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    found = entries.get(str(user), {})
+    added = found.get("user_added")
+    if added is None:
+        raise KeyError(user)
+    revoked = found.get("user_revoked")
+    return added[1]["detail"], revoked[1] if revoked is not None and revoked[0] > added[0] else None
+
+
+def user_differs(row: Any, added: dict[str, Any], revoked: dict[str, Any] | None) -> str | None:
+    """A user's row against its ``user_added`` entry's detail and the ``user_revoked`` entry after it.
+
+    An entry written before need-to-know, party and the token's hash were recorded binds what it
+    records: role and clearance (docs/ledger.md says how such a user is bound afresh)."""
+    if not isinstance(added, dict):
+        return "detail"
+    said: dict[str, Any] = {"user_id": added["user"], "role": added["role"], "clearance": added.get("clearance")}
+    for name in ("party", "token_hash", "created_at"):
+        if name in added:
+            said[name] = added[name]
+    if "need_to_know" in added:
+        said["need_to_know"] = json.dumps(sorted(added["need_to_know"]), ensure_ascii=False)
+    wrong = _differs(row, said)
+    if wrong:
+        return wrong
+    if revoked is None:
+        return None if row["revoked_at"] is None else "revoked_at"
+    if not isinstance(row["revoked_at"], datetime):
+        return "revoked_at"
+    detail = revoked["detail"]
+    if isinstance(detail, dict) and "revoked_at" in detail and _instant(detail["revoked_at"]) != row["revoked_at"]:
+        return "revoked_at"
+    return None
 
 
 def _instant(text: Any) -> datetime | None:

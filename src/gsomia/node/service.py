@@ -21,11 +21,27 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, all_, and_, any_, bindparam, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    LargeBinary,
+    Table,
+    all_,
+    and_,
+    any_,
+    bindparam,
+    cast,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 
-from gsomia import envelope, policy, records, users
+from gsomia import audit as audit_kinds
+from gsomia import envelope, merkle, policy, records, users
 from gsomia.agreement import lifecycle
 from gsomia.agreement.schemes import spelling
 from gsomia.agreement.terms import Agreement, Note, NoteType
@@ -304,6 +320,10 @@ class Node(NodeLedger):
     # streams showed it.
     _stream_reads: dict[tuple[str, str], None] = field(default_factory=dict)
     _stream_reads_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Rows that decide (users, notes, records) are used only as their ledger entry, or their
+    # author's signature, vouches for them (principle 6); what was checked is remembered here,
+    # so the check costs a dict lookup after the first time (``_bound``).
+    _bound: _Bound = field(default_factory=lambda: _Bound())
 
     def __post_init__(self) -> None:
         self.party = self.config.party
@@ -319,10 +339,14 @@ class Node(NodeLedger):
     # --- agreements and notes ---------------------------------------------------------
 
     def reload_notes(self) -> None:
-        """Apply the notes recorded on this node to each agreement file's own history."""
+        """Apply the notes recorded on this node to each agreement file's own history.
+
+        Only a note whose ledger entry says the same is applied: a row written behind the
+        node's back neither ends nor revives the agreement, and raises an alarm instead."""
         with self.engine.connect() as conn:
             rows = conn.execute(select(t.notes).order_by(t.notes.c.seq)).mappings().all()
         self._notes_mark = (len(rows), max((r["seq"] for r in rows), default=0))
+        rows = self._entered_notes(rows)
         self._notes_checked = time.monotonic()
         for code in self.config.peers:
             base = self.config.agreement_with(code)
@@ -508,6 +532,7 @@ class Node(NodeLedger):
             }
         )
         token = "gsk_" + secrets.token_urlsafe(32)
+        created = self.clock.now()
         try:
             with self.engine.begin() as conn:
                 conn.execute(
@@ -518,24 +543,35 @@ class Node(NodeLedger):
                         clearance=clearance,
                         need_to_know=json.dumps(sorted(need_to_know), ensure_ascii=False),
                         token_hash=token_hash(token),
-                        created_at=self.clock.now(),
+                        created_at=created,
                     )
                 )
-                self._audit(conn, "user_added", "cli", None, {"user": user_id, "role": role, "clearance": clearance})
+                # Every column a decision reads, so the row is checked against the entry (principle 6).
+                entered = {
+                    "user": user_id,
+                    "party": self.party,
+                    "role": subject.role.value,
+                    "clearance": clearance,
+                    "need_to_know": sorted(need_to_know),
+                    "token_hash": token_hash(token),
+                    "created_at": created.isoformat(),
+                }
+                self._audit(conn, "user_added", "cli", None, entered)
         except IntegrityError:
             raise GsomiaError(f"user {user_id!r} already exists") from None
         return token
 
     def revoke_user(self, user_id: str) -> None:
+        now = self.clock.now()
         with self.engine.begin() as conn:
             done = conn.execute(
                 update(t.users)
                 .where(t.users.c.user_id == user_id, t.users.c.revoked_at.is_(None))
-                .values(revoked_at=self.clock.now())
+                .values(revoked_at=now)
             ).rowcount
             if not done:
                 raise NotFound(f"no active user {user_id!r}")
-            self._audit(conn, "user_revoked", "cli", None, {"user": user_id})
+            self._audit(conn, "user_revoked", "cli", None, {"user": user_id, "revoked_at": now.isoformat()})
 
     def list_users(self) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
@@ -556,6 +592,8 @@ class Node(NodeLedger):
         with reading(self.engine) as conn:
             row = conn.execute(_USER_BY_TOKEN, {"token_hash": token_hash(token)}).mappings().first()
         if row is None:
+            return None
+        if not self._user_bound(row):
             return None
         return policy.Subject(
             id=row["user_id"],
@@ -1167,7 +1205,7 @@ class Node(NodeLedger):
             .where(t.records.c.item_id == item_id)
             .order_by(t.records.c.seq)
         )
-        return [records.Record(json.loads(b), sig) for b, sig in rows]
+        return [r for r in (self._signed_record(b, sig) for b, sig in rows) if r is not None]
 
     def _reclassifications(self, conn: Connection, item_ids: list[str]) -> dict[str, list[records.Record]]:
         found: dict[str, list[records.Record]] = {}
@@ -1179,8 +1217,118 @@ class Node(NodeLedger):
             .order_by(t.records.c.seq)
         )
         for item_id, body, sig in rows:
-            found.setdefault(item_id, []).append(records.Record(json.loads(body), sig))
+            record = self._signed_record(body, sig)
+            if record is not None:
+                found.setdefault(item_id, []).append(record)
         return found
+
+    # --- rows bound to the ledger at run time (principle 6) -----------------------------------
+
+    def _signed_record(self, body: str, signature: str) -> records.Record | None:
+        """A stored record, if its author's node key signed it (``records.verify``); else None,
+        and an alarm: a row written behind the node's back never decides anything.
+
+        Records are few per item; each one verified is remembered by its exact bytes."""
+        bound = self._bound
+        key = (body, signature)
+        if key in bound.signed:
+            return bound.signed[key]
+        record: records.Record | None = None
+        data: Any = None
+        try:
+            data = json.loads(body)
+            by = str(data.get("by")) if isinstance(data, dict) else ""
+            chain = self.own_chain if by == self.party else self.peer_chains.get(by)
+            if chain is not None:
+                record = records.verify({"body": data, "signature": signature}, chain, by)
+        except (ValueError, RecursionError, records.RecordInvalid):
+            record = None
+        if record is None:
+            what = data.get("record_id") if isinstance(data, dict) else None
+            self._alarm_once("tampered_record", f"record {what!r}: its signature does not verify (database edited)")
+        if len(bound.signed) >= _BOUND_KEPT:
+            bound.signed.clear()
+        bound.signed[key] = record
+        return record
+
+    def _scan_bound_entries(self) -> None:
+        """The ledger's user and note entries since the last look, each checked against its leaf hash."""
+        bound = self._bound
+        e = t.ledger_entries.c
+        kinds = [*audit_kinds.USER_KINDS, *audit_kinds.NOTE_KINDS]
+        body = cast(e.body, LargeBinary) if self.engine.dialect.name == "sqlite" else e.body
+        with reading(self.engine) as conn:
+            rows = conn.execute(
+                select(e.idx, body, e.leaf_hash).where(e.idx > bound.scanned, e.kind.in_(kinds)).order_by(e.idx)
+            ).all()
+        for idx, raw, leaf in rows:
+            data = raw.encode("utf-8") if isinstance(raw, str) else bytes(raw)
+            bound.scanned = max(bound.scanned, int(idx))
+            if merkle.leaf_hash(data) != bytes(leaf):
+                continue  # an altered entry vouches for nothing (``audit verify`` names it)
+            try:
+                entry = json.loads(data)
+                detail = entry["detail"]
+                kind = entry["kind"]
+                name = detail["note_id"] if kind in audit_kinds.NOTE_KINDS else detail["user"]
+            except (ValueError, KeyError, TypeError):
+                continue
+            if entry.get("index") != idx or kind not in kinds or not isinstance(name, str):
+                continue
+            if kind in audit_kinds.NOTE_KINDS:
+                bound.notes.setdefault(name, entry)
+            else:
+                bound.users.setdefault(name, {})[kind] = (int(idx), entry)
+
+    def _entered_notes(self, rows: Sequence[Any]) -> list[Any]:
+        """The notes whose ledger entry says what their row says; an alarm for any other."""
+        self._scan_bound_entries()
+        kept = []
+        for row in rows:
+            entry = self._bound.notes.get(row["note_id"])
+            try:
+                wrong = "no ledger entry" if entry is None else audit_kinds.note_differs(row, entry, self.party)
+            except (KeyError, TypeError):
+                wrong = "detail"
+            if wrong is None:
+                kept.append(row)
+            else:
+                detail = f"note {row['note_id']}: its row is not what its ledger entry says ({wrong}; database edited)"
+                self._alarm_once("tampered_note", detail)
+        return kept
+
+    def _user_bound(self, row: Any) -> bool:
+        """Whether a user's row is what its ledger entries say; checked once per process per row."""
+        bound = self._bound
+        key = tuple(row[c] for c in _USER_COLUMNS)
+        known = bound.user_rows.get(key)
+        if known is not None:
+            return known
+        self._scan_bound_entries()
+        found = bound.users.get(row["user_id"], {})
+        added, revoked = found.get("user_added"), found.get("user_revoked")
+        try:
+            if added is None:
+                wrong: str | None = "no ledger entry"
+            else:
+                later = revoked[1] if revoked is not None and revoked[0] > added[0] else None
+                wrong = audit_kinds.user_differs(row, added[1]["detail"], later)
+        except (KeyError, TypeError):
+            wrong = "detail"
+        if wrong is not None:
+            detail = f"user {row['user_id']}: its row is not what its ledger entry says ({wrong}; database edited)"
+            self._alarm_once("tampered_user", detail)
+        if len(bound.user_rows) >= _BOUND_KEPT:
+            bound.user_rows.clear()
+        bound.user_rows[key] = wrong is None
+        return wrong is None
+
+    def _alarm_once(self, kind: str, detail: str) -> None:
+        """Tell both security authorities (``raise_alarm``), once per process for the same finding."""
+        if (kind, detail) in self._bound.alarmed:
+            return
+        self._bound.alarmed.add((kind, detail))
+        self.raise_alarm(kind, self.party, detail)
 
     def register(self, subject: policy.Subject, item_id: str) -> dict[str, Any]:
         """Where an item is (R8): holder, current marking, copies, translations, destruction."""
@@ -1429,7 +1577,7 @@ class Node(NodeLedger):
             q = select(t.records.c.body, t.records.c.signature).order_by(t.records.c.seq)
             if item_id:
                 q = q.where(t.records.c.item_id == item_id)
-            all_records = [records.Record(json.loads(b), sig) for b, sig in conn.execute(q)]
+            all_records = [r for r in (self._signed_record(b, sig) for b, sig in conn.execute(q)) if r is not None]
         out = []
         for r in all_records:
             if r.kind in ("consent_request", "compromise_report"):
@@ -1653,6 +1801,23 @@ STREAM_READS_KEPT = 100_000
 # Labels kept for the egress guard (``Node.sealed_labels``), about 1 KB each. Past this many (a
 # partner down for long, rows another process sent) they are dropped and the guard parses labels.
 SEALED_LABELS_KEPT = 50_000
+
+
+_BOUND_KEPT = 100_000  # records and user rows remembered as checked, past which they are checked again
+_USER_COLUMNS = tuple(c.name for c in t.users.c if c.name != "seq")
+
+
+@dataclass
+class _Bound:
+    """What this process has checked against the ledger or a signature (``Node._user_bound``,
+    ``Node._signed_record``, ``Node._entered_notes``)."""
+
+    scanned: int = -1  # the highest ledger index read for user and note entries
+    users: dict[str, dict[str, tuple[int, dict[str, Any]]]] = field(default_factory=dict)
+    notes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    user_rows: dict[tuple[Any, ...], bool] = field(default_factory=dict)
+    signed: dict[tuple[str, str], records.Record | None] = field(default_factory=dict)
+    alarmed: set[tuple[str, str]] = field(default_factory=set)
 
 
 def effective_label(label: Label, history: Sequence[records.Record]) -> Label:
