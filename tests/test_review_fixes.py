@@ -12,17 +12,21 @@ import socket
 import subprocess
 import sys
 import threading
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 
+import test_deploy as deploy
 from gsomia import client, users
 from gsomia.demo import terms_only
+from gsomia.errors import GsomiaError
 from gsomia.node import config as node_config
-from gsomia.node import peer
+from gsomia.node import partner, peer
 from gsomia.node.clock import SystemClock
+from gsomia.node.init import PeerEntry
 from gsomia.node.provision import provision_pair
 from gsomia.node.service import Node
 from gsomia.store.db import open_database
@@ -235,3 +239,140 @@ def test_login_refuses_a_token_file_others_may_read(tmp_path: Path, fake_node: s
     ]
     assert FakeNode.seen == []  # refused before the node is asked
     assert not (home / "profile.toml").exists()
+
+
+# --- a partner-file import is all or nothing ---------------------------------------------------
+
+
+def node_files(config: Path) -> dict[str, bytes | None]:
+    keys_dir = config.parent / "keys"
+    paths = [config, keys_dir / "JPN.pub", keys_dir / "JPN.crt", keys_dir / "JPN.partner.json"]
+    return {p.name: p.read_bytes() if p.exists() else None for p in paths}
+
+
+@pytest.fixture
+def kor_with_partner(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """KOR's node with JPN's file imported; and a second JPN node's partner file (another
+    certificate for JPN, well formed): (KOR's node.toml, JPN's file, the other file)."""
+    kor, jpn = deploy.init(tmp_path, "KOR"), deploy.init(tmp_path, "JPN")
+    (tmp_path / "other").mkdir()
+    rogue = deploy.init(tmp_path / "other", "JPN")
+    jpn_file, rogue_file = tmp_path / "JPN.partner.json", tmp_path / "rogue.json"
+    deploy.export(jpn, jpn_file)
+    deploy.export(rogue, rogue_file)
+    done = deploy.gsomia("node", "import-partner-file", jpn_file, "--config", kor, "--yes", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    return kor, jpn_file, rogue_file
+
+
+def test_a_partner_file_with_a_quote_in_its_url_is_refused_and_changes_nothing(
+    kor_with_partner: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    kor, jpn_file, rogue_file = kor_with_partner
+    before = node_files(kor)
+    evil = json.loads(rogue_file.read_text())
+    evil["peer_url"] = 'https://u"@127.0.0.1:30712'
+    (tmp_path / "evil.json").write_text(json.dumps(evil))
+    done = deploy.gsomia(
+        "node", "import-partner-file", tmp_path / "evil.json", "--config", kor, "--yes", "--replace", cwd=tmp_path
+    )
+    deploy.refused(done, "peer_url")
+    assert node_files(kor) == before
+    again = deploy.gsomia("node", "import-partner-file", jpn_file, "--config", kor, "--yes", cwd=tmp_path)
+    assert "nothing changed" in again.stdout
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        'https://u"@127.0.0.1:30712',
+        "https://u@127.0.0.1:30712",
+        "https://127.0.0.1:30712\n[peers.USA]",
+        "https://127.0.0.1:30712/\x00",
+        "https://127.0.0.1:30712/?",
+        "https://127.0.0.1:30712/#x",
+        "https://127.0.0.1:30712/peer",
+        "https://127.0.0.1:030712",
+        "https://127.0.0.1",
+        "http://127.0.0.1:30712",
+        "https://bad_host:30712",
+    ],
+)
+def test_a_peer_url_is_https_host_and_port_alone(url: str) -> None:
+    with pytest.raises(partner.PartnerFileInvalid) as refused:
+        partner._https_url(url, "peer_url")
+    assert "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize("url", ["https://127.0.0.1:8711", "https://jpn.example:8711/", "https://[::1]:8711"])
+def test_a_peer_url_of_host_and_port_is_accepted(url: str) -> None:
+    assert partner._https_url(url, "peer_url") == url.rstrip("/")
+
+
+def test_every_value_of_a_peer_table_is_quoted_as_toml() -> None:
+    """A value cannot end its string: what is read back is what was written, and nothing more."""
+    entry = PeerEntry("JPN", 'https://u"@h:1\n[peers.USA]\nurl = "x', 'keys/"J\\PN.pub', "keys/\x7fJPN.crt", "a\tb")
+    parsed = tomllib.loads(entry.toml())
+    assert parsed == {
+        "peers": {
+            "JPN": {
+                "url": entry.url,
+                "flash_url": entry.flash_url,
+                "public_key": entry.public_key,
+                "tls_cert": entry.tls_cert,
+            }
+        }
+    }
+
+
+def fail_after_staging(monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    """Make the import fail once its new files are written under their temporary names."""
+    if where == "reload":
+
+        def load(path: Path) -> Any:
+            assert list((path.parent / "keys").glob(".*.import")) == [], "the staged files are in place by now"
+            raise GsomiaError(f"{path}: forced failure")
+
+        monkeypatch.setattr(node_config, "load", load)
+    else:
+        real = os.replace
+
+        def replace(src: Any, dst: Any) -> None:
+            if str(src).endswith(".partner.json.import"):  # the keys are renamed, the record is next
+                raise OSError(28, "No space left on device")
+            real(src, dst)
+
+        monkeypatch.setattr(os, "replace", replace)  # the one os module: partner.py renames with it
+
+
+@pytest.mark.parametrize("where", ["reload", "rename"])
+def test_a_failed_import_leaves_every_file_as_it_was(
+    kor_with_partner: tuple[Path, Path, Path], monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    kor, jpn_file, rogue_file = kor_with_partner
+    before = node_files(kor)
+    cfg = node_config.load(kor)
+    other = partner.load(rogue_file)
+    fail_after_staging(monkeypatch, where)
+    with pytest.raises(GsomiaError):
+        partner.record(cfg, other, replace=True)
+    assert node_files(kor) == before
+    assert sorted(p.name for p in (kor.parent / "keys").iterdir() if p.name.startswith(".")) == []
+    monkeypatch.undo()
+    assert partner.plan(node_config.load(kor), partner.load(jpn_file)) == "same"
+
+
+def test_importing_the_same_file_again_restores_what_differs_on_disk(
+    kor_with_partner: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """ "Already imported" is decided by the files the node uses, not by the copy kept of the file."""
+    kor, jpn_file, rogue_file = kor_with_partner
+    before = node_files(kor)
+    crt = kor.parent / "keys" / "JPN.crt"
+    crt.write_text(json.loads(rogue_file.read_text())["tls_cert"])
+    assert partner.plan(node_config.load(kor), partner.load(jpn_file)) == "replace"
+    again = deploy.gsomia("node", "import-partner-file", jpn_file, "--config", kor, "--yes", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "nothing changed" not in again.stdout
+    assert node_files(kor) == before
+    assert partner.plan(node_config.load(kor), partner.load(jpn_file)) == "same"

@@ -148,16 +148,25 @@ class PeerEntry:
     flash_url: str | None = None
 
     def toml(self) -> str:
-        flash = f'flash_url = "{self.flash_url}"\n' if self.flash_url else ""
+        flash = f"flash_url = {_quote(self.flash_url)}\n" if self.flash_url else ""
         return (
-            f'[peers.{self.party}]\nurl = "{self.url}"\n{flash}'
-            f'public_key = "{self.public_key}"\ntls_cert = "{self.tls_cert}"\n'
+            f"[peers.{check_party(self.party, 'peers')}]\nurl = {_quote(self.url)}\n{flash}"
+            f"public_key = {_quote(self.public_key)}\ntls_cert = {_quote(self.tls_cert)}\n"
         )
 
 
+_TOML_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+
+
 def _quote(value: str) -> str:
-    """A TOML basic string (paths and URLs: backslashes and quotes escaped)."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A TOML basic string holding ``value`` exactly: every value ``node.toml`` is written with
+    goes through here, so no value can end its string or line and add a key of its own. Quotes
+    and backslashes escaped, control characters (DEL too) as ``\\uXXXX``."""
+    return (
+        '"'
+        + "".join(_TOML_ESCAPES.get(c) or (f"\\u{ord(c):04X}" if ord(c) < 0x20 or ord(c) == 0x7F else c) for c in value)
+        + '"'
+    )
 
 
 def render_config(
@@ -177,24 +186,24 @@ def render_config(
     """The text of ``node.toml`` (the format: ``node.config``)."""
     lines = [
         f"# gsomia node {party} (written {now.isoformat(timespec='seconds')})",
-        f'party = "{party}"',
+        f"party = {_quote(party)}",
         f"agreements = [{', '.join(_quote(str(a)) for a in agreements)}]",
         f"database_url = {_quote(database_url)}",
     ]
     if flash_database_url:
         lines.append(f"flash_database_url = {_quote(flash_database_url)}")
     lines += [
-        f'key = "keys/{party}.key"',
-        f'tls_cert = "keys/{party}.crt"',
-        f'tls_key = "keys/{party}.tls.key"',
-        f'listen = "{listen[0]}:{listen[1]}"',
+        f"key = {_quote(f'keys/{party}.key')}",
+        f"tls_cert = {_quote(f'keys/{party}.crt')}",
+        f"tls_key = {_quote(f'keys/{party}.tls.key')}",
+        f"listen = {_quote(f'{listen[0]}:{listen[1]}')}",
     ]
     if not user_tls:
         lines.append("user_tls = false")
-    lines.append(f'peer_listen = "{peer_listen[0]}:{peer_listen[1]}"')
+    lines.append(f"peer_listen = {_quote(f'{peer_listen[0]}:{peer_listen[1]}')}")
     if flash_listen and flash_peer_listen:
-        lines.append(f'flash_listen = "{flash_listen[0]}:{flash_listen[1]}"')
-        lines.append(f'flash_peer_listen = "{flash_peer_listen[0]}:{flash_peer_listen[1]}"')
+        lines.append(f"flash_listen = {_quote(f'{flash_listen[0]}:{flash_listen[1]}')}")
+        lines.append(f"flash_peer_listen = {_quote(f'{flash_peer_listen[0]}:{flash_peer_listen[1]}')}")
     lines.append(f"demo = {'true' if demo else 'false'}")
     # The partners: `gsomia node import-partner-file` adds a [peers.X] table below. An empty
     # [peers] heading only while there is none: a key added at the end of the top-level keys

@@ -19,13 +19,16 @@ The file (JSON, ``kind = "gsomia-partner-file"``, ``v = 1``):
 
 Importing writes ``keys/PARTY.pub``, ``keys/PARTY.crt`` and ``keys/PARTY.partner.json``
 into the node's directory, a ``[peers.PARTY]`` table into its ``node.toml``, and the
-rotation statements into its database, where ``node serve`` finds them all.
+rotation statements into its database, where ``node serve`` finds them all. The files go
+all or nothing (``_install``): an import that fails leaves every one as it was. The same file
+imported again changes nothing only if what is on disk is still what it says.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +43,7 @@ from gsomia.files import atomic_output, read_bytes
 from gsomia.keyring import KeyHistory, KeyRotationInvalid, Rotation
 from gsomia.keys import KeyFileInvalid, PublicKeys
 from gsomia.node.config import NodeConfig
-from gsomia.node.init import WILDCARDS, PeerEntry, check_party, write_config
+from gsomia.node.init import WILDCARDS, PeerEntry, check_host, check_party, write_config
 
 KIND = "gsomia-partner-file"
 _FIELDS = {"kind", "v", "party", "agreement", "suite", "public_key", "rotations", "tls_cert", "peer_url"}
@@ -116,20 +119,38 @@ def fingerprint(content: bytes) -> str:
     return " ".join(digest[i : i + 4] for i in range(0, len(digest), 4))
 
 
+_URL_REFUSED = re.compile(r"[\x00-\x20\x7f-\x9f\"'\\`<>{}|^]")  # control characters, quotes, space
+
+
 def _https_url(value: Any, field: str) -> str:
+    """``https://HOST:PORT`` (a trailing ``/`` allowed) and nothing else: a host name or IP
+    address, a port, no user, path, query or fragment, no control character or quote. The
+    URL is written into ``node.toml`` and called with the node's key: refused here, it can
+    neither break the file nor carry a second meaning."""
     if not isinstance(value, str):
         raise PartnerFileInvalid(f"{field}: must be an https:// URL")
+    shown = repr(value[:100]) + ("..." if len(value) > 100 else "")  # repr: one line, whatever it holds
+    if not value.isascii() or _URL_REFUSED.search(value):
+        raise PartnerFileInvalid(f"{field}: {shown} holds a control character, space, quote or non-ASCII letter")
     try:
         parts = urlsplit(value)
         port = parts.port
     except ValueError:
-        raise PartnerFileInvalid(f"{field}: {value!r} is not a URL") from None
-    if parts.scheme != "https" or not parts.hostname or parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise PartnerFileInvalid(f"{field}: {value!r} must be https://HOST:PORT (mutual TLS), nothing after it")
-    if port is None:
-        raise PartnerFileInvalid(f"{field}: {value!r} names no port")
-    if parts.hostname in WILDCARDS:
-        raise PartnerFileInvalid(f"{field}: {value!r} is a wildcard address, not one the partner can call")
+        raise PartnerFileInvalid(f"{field}: {shown} is not a URL") from None
+    if parts.scheme != "https" or "?" in value or "#" in value or parts.path not in ("", "/") or "@" in parts.netloc:
+        raise PartnerFileInvalid(f"{field}: {shown} must be https://HOST:PORT (mutual TLS), nothing after it")
+    if port is None or port == 0:
+        raise PartnerFileInvalid(f"{field}: {shown} names no port")
+    host = parts.hostname or ""
+    if host in WILDCARDS:
+        raise PartnerFileInvalid(f"{field}: {shown} is a wildcard address, not one the partner can call")
+    try:
+        checked = check_host(host, field)
+    except InvalidInput:
+        raise PartnerFileInvalid(f"{field}: {shown}: {host!r} is not a host name or IP address") from None
+    netloc = (f"[{checked}]" if ":" in checked else checked) + f":{port}"
+    if parts.netloc.lower() != netloc.lower():  # e.g. a port spelled 08711, or [v4] brackets
+        raise PartnerFileInvalid(f"{field}: {shown} must be https://HOST:PORT (mutual TLS), nothing after it")
     return value.rstrip("/")
 
 
@@ -303,6 +324,29 @@ def known(config: NodeConfig, party: str) -> PartnerFile | None:
     return parse(path.read_bytes(), str(path)) if path.exists() else None
 
 
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def on_disk(config: NodeConfig, partner: PartnerFile) -> bool:
+    """Whether what ``node serve`` would use for ``partner.party`` is the file's: its key and
+    certificate files, and the ``[peers.PARTY]`` table (the address, and the files it names)."""
+    folder = config.tls_cert.parent
+    peer = config.peers.get(partner.party)
+    return (
+        peer is not None
+        and peer.url == partner.peer_url
+        and peer.flash_url == partner.flash_url
+        and peer.public_key.to_bytes() == partner.anchor.to_bytes()
+        and _read(peer.tls_cert) == partner.tls_cert
+        and _read(folder / f"{partner.party}.pub") == partner.anchor.to_bytes()
+        and _read(folder / f"{partner.party}.crt") == partner.tls_cert
+    )
+
+
 def _peer_block(text: str, party: str) -> tuple[int, int] | None:
     """Where the ``[peers.PARTY]`` table is in ``node.toml``'s text: (start, end) offsets."""
     header = re.search(rf"(?m)^\[peers\.{party}\][ \t]*(#.*)?$", text)
@@ -318,7 +362,9 @@ def plan(config: NodeConfig, partner: PartnerFile, replace: bool = False) -> str
     check_for(config, partner)
     earlier = known(config, partner.party)
     if earlier is not None and earlier.canonical() == partner.canonical():
-        return "same"
+        if on_disk(config, partner):
+            return "same"
+        return "replace"  # the file confirmed before, and what the node would use differs: put it back
     if earlier is None and partner.party not in config.peers:
         return "new"
     if not replace:
@@ -331,7 +377,6 @@ def plan(config: NodeConfig, partner: PartnerFile, replace: bool = False) -> str
 
 def record(config: NodeConfig, partner: PartnerFile, replace: bool = False) -> Imported:
     """Record ``partner`` in the node's directory, node.toml and database (see the module)."""
-    from gsomia.node import config as node_config
     from gsomia.node import keychain
     from gsomia.store.db import open_node_database
 
@@ -357,10 +402,6 @@ def record(config: NodeConfig, partner: PartnerFile, replace: bool = False) -> I
             keychain.learn(engine, KeyHistory.start(partner.anchor), list(partner.rotations), "import-partner-file")
     finally:
         engine.dispose()
-    with atomic_output(folder / f"{partner.party}.pub") as f:
-        f.write(partner.anchor.to_bytes())
-    with atomic_output(folder / f"{partner.party}.crt") as f:
-        f.write(partner.tls_cert)
     relative = folder.relative_to(config.path.parent) if folder.is_relative_to(config.path.parent) else folder
     entry = PeerEntry(
         partner.party,
@@ -377,12 +418,50 @@ def record(config: NodeConfig, partner: PartnerFile, replace: bool = False) -> I
         start, end = place
         tail = text[end:]
         updated = text[:start] + entry.toml() + ("\n" + tail if tail else "")
-    write_config(config.path, updated)
-    try:
-        node_config.load(config.path)
-    except GsomiaError:
-        write_config(config.path, text)  # leave the node as it was
-        raise
-    with atomic_output(_record_path(config, partner.party)) as f:
-        f.write(partner.to_bytes())
+    _install(
+        config,
+        {
+            folder / f"{partner.party}.pub": partner.anchor.to_bytes(),
+            folder / f"{partner.party}.crt": partner.tls_cert,
+            _record_path(config, partner.party): partner.to_bytes(),
+        },
+        updated,
+    )
     return Imported(partner, changed=True, replaced=step == "replace")
+
+
+def _install(config: NodeConfig, files: dict[Path, bytes], updated: str) -> None:
+    """All or nothing: ``files`` and ``node.toml``'s new text in place, and the node's
+    configuration loading with them; or, on any failure, every one of them as it was.
+
+    The new files are written beside their places under other names first (a full disk fails
+    there, before anything changed); then node.toml, then the renames, the record last; then
+    the configuration is loaded as ``node serve`` will load it, from the files in place (on a
+    first import, the key files it names exist only then)."""
+    from gsomia.node import config as node_config
+
+    before = {path: (_read(path), path.stat().st_mode & 0o777 if path.exists() else 0) for path in files}
+    text = config.path.read_text(encoding="utf-8")
+    staged: dict[Path, Path] = {}
+    try:
+        for path, content in files.items():
+            staged[path] = path.with_name(f".{path.name}.import")
+            with atomic_output(staged[path]) as f:
+                f.write(content)
+        write_config(config.path, updated)
+        for path, new in staged.items():
+            os.replace(new, path)
+        node_config.load(config.path)
+    except BaseException as exc:
+        write_config(config.path, text)
+        for path, (old, mode) in before.items():
+            if old is None:
+                path.unlink(missing_ok=True)
+            else:
+                with atomic_output(path, mode=mode) as f:
+                    f.write(old)
+        for new in staged.values():
+            new.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise InvalidInput(f"{config.path}: cannot import ({exc.strerror or exc}); nothing changed") from None
+        raise
