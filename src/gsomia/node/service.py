@@ -572,6 +572,7 @@ class Node(NodeLedger):
             if not done:
                 raise NotFound(f"no active user {user_id!r}")
             self._audit(conn, "user_revoked", "cli", None, {"user": user_id, "revoked_at": now.isoformat()})
+        self._bound.scanned_at = float("-inf")  # the next authentication reads the revocation
 
     def list_users(self) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
@@ -1257,6 +1258,7 @@ class Node(NodeLedger):
         e = t.ledger_entries.c
         kinds = [*audit_kinds.USER_KINDS, *audit_kinds.NOTE_KINDS]
         body = cast(e.body, LargeBinary) if self.engine.dialect.name == "sqlite" else e.body
+        bound.scanned_at = time.monotonic()
         with reading(self.engine) as conn:
             rows = conn.execute(
                 select(e.idx, body, e.leaf_hash).where(e.idx > bound.scanned, e.kind.in_(kinds)).order_by(e.idx)
@@ -1279,6 +1281,7 @@ class Node(NodeLedger):
                 bound.notes.setdefault(name, entry)
             else:
                 bound.users.setdefault(name, {})[kind] = (int(idx), entry)
+                bound.user_rows.clear()  # a user added or revoked: every row is checked afresh
 
     def _entered_notes(self, rows: Sequence[Any]) -> list[Any]:
         """The notes whose ledger entry says what their row says; an alarm for any other."""
@@ -1302,9 +1305,14 @@ class Node(NodeLedger):
         bound = self._bound
         key = tuple(row[c] for c in _USER_COLUMNS)
         known = bound.user_rows.get(key)
-        if known is not None:
+        # A row as it was before a revocation (revoked_at set back to null) is the same key: a
+        # revocation entered since the last look forgets what was remembered (``_scan_bound_entries``).
+        if known is not None and time.monotonic() - bound.scanned_at < BOUND_RESCAN:
             return known
         self._scan_bound_entries()
+        known = bound.user_rows.get(key)
+        if known is not None:
+            return known
         found = bound.users.get(row["user_id"], {})
         added, revoked = found.get("user_added"), found.get("user_revoked")
         try:
@@ -1804,6 +1812,11 @@ SEALED_LABELS_KEPT = 50_000
 
 
 _BOUND_KEPT = 100_000  # records and user rows remembered as checked, past which they are checked again
+# Seconds a user row checked against the ledger is taken as checked without a look for newer user
+# entries (one indexed query for the entries since): how long a revocation another process enters
+# could be undone by an insider setting ``revoked_at`` back to null. This process's own revocations
+# count at once.
+BOUND_RESCAN = 1.0
 _USER_COLUMNS = tuple(c.name for c in t.users.c if c.name != "seq")
 
 
@@ -1813,6 +1826,7 @@ class _Bound:
     ``Node._signed_record``, ``Node._entered_notes``)."""
 
     scanned: int = -1  # the highest ledger index read for user and note entries
+    scanned_at: float = float("-inf")  # when (monotonic) the ledger was last read for them
     users: dict[str, dict[str, tuple[int, dict[str, Any]]]] = field(default_factory=dict)
     notes: dict[str, dict[str, Any]] = field(default_factory=dict)
     user_rows: dict[tuple[Any, ...], bool] = field(default_factory=dict)
