@@ -326,3 +326,15 @@ def test_a_revocation_by_another_process_is_not_undone_by_reviving_the_row(
     monkeypatch.setattr(service, "BOUND_RESCAN", 0.0)
     assert kor.node.authenticate(token) is None
     assert kor.alarms("tampered_user")
+
+
+def test_a_note_received_from_the_partner_applies_after_a_restart_without_an_alarm(kor: Kor) -> None:
+    """The check holds genuine notes of either origin: the partner's is entered as ``…_received``."""
+    later = datetime.now(UTC) + timedelta(days=3650)
+    body = {**_note_row("termination_notice", later), "by": "JPN", "recorded_by": "jpn.authority"}
+    body = {k: v for k, v in body.items() if k != "origin"} | {"at": later.isoformat(), "conditions": ["c1"]}
+    assert kor.node.receive_note("JPN", body)
+    node = kor.restart()
+    assert node.status("JPN", later + timedelta(days=1)).termination is not None
+    assert node.alarms() == []
+    assert kor.verify().returncode == 0
