@@ -288,6 +288,9 @@ def test_a_partner_file_with_a_quote_in_its_url_is_refused_and_changes_nothing(
         'https://u"@127.0.0.1:30712',
         "https://u@127.0.0.1:30712",
         "https://127.0.0.1:30712\n[peers.USA]",
+        "https://127.0.0.1:30712\n",
+        "https://127.0.0.1:30712\t",
+        "https://127.0.0.1:30712\x7f",
         "https://127.0.0.1:30712/\x00",
         "https://127.0.0.1:30712/?",
         "https://127.0.0.1:30712/#x",
@@ -311,7 +314,7 @@ def test_a_peer_url_of_host_and_port_is_accepted(url: str) -> None:
 
 def test_every_value_of_a_peer_table_is_quoted_as_toml() -> None:
     """A value cannot end its string: what is read back is what was written, and nothing more."""
-    entry = PeerEntry("JPN", 'https://u"@h:1\n[peers.USA]\nurl = "x', 'keys/"J\\PN.pub', "keys/\x7fJPN.crt", "a\tb")
+    entry = PeerEntry("JPN", 'https://u"@h:1\n[peers.USA]\nurl = "x', 'keys/"J\\PN.pub', "keys/\x7fJPN.crt", 'x"y\n')
     parsed = tomllib.loads(entry.toml())
     assert parsed == {
         "peers": {
