@@ -151,7 +151,7 @@ def login(
     ] = None,
     token_file: Annotated[
         Path | None,
-        typer.Option(metavar="FILE", help="A file holding the token. Default: read from stdin, or asked for."),
+        typer.Option(metavar="FILE", help="The token's file (mode 0600). Default: read from stdin, or asked for."),
     ] = None,
     profile: ProfileOption = "default",
 ) -> None:
