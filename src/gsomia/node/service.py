@@ -1238,12 +1238,11 @@ class Node(NodeLedger):
         data: Any = None
         try:
             data = json.loads(body)
-            by = str(data.get("by")) if isinstance(data, dict) else ""
-            chain = self.own_chain if by == self.party else self.peer_chains.get(by)
-            if chain is not None:
-                record = records.verify({"body": data, "signature": signature}, chain, by)
-        except (ValueError, RecursionError, records.RecordInvalid):
-            record = None
+        except (ValueError, RecursionError):
+            data = None
+        by = str(data.get("by")) if isinstance(data, dict) else ""
+        if by == self.party or by in self.peer_chains:
+            record = self._verified(data, signature, by, fresh=False) or self._verified(data, signature, by, fresh=True)
         if record is None:
             what = data.get("record_id") if isinstance(data, dict) else None
             self._alarm_once("tampered_record", f"record {what!r}: its signature does not verify (database edited)")
@@ -1251,6 +1250,21 @@ class Node(NodeLedger):
             bound.signed.clear()
         bound.signed[key] = record
         return record
+
+    def _verified(self, data: dict[str, Any], signature: str, by: str, fresh: bool) -> records.Record | None:
+        """``records.verify`` with ``by``'s key chain as this process knows it, or (``fresh``) as
+        the database records it now: another process of the node may have learnt a rotation."""
+        chain = self.own_chain if by == self.party else self.peer_chains[by]
+        if fresh:
+            with reading(self.engine) as conn:
+                if by == self.party:
+                    chain = keychain.own_history(conn, by, self.public)
+                else:
+                    chain = keychain.history(conn, self.config.peers[by].public_key)
+        try:
+            return records.verify({"body": data, "signature": signature}, chain, by)
+        except (records.RecordInvalid, KeyRotationInvalid):
+            return None
 
     def _scan_bound_entries(self) -> None:
         """The ledger's user and note entries since the last look, each checked against its leaf hash."""
