@@ -29,7 +29,7 @@ from gsomia.demo import terms_only
 from gsomia.files import load_private
 from gsomia.keys import PrivateKeys
 from gsomia.node import config as node_config
-from gsomia.node import service
+from gsomia.node import keychain, service
 from gsomia.node.app import Broker, create_user_app
 from gsomia.node.clock import SystemClock
 from gsomia.node.delivery import Delivery
@@ -195,6 +195,28 @@ def test_a_genuine_reclassification_still_decides_and_a_deleted_one_is_named_by_
     with kor.node.engine.begin() as conn:
         conn.execute(delete(t.records).where(t.records.c.record_id == record_id))
     refused(kor.verify(), f"entry {entry_of(kor.node, 'reclassification', 'record_id', record_id)} ")
+
+
+def test_a_record_signed_with_a_key_another_process_rotated_to_is_honoured(kor: Kor) -> None:
+    """The serving process knows the key chain it started with; `gsomia keys rotate` and a record
+    signed with the new key come from other processes. The chain recorded now vouches for it."""
+    serving, low = kor.node, _low_reader(kor)
+    [made] = serving.provide(kor.user("analyst"), [ItemSpec("JPN", LOWER, b"text", purposes=("nk-missile",))])
+    item = made["item_id"]
+    assert serving.read_item(low, item, purpose="nk-missile")["classification"] == LOWER
+    cfg = node_config.load(kor.config)
+    rotation = keychain.rotate(cfg, open_database(cfg.database_url))
+    other = Node(node_config.load(kor.config), open_database(cfg.database_url), SystemClock())
+    try:
+        assert other.public.kid == rotation.new.kid
+        authority = other.authenticate(kor.tokens["security_authority"])
+        assert authority is not None
+        other.make_record(authority, "reclassification", item, {"classification": SECRET})
+    finally:
+        other.dispose()
+    with pytest.raises(NotFound):  # raised by a genuine record: honoured, not taken for a forgery
+        serving.read_item(low, item, purpose="nk-missile")
+    assert kor.alarms("tampered_record") == []
 
 
 # --- H2: a note decides only with its ledger entry ---------------------------------------------
