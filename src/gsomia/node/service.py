@@ -1274,12 +1274,20 @@ class Node(NodeLedger):
         body = cast(e.body, LargeBinary) if self.engine.dialect.name == "sqlite" else e.body
         bound.scanned_at = time.monotonic()
         with reading(self.engine) as conn:
+            # Up to the last entry stored, which the next look starts after: every entry below it
+            # is committed (appenders take indexes in turn under the log's counter), so nothing
+            # is passed over, and a look reads only what was appended since (a range of the key).
+            last = conn.execute(select(func.max(e.idx))).scalar()
+            if last is None or last <= bound.scanned:
+                return
             rows = conn.execute(
-                select(e.idx, body, e.leaf_hash).where(e.idx > bound.scanned, e.kind.in_(kinds)).order_by(e.idx)
+                select(e.idx, body, e.leaf_hash)
+                .where(e.idx > bound.scanned, e.idx <= last, e.kind.in_(kinds))
+                .order_by(e.idx)
             ).all()
+        bound.scanned = int(last)
         for idx, raw, leaf in rows:
             data = raw.encode("utf-8") if isinstance(raw, str) else bytes(raw)
-            bound.scanned = max(bound.scanned, int(idx))
             if merkle.leaf_hash(data) != bytes(leaf):
                 continue  # an altered entry vouches for nothing (``audit verify`` names it)
             try:
