@@ -62,12 +62,16 @@ def raw_body(case: Any) -> bytes:
     return json.dumps(case.body, default=lambda o: o.decode("latin-1") if isinstance(o, bytes) else str(o)).encode()
 
 
-def send(client: Any, case: Any, body: bytes, headers: dict[str, str]) -> Any:
-    query = {k: v for k, v in (case.query or {}).items() if v is not None}
+def query_of(case: Any) -> dict[str, Any]:
+    return {k: v for k, v in (case.query or {}).items() if v is not None}
+
+
+def send(client: Any, case: Any, body: bytes, headers: dict[str, str], target: str | None = None) -> Any:
+    """``target``: the path and query exactly as signed (the peer API); else the case's, encoded by the client."""
     return client.request(
         case.method,
-        case.formatted_path,
-        params=query,
+        target or case.formatted_path,
+        params=None if target else query_of(case),
         content=body or None,
         headers={**(case.headers or {}), **headers},
     )
@@ -94,7 +98,8 @@ def test_peer_api_from_its_openapi_document_signed_by_the_partner(apps: dict[str
         before = stored(apps["node"])
         body = raw_body(case)
         path = case.formatted_path
-        response = send(apps["peer"], case, body, peer.sign_request(apps["jpn_key"], case.method, path, body))
+        target = peer.target(path, query_of(case))  # the signature covers the query as sent
+        response = send(apps["peer"], case, body, peer.sign_request(apps["jpn_key"], case.method, target, body), target)
         assert_problem(response)
         assert response.status_code != 401, response.text  # the signature held: the fuzzer reached the handler
         if response.status_code >= 400:

@@ -349,7 +349,7 @@ def test_a_flash_file_of_another_schema_is_remade_when_empty_and_refused_with_ro
     remade = _reopen(node)  # empty: made again
     remade.provide_alert(user(node, "duty_officer"), LAUNCH, None)
     _mark_older(remade)
-    with pytest.raises(flash.FlashFileError, match=r"made by another version of gsomia and holds 4 row\(s\) not yet"):
+    with pytest.raises(flash.FlashFileError, match=r"made by another version of gsomia and holds 4 rows not yet"):
         _reopen(node)
     remade.dispose()
 

@@ -446,7 +446,7 @@ def test_provide_after_termination_is_denied_citing_r14() -> None:
     for at in (EXPIRY, kst(2020, 1, 1), kst(2025, 6, 1)):
         decision = provide(at=at, agreement=TERMINATED)
         denied(decision, "R14", only=True)
-        assert "2019-11-22T15:00:00+00:00" in decision.reasons[0].text
+        assert "terminated at 2019-11-23 00:00 KST" in decision.reasons[0].text  # the instant, in the agreement's zone
 
 
 def test_the_release_instant_decides_an_item_in_flight_at_termination() -> None:
