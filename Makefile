@@ -27,6 +27,7 @@ test: compiled
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 	$(BIN)/mypy bench  # the benchmarks are scripts beside the package, checked on their own
+	$(BIN)/lint-imports  # the layering contracts in pyproject.toml
 	$(BIN)/python -m pytest -n 2  # two workers: the nodes a test starts leave a core idle much of the time
 
 bench: compiled  # every benchmark, each with its peer in the same run (README, Performance)
