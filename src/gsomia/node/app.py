@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 from sse_starlette.sse import EventSourceResponse
+from starlette.datastructures import Headers
 
 from gsomia import policy
 from gsomia.agreement import lifecycle
@@ -384,9 +385,7 @@ def _peer_message(model: type[Strict], name: str, body: bytes) -> dict[str, Any]
     try:
         model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid"}
-        where = ".".join([name, *(str(p) for p in first.get("loc", ()))])
-        raise Problem(422, "Invalid message", f"{where}: {first.get('msg', 'invalid')}") from None
+        raise Problem(422, "Invalid message", problems.validation_detail(exc.errors(), name)[0]) from None
     return data  # type: ignore[no-any-return]  # a dict: the model took it
 
 
@@ -428,11 +427,8 @@ def _parse_provide(body: bytes) -> list[ItemSpec]:
     try:
         parsed = ProvideIn.model_validate_json(body)
     except ValidationError as exc:
-        errors = [
-            {"loc": ["body", *(str(p) for p in e.get("loc", ()))], "msg": str(e.get("msg", ""))} for e in exc.errors()
-        ]
-        first = errors[0] if errors else {"loc": ["body"], "msg": "invalid request"}
-        raise Problem(400, "Invalid request", f"{'.'.join(first['loc'])}: {first['msg']}", errors=errors) from None
+        detail, errors = problems.validation_detail(exc.errors(), "body")
+        raise Problem(400, "Invalid request", detail, errors=errors) from None
     return [i.spec() for i in parsed.items]
 
 
@@ -731,17 +727,6 @@ def _body_schema(schema: dict[str, Any]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
-class _Headers:
-    """A scope's headers looked up by lower-case name, as ``peer.check_headers`` asks for them."""
-
-    def __init__(self, scope: intake.Scope) -> None:
-        self._scope = scope
-
-    def get(self, name: str, default: str | None = None) -> str | None:
-        value = intake.header(self._scope, name)
-        return default if value is None else value
-
-
 def create_peer_app(node: Node, broker: Broker, witness: Any = None, keys: Any = None) -> FastAPI:
     app = FastAPI(title=f"gsomia node {node.party}: peer API", version="1", docs_url=None, redoc_url=None)
     problems.install(app)
@@ -753,7 +738,7 @@ def create_peer_app(node: Node, broker: Broker, witness: Any = None, keys: Any =
         party = intake.header(scope, "x-gsomia-party") or ""
         if party not in node.config.peers:
             raise intake.Refusal(403, "Unknown peer", f"{party[:16] or 'no party'} is not a peer of {node.party}")
-        reason = peer_proto.check_headers(node.peer_chains[party], _Headers(scope), time.time())
+        reason = peer_proto.check_headers(node.peer_chains[party], Headers(scope=scope), time.time())
         if reason:
             if isinstance(reason, peer_proto.UnknownKey) and keys is not None:
                 keys.soon(party)  # it may have rotated its key: learn the chain; the sender retries
@@ -767,9 +752,9 @@ def create_peer_app(node: Node, broker: Broker, witness: Any = None, keys: Any =
         party = str(request.state.party)
         now = time.time()
         headers = request.headers
-        reason = peer_proto.verify_request(
-            node.peer_chains[party], request.method, peer_proto.received_target(request.scope), headers, body, now
-        )
+        target = peer_proto.received_target(request.scope)
+        # The headers passed the intake's check (``check``) before the body was read.
+        reason = peer_proto.verify_signature(node.peer_chains[party], request.method, target, headers, body)
         if reason:
             raise Problem(401, "Unauthenticated", reason)
         if not replays.fresh(headers["x-gsomia-signature"], headers["x-gsomia-timestamp"], now):

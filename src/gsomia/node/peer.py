@@ -130,8 +130,12 @@ def verify_request(
 ) -> str | None:
     """None if the request is signed by the party's current key within the allowed clock skew, else the reason."""
     reason = check_headers(chain, headers, time.time() if now is None else now)
-    if reason:
-        return reason
+    return reason or verify_signature(chain, method, path, headers, body)
+
+
+def verify_signature(chain: KeyHistory, method: str, path: str, headers: Any, body: bytes) -> str | None:
+    """None if the signature covers this request, by the party's current key; ``check_headers``
+    has passed the headers already (a server checks them before it reads the body)."""
     party, timestamp, signature = (
         headers.get(h) for h in ("x-gsomia-party", "x-gsomia-timestamp", "x-gsomia-signature")
     )

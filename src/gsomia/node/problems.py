@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -51,6 +52,14 @@ def problem_response(status: int, title: str, detail: str, instance: str | None 
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE)
 
 
+def validation_detail(raw: Sequence[Any], *prefix: str) -> tuple[str, list[dict[str, Any]]]:
+    """A validation failure as a problem states it: the first error as ``where.it.is: message``
+    (``prefix`` first: ``body``, ``note``), and every error with its location."""
+    errors = [{"loc": [*prefix, *(str(p) for p in e.get("loc", ()))], "msg": str(e.get("msg", ""))} for e in raw]
+    first = errors[0] if errors else {"loc": list(prefix), "msg": "invalid request"}
+    return f"{'.'.join(first['loc'])}: {first['msg']}", errors
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
@@ -62,9 +71,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", ""))} for e in exc.errors()]
-        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
-        detail = f"{'.'.join(first['loc'])}: {first['msg']}"
+        detail, errors = validation_detail(exc.errors())
         return problem_response(400, "Invalid request", detail, request.url.path, errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
