@@ -29,8 +29,9 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from gsomia.agreement.terms import PARTY_ZONES  # each party's own civil time, one map for all
+from gsomia.agreement.terms import party_zone as zone_of  # each party's own civil time, one map for all
 from gsomia.errors import GsomiaError
+from gsomia.words import count
 
 if TYPE_CHECKING:
     from gsomia.client import NodeClient
@@ -85,10 +86,6 @@ def _client(profile: str) -> tuple[NodeClient, str | None]:
 
     found = load_profile(profile)
     return NodeClient.from_profile(found), found.party
-
-
-def zone_of(party: str | None) -> ZoneInfo:
-    return ZoneInfo(PARTY_ZONES.get(party or "", "UTC"))
 
 
 def local(at: str, zone: ZoneInfo) -> datetime:
@@ -312,8 +309,10 @@ def _cut(text: str, width: int) -> Text:
     return shown
 
 
-def _row_json(row: dict[str, Any], zone: ZoneInfo) -> dict[str, Any]:
-    return {**row, "created_at": local(row["created_at"], zone).isoformat()}
+def _print_rows(rows: list[dict[str, Any]], zone: ZoneInfo) -> None:
+    """Item rows as JSON, each ``created_at`` in ISO 8601 with the reader's offset."""
+    shown = [{**row, "created_at": local(row["created_at"], zone).isoformat()} for row in rows]
+    print(json.dumps(shown, ensure_ascii=False, indent=2))
 
 
 def inbox(
@@ -327,7 +326,7 @@ def inbox(
     with client:
         rows = [r for r in client.items() if r.get("direction") == "in"]
     if as_json:
-        print(json.dumps([_row_json(r, zone) for r in rows], ensure_ascii=False, indent=2))
+        _print_rows(rows, zone)
         return
     if not rows:
         out.print("no items received", markup=False)
@@ -336,7 +335,7 @@ def inbox(
     width = min(out.width, 80)
     Console(highlight=False, width=1000 if wide else width).print(inbox_table(rows, zone, wide, width))
     if not wide:
-        out.print(f"{len(rows)} item{'s' if len(rows) != 1 else ''}; full ids: --wide or --json", markup=False)
+        out.print(f"{count(len(rows), 'item')}; full ids: --wide or --json", markup=False)
 
 
 INBOX_FIXED = 8 + 20 + 4 + 5 + 4 * 2  # id, time, party, lane and the two-cell gaps between the five columns
@@ -371,9 +370,9 @@ def items(
     zone = zone_of(party)
     with client:
         if as_json:
-            print(json.dumps([_row_json(r, zone) for r in client.items()], ensure_ascii=False, indent=2))
+            _print_rows(list(client.items()), zone)
             return
-        for r in client.items():
+        for r in client.items():  # page by page, as they come
             print(r["item_id"])
 
 
