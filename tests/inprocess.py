@@ -27,8 +27,9 @@ from nodes import AGREEMENT
 
 
 @contextmanager
-def in_process_apps(root: Path) -> Iterator[dict[str, Any]]:
-    nodes = provision_pair(root, terms_only(AGREEMENT, root / "terms.toml"))
+def in_process_apps(root: Path, terms_name: str = "terms.toml") -> Iterator[dict[str, Any]]:
+    """``terms_name``: the file the agreement's terms are written to, as refusals name it."""
+    nodes = provision_pair(root, terms_only(AGREEMENT, root / terms_name))
     kor_cfg = node_config.load(nodes["KOR"].config)
     jpn_cfg = node_config.load(nodes["JPN"].config)
     node = Node(kor_cfg, open_database(kor_cfg.database_url), SystemClock())
@@ -39,6 +40,7 @@ def in_process_apps(root: Path) -> Iterator[dict[str, Any]]:
     peer_client = TestClient(peer_app, raise_server_exceptions=False)
     try:
         yield {
+            "root": root,
             "node": node,
             "user": user,
             "peer": peer_client,
@@ -48,7 +50,7 @@ def in_process_apps(root: Path) -> Iterator[dict[str, Any]]:
             "jpn_key": jpn_cfg.key,
         }
     finally:
-        node.engine.dispose()
+        node.dispose()
 
 
 # What a refused request must leave as it was: the rows a request could add. (Not the ledger:

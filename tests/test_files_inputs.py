@@ -28,20 +28,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 
 from gsomia import files, users
 from gsomia.demo import terms_only
 from gsomia.errors import InvalidInput
 from gsomia.node import config as node_config
 from gsomia.node import peer
-from gsomia.node.app import Broker, create_peer_app, create_user_app
 from gsomia.node.clock import SystemClock
-from gsomia.node.delivery import Delivery
 from gsomia.node.problems import without_paths
 from gsomia.node.provision import provision_pair
 from gsomia.node.service import Node
 from gsomia.store.db import open_database
+from inprocess import in_process_apps
 from nodes import AGREEMENT, node_pair
 
 GSOMIA = str(Path(sys.executable).parent / "gsomia")
@@ -257,16 +255,8 @@ def test_users_check_is_pure_and_names_the_rule() -> None:
 
 @pytest.fixture(scope="module")
 def kor_apps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    root = tmp_path_factory.mktemp("paths")
-    nodes = provision_pair(root, terms_only(AGREEMENT, root / "agreement-terms.toml"))
-    cfg = node_config.load(nodes["KOR"].config)
-    node = Node(cfg, open_database(cfg.database_url), SystemClock())
-    broker = Broker()
-    user = TestClient(create_user_app(node, Delivery(node), broker), raise_server_exceptions=False)
-    peer_app = TestClient(create_peer_app(node, broker), raise_server_exceptions=False)
-    jpn_key = node_config.load(nodes["JPN"].config).key
-    yield {"root": root, "user": user, "peer": peer_app, "tokens": nodes["KOR"].tokens, "jpn_key": jpn_key}
-    node.dispose()
+    with in_process_apps(tmp_path_factory.mktemp("paths"), "agreement-terms.toml") as found:
+        yield found
 
 
 def assert_no_path(response: Any, root: Path) -> str:
