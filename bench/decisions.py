@@ -47,10 +47,10 @@ from typing import Any
 import casbin
 import cedarpy
 
-from gsomia.agreement import Agreement, load
-from gsomia.agreement.lifecycle import status
-from gsomia.label import Label, marking_for
-from gsomia.policy import Action, Role, Subject, decide
+from gsomia.core.agreement import Agreement, load
+from gsomia.core.agreement.lifecycle import status
+from gsomia.core.label import Label, marking_for
+from gsomia.core.policy import Action, Role, Subject, decide
 
 ROOT = Path(__file__).resolve().parents[1]
 KST = timezone(timedelta(hours=9))

@@ -44,11 +44,11 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from gsomia import envelope, keys
-from gsomia.agreement import Agreement, parse
-from gsomia.agreement.terms import Suite
-from gsomia.keys import PrivateKeys, PublicKeys
-from gsomia.label import Label
+from gsomia.core import envelope, keys
+from gsomia.core.agreement import Agreement, parse
+from gsomia.core.agreement.terms import Suite
+from gsomia.core.keys import PrivateKeys, PublicKeys
+from gsomia.core.label import Label
 
 ROOT = Path(__file__).resolve().parents[1]
 AGREEMENT_FILE = ROOT / "agreements" / "jp-kr-gsomia-2016.toml"

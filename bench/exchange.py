@@ -95,7 +95,7 @@ from typing import Any
 
 import httpx
 
-from gsomia.demo import terms_only
+from gsomia.cli.demo import terms_only
 from gsomia.node import config as node_config
 from gsomia.node.clock import SystemClock
 from gsomia.node.process import NodeProcess, start_all

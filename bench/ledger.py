@@ -62,7 +62,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, select, text
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-from gsomia import ledger, merkle
+from gsomia.core import ledger, merkle
 from gsomia.store import ledger_store
 from gsomia.store import schema as t
 from gsomia.store.db import open_database

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
-from gsomia.agreement import Note, NoteType, lifecycle, load
+from gsomia.core.agreement import Note, NoteType, lifecycle, load
 
 TARGET = 100_000  # calls per second
 RUNS = 5

@@ -22,10 +22,10 @@ from pathlib import Path
 import atheris
 
 with atheris.instrument_imports():
-    from gsomia.agreement import parse
-    from gsomia.envelope import EnvelopeError, Opener
-    from gsomia.keys import PrivateKeys, PublicKeys
-    from gsomia.label import LabelInvalid
+    from gsomia.core.agreement import parse
+    from gsomia.core.envelope import EnvelopeError, Opener
+    from gsomia.core.keys import PrivateKeys, PublicKeys
+    from gsomia.core.label import LabelInvalid
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

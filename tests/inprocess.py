@@ -14,7 +14,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from gsomia.demo import terms_only
+from gsomia.cli.demo import terms_only
 from gsomia.node import config as node_config
 from gsomia.node.app import Broker, create_peer_app, create_user_app
 from gsomia.node.clock import SystemClock

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 from sqlalchemy import create_engine, text
 
-from gsomia.demo import terms_only
+from gsomia.cli.demo import terms_only
 from gsomia.node.process import NodeProcess, start_all, stop_all
 from gsomia.node.provision import Provisioned, provision_pair
 

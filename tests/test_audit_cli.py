@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, insert, select, text
 
-from gsomia.demo import terms_only
+from gsomia.cli.demo import terms_only
 from gsomia.node import config as node_config
 from gsomia.node.clock import SystemClock
 from gsomia.node.provision import provision_pair

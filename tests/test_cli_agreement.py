@@ -1,6 +1,6 @@
 """``gsomia agreement status|timeline|check|replay`` run as a real process.
 
-Error handling lives in ``gsomia.cli.main`` (every ``GsomiaError`` is one line on
+Error handling lives in ``gsomia.cli.main.main`` (every ``GsomiaError`` is one line on
 stderr and exit 2), so these tests run the installed console script; only the
 many-instant status check runs in-process through Typer's test runner.
 """
@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from gsomia.cli import app
+from gsomia.cli.main import app
 
 ROOT = Path(__file__).resolve().parents[1]
 GSOMIA = Path(sys.executable).parent / "gsomia"

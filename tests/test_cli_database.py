@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gsomia.demo import terms_only
+from gsomia.cli.demo import terms_only
 from gsomia.node.provision import free_port, provision_pair
 from nodes import AGREEMENT, pg_databases
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gsomia.demo import terms_only
+from gsomia.cli.demo import terms_only
 from gsomia.node import config as node_config
 from gsomia.node.clock import SystemClock
 from gsomia.node.provision import provision_pair

@@ -29,8 +29,9 @@ from rich.cells import cell_len
 from rich.console import Console
 from typer.testing import CliRunner
 
-from gsomia import cli_people, client
-from gsomia.cli import app
+from gsomia.cli import client
+from gsomia.cli import people as cli_people
+from gsomia.cli.main import app
 from gsomia.node import intake
 from gsomia.node.app import ItemIn
 from nodes import Pair, node_pair

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from gsomia import keys
-from gsomia.keys import PrivateKeys, PublicKeys
+from gsomia.core import keys
+from gsomia.core.keys import PrivateKeys, PublicKeys
 
 GSOMIA = Path(sys.executable).parent / "gsomia"
 ROOT = Path(__file__).resolve().parents[1]

@@ -39,8 +39,8 @@ from typing import Any
 import httpx
 import pytest
 
-from gsomia import keys, tls
-from gsomia.node import partner
+from gsomia.core import keys
+from gsomia.node import partner, tls
 from gsomia.node.partner import PartnerFile
 from gsomia.node.provision import free_port
 from nodes import ROOT, pg_databases

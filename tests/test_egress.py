@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from gsomia.agreement import load
-from gsomia.agreement.terms import NoteType
-from gsomia.label import Label, new_item_id
+from gsomia.core.agreement import load
+from gsomia.core.agreement.terms import NoteType
+from gsomia.core.label import Label, new_item_id
 from gsomia.node import egress
 from nodes import AGREEMENT
 

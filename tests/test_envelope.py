@@ -3,7 +3,7 @@
 Every hostile input must end in one of the envelope's specific errors
 (``UnsupportedVersion``, ``LabelInvalid``, ``UnknownSigner``, ``NotARecipient``,
 ``Tampered``) and never in plaintext. The byte layout is parsed here independently
-of ``gsomia.envelope`` (``regions``), so a flip can be aimed at each region and the
+of ``gsomia.core.envelope`` (``regions``), so a flip can be aimed at each region and the
 expected error stated where it is determinate.
 """
 
@@ -26,9 +26,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gsomia import envelope, keys
-from gsomia.agreement import Agreement, load, parse
-from gsomia.envelope import (
+from gsomia.core import envelope, keys
+from gsomia.core.agreement import Agreement, load, parse
+from gsomia.core.envelope import (
     EnvelopeError,
     NotARecipient,
     Opener,
@@ -37,8 +37,8 @@ from gsomia.envelope import (
     UnknownSigner,
     UnsupportedVersion,
 )
-from gsomia.keys import PrivateKeys
-from gsomia.label import Label, LabelInvalid
+from gsomia.core.keys import PrivateKeys
+from gsomia.core.label import Label, LabelInvalid
 
 ROOT = Path(__file__).resolve().parents[1]
 AGREEMENT_FILE = ROOT / "agreements" / "jp-kr-gsomia-2016.toml"

@@ -29,15 +29,16 @@ from typing import Any
 
 import pytest
 
-from gsomia import files, users
-from gsomia.demo import terms_only
-from gsomia.errors import InvalidInput
+from gsomia.cli.demo import terms_only
+from gsomia.core import users
+from gsomia.core.errors import InvalidInput
 from gsomia.node import config as node_config
 from gsomia.node import peer
 from gsomia.node.clock import SystemClock
 from gsomia.node.problems import without_paths
 from gsomia.node.provision import provision_pair
 from gsomia.node.service import Node
+from gsomia.store import files
 from gsomia.store.db import open_database
 from inprocess import in_process_apps
 from nodes import AGREEMENT, node_pair
@@ -240,7 +241,7 @@ def test_the_service_refuses_what_the_command_line_refuses(kor_config: Path) -> 
 
 
 def test_users_check_is_pure_and_names_the_rule() -> None:
-    from gsomia.agreement import terms
+    from gsomia.core.agreement import terms
 
     agreement = terms.load(AGREEMENT)
     assert users.check_clearance([agreement], "JPN", "極秘") == "極秘"

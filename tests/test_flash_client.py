@@ -19,8 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gsomia import tls
-from gsomia.node import peer
+from gsomia.node import peer, tls
 from gsomia.node.provision import free_port
 
 

@@ -23,15 +23,14 @@ import httpx
 import pytest
 from sqlalchemy import Engine, func, select, text
 
-from gsomia import audit
-from gsomia.demo import terms_only
+from gsomia.cli.demo import terms_only
+from gsomia.core.policy import Subject
+from gsomia.node import audit, heads
 from gsomia.node import config as node_config
-from gsomia.node import heads
 from gsomia.node.clock import SystemClock
 from gsomia.node.delivery import Delivery
 from gsomia.node.provision import provision_pair
 from gsomia.node.service import ItemSpec, Node
-from gsomia.policy import Subject
 from gsomia.store import flash
 from gsomia.store import schema as t
 from gsomia.store.db import open_database

@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
-from gsomia.demo import terms_only
-from gsomia.errors import AgreementFileError
+from gsomia.cli.demo import terms_only
+from gsomia.core.errors import AgreementFileError
 from gsomia.node import config as node_config
 from gsomia.node.process import NodeProcess, answers
 from gsomia.node.provision import provision_pair

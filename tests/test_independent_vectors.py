@@ -27,8 +27,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.bindings._rust import openssl as rust_openssl
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from gsomia import ledger, merkle
-from gsomia.keys import PrivateKeys, kem_suite
+from gsomia.core import ledger, merkle
+from gsomia.core.keys import PrivateKeys, kem_suite
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
 HPKE_FILE = VECTORS / "rfc9180-hpke-x25519-sha256-aes256gcm.json"

@@ -24,19 +24,20 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import delete, insert, select, update
 
-from gsomia import policy, records
-from gsomia.demo import terms_only
-from gsomia.files import load_private
-from gsomia.keys import PrivateKeys
+from gsomia.cli.demo import terms_only
+from gsomia.core import policy, records
+from gsomia.core.errors import NotFound
+from gsomia.core.keys import PrivateKeys
 from gsomia.node import config as node_config
 from gsomia.node import keychain, service
 from gsomia.node.app import Broker, create_user_app
 from gsomia.node.clock import SystemClock
 from gsomia.node.delivery import Delivery
 from gsomia.node.provision import provision_pair
-from gsomia.node.service import ItemSpec, Node, NotFound
+from gsomia.node.service import ItemSpec, Node
 from gsomia.store import schema as t
 from gsomia.store.db import open_database
+from gsomia.store.files import load_private
 from nodes import AGREEMENT, pg_databases
 
 GSOMIA = str(Path(sys.executable).parent / "gsomia")

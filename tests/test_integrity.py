@@ -14,13 +14,13 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, select, update
 
-from gsomia.demo import terms_only
+from gsomia.cli.demo import terms_only
+from gsomia.core.policy import Subject
 from gsomia.node import config as node_config
 from gsomia.node.clock import SystemClock
 from gsomia.node.delivery import Delivery
 from gsomia.node.provision import provision_pair
 from gsomia.node.service import ItemSpec, Node
-from gsomia.policy import Subject
 from gsomia.store import schema as t
 from gsomia.store.db import open_database
 from nodes import AGREEMENT, FlashListener, Pair, User
@@ -222,7 +222,7 @@ def test_a_handed_over_flash_report_waits_for_older_rows_after_a_failure(kor: tu
     import json
     from io import BytesIO
 
-    from gsomia.envelope import peek_label
+    from gsomia.core.envelope import peek_label
 
     node = kor[0]
     duty = signed_in(kor, "duty_officer")
@@ -261,7 +261,7 @@ def test_a_stream_shows_a_fresh_report_as_decided_and_nothing_to_a_revoked_subsc
 
 
 def test_the_broker_hands_out_what_it_holds_and_defers_to_the_database_for_any_gap() -> None:
-    from gsomia.label import Label
+    from gsomia.core.label import Label
     from gsomia.node.app import Broker
     from gsomia.node.service import FreshAlert
 
@@ -285,7 +285,7 @@ def test_the_broker_hands_out_what_it_holds_and_defers_to_the_database_for_any_g
 def test_a_flash_reports_ledger_entry_is_queued_with_it_and_proven_once_sequenced(
     kor: tuple[Node, dict[str, str]],
 ) -> None:
-    from gsomia import audit
+    from gsomia.node import audit
 
     node = kor[0]
     duty = signed_in(kor, "duty_officer")
@@ -417,7 +417,7 @@ def test_the_egress_guard_decides_on_the_label_in_the_envelope_even_when_another
     from dataclasses import replace
     from io import BytesIO
 
-    from gsomia.envelope import peek_label
+    from gsomia.core.envelope import peek_label
     from gsomia.node.delivery import _guard_and_encode
 
     node = kor[0]
@@ -465,7 +465,7 @@ def test_a_claim_of_large_items_is_cut_into_deliveries_within_a_byte_budget(
     import json
     from io import BytesIO
 
-    from gsomia.envelope import peek_label
+    from gsomia.core.envelope import peek_label
     from gsomia.node import delivery as delivery_module
 
     node = kor[0]

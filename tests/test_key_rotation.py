@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, select
 
-from gsomia import keys
-from gsomia.demo import terms_only
+from gsomia.cli.demo import terms_only
+from gsomia.core import keys
 from gsomia.node import config as node_config
 from gsomia.node import keychain
 from gsomia.node.clock import SystemClock

@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gsomia import keys
-from gsomia.envelope import Opener, Sealer, UnknownSigner
-from gsomia.keyring import KeyHistory, KeyRotationInvalid, Rotation, rotate
-from gsomia.keys import PrivateKeys
-from gsomia.label import Label
+from gsomia.core import keys
+from gsomia.core.envelope import Opener, Sealer, UnknownSigner
+from gsomia.core.keyring import KeyHistory, KeyRotationInvalid, Rotation, rotate
+from gsomia.core.keys import PrivateKeys
+from gsomia.core.label import Label
 from test_envelope import agreement
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gsomia import keys, ledger, merkle
+from gsomia.core import keys, ledger, merkle
 
 
 def build(n: int) -> tuple[list[bytes], dict[tuple[int, int], bytes]]:

@@ -27,17 +27,17 @@ from sqlalchemy import Column, Connection, DateTime, Integer, LargeBinary, Strin
 from sqlalchemy import update as sql_update
 from sqlalchemy.exc import DBAPIError
 
-from gsomia import audit, ledger, merkle, records
-from gsomia.demo import terms_only
-from gsomia.files import load_private
+from gsomia.cli.demo import terms_only
+from gsomia.core import ledger, merkle, records
+from gsomia.node import audit, keychain
 from gsomia.node import config as node_config
-from gsomia.node import keychain
 from gsomia.node.clock import SystemClock
 from gsomia.node.provision import provision_pair
 from gsomia.node.service import ItemSpec, Node
 from gsomia.store import ledger_store
 from gsomia.store import schema as t
 from gsomia.store.db import open_database
+from gsomia.store.files import load_private
 from nodes import AGREEMENT, PG_ADMIN, pg_databases, pg_url
 
 GSOMIA = str(Path(sys.executable).parent / "gsomia")

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from gsomia.agreement import (
+from gsomia.core.agreement import (
     Agreement,
     MarkingError,
     Note,
@@ -29,7 +29,7 @@ from gsomia.agreement import (
     parse,
     status,
 )
-from gsomia.errors import AgreementFileError, InvalidHistory, InvalidInput
+from gsomia.core.errors import AgreementFileError, InvalidHistory, InvalidInput
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT / "agreements" / "jp-kr-gsomia-2016.toml"

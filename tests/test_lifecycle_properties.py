@@ -17,8 +17,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from gsomia.agreement import Agreement, Note, NoteType, State, Status, lifecycle, load, status
-from gsomia.errors import InvalidHistory
+from gsomia.core.agreement import Agreement, Note, NoteType, State, Status, lifecycle, load, status
+from gsomia.core.errors import InvalidHistory
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = load(ROOT / "agreements" / "jp-kr-gsomia-2016.toml")

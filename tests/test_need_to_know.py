@@ -23,13 +23,14 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, create_engine, select
 
-from gsomia import policy
-from gsomia.label import Label
+from gsomia.core import policy
+from gsomia.core.errors import NotFound
+from gsomia.core.label import Label
 from gsomia.node import config as node_config
 from gsomia.node import service
 from gsomia.node.app import Broker
 from gsomia.node.clock import SystemClock
-from gsomia.node.service import FreshAlert, ItemSpec, Node, NotFound
+from gsomia.node.service import FreshAlert, ItemSpec, Node
 from gsomia.store import flash
 from gsomia.store import schema as t
 from inprocess import in_process_apps
@@ -187,7 +188,7 @@ def test_a_refusal_shown_to_the_subject_names_nothing_above_their_clearance_or_o
 ) -> None:
     from datetime import UTC, datetime
 
-    from gsomia.agreement import load, status
+    from gsomia.core.agreement import load, status
     from nodes import AGREEMENT
 
     agreement = load(AGREEMENT)
@@ -214,7 +215,7 @@ def test_subjects_alike_but_for_their_id_and_rank_get_the_same_decision(
     """What lets a shell make one decision for every subscriber the policy weighs alike."""
     from datetime import UTC, datetime
 
-    from gsomia.agreement import load, status
+    from gsomia.core.agreement import load, status
     from nodes import AGREEMENT
 
     agreement = load(AGREEMENT)

@@ -20,10 +20,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gsomia.agreement import Agreement, NoteType, State, load, status
-from gsomia.label import Label, LabelInvalid, display, marking_for, narrows, validate
-from gsomia.policy import Action, Consent, Contractor, Decision, Role, Subject, decide
-from gsomia.rules import RULES
+from gsomia.core.agreement import Agreement, NoteType, State, load, status
+from gsomia.core.label import Label, LabelInvalid, display, marking_for, narrows, validate
+from gsomia.core.policy import Action, Consent, Contractor, Decision, Role, Subject, decide
+from gsomia.core.rules import RULES
 
 ROOT = Path(__file__).resolve().parents[1]
 AGREEMENT = load(ROOT / "agreements" / "jp-kr-gsomia-2016.toml")

@@ -9,7 +9,7 @@ purposes and consents, some of them near-misses of the one that would match.
 
 The expectations are written independently of the engine: the equivalence table
 and the dates of entry into force and termination are spelled out here by hand
-from docs/rules.md (R3, R13-R15), not computed by ``gsomia.agreement``.
+from docs/rules.md (R3, R13-R15), not computed by ``gsomia.core.agreement``.
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from hypothesis import HealthCheck, Phase, find, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import NoSuchExample
 
-from gsomia.agreement import Agreement, NoteType, load, status
-from gsomia.label import Label
-from gsomia.policy import Action, Consent, Contractor, Decision, Role, Subject, decide
-from gsomia.rules import RULES
+from gsomia.core.agreement import Agreement, NoteType, load, status
+from gsomia.core.label import Label
+from gsomia.core.policy import Action, Consent, Contractor, Decision, Role, Subject, decide
+from gsomia.core.rules import RULES
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = load(ROOT / "agreements" / "jp-kr-gsomia-2016.toml")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gsomia import ledger
+from gsomia.core import ledger
 from nodes import FlashListener, Pair, node_pair
 
 GSOMIA = str(Path(sys.executable).parent / "gsomia")

@@ -20,9 +20,10 @@ from typing import Any, ClassVar
 import pytest
 
 import test_deploy as deploy
-from gsomia import client, users
-from gsomia.demo import terms_only
-from gsomia.errors import GsomiaError
+from gsomia.cli import client
+from gsomia.cli.demo import terms_only
+from gsomia.core import users
+from gsomia.core.errors import GsomiaError
 from gsomia.node import config as node_config
 from gsomia.node import partner, peer
 from gsomia.node.clock import SystemClock

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from rich.cells import cell_len
 
-from gsomia import label, policy, users
-from gsomia.agreement import lifecycle, schemes, terms
-from gsomia.words import count
+from gsomia.core import label, policy, users
+from gsomia.core.agreement import lifecycle, schemes, terms
+from gsomia.core.words import count
 from inprocess import in_process_apps
 from nodes import AGREEMENT, ROOT, FlashListener, node_pair
 
@@ -309,7 +309,7 @@ def test_a_refusal_after_termination_names_the_instant_in_the_readers_zone() -> 
 
 
 def test_user_list_fits_80_columns_and_shows_revocation_in_the_nodes_zone(tmp_path: Path) -> None:
-    from gsomia.demo import terms_only
+    from gsomia.cli.demo import terms_only
     from gsomia.node.provision import provision_pair
 
     config = provision_pair(tmp_path, terms_only(AGREEMENT, tmp_path / "terms.toml"))["KOR"].config
@@ -371,7 +371,7 @@ def test_a_reclassification_to_a_roman_numeral_marking_is_recorded_in_the_agreem
 
 
 def test_key_history_fits_80_columns_with_every_key_id_whole(tmp_path: Path) -> None:
-    from gsomia.demo import terms_only
+    from gsomia.cli.demo import terms_only
     from gsomia.node.provision import provision_pair
 
     config = provision_pair(tmp_path, terms_only(AGREEMENT, tmp_path / "terms.toml"))["KOR"].config

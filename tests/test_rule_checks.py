@@ -26,19 +26,20 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from gsomia import envelope, keys
-from gsomia.agreement import State, load, status
-from gsomia.demo import terms_only
-from gsomia.keys import PrivateKeys, PublicKeys
-from gsomia.label import Label, LabelInvalid, new_item_id, validate
+from gsomia.cli.demo import terms_only
+from gsomia.core import envelope, keys
+from gsomia.core.agreement import State, load, status
+from gsomia.core.errors import Refused
+from gsomia.core.keys import PrivateKeys, PublicKeys
+from gsomia.core.label import Label, LabelInvalid, new_item_id, validate
+from gsomia.core.policy import Action, Consent, Role, Subject, decide
 from gsomia.node import config as node_config
-from gsomia.node import egress, lanes, peer
+from gsomia.node import egress, peer
 from gsomia.node.app import Broker, create_peer_app
 from gsomia.node.clock import SystemClock
 from gsomia.node.delivery import BATCH, Delivery, items_body
 from gsomia.node.provision import Provisioned, provision_pair
-from gsomia.node.service import ItemSpec, Node, Refused
-from gsomia.policy import Action, Consent, Role, Subject, decide
+from gsomia.node.service import ItemSpec, Node
 from gsomia.store.db import open_node_database
 from nodes import AGREEMENT as AGREEMENT_FILE
 from nodes import pg_databases
@@ -450,7 +451,7 @@ def test_a_flash_report_reaches_the_partner_while_a_bulk_batch_queued_before_it_
         await real.aclose()
         try:
             for _ in range(1200):  # until the outbox is empty (a minute at most)
-                if await lanes.run("control", kor.pending, "JPN") == 0:
+                if await kor.lanes.run("control", kor.pending, "JPN") == 0:
                     break
                 await asyncio.sleep(0.05)
         finally:

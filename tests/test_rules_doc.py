@@ -6,7 +6,7 @@ import ast
 import re
 from pathlib import Path
 
-from gsomia.rules import RULES, cite
+from gsomia.core.rules import RULES, cite
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = (ROOT / "docs" / "rules.md").read_text(encoding="utf-8")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from gsomia.demo import terms_only
+from gsomia.cli.demo import terms_only
 from gsomia.node.process import NodeProcess
 from gsomia.node.provision import free_port, provision_pair
 from nodes import AGREEMENT, User, pg_databases
@@ -100,7 +100,7 @@ def test_a_note_recorded_by_one_process_is_enforced_by_the_others_within_a_momen
     import time
     from datetime import UTC, datetime
 
-    from gsomia.agreement.lifecycle import State
+    from gsomia.core.agreement.lifecycle import State
     from gsomia.node import config as node_config
     from gsomia.node.clock import SimulatedClock
     from gsomia.node.service import NOTES_REFRESH, Node
@@ -131,7 +131,7 @@ def test_the_note_watch_applies_another_process_s_note_before_any_request_asks(t
 
     from sqlalchemy import event
 
-    from gsomia.agreement.lifecycle import State
+    from gsomia.core.agreement.lifecycle import State
     from gsomia.node import config as node_config
     from gsomia.node.clock import SimulatedClock
     from gsomia.node.notewatch import NoteWatch

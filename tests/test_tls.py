@@ -18,11 +18,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gsomia import tls
-from gsomia.demo import terms_only
-from gsomia.errors import AgreementFileError
+from gsomia.cli.demo import terms_only
+from gsomia.core.errors import AgreementFileError
 from gsomia.node import config as node_config
-from gsomia.node import serve
+from gsomia.node import serve, tls
 from gsomia.node.process import NodeProcess, answers
 from gsomia.node.provision import Provisioned, free_port, provision_pair
 from nodes import AGREEMENT, FlashListener, Pair, node_pair

@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from gsomia.agreement import Agreement, parse
-from gsomia.envelope import EnvelopeError, Opener, Tampered, UnsupportedVersion
-from gsomia.keys import PrivateKeys, PublicKeys
-from gsomia.label import Label, LabelInvalid
+from gsomia.core.agreement import Agreement, parse
+from gsomia.core.envelope import EnvelopeError, Opener, Tampered, UnsupportedVersion
+from gsomia.core.keys import PrivateKeys, PublicKeys
+from gsomia.core.label import Label, LabelInvalid
 
 ROOT = Path(__file__).resolve().parents[1]
 VECTORS = Path(__file__).resolve().parent / "vectors"

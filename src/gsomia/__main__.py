@@ -1,5 +1,5 @@
 """``python -m gsomia``: the same as the ``gsomia`` command."""
 
-from gsomia.cli import main
+from gsomia.cli.main import main
 
 main()

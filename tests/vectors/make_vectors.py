@@ -27,10 +27,10 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
-from gsomia import envelope
-from gsomia.agreement import Agreement, parse
-from gsomia.keys import PrivateKeys
-from gsomia.label import Label
+from gsomia.core import envelope
+from gsomia.core.agreement import Agreement, parse
+from gsomia.core.keys import PrivateKeys
+from gsomia.core.label import Label
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]

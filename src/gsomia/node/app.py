@@ -25,16 +25,16 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 from sse_starlette.sse import EventSourceResponse
 from starlette.datastructures import Headers
 
-from gsomia import policy
-from gsomia.agreement import lifecycle
-from gsomia.envelope import EnvelopeError
-from gsomia.errors import GsomiaError
-from gsomia.node import docs, heads, intake, lanes, problems, trace
+from gsomia.core import policy
+from gsomia.core.agreement import lifecycle
+from gsomia.core.envelope import EnvelopeError
+from gsomia.core.errors import GsomiaError, NotFound, Refused
+from gsomia.node import docs, heads, intake, problems
 from gsomia.node import peer as peer_proto
 from gsomia.node.clock import SimulatedClock
 from gsomia.node.delivery import Delivery
 from gsomia.node.problems import Problem
-from gsomia.node.service import FreshAlert, ItemSpec, Node, NotFound, Refused
+from gsomia.node.service import FreshAlert, ItemSpec, Node
 
 
 class Subscription:
@@ -469,8 +469,8 @@ def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
         return node.may_read(subject, alert.peer, alert.label)
 
     broker.readable = readable
-    broker.show = lambda asks: lanes.run("flash", node.fresh_alert_events_for, asks)
-    broker.record = lambda shown: lanes.run("flash", node.record_alert_reads_for, shown)
+    broker.show = lambda asks: node.lanes.run("flash", node.fresh_alert_events_for, asks)
+    broker.record = lambda shown: node.lanes.run("flash", node.record_alert_reads_for, shown)
 
     async def check(scope: intake.Scope) -> dict[str, Any]:
         token = intake.bearer_token(scope)
@@ -478,7 +478,7 @@ def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
             raise intake.Refusal(401, "Unauthorized", "send Authorization: Bearer <token>")
         found = None
         if len(token) <= _TOKEN_CHARS:
-            found = await lanes.run("control", node.authenticate, token)
+            found = await node.lanes.run("control", node.authenticate, token)
         if found is None:
             raise intake.Refusal(401, "Unauthorized", "unknown or revoked token")
         return {"subject": found, "token": token}
@@ -495,7 +495,7 @@ def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
 
     async def call(fn: Any, *args: Any, lane: str = "bulk", **kwargs: Any) -> Any:
         try:
-            return await lanes.run(lane, fn, *args, **kwargs)
+            return await node.lanes.run(lane, fn, *args, **kwargs)
         except Refused as exc:
             raise _refusal(exc) from None
         except NotFound as exc:
@@ -539,7 +539,7 @@ def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
         # Parsed and validated in the bulk pool: 500 items of JSON must not hold the
         # event loop while a flash report waits to be read (R17).
         body = await request.body()  # read by the intake, within its limit
-        specs = await lanes.run("bulk", _parse_provide, body)
+        specs = await node.lanes.run("bulk", _parse_provide, body)
         results = await call(node.provide, who, specs, "bulk")
         for code in {s.to for s in specs}:
             delivery.notify(code, "bulk")
@@ -590,7 +590,7 @@ def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
             raise Problem(
                 429, "Too many streams", f"{who.id} holds {limit} open alert streams already; close one first"
             )
-        broker.watch(lambda: lanes.run("flash", node.latest_alert_seq))
+        broker.watch(lambda: node.lanes.run("flash", node.latest_alert_seq))
 
         async def events() -> Any:
             subscription = broker.subscribe(who, start)
@@ -615,7 +615,7 @@ def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
                 fresh = None if stored != broker.stored else broker.after(cursor)
                 if fresh is None:  # one hop to a flash thread for the lot
                     stored = broker.stored
-                    page = await lanes.run("flash", node.alert_events, who, token, cursor)
+                    page = await node.lanes.run("flash", node.alert_events, who, token, cursor)
                     if page is None:
                         return  # revoked while subscribed: the stream ends before anything more is shown
                     looked, shown = page
@@ -624,7 +624,7 @@ def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
                     subscription.cursor = max(subscription.cursor, looked)
                 else:
                     for a in fresh:
-                        trace.mark(a.alert_id, "stream.woke")
+                        node.trace.mark(a.alert_id, "stream.woke")
                     # Decided here, once per subject and report: a stream with nothing to show makes no thread hop.
                     visible = [a for a in fresh if broker.may_read(who, a, readable)]
                     if fresh:
@@ -634,7 +634,7 @@ def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
                         return
                     shown = found
                 for seq, event in shown:
-                    trace.mark(event["alert_id"], "stream.shown")
+                    node.trace.mark(event["alert_id"], "stream.shown")
                     yield {"id": str(seq), "event": "flash", "data": json.dumps(event, ensure_ascii=False)}
                 if shown:  # recorded once sent, beside the stream: the ledger write may wait behind bulk work
                     recording[:] = [task for task in recording if not task.done() or task.result()]
@@ -676,13 +676,13 @@ def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
         # Its size counts every entry, denied reads of items a user may not know of among them.
         if who.role not in (policy.Role.SECURITY_AUTHORITY, policy.Role.AUDITOR):
             raise Problem(403, "Denied", "R11: the ledger's head is for the security authority and auditors")
-        return await lanes.run("control", node.own_head)
+        return await node.lanes.run("control", node.own_head)
 
     @app.get("/ledger/alarms")
     async def alarms(who: Who) -> dict[str, Any]:
         if who.role not in (policy.Role.SECURITY_AUTHORITY, policy.Role.AUDITOR):
             raise Problem(403, "Denied", "R11: alarms are for the security authority and auditors")
-        return {"alarms": await lanes.run("control", node.alarms)}
+        return {"alarms": await node.lanes.run("control", node.alarms)}
 
     @app.get("/keys")
     async def keys(who: Who) -> dict[str, Any]:
@@ -692,7 +692,7 @@ def create_user_app(node: Node, delivery: Delivery, broker: Broker) -> FastAPI:
 
     @app.get("/outbox")
     async def outbox(who: Who) -> dict[str, Any]:
-        return {"pending": await lanes.run("control", node.pending)}
+        return {"pending": await node.lanes.run("control", node.pending)}
 
     @app.post("/demo/clock")
     async def set_clock(body: ClockIn, who: Who) -> dict[str, Any]:
@@ -779,10 +779,10 @@ def create_peer_app(node: Node, broker: Broker, witness: Any = None, keys: Any =
             if hint == "flash" and len(body) <= FLASH_INLINE:  # a report or two: parsed here, without a thread hop
                 lane, envelopes = _parse_envelopes(body)
             else:
-                lane, envelopes = await lanes.run(hint, _parse_envelopes, body)
+                lane, envelopes = await node.lanes.run(hint, _parse_envelopes, body)
         except (ValueError, KeyError, TypeError):
             raise Problem(400, "Invalid request", _ENVELOPES) from None
-        receipt, fresh = await lanes.run(lane, node.receive_alerts, party, envelopes, lane)
+        receipt, fresh = await node.lanes.run(lane, node.receive_alerts, party, envelopes, lane)
         if fresh:
             broker.publish(fresh)
         return await answer(receipt, body)
@@ -792,7 +792,7 @@ def create_peer_app(node: Node, broker: Broker, witness: Any = None, keys: Any =
         party, body = await authenticated(request)
         data = _peer_message(PeerNoteIn, "note", body)
         try:
-            fresh = await lanes.run("flash", node.receive_note, party, data)
+            fresh = await node.lanes.run("flash", node.receive_note, party, data)
         except GsomiaError as exc:
             raise Problem(409, "Note refused", str(exc)) from None
         return await answer(
@@ -804,7 +804,7 @@ def create_peer_app(node: Node, broker: Broker, witness: Any = None, keys: Any =
         party, body = await authenticated(request)
         data = _peer_message(PeerAlarmIn, "alarm", body)
         try:
-            fresh = await lanes.run("flash", node.receive_alarm, party, data)
+            fresh = await node.lanes.run("flash", node.receive_alarm, party, data)
         except GsomiaError as exc:
             raise Problem(400, "Invalid request", str(exc)) from None
         receipt: dict[str, Any] = {
@@ -821,7 +821,7 @@ def create_peer_app(node: Node, broker: Broker, witness: Any = None, keys: Any =
         party, body = await authenticated(request)
         data = _json(body, "a record is a JSON object {body, signature}")
         try:
-            fresh = await lanes.run("flash", node.receive_record, party, data)
+            fresh = await node.lanes.run("flash", node.receive_record, party, data)
         except (ValueError, GsomiaError) as exc:
             raise Problem(400, "Invalid record", str(exc)) from None
         if fresh:
@@ -831,7 +831,7 @@ def create_peer_app(node: Node, broker: Broker, witness: Any = None, keys: Any =
     @app.get("/peer/ledger/head")
     async def ledger_head(request: Request) -> dict[str, Any]:
         await authenticated(request)
-        return await lanes.run("control", node.own_head, 0.0)  # the witness asks for the current head
+        return await node.lanes.run("control", node.own_head, 0.0)  # the witness asks for the current head
 
     @app.get("/peer/ledger/consistency")
     async def ledger_consistency(
@@ -839,7 +839,7 @@ def create_peer_app(node: Node, broker: Broker, witness: Any = None, keys: Any =
     ) -> dict[str, Any]:
         await authenticated(request)
         try:
-            proof = await lanes.run("control", node.consistency, old, new)
+            proof = await node.lanes.run("control", node.consistency, old, new)
         except NotFound as exc:
             raise Problem(404, "Not found", str(exc)) from None
         return {"old": old, "new": new, "proof": proof}
@@ -848,7 +848,7 @@ def create_peer_app(node: Node, broker: Broker, witness: Any = None, keys: Any =
     async def key_chain() -> dict[str, Any]:
         # Public keys and signed statements only: mutual TLS is enough (a partner that
         # rotated cannot sign a request we could check before it has learned this).
-        return await lanes.run("control", node.key_chain)
+        return await node.lanes.run("control", node.key_chain)
 
     @app.get("/peer/health")
     async def health() -> dict[str, str]:

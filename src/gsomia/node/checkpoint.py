@@ -16,7 +16,7 @@ import logging
 
 from sqlalchemy import Engine
 
-from gsomia.node import lanes
+from gsomia.node.lanes import Lanes
 from gsomia.store.db import checkpoint
 from gsomia.store.flash import flash_store
 
@@ -24,8 +24,9 @@ log = logging.getLogger("gsomia.checkpoint")
 
 
 class Checkpointer:
-    def __init__(self, engine: Engine, interval: float = 1.0) -> None:
+    def __init__(self, engine: Engine, lanes: Lanes, interval: float = 1.0) -> None:
         self.engine = engine
+        self.lanes = lanes
         self.interval = interval
         self._task: asyncio.Task[None] | None = None
 
@@ -40,7 +41,7 @@ class Checkpointer:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         with contextlib.suppress(Exception):  # what is left is checkpointed by the next opener
-            await lanes.run("bulk", self._checkpoint)
+            await self.lanes.run("bulk", self._checkpoint)
 
     def _checkpoint(self) -> None:
         checkpoint(self.engine)
@@ -52,6 +53,6 @@ class Checkpointer:
         while True:
             await asyncio.sleep(self.interval)
             try:
-                await lanes.run("bulk", self._checkpoint)
+                await self.lanes.run("bulk", self._checkpoint)
             except Exception as exc:  # busy or failing disk: the WAL grows until the next one works
                 log.warning("WAL checkpoint failed: %s", exc)

@@ -38,12 +38,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gsomia import tls
-from gsomia.agreement import terms
-from gsomia.agreement.terms import Agreement
-from gsomia.errors import AgreementFileError
-from gsomia.files import load_private, load_public, read_bytes
-from gsomia.keys import PrivateKeys, PublicKeys
+from gsomia.core.agreement import terms
+from gsomia.core.agreement.terms import Agreement
+from gsomia.core.errors import AgreementFileError
+from gsomia.core.keys import PrivateKeys, PublicKeys
+from gsomia.node import tls
+from gsomia.store.files import load_private, load_public, read_bytes
 
 _KEYS = {
     "party",

@@ -22,8 +22,8 @@ from typing import Any
 
 import httpx
 
-from gsomia.agreement.terms import Agreement
-from gsomia.node import egress, heads, lanes, peer, trace
+from gsomia.core.agreement.terms import Agreement
+from gsomia.node import egress, heads, peer
 from gsomia.node.service import LANES, LEASE, Node, RowKey
 
 log = logging.getLogger("gsomia.delivery")
@@ -129,7 +129,7 @@ class Delivery:
                 await work
         if self._tasks:
             try:  # rows claimed and not sent: the next start sends them at once
-                await lanes.run("control", self.node.release, self.worker_id)
+                await self.node.lanes.run("control", self.node.release, self.worker_id)
             except Exception as exc:  # the database is gone: the leases lapse instead
                 log.warning("could not give back claimed rows: %s", exc)
         for client in self.clients.values():
@@ -154,7 +154,9 @@ class Delivery:
                 # Rows handed over are claimed by this worker already: the claim returns them in order.
                 await self._settle(code)  # else the claim would hand back rows whose receipt is being recorded
                 try:
-                    rows = await lanes.run("flash", self.node.claim, code, "flash", self.worker_id, BATCH["flash"])
+                    rows = await self.node.lanes.run(
+                        "flash", self.node.claim, code, "flash", self.worker_id, BATCH["flash"]
+                    )
                 except Exception as exc:  # the database is down or busy: wait and try again
                     log.warning("claim failed for %s/flash: %s", code, exc)
                     await asyncio.sleep(1.0)
@@ -176,7 +178,7 @@ class Delivery:
                     must_claim = True
                 continue
             for row in rows:
-                trace.mark(row["ref"], "handed")
+                self.node.trace.mark(row["ref"], "handed")
             sent = await self._deliver(code, "flash", rows)
             self.drained[code] = sent and (not claimed or len(rows) < BATCH["flash"])
             must_claim = claimed or not sent  # after a claim more may wait; after a hand-over, wait to be told
@@ -212,10 +214,12 @@ class Delivery:
         """Claim the bulk rows after those in hand (``sending`` and rows whose receipt is being
         recorded), and encode their first run of items: ready to go when the receipt comes."""
         skip = [*self._in_hand.get(code, ()), *sending]
-        rows = await lanes.run("delivery", self.node.claim, code, "bulk", self.worker_id, BATCH["bulk"], LEASE, skip)
+        rows = await self.node.lanes.run(
+            "delivery", self.node.claim, code, "bulk", self.worker_id, BATCH["bulk"], LEASE, skip
+        )
         first = item_run(rows)
         if first:
-            encoded = await lanes.run("delivery", _guard_and_encode, self.node, code, "bulk", first)
+            encoded = await self.node.lanes.run("delivery", _guard_and_encode, self.node, code, "bulk", first)
             self._encoded[code] = ([r["key"] for r in first], encoded)
         return rows
 
@@ -255,11 +259,11 @@ class Delivery:
                 # wake-ups, each a wait for a core while bulk work runs (R17).
                 encoded = _guard_and_encode(node, code, lane, rows, fresh)
             else:  # off the event loop, in the lane's thread (it may look for new notes)
-                encoded = await lanes.run(POOLS[lane], _guard_and_encode, node, code, lane, rows)
+                encoded = await node.lanes.run(POOLS[lane], _guard_and_encode, node, code, lane, rows)
         allowed, blocked, body, _ = encoded
         if blocked:
             log.warning("egress guard held back %d item(s) for %s", len(blocked), code)
-            await lanes.run(
+            await node.lanes.run(
                 POOLS[lane],
                 node.delivered,
                 [r["key"] for r in rows if r["ref"] in blocked],
@@ -286,7 +290,7 @@ class Delivery:
         try:
             if lane == "flash":
                 for row in rows:
-                    trace.mark(row["ref"], "posting")
+                    node.trace.mark(row["ref"], "posting")
             client: httpx.AsyncClient | peer.FlashClient = self.clients[code]
             if lane == "flash":
                 client = self._flash_clients.get(code, client)
@@ -298,11 +302,11 @@ class Delivery:
                 reason = f"refused by {code}: HTTP {response.status_code}: {response.text[:300]}"
                 log.warning("%s", reason)
                 refused = {r["ref"]: reason for r in rows}
-                await lanes.run(
+                await node.lanes.run(
                     POOLS[lane], node.delivered, seqs, {"node": code, "refused_http": response.status_code}, "", refused
                 )
                 if any(r["kind"] == "note" for r in rows):  # the two nodes now disagree on the agreement's status
-                    await lanes.run("control", node.raise_alarm, "note_refused", code, reason)
+                    await node.lanes.run("control", node.raise_alarm, "note_refused", code, reason)
                 return True
             if response.status_code != 200:
                 raise RuntimeError(f"HTTP {response.status_code}: {response.text[:200]}")
@@ -325,7 +329,7 @@ class Delivery:
                 with contextlib.suppress(Exception):
                     after = [*after, *(r["key"] for r in await ahead)]
                 self._encoded.pop(code, None)
-            await lanes.run(POOLS[lane], node.failed, seqs, str(exc), delay, after)
+            await node.lanes.run(POOLS[lane], node.failed, seqs, str(exc), delay, after)
             if not self.stopping:
                 await asyncio.sleep(delay)
             return False
@@ -333,7 +337,7 @@ class Delivery:
         if self.witness is not None:
             self.witness.observe(code, receipt.get("tree_head"))
         refused = {r.get("item_id", ""): r.get("reason", "") for r in receipt.get("refused", [])}
-        recording = lanes.run(POOLS[lane], node.delivered, seqs, receipt, answer["signature"], refused, lane)
+        recording = node.lanes.run(POOLS[lane], node.delivered, seqs, receipt, answer["signature"], refused, lane)
         if lane == "flash":
             self._settling.setdefault(code, []).append(asyncio.ensure_future(recording))
         else:  # recorded while the next batch goes out; its rows stay in hand until then

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gsomia.agreement import lifecycle
-from gsomia.agreement.schemes import level_index
-from gsomia.agreement.terms import Agreement
-from gsomia.label import Label
-from gsomia.policy import Consent
+from gsomia.core.agreement import lifecycle
+from gsomia.core.agreement.schemes import level_index
+from gsomia.core.agreement.terms import Agreement
+from gsomia.core.label import Label
+from gsomia.core.policy import Consent
 
 
 def check(agreement: Agreement, label: Label, peer: str, me: str) -> str | None:
@@ -35,7 +35,7 @@ def check(agreement: Agreement, label: Label, peer: str, me: str) -> str | None:
         return f"R18: route {label.route} is not allowed on the direct link"
     status = lifecycle.status(agreement, label.created_at)
     if not status.in_force:
-        rule = "R14" if status.state is lifecycle.State.TERMINATED else "R13"
+        rule = status.refusing_rule
         return f"{rule}: {agreement.id} was {status.state.value} at the release instant"
     return None
 

@@ -17,12 +17,9 @@ import logging
 import math
 from typing import Any
 
-from gsomia.node import lanes
 from gsomia.node.service import Node
 
 log = logging.getLogger("gsomia.heads")
-
-_signing: dict[int, asyncio.Future[Any]] = {}  # by id(node): a process has one or two nodes, for its life
 
 
 async def for_peer(node: Node) -> dict[str, Any]:
@@ -32,12 +29,12 @@ async def for_peer(node: Node) -> dict[str, Any]:
         return head
     stale = node.cached_head(math.inf)
     if stale is None:
-        return await lanes.run("control", node.own_head)
-    signing = _signing.get(id(node))
+        return await node.lanes.run("control", node.own_head)
+    signing = node.head_signing
     if signing is None or signing.done():
-        signing = asyncio.ensure_future(lanes.run("control", node.own_head))
+        signing = asyncio.ensure_future(node.lanes.run("control", node.own_head))
         signing.add_done_callback(_report)
-        _signing[id(node)] = signing
+        node.head_signing = signing
     return stale
 
 

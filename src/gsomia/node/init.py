@@ -23,11 +23,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from gsomia import keys, tls
-from gsomia.agreement import terms
-from gsomia.agreement.terms import SUITES, Agreement
-from gsomia.errors import InvalidInput
-from gsomia.files import atomic_output, private_dir
+from gsomia.core import keys
+from gsomia.core.agreement import terms
+from gsomia.core.agreement.terms import SUITES, Agreement
+from gsomia.core.errors import InvalidInput
+from gsomia.node import tls
+from gsomia.store.files import atomic_output, private_dir
 
 DEFAULT_LISTEN = "127.0.0.1:8701"
 DEFAULT_PEER_LISTEN = "127.0.0.1:8711"

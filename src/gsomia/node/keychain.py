@@ -25,14 +25,14 @@ from typing import Any
 from sqlalchemy import Connection, Engine, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from gsomia import keyring, keys
-from gsomia.errors import GsomiaError
-from gsomia.files import atomic_output, load_private
-from gsomia.keyring import KeyHistory, Rotation
-from gsomia.keys import PrivateKeys
+from gsomia.core import keyring, keys
+from gsomia.core.errors import GsomiaError
+from gsomia.core.keyring import KeyHistory, Rotation
+from gsomia.core.keys import PrivateKeys
 from gsomia.node.config import NodeConfig
 from gsomia.store import ledger_store
 from gsomia.store import schema as t
+from gsomia.store.files import atomic_output, load_private
 
 
 class KeyChainError(GsomiaError):

@@ -16,9 +16,8 @@ import time
 
 import httpx
 
-from gsomia.errors import GsomiaError
-from gsomia.keyring import Rotation
-from gsomia.node import lanes
+from gsomia.core.errors import GsomiaError
+from gsomia.core.keyring import Rotation
 from gsomia.node.service import Node
 
 log = logging.getLogger("gsomia.keysync")
@@ -46,7 +45,7 @@ class KeySync:
                 response = await self.clients[code].get("/peer/keys")
                 response.raise_for_status()
                 offered = [Rotation.from_dict(r) for r in response.json()["rotations"]]
-                grew = await lanes.run("control", self.node.learn_keys, code, offered)
+                grew = await self.node.lanes.run("control", self.node.learn_keys, code, offered)
             except (httpx.HTTPError, ValueError, KeyError, TypeError, GsomiaError) as exc:
                 log.warning("could not learn %s's key chain: %s", code, exc)
                 return False

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import logging
 
-from gsomia.node import lanes
 from gsomia.node.service import NOTES_REFRESH, Node
 
 log = logging.getLogger("gsomia.notewatch")
@@ -40,6 +39,6 @@ class NoteWatch:
         while True:
             await asyncio.sleep(self.interval)
             try:
-                await lanes.run("control", self.node.refresh_notes, self.interval)
+                await self.node.lanes.run("control", self.node.refresh_notes, self.interval)
             except Exception as exc:  # the database is busy or down: requests look for themselves
                 log.warning("looking for new notes failed: %s", exc)

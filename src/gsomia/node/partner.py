@@ -37,13 +37,13 @@ from urllib.parse import urlsplit
 
 from cryptography import x509
 
-from gsomia import tls
-from gsomia.errors import GsomiaError, InvalidInput
-from gsomia.files import atomic_output, read_bytes
-from gsomia.keyring import KeyHistory, KeyRotationInvalid, Rotation
-from gsomia.keys import KeyFileInvalid, PublicKeys
+from gsomia.core.errors import GsomiaError, InvalidInput
+from gsomia.core.keyring import KeyHistory, KeyRotationInvalid, Rotation
+from gsomia.core.keys import KeyFileInvalid, PublicKeys
+from gsomia.node import tls
 from gsomia.node.config import NodeConfig
 from gsomia.node.init import WILDCARDS, PeerEntry, check_host, check_party, write_config
+from gsomia.store.files import atomic_output, read_bytes
 
 KIND = "gsomia-partner-file"
 _FIELDS = {"kind", "v", "party", "agreement", "suite", "public_key", "rotations", "tls_cert", "peer_url"}

@@ -23,8 +23,8 @@ from urllib.parse import urlencode
 import aiohttp
 import httpx
 
-from gsomia.keyring import KeyHistory
-from gsomia.keys import PrivateKeys, PublicKeys
+from gsomia.core.keyring import KeyHistory
+from gsomia.core.keys import PrivateKeys, PublicKeys
 
 _REQUEST = b"gsomia/peer/v1/request\x00"
 _RECEIPT = b"gsomia/peer/v1/receipt\x00"

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gsomia.errors import GsomiaError
+from gsomia.core.errors import GsomiaError
 
 MEDIA_TYPE = "application/problem+json"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from gsomia.files import private_file
+from gsomia.store.files import private_file
 
 
 def answers(url: str, trust: ssl.SSLContext | None = None) -> bool:

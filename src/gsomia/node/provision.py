@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from gsomia import tls
-from gsomia.files import atomic_output, private_dir
 from gsomia.node import config as node_config
+from gsomia.node import tls
 from gsomia.node.clock import SystemClock
 from gsomia.node.init import PeerEntry, render_config, write_config, write_keys
 from gsomia.node.service import Node
 from gsomia.store.db import open_node_database
+from gsomia.store.files import atomic_output, private_dir
 
 DEMO_USERS = {
     "KOR": [

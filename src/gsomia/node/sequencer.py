@@ -15,7 +15,6 @@ import logging
 import time
 from collections.abc import Callable
 
-from gsomia.node import lanes
 from gsomia.node.service import Node
 
 log = logging.getLogger("gsomia.sequencer")
@@ -60,7 +59,7 @@ class Sequencer:
         if self.delegate is not None:
             return
         with contextlib.suppress(Exception):  # what is left stays queued: the next start moves it
-            await lanes.run("bulk", self.node.sequence_ledger)
+            await self.node.lanes.run("bulk", self.node.sequence_ledger)
 
     async def _run(self) -> None:
         seen = -1
@@ -74,7 +73,7 @@ class Sequencer:
                 seen = self.node.queued
                 swept = time.monotonic()
                 try:
-                    await lanes.run("bulk", self.node.sequence_ledger)
+                    await self.node.lanes.run("bulk", self.node.sequence_ledger)
                 except Exception as exc:  # the database is busy or down: the entries wait in the queue
                     log.warning("sequencing the ledger failed: %s", exc)
             await asyncio.sleep(self.interval)

@@ -24,9 +24,8 @@ from typing import Any
 import uvicorn
 import uvloop
 
-from gsomia import tls
-from gsomia.errors import AgreementFileError
-from gsomia.node import lanes
+from gsomia.core.errors import AgreementFileError
+from gsomia.node import tls
 from gsomia.node.app import Broker, create_peer_app, create_user_app
 from gsomia.node.checkpoint import Checkpointer
 from gsomia.node.clock import SimulatedClock, SystemClock
@@ -216,7 +215,7 @@ def _hints(node: Node, delivery: Delivery, broker: Broker) -> dict[str, Handler]
         node.queued += 1
 
     def trim(_: list[str]) -> None:  # the main process moved rows out of the flash file: delete them there
-        task = asyncio.ensure_future(lanes.run("flash", node.trim_flash))
+        task = asyncio.ensure_future(node.lanes.run("flash", node.trim_flash))
         task.add_done_callback(_log_failure("trimming the flash file"))
 
     return {"wake": wake, "alerts": lambda _: broker.wake(), "clock": clock, "ledger": ledger, "trim": trim}
@@ -355,7 +354,7 @@ async def serve(config: NodeConfig, flash_link: int | None = None) -> None:
     peer = _server(create_peer_app(node, broker, witness, keys), config.peer_listen, peer_tls)
     sequencer = Sequencer(node)
     await sequencer.start()
-    checkpointer = Checkpointer(node.engine)
+    checkpointer = Checkpointer(node.engine, node.lanes)
     await checkpointer.start()
     notes = NoteWatch(node)
     await notes.start()

@@ -40,18 +40,19 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 
-from gsomia import audit as audit_kinds
-from gsomia import envelope, merkle, policy, records, users
-from gsomia.agreement import lifecycle
-from gsomia.agreement.schemes import spelling
-from gsomia.agreement.terms import Agreement, Note, NoteType
-from gsomia.errors import GsomiaError, InvalidHistory
-from gsomia.keyring import KeyRotationInvalid
-from gsomia.label import Label, LabelInvalid, display, is_item_id, marking_for, new_item_id
-from gsomia.node import egress, keychain, trace
+from gsomia.core import envelope, merkle, policy, records, users
+from gsomia.core.agreement import lifecycle
+from gsomia.core.agreement.schemes import spelling
+from gsomia.core.agreement.terms import Agreement, Note, NoteType
+from gsomia.core.errors import GsomiaError, InvalidHistory, NotFound, Refused
+from gsomia.core.keyring import KeyRotationInvalid
+from gsomia.core.label import Label, LabelInvalid, display, is_item_id, marking_for, new_item_id
+from gsomia.node import audit as audit_kinds
+from gsomia.node import egress, keychain
 from gsomia.node.clock import Clock
 from gsomia.node.config import NodeConfig
-from gsomia.node.lanes import yield_to_flash
+from gsomia.node.lanes import Lanes
+from gsomia.node.trace import Trace
 from gsomia.store import flash, gate, ledger_store
 from gsomia.store import schema as t
 from gsomia.store.db import reading
@@ -68,22 +69,6 @@ _CLAIMED = ("seq", "kind", "ref", "body", "attempts")
 # An outbox row's name across the node's files: ("main", seq) or, for a row of the flash file
 # (``store.flash``), ("flash", seq). Each file counts its own seqs.
 RowKey = tuple[str, int]
-
-
-class Refused(GsomiaError):
-    """An access decision said no; carries the decision for the problem document.
-
-    Its message and ``shown`` are what the subject may be shown (``Decision.shown``); the
-    ledger entry written beside the refusal keeps the full ``decision``."""
-
-    def __init__(self, decision: policy.Decision, what: str) -> None:
-        self.decision = decision
-        self.shown = decision.shown()
-        super().__init__(f"{what} denied: " + "; ".join(str(r) for r in self.shown.reasons))
-
-
-class NotFound(GsomiaError):
-    pass
 
 
 def token_hash(token: str) -> str:
@@ -183,7 +168,7 @@ class NodeLedger:
         return None
 
     def _sign_current_head(self) -> dict[str, Any]:
-        from gsomia import audit
+        from gsomia.node import audit
         from gsomia.store import ledger_store
 
         with gate.begin(self.engine) as conn:
@@ -199,7 +184,7 @@ class NodeLedger:
                 .first()
             )
             if last is not None:
-                from gsomia.ledger import TreeHead
+                from gsomia.core.ledger import TreeHead
 
                 return TreeHead(self.party, size, bytes(last["root"]), last["at"], bytes(last["signature"])).as_dict()
             return audit.current_head(conn, self.config.key).as_dict()
@@ -213,7 +198,7 @@ class NodeLedger:
             return [p.hex() for p in ledger_store.consistency(conn, old, new)]
 
     def last_partner_head(self, peer: str) -> Any:
-        from gsomia.ledger import TreeHead
+        from gsomia.core.ledger import TreeHead
 
         with self.engine.connect() as conn:
             row = (
@@ -231,7 +216,7 @@ class NodeLedger:
         return TreeHead(peer, int(row["size"]), bytes(row["root"]), row["at"], bytes(row["signature"]))
 
     def keep_partner_head(self, head: Any) -> None:
-        from gsomia import audit
+        from gsomia.node import audit
 
         with gate.begin(self.engine) as conn:
             audit.store_head(conn, head)
@@ -324,6 +309,11 @@ class Node(NodeLedger):
     # author's signature, vouches for them (principle 6); what was checked is remembered here,
     # so the check costs a dict lookup after the first time (``_bound``).
     _bound: _Bound = field(default_factory=lambda: _Bound())
+    # The process's worker threads by lane (R17), and where it marks a flash report's hops.
+    lanes: Lanes = field(default_factory=Lanes)
+    trace: Trace = field(default_factory=Trace.from_environment)
+    # The tree head being signed for the partner in the background (``heads.for_peer``).
+    head_signing: Any = None
 
     def __post_init__(self) -> None:
         self.party = self.config.party
@@ -633,7 +623,7 @@ class Node(NodeLedger):
         by_peer: dict[str, list[tuple[bytes, Label]]] = {}
         for n, spec in enumerate(specs):
             if lane == "bulk" and n % 16 == 0:
-                yield_to_flash()
+                self.lanes.yield_to_flash()
             agreement = self.agreement(spec.to)
             label = Label(
                 item_id=new_item_id(),
@@ -681,10 +671,10 @@ class Node(NodeLedger):
             until = datetime.now(UTC) + timedelta(seconds=LEASE)
             outbox = [{**row, "claimed_by": worker, "claimed_until": until} for row in outbox]
         if lane == "bulk":
-            yield_to_flash()  # let a pending flash report take the write lock first
+            self.lanes.yield_to_flash()  # let a pending flash report take the write lock first
         if lane == "flash":
             for r in results:
-                trace.mark(r["item_id"], "provide.begin")
+                self.trace.mark(r["item_id"], "provide.begin")
         store = self._store_of(lane)
         provision = _Provision(rows, outbox, audits, opened, now)
         if lane == "flash" and _is_pg(store.engine):
@@ -693,7 +683,7 @@ class Node(NodeLedger):
         else:
             claimed, fresh = self._store_provided(store, lane, worker, provision)
         for a in fresh:
-            trace.mark(a.alert_id, "provide.committed")
+            self.trace.mark(a.alert_id, "provide.committed")
         if lane == "bulk":
             if len(self.sealed_labels) + len(opened) > SEALED_LABELS_KEPT:
                 self.sealed_labels.clear()  # rows another process sent, or a long backlog: start afresh
@@ -759,7 +749,7 @@ class Node(NodeLedger):
         refused: list[dict[str, str]] = []
         for n, env in enumerate(envelopes):
             if lane == "bulk" and n % 16 == 0:
-                yield_to_flash()
+                self.lanes.yield_to_flash()
             try:
                 label, payload = opener.open(env)
             except (envelope.EnvelopeError, LabelInvalid) as exc:
@@ -774,7 +764,7 @@ class Node(NodeLedger):
         fresh_alerts: list[FreshAlert] = []
         if lane == "flash":
             for lbl, _, _ in accepted:
-                trace.mark(lbl.item_id, "receive.begin")
+                self.trace.mark(lbl.item_id, "receive.begin")
         if accepted and lane == "flash" and _is_pg(self.flash.engine):
             fresh_alerts = self._store_received_reports(peer, accepted, now)
             received = [lbl.item_id for lbl, _, _ in accepted]  # repeats are acknowledged again
@@ -816,7 +806,7 @@ class Node(NodeLedger):
             received = [lbl.item_id for lbl, _, _ in accepted]  # repeats are acknowledged again
         receipt = {"node": self.party, "received": received, "refused": refused, "at": now.isoformat()}
         for a in fresh_alerts:
-            trace.mark(a.alert_id, "receive.committed")
+            self.trace.mark(a.alert_id, "receive.committed")
         return receipt, fresh_alerts
 
     def _store_received_reports(
@@ -990,7 +980,10 @@ class Node(NodeLedger):
             return set(main.execute(select(t.items.c.item_id).where(t.items.c.item_id.in_(item_ids))).scalars())
 
     def dispose(self) -> None:
-        """Close the node's database connections: the main engine's and the flash store's."""
+        """Close the node's database connections (the main engine's and the flash store's), its
+        worker threads and its trace file."""
+        self.lanes.close()
+        self.trace.close()
         if self.flash.separate:
             self.flash.engine.dispose()
         self.engine.dispose()
@@ -1901,7 +1894,7 @@ def _inbound_problem(agreement: Agreement, label: Label, me: str, peer: str, now
         return "R9: the release instant lies in the future"
     status = lifecycle.status(agreement, label.created_at)
     if not status.in_force:
-        rule = "R14" if status.state is lifecycle.State.TERMINATED else "R13"
+        rule = status.refusing_rule
         release = agreement.local(label.created_at).isoformat()  # the agreement's zone, as its deadlines
         return f"{rule}: the agreement was {status.state.value} at the release instant {release}"
     return None

@@ -1,6 +1,6 @@
 """Marks on a flash report's way through the nodes, for ``bench/exchange.py --trace``.
 
-Off unless ``GSOMIA_TRACE`` names a file when the process starts; then each mark appends
+Off unless ``GSOMIA_TRACE`` names a file when the node starts; then each mark appends
 one line, ``<unix time> <pid> <item id> <point>``, in one ``write`` so that the lines of
 both nodes' processes never interleave. py-spy shows where CPU time goes; these show
 which hop a flash report waited at (R17).
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 
 POINTS = (
     "provide.begin",  # the sender's transaction starts (the report is sealed)
@@ -22,10 +23,24 @@ POINTS = (
     "stream.shown",  # the stream hands it to its subscriber
 )
 
-_PATH = os.environ.get("GSOMIA_TRACE")
-_FD = os.open(_PATH, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600) if _PATH else None
 
+class Trace:
+    """Where a node writes its marks: nowhere (``fd`` None), or an open file descriptor."""
 
-def mark(item_id: str, point: str) -> None:
-    if _FD is not None:
-        os.write(_FD, f"{time.time():.6f} {os.getpid()} {item_id} {point}\n".encode())
+    def __init__(self, fd: int | None = None) -> None:
+        self.fd = fd
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] = os.environ) -> Trace:
+        path = environ.get("GSOMIA_TRACE")
+        return cls(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600) if path else None)
+
+    def mark(self, item_id: str, point: str) -> None:
+        if self.fd is not None:
+            # Wall-clock time on purpose: the marks of two processes are compared with each other.
+            os.write(self.fd, f"{time.time():.6f} {os.getpid()} {item_id} {point}\n".encode())
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None

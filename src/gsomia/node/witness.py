@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from gsomia import ledger
+from gsomia.core import ledger
 from gsomia.node import peer as peer_proto
 from gsomia.node.service import Node
 

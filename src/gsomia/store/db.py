@@ -15,7 +15,7 @@ from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.exc import DisconnectionError
 
-from gsomia.errors import InvalidInput
+from gsomia.core.errors import InvalidInput
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 

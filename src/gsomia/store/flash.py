@@ -43,10 +43,10 @@ from sqlalchemy import Column, Connection, Engine, MetaData, String, Table, Text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.schema import CreateTable
 
-from gsomia.errors import GsomiaError
+from gsomia.core.errors import GsomiaError
+from gsomia.core.words import count
 from gsomia.store import db, gate
 from gsomia.store import schema as t
-from gsomia.words import count
 
 MIRRORED = ("items", "outbox", "alerts", "receipts", "ledger_queue")
 _metadata = MetaData()

@@ -29,7 +29,8 @@ from sqlalchemy import Column, Connection, LargeBinary, Table, func, select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 
-from gsomia import ledger, merkle
+from gsomia.core import ledger, merkle
+from gsomia.core.errors import IntegrityFailure
 from gsomia.store import schema as t
 
 _CHUNK = 400  # keys per lookup query
@@ -246,7 +247,7 @@ def _run(conn: Connection, compute: Callable[[ledger.Get], Any]) -> Any:
     return compute(get)
 
 
-class LedgerCorrupt(Exception):
+class LedgerCorrupt(IntegrityFailure):
     """The stored log is not what it must be (a missing node, a changed entry)."""
 
 

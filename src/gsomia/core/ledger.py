@@ -24,8 +24,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from gsomia.keys import PrivateKeys, PublicKeys
-from gsomia.merkle import EMPTY_ROOT, leaf_hash, node_hash
+from gsomia.core.keys import PrivateKeys, PublicKeys
+from gsomia.core.merkle import EMPTY_ROOT, leaf_hash, node_hash
 
 Get = Callable[[int, int], bytes]
 NodeKey = tuple[int, int]

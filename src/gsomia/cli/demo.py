@@ -32,12 +32,12 @@ from typing import Any
 import httpx
 from rich.console import Console
 
-from gsomia.agreement import lifecycle, terms
-from gsomia.agreement.terms import NoteType
-from gsomia.files import private_dir
+from gsomia.core.agreement import lifecycle, terms
+from gsomia.core.agreement.terms import NoteType
+from gsomia.core.words import count
 from gsomia.node.process import NodeProcess, start_all, stop_all
 from gsomia.node.provision import Provisioned, provision_pair
-from gsomia.words import count
+from gsomia.store.files import private_dir
 
 KST = timezone(timedelta(hours=9))
 

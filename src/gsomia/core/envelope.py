@@ -33,12 +33,13 @@ from typing import IO, Any, Final
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from gsomia import merkle
-from gsomia.agreement.terms import Agreement
-from gsomia.errors import GsomiaError
-from gsomia.keys import PrivateKeys, PublicKeys, kem_suite
-from gsomia.label import Label, LabelInvalid, canonical, canonical_text, loads
-from gsomia.label import validate as validate_label
+from gsomia.core import merkle
+from gsomia.core.agreement.terms import Agreement
+from gsomia.core.canonical import canonical, canonical_text, loads
+from gsomia.core.errors import IntegrityFailure
+from gsomia.core.keys import PrivateKeys, PublicKeys, kem_suite
+from gsomia.core.label import Label, LabelInvalid
+from gsomia.core.label import validate as validate_label
 
 __all__ = [
     "EnvelopeError",
@@ -82,7 +83,7 @@ _TRAILER_KEYS: Final = {
 }
 
 
-class EnvelopeError(GsomiaError):
+class EnvelopeError(IntegrityFailure):
     """An envelope that cannot be sealed or opened. Never comes with plaintext."""
 
 

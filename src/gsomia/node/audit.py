@@ -15,10 +15,10 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, LargeBinary, Table, cast, insert, select
 
-from gsomia import ledger, merkle, records
-from gsomia.errors import GsomiaError
-from gsomia.keyring import KeyHistory, KeyRotationInvalid, Rotation
-from gsomia.keys import PrivateKeys, PublicKeys
+from gsomia.core import ledger, merkle, records
+from gsomia.core.errors import GsomiaError
+from gsomia.core.keyring import KeyHistory, KeyRotationInvalid, Rotation
+from gsomia.core.keys import PrivateKeys, PublicKeys
 from gsomia.store import flash, ledger_store
 from gsomia.store import schema as t
 

@@ -15,12 +15,12 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 
-from gsomia.agreement.lifecycle import State, Status
-from gsomia.agreement.schemes import MarkingError, equivalent, level_index, national_rank, valid_markings
-from gsomia.agreement.terms import Agreement
-from gsomia.errors import InvalidInput
-from gsomia.label import Label
-from gsomia.rules import cite
+from gsomia.core.agreement.lifecycle import State, Status
+from gsomia.core.agreement.schemes import MarkingError, equivalent, level_index, national_rank, valid_markings
+from gsomia.core.agreement.terms import Agreement
+from gsomia.core.errors import InvalidInput
+from gsomia.core.label import Label
+from gsomia.core.rules import cite
 
 
 class Role(StrEnum):

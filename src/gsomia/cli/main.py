@@ -18,9 +18,9 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from gsomia.agreement import lifecycle, schemes, terms
-from gsomia.errors import GsomiaError, InvalidInput
-from gsomia.words import count
+from gsomia.core.agreement import lifecycle, schemes, terms
+from gsomia.core.errors import GsomiaError, InvalidInput
+from gsomia.core.words import count
 
 app = typer.Typer(
     help="gsomia: classified military information shared under an agreement, sealed, labelled and provable.",
@@ -359,8 +359,8 @@ def seal_command(
     ] = None,
 ) -> None:
     """Seal a payload: encrypt, label, bind, sign, and wrap its key for each recipient."""
-    from gsomia import envelope, label
-    from gsomia.files import atomic_output, load_private, load_public
+    from gsomia.core import envelope, label
+    from gsomia.store.files import atomic_output, load_private, load_public
 
     agreement = terms.load(agreement_file)
     originator = load_private(key)
@@ -368,7 +368,7 @@ def seal_command(
     release = parse_instant(at) if at else datetime.now().astimezone()
     status = lifecycle.status(agreement, release)
     if not status.in_force:
-        rule = "R14" if status.state is lifecycle.State.TERMINATED else "R13"
+        rule = status.refusing_rule
         raise InvalidInput(
             f"{agreement.id} is {status.state.value} at {agreement.shown(release, originator.party)}: "
             f"nothing may be provided under it ({rule})"
@@ -415,8 +415,8 @@ def open_command(
 
     The payload is written to a temporary file only its owner can read and takes the
     output's name (mode 0600) only once every check has passed."""
-    from gsomia import envelope, label
-    from gsomia.files import PRIVATE_FILE, atomic_output, load_private, load_public
+    from gsomia.core import envelope, label
+    from gsomia.store.files import PRIVATE_FILE, atomic_output, load_private, load_public
 
     agreement = terms.load(agreement_file)
     recipient = load_private(key)
@@ -453,7 +453,7 @@ def open_command(
 
 
 def _read_json(path: Path, what: str) -> Any:
-    from gsomia.files import read_bytes
+    from gsomia.store.files import read_bytes
 
     try:
         return json.loads(read_bytes(path, what).decode("utf-8"))
@@ -513,7 +513,7 @@ def policy_explain(
         --label examples/jpn-secret-label.json \\
         --action read --at 2019-12-02T10:00:00+09:00 --purpose nk-missile
     """
-    from gsomia import label, policy
+    from gsomia.core import label, policy
 
     agreement = terms.load(agreement_file)
     subject = policy.subject_from_dict(_read_json(subject_file, "subject"))
@@ -581,7 +581,7 @@ def node_serve(
 
 
 # node init, export-partner-file, import-partner-file: standing a node up (docs/deploy.md)
-from gsomia.node_cli import register as _register_node_setup  # noqa: E402
+from gsomia.cli.node import register as _register_node_setup  # noqa: E402
 
 _register_node_setup(node_app)
 
@@ -608,7 +608,7 @@ def user_add(
 
     USER_ID: 1 to 64 of a-z, 0-9, '.', '_' and '-'. --clearance: a marking of the node's
     own party's national scheme (R7)."""
-    from gsomia import users
+    from gsomia.core import users
     from gsomia.node import config as node_config
     from gsomia.node.clock import SystemClock
     from gsomia.node.service import Node
@@ -664,9 +664,8 @@ app.add_typer(audit_app, name="audit")
 @audit_app.command("verify")
 def audit_verify(config: ConfigOption, as_json: JsonFlag = False) -> None:
     """Recompute every entry, tree node and stored tree head; exit 2 naming the first bad one."""
-    from gsomia import audit
+    from gsomia.node import audit, keychain
     from gsomia.node import config as node_config
-    from gsomia.node import keychain
     from gsomia.store.db import open_node_database
 
     cfg = node_config.load(config)
@@ -698,9 +697,8 @@ def audit_prove(
     config: ConfigOption,
 ) -> None:
     """Print an inclusion proof (JSON) of every ledger entry about ITEM_ID under a freshly signed head."""
-    from gsomia import audit
+    from gsomia.node import audit, keychain
     from gsomia.node import config as node_config
-    from gsomia.node import keychain
     from gsomia.store.db import open_node_database
 
     cfg = node_config.load(config)
@@ -716,8 +714,8 @@ def audit_check_proof(
     as_json: JsonFlag = False,
 ) -> None:
     """Check a proof with the node's public key only."""
-    from gsomia import audit
-    from gsomia.files import load_public
+    from gsomia.node import audit
+    from gsomia.store.files import load_public
 
     result = audit.check_proof(_read_json(proof_file, "proof"), load_public(trust))
     if as_json:
@@ -746,7 +744,7 @@ def demo(
     --headless prints a short summary (items, flash reports, the notes' instants in the
     agreement's zone, whether the pact is in force); --json prints the same as one JSON
     object, instants in ISO 8601 with their offset."""
-    from gsomia.demo import run, summary
+    from gsomia.cli.demo import run, summary
 
     if not headless:
         replay_command(agreement_file)
@@ -770,13 +768,13 @@ def demo(
 @agreement_app.command("replay")
 def replay_command(file: AgreementFile) -> None:
     """Replay the recorded history: status before and after each note, and the counterfactuals."""
-    from gsomia.replay import replay
+    from gsomia.cli.replay import replay
 
     replay(terms.load(file), out)
 
 
 # The analysts' and duty officers' client of the user API: login, share, inbox, items, read, flash, watch.
-from gsomia.cli_people import register as _register_people  # noqa: E402
+from gsomia.cli.people import register as _register_people  # noqa: E402
 
 _register_people(app)
 

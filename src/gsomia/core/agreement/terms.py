@@ -21,7 +21,7 @@ from types import MappingProxyType
 from typing import Any, Literal, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from gsomia.errors import AgreementFileError
+from gsomia.core.errors import AgreementFileError
 
 ResumeEffect = Literal["immediate", "renotice"]
 Suite = Literal["classic", "pq-hybrid"]

@@ -29,12 +29,12 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from gsomia.agreement.terms import party_zone as zone_of  # each party's own civil time, one map for all
-from gsomia.errors import GsomiaError
-from gsomia.words import count
+from gsomia.core.agreement.terms import party_zone as zone_of  # each party's own civil time, one map for all
+from gsomia.core.errors import GsomiaError
+from gsomia.core.words import count
 
 if TYPE_CHECKING:
-    from gsomia.client import NodeClient
+    from gsomia.cli.client import NodeClient
 
 PANEL = "Analysts and duty officers (over the node's user API)"
 BIG = 1 << 20  # files and payloads above this get a progress bar
@@ -64,7 +64,7 @@ def one_line(fn: F) -> F:
 
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:
-        from gsomia.client import NodeError
+        from gsomia.cli.client import NodeError
 
         try:
             return fn(*args, **kwargs)
@@ -82,7 +82,7 @@ def _fail(line: str) -> None:
 
 
 def _client(profile: str) -> tuple[NodeClient, str | None]:
-    from gsomia.client import NodeClient, load_profile
+    from gsomia.cli.client import NodeClient, load_profile
 
     found = load_profile(profile)
     return NodeClient.from_profile(found), found.party
@@ -156,7 +156,7 @@ def login(
 
     The token (from `gsomia user add`) is never taken on the command line: a file, stdin or
     a hidden prompt."""
-    from gsomia.client import NodeClient, NodeError, Profile, check_url, save_profile
+    from gsomia.cli.client import NodeClient, NodeError, Profile, check_url, save_profile
 
     url = check_url(node)
     if url.startswith("https://") and cacert is None:
@@ -191,7 +191,7 @@ def login(
 
 def logout(profile: ProfileOption = "default") -> None:
     """Forget a profile's node and token."""
-    from gsomia.client import remove_profile
+    from gsomia.cli.client import remove_profile
 
     if remove_profile(profile):
         out.print(f"logged out (profile {profile})", markup=False)
@@ -221,7 +221,7 @@ def share(
     profile: ProfileOption = "default",
 ) -> None:
     """Share a file with the partner: sealed and labelled by your node, delivered to theirs."""
-    from gsomia.client import MAX_PAYLOAD, NodeError
+    from gsomia.cli.client import MAX_PAYLOAD, NodeError
 
     try:
         size = file.stat().st_size
@@ -389,7 +389,7 @@ def read(
     profile: ProfileOption = "default",
 ) -> None:
     """Read an item: its payload to FILE, its marking in your own scheme on the terminal."""
-    from gsomia.client import NodeError
+    from gsomia.cli.client import NodeError
 
     if not ITEM_ID.fullmatch(item_id):
         raise NodeError(f"{item_id!r} is not an item id (as `gsomia items` lists them)")
@@ -421,7 +421,7 @@ def read(
         sys.stdout.buffer.write(payload)
         sys.stdout.buffer.flush()
         return
-    from gsomia.files import atomic_output
+    from gsomia.store.files import atomic_output
 
     with atomic_output(target, mode=0o600, overwrite=force) as f:
         f.write(payload)
@@ -472,7 +472,7 @@ def watch(
     profile: ProfileOption = "default",
 ) -> None:
     """Flash reports as they arrive, until Ctrl-C; resumes after a dropped connection."""
-    from gsomia.client import NodeError
+    from gsomia.cli.client import NodeError
 
     client, party = _client(profile)
     zone = zone_of(party)
@@ -494,7 +494,7 @@ def watch(
                     why = "the node closed the stream"
                 except NodeError as exc:
                     # The node said no (a token, a limit): retrying will not help. A proxy's 5xx may pass.
-                    if exc.status is not None and exc.status < 500:
+                    if exc.answered is not None and exc.answered < 500:
                         raise
                     why = str(exc)
                 pause = BACKOFF[min(failures, len(BACKOFF) - 1)]

@@ -19,9 +19,9 @@ import re
 import unicodedata
 from collections.abc import Iterable
 
-from gsomia.agreement.schemes import markings
-from gsomia.agreement.terms import Agreement, normalize_marking
-from gsomia.errors import InvalidInput
+from gsomia.core.agreement.schemes import markings
+from gsomia.core.agreement.terms import Agreement, normalize_marking
+from gsomia.core.errors import InvalidInput
 
 USER_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 USER_ID_RULE = "1 to 64 of a-z, 0-9, '.', '_' and '-', starting with a letter or digit"

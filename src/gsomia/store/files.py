@@ -22,8 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from gsomia.errors import InvalidInput
-from gsomia.keys import PrivateKeys, PublicKeys
+from gsomia.core.errors import InvalidInput
+from gsomia.core.keys import PrivateKeys, PublicKeys
 
 PRIVATE_FILE = 0o600
 PRIVATE_DIR = 0o700

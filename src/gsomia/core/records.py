@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from gsomia.errors import GsomiaError
-from gsomia.keyring import KeyHistory
-from gsomia.keys import PrivateKeys
-from gsomia.policy import Consent
+from gsomia.core.errors import GsomiaError
+from gsomia.core.keyring import KeyHistory
+from gsomia.core.keys import PrivateKeys
+from gsomia.core.policy import Consent
 
 _SIGNED = b"gsomia/record/v1\x00"
 _CONTEXT = b"gsomia/record/v1"

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from gsomia.errors import GsomiaError
+from gsomia.core.errors import GsomiaError
 
 # The user API's limits (``node/app.py`` ItemIn.payload_b64 and ``node/intake.py``): checked here
 # before a byte is sent, so a file too large is refused in one line instead of after an upload.
@@ -44,21 +44,21 @@ Progress = Callable[[int], None]  # called with the bytes just done
 class NodeError(GsomiaError):
     """A request the node refused, or one that never reached it.
 
-    ``status`` is the HTTP status (None when no answer came: connection, TLS, timeout);
+    ``answered`` is the HTTP status (None when no answer came: connection, TLS, timeout);
     ``reasons`` the access decision's reasons (``[{rule, text}]``) of a 403."""
 
     def __init__(
         self, message: str, status: int | None = None, detail: str = "", reasons: list[dict[str, str]] | None = None
     ) -> None:
         super().__init__(message)
-        self.status = status
+        self.answered = status
         self.detail = detail or message
         self.reasons = reasons or []
 
     @property
     def refused(self) -> bool:
         """An access decision said no: the line names the rule."""
-        return self.status == 403
+        return self.answered == 403
 
     def line(self) -> str:
         """The one line the command line prints."""
@@ -133,7 +133,7 @@ def _toml(value: str) -> str:
 
 def _write_profiles(path: Path, profiles: dict[str, Any]) -> None:
     """Every profile in one file, replaced whole (0600: it holds tokens)."""
-    from gsomia.files import atomic_output
+    from gsomia.store.files import atomic_output
 
     lines = ["# gsomia login: the node, token and certificate of each profile. Keep this file private."]
     for name, entry in profiles.items():
@@ -145,7 +145,7 @@ def _write_profiles(path: Path, profiles: dict[str, Any]) -> None:
 
 def save_profile(profile: Profile) -> Path:
     """Write ``profile`` beside the others: the file 0600, its directory 0700, replaced whole."""
-    from gsomia.files import private_dir
+    from gsomia.store.files import private_dir
 
     path = profile_path()
     profiles = _read_profiles(path)
@@ -221,7 +221,7 @@ class NodeClient:
         if cacert is not None:
             if not Path(cacert).is_file():
                 raise NodeError(f"--cacert: {cacert}: no such certificate file")
-            from gsomia import tls
+            from gsomia.node import tls
 
             try:
                 verify = tls.trust(Path(cacert))

@@ -29,8 +29,8 @@ from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PrivateKey, M
 from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM768PrivateKey, MLKEM768PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
-from gsomia.agreement.terms import SUITES, Suite
-from gsomia.errors import GsomiaError
+from gsomia.core.agreement.terms import SUITES, Suite
+from gsomia.core.errors import GsomiaError
 
 
 class KeyFileInvalid(GsomiaError):

@@ -12,9 +12,9 @@ from datetime import timedelta
 from rich.console import Console
 from rich.panel import Panel
 
-from gsomia.agreement import lifecycle
-from gsomia.agreement.terms import Agreement, NoteType
-from gsomia.cli import STATE_STYLE, timeline_table
+from gsomia.cli.main import STATE_STYLE, timeline_table
+from gsomia.core.agreement import lifecycle
+from gsomia.core.agreement.terms import Agreement, NoteType
 
 
 def _line(agreement: Agreement, label: str, status: lifecycle.Status) -> str:

@@ -15,8 +15,8 @@ before a label is made: a label's canonical encoding never holds a second spelli
 
 from __future__ import annotations
 
-from gsomia.agreement.terms import Agreement, Level, normalize_marking
-from gsomia.errors import GsomiaError
+from gsomia.core.agreement.terms import Agreement, Level, normalize_marking
+from gsomia.core.errors import GsomiaError
 
 
 def markings(agreement: Agreement, party: str) -> tuple[str, ...]:

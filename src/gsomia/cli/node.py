@@ -13,8 +13,8 @@ from typing import Annotated
 
 import typer
 
-from gsomia.errors import InvalidInput
-from gsomia.words import count
+from gsomia.core.errors import InvalidInput
+from gsomia.core.words import count
 
 
 def register(node_app: typer.Typer) -> None:
@@ -46,7 +46,7 @@ def node_init(
 
     The certificate names the --listen and --peer-listen hosts (wildcards aside) and every
     --host. Next: give the partner this node's file (export-partner-file) and import its own."""
-    from gsomia.cli import out
+    from gsomia.cli.main import out
     from gsomia.node.init import init_node
 
     made = init_node(directory, party, agreement, listen, peer_listen, database_url, suite, host or ())
@@ -86,7 +86,7 @@ def node_export_partner_file(
     The file holds the party, its public keys and key chain, its TLS certificate, the peer
     API address and the agreement's id. Read the fingerprint to the partner's security
     authority out of band (telephone, fax)."""
-    from gsomia.cli import out
+    from gsomia.cli.main import out
     from gsomia.node import config as node_config
     from gsomia.node import partner
 
@@ -98,7 +98,7 @@ def node_export_partner_file(
 
 
 def _show_fingerprint(fingerprint: str) -> None:
-    from gsomia.cli import out
+    from gsomia.cli.main import out
 
     # Sixteen groups on a line of their own: 79 columns, unbroken on an 80-column terminal.
     out.print("fingerprint (SHA-256 of the file's content):")
@@ -121,7 +121,7 @@ def node_import_partner_file(
     (unless --yes), then records its keys, certificate and peer address for `node serve`
     (keys/ and node.toml). The same file again changes nothing; a different one for a
     known partner needs --replace."""
-    from gsomia.cli import out
+    from gsomia.cli.main import out
     from gsomia.node import config as node_config
     from gsomia.node import partner
 

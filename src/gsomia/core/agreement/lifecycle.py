@@ -27,8 +27,8 @@ from typing import Any
 
 from dateutil.relativedelta import relativedelta
 
-from gsomia.agreement.terms import Agreement, Note, NoteType, ResumeEffect
-from gsomia.errors import InvalidHistory, InvalidInput
+from gsomia.core.agreement.terms import Agreement, Note, NoteType, ResumeEffect
+from gsomia.core.errors import InvalidHistory, InvalidInput
 
 _MAX_TERMS = 10_000  # far beyond any real agreement; stops a runaway search
 
@@ -70,6 +70,12 @@ class Status:
     terminated_at: datetime | None
     reading: ResumeEffect
     dispute: Dispute | None = None
+
+    @property
+    def refusing_rule(self) -> str:
+        """The rule that refuses a provision at this status: R14 once terminated (no revival), R13
+        otherwise (not yet in force, or suspended)."""
+        return "R14" if self.state is State.TERMINATED else "R13"
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,8 +36,8 @@ from typing import Any, Final
 
 from cryptography.exceptions import InvalidSignature
 
-from gsomia.errors import GsomiaError
-from gsomia.keys import KeyFileInvalid, PrivateKeys, PublicKeys
+from gsomia.core.errors import GsomiaError
+from gsomia.core.keys import KeyFileInvalid, PrivateKeys, PublicKeys
 
 FORMAT: Final = "gsomia-key-rotation"
 _SIGNED: Final = b"gsomia/keys/v1/rotation\x00"

@@ -1,0 +1,1 @@
+"""The command line: the security authority's, the analysts' and the auditors' commands."""
