@@ -1,8 +1,7 @@
-"""``gsomia node init``, ``node export-partner-file`` and ``node import-partner-file``.
+"""``gsomia node``: serve a node; ``init``, ``export-partner-file`` and ``import-partner-file``.
 
 Standing up a party's node on its own machine (``node.init``) and introducing it to the
-partner's (``node.partner``); the steps in order are docs/deploy.md. Registered on the
-``node`` command group by ``cli``.
+partner's (``node.partner``); the steps in order are docs/deploy.md.
 """
 
 from __future__ import annotations
@@ -13,14 +12,43 @@ from typing import Annotated
 
 import typer
 
+from gsomia.cli.terminal import ConfigOption, now, out
 from gsomia.core.errors import InvalidInput
 from gsomia.core.words import count
 
+app = typer.Typer(help="Run a national node.", no_args_is_help=True)
 
-def register(node_app: typer.Typer) -> None:
-    node_app.command("init")(node_init)
-    node_app.command("export-partner-file")(node_export_partner_file)
-    node_app.command("import-partner-file")(node_import_partner_file)
+# The node and store are imported inside the commands that use them, so that `gsomia --help`
+# and the file-only commands start without loading the database and web stacks.
+
+
+@app.command("serve")
+def node_serve(
+    config: ConfigOption,
+    flash_link: Annotated[int | None, typer.Option(hidden=True, help="Run as the node's flash process.")] = None,
+) -> None:
+    """Serve the user API and the mutual-TLS peer API, and deliver the outbox.
+
+    With flash_listen in the configuration, flash work (R17) runs in a second process on
+    ports of its own, which this one starts, watches and stops."""
+    from gsomia.node import config as node_config
+    from gsomia.node.serve import run
+
+    cfg = node_config.load(config)
+    if flash_link is not None and cfg.flash_listen is None:
+        raise typer.BadParameter("this configuration has no flash_listen", param_hint="--flash-link")
+    scheme = "https" if cfg.user_tls else "http"
+    if flash_link is None:
+        out.print(
+            f"gsomia node {cfg.party}: user API {scheme}://{cfg.listen[0]}:{cfg.listen[1]}, "
+            f"peer API https://{cfg.peer_listen[0]}:{cfg.peer_listen[1]} (mutual TLS)"
+        )
+    if flash_link is None and cfg.flash_listen and cfg.flash_peer_listen:
+        out.print(
+            f"gsomia node {cfg.party}: flash process: user API {scheme}://{cfg.flash_listen[0]}:{cfg.flash_listen[1]}, "
+            f"peer API https://{cfg.flash_peer_listen[0]}:{cfg.flash_peer_listen[1]}"
+        )
+    run(cfg, flash_link)
 
 
 def node_init(
@@ -46,10 +74,9 @@ def node_init(
 
     The certificate names the --listen and --peer-listen hosts (wildcards aside) and every
     --host. Next: give the partner this node's file (export-partner-file) and import its own."""
-    from gsomia.cli.main import out
     from gsomia.node.init import init_node
 
-    made = init_node(directory, party, agreement, listen, peer_listen, database_url, suite, host or ())
+    made = init_node(directory, party, agreement, listen, peer_listen, database_url, suite, host or (), now())
     out.print(f"{made.party} node in {made.directory} under {made.agreement.id}: {made.config}", soft_wrap=True)
     out.print(
         f"  keys: {made.keys.key} (private, 0600), {made.keys.public} (key id {made.kid})\n"
@@ -86,7 +113,6 @@ def node_export_partner_file(
     The file holds the party, its public keys and key chain, its TLS certificate, the peer
     API address and the agreement's id. Read the fingerprint to the partner's security
     authority out of band (telephone, fax)."""
-    from gsomia.cli.main import out
     from gsomia.node import config as node_config
     from gsomia.node import partner
 
@@ -98,7 +124,6 @@ def node_export_partner_file(
 
 
 def _show_fingerprint(fingerprint: str) -> None:
-    from gsomia.cli.main import out
 
     # Sixteen groups on a line of their own: 79 columns, unbroken on an 80-column terminal.
     out.print("fingerprint (SHA-256 of the file's content):")
@@ -121,7 +146,6 @@ def node_import_partner_file(
     (unless --yes), then records its keys, certificate and peer address for `node serve`
     (keys/ and node.toml). The same file again changes nothing; a different one for a
     known partner needs --replace."""
-    from gsomia.cli.main import out
     from gsomia.node import config as node_config
     from gsomia.node import partner
 
@@ -152,3 +176,8 @@ def node_import_partner_file(
         f"{found.party} {verb} in {cfg.path}: peers.{found.party}; restart `gsomia node serve` to use it",
         soft_wrap=True,
     )
+
+
+app.command("init")(node_init)
+app.command("export-partner-file")(node_export_partner_file)
+app.command("import-partner-file")(node_import_partner_file)

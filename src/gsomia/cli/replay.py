@@ -12,7 +12,7 @@ from datetime import timedelta
 from rich.console import Console
 from rich.panel import Panel
 
-from gsomia.cli.main import STATE_STYLE, timeline_table
+from gsomia.cli.timeline import STATE_STYLE, timeline_table
 from gsomia.core.agreement import lifecycle
 from gsomia.core.agreement.terms import Agreement, NoteType
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -42,7 +41,3 @@ class SimulatedClock:
 
 
 Clock = SystemClock | SimulatedClock
-
-
-def monotonic_ms() -> float:
-    return time.monotonic() * 1000.0

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event, inspect
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import DisconnectionError
 
 from gsomia.core.errors import InvalidInput
@@ -168,7 +168,3 @@ def open_database(url: str, own_checkpoints: bool = False, flash_url: str | None
     if flash_url is not None:
         _FLASH_URLS[engine] = flash_url
     return engine
-
-
-def table_names(engine: Engine) -> list[str]:
-    return sorted(inspect(engine).get_table_names())
