@@ -20,7 +20,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hpke
@@ -206,7 +206,7 @@ class PrivateKeys:
             raise KeyFileInvalid(f"{what}: a key has the wrong length or form ({exc})") from None
 
 
-def _is_alpha3(party: object) -> bool:
+def _is_alpha3(party: object) -> TypeGuard[str]:
     """Three letters A to Z (ISO 3166-1 alpha-3). ASCII, so a key file is ASCII throughout
     and its canonical bytes, hence its kid, are those it has always had."""
     return isinstance(party, str) and len(party) == 3 and party.isascii() and party.isalpha() and party.isupper()
