@@ -11,7 +11,7 @@ from sqlalchemy import Engine, select
 
 from gsomia.store import schema as t
 from gsomia.store.db import open_database
-from gsomia.store.ledger_store import insert_many
+from gsomia.store.inserts import insert_many
 from nodes import pg_databases
 
 

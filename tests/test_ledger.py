@@ -31,7 +31,7 @@ def test_roots_and_paths_match_the_direct_computation_for_every_size() -> None:
         for i in range(n):
             proof = ledger.inclusion_proof(i, n, get)
             assert proof == merkle.inclusion_path(leaves[:n], i)
-            assert ledger.verify_inclusion(leaves[i], i, n, proof, merkle.root(leaves[:n]))
+            assert merkle.verify_inclusion(leaves[i], i, n, proof, merkle.root(leaves[:n]))
 
 
 def test_appending_one_at_a_time_equals_appending_a_batch() -> None:
@@ -56,9 +56,9 @@ def test_every_consistency_proof_verifies_and_none_across_a_fork() -> None:
         for old in range(0, new + 1):
             proof = ledger.consistency_proof(old, new, get)
             old_root, new_root = ledger.root(old, get), ledger.root(new, get)
-            assert ledger.verify_consistency(old, new, old_root, new_root, proof), (old, new)
+            assert merkle.verify_consistency(old, new, old_root, new_root, proof), (old, new)
             if 5 < old < new:  # a rewritten history does not extend the signed one
-                assert not ledger.verify_consistency(old, new, merkle.root(forked_leaves[:old]), new_root, proof)
+                assert not merkle.verify_consistency(old, new, merkle.root(forked_leaves[:old]), new_root, proof)
 
 
 @settings(max_examples=200, deadline=None)
@@ -72,26 +72,26 @@ def test_any_altered_hash_fails(size: int, data: st.DataObject) -> None:
     index = data.draw(st.integers(0, size - 1))
     head = ledger.root(size, get)
     proof = ledger.inclusion_proof(index, size, get)
-    assert ledger.verify_inclusion(leaves[index], index, size, proof, head)
-    assert not ledger.verify_inclusion(merkle.leaf_hash(b"other"), index, size, proof, head)
+    assert merkle.verify_inclusion(leaves[index], index, size, proof, head)
+    assert not merkle.verify_inclusion(merkle.leaf_hash(b"other"), index, size, proof, head)
     if proof:
         k = data.draw(st.integers(0, len(proof) - 1))
         bad = list(proof)
         bad[k] = bytes(32)
-        assert not ledger.verify_inclusion(leaves[index], index, size, bad, head)
+        assert not merkle.verify_inclusion(leaves[index], index, size, bad, head)
     if size > 1:
         assert (
-            not ledger.verify_inclusion(leaves[index], (index + 1) % size, size, proof, head)
+            not merkle.verify_inclusion(leaves[index], (index + 1) % size, size, proof, head)
             or leaves[index] == leaves[(index + 1) % size]
         )
     old = data.draw(st.integers(1, size))
     cproof = ledger.consistency_proof(old, size, get)
-    assert ledger.verify_consistency(old, size, ledger.root(old, get), head, cproof)
+    assert merkle.verify_consistency(old, size, ledger.root(old, get), head, cproof)
     if cproof:
         k = data.draw(st.integers(0, len(cproof) - 1))
         bad = list(cproof)
         bad[k] = bytes(32)
-        assert not ledger.verify_consistency(old, size, ledger.root(old, get), head, bad)
+        assert not merkle.verify_consistency(old, size, ledger.root(old, get), head, bad)
 
 
 def test_a_proof_reads_only_logarithmically_many_stored_nodes() -> None:

@@ -8,7 +8,7 @@ from sqlalchemy import text
 
 from gsomia.store import db
 from gsomia.store import schema as t
-from gsomia.store.ledger_store import insert_many
+from gsomia.store.inserts import insert_many
 from nodes import pg_databases
 
 

@@ -4,6 +4,10 @@ Keys sorted, no whitespace, non-ASCII as itself, UTF-8: labels, envelopes, ledge
 records, key statements, receipts and partner files. One encoding means a value hashed by one
 module verifies in another, and an auditor can rebuild any of them with ``json.dumps(obj,
 sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()``.
+
+Key files and key rotation statements are written here too: their content is ASCII
+(party codes, suites, instants, base64), where this encoding and ``ensure_ascii=True``
+give the same bytes.
 """
 
 from __future__ import annotations
@@ -11,15 +15,23 @@ from __future__ import annotations
 import json
 import json.scanner
 from collections.abc import Callable, Sequence
+from functools import cache
 from typing import Any
 
 __all__ = ["canonical", "canonical_text", "loads"]
 
 
-def _canonical_chunks() -> Callable[[Any, int], Sequence[str]]:
-    # ``json.dumps`` builds this (C) encoder afresh on every call; build it once, with
-    # the arguments ``JSONEncoder.iterencode`` would give it, so the output is the same.
-    encoder = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, check_circular=False)
+Default = Callable[[Any], Any]
+
+
+@cache
+def _canonical_chunks(default: Default | None = None) -> Callable[[Any, int], Sequence[str]]:
+    # ``json.dumps`` builds this (C) encoder afresh on every call; build it once per
+    # ``default``, with the arguments ``JSONEncoder.iterencode`` would give it, so the
+    # output is the same.
+    encoder = json.JSONEncoder(
+        sort_keys=True, separators=(",", ":"), ensure_ascii=False, check_circular=False, default=default
+    )
     make = getattr(json.encoder, "c_make_encoder", None)
     if make is None:  # no C accelerator: the pure-Python path
         return lambda obj, _: (encoder.encode(obj),)
@@ -42,9 +54,15 @@ def canonical_text(obj: Any) -> str:
     return "".join(_chunks(obj, 0))
 
 
-def canonical(obj: Any) -> bytes:
-    """Canonical JSON bytes: ``canonical_text`` in UTF-8."""
-    return "".join(_chunks(obj, 0)).encode("utf-8")
+def canonical(obj: Any, default: Default | None = None) -> bytes:
+    """Canonical JSON bytes: ``canonical_text`` in UTF-8.
+
+    ``default`` is ``json.dumps``'s: what a value JSON has no type for is written as.
+    Without it such a value is refused (``TypeError``); the ledger passes ``str``
+    because its entries have always been written so (an instant as its ``str()``), and
+    old entries must hash the same. JSON values are written the same either way."""
+    chunks = _chunks if default is None else _canonical_chunks(default)
+    return "".join(chunks(obj, 0)).encode("utf-8")
 
 
 def loads(text: str) -> Any:

@@ -36,6 +36,7 @@ from typing import Any, Final
 
 from cryptography.exceptions import InvalidSignature
 
+from gsomia.core.canonical import canonical, canonical_text
 from gsomia.core.errors import GsomiaError
 from gsomia.core.keys import KeyFileInvalid, PrivateKeys, PublicKeys
 
@@ -51,10 +52,6 @@ _SIG_FIELDS: Final = {
 
 class KeyRotationInvalid(GsomiaError):
     """A rotation statement or key chain that does not check out."""
-
-
-def _canonical(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
 
 
 def _b64(raw: bytes) -> str:
@@ -86,13 +83,13 @@ class Rotation:
         }
 
     def message(self) -> bytes:
-        return _SIGNED + _canonical(self.body())
+        return _SIGNED + canonical(self.body())  # ASCII only: party codes, instants, key files
 
     def as_dict(self) -> dict[str, Any]:
         return {"statement": self.body(), "signatures": dict(sorted(self.signatures.items()))}
 
     def to_bytes(self) -> bytes:
-        return _canonical(self.as_dict())
+        return canonical(self.as_dict())  # and base64 signatures: ASCII only
 
     def verify(self) -> None:
         """Both keys signed exactly this statement; raises ``KeyRotationInvalid``."""
@@ -116,8 +113,8 @@ class Rotation:
         if not isinstance(body, dict) or set(body) != _FIELDS or body.get("kind") != FORMAT or body.get("v") != 1:
             raise KeyRotationInvalid(f"not a {FORMAT} v1 statement")
         try:
-            old = PublicKeys.from_bytes(_canonical(body["old"]), "rotation: old key")
-            new = PublicKeys.from_bytes(_canonical(body["new"]), "rotation: new key")
+            old = PublicKeys.from_dict(body["old"], "rotation: old key")
+            new = PublicKeys.from_dict(body["new"], "rotation: new key")
             at = datetime.fromisoformat(str(body["at"]))
         except (KeyFileInvalid, ValueError) as exc:
             raise KeyRotationInvalid(f"rotation: {exc}") from None
@@ -135,7 +132,8 @@ class Rotation:
         if not isinstance(sigs, dict) or set(sigs) != _SIG_FIELDS[old.suite]:
             raise KeyRotationInvalid(f"rotation: the signatures of a {old.suite} rotation are missing or extra")
         rotation = cls(party, number, at.astimezone(UTC), size, old, new, dict(sigs))
-        if _canonical(rotation.body()) != _canonical(body):  # one spelling per statement
+        # One spelling per statement. Compared as text: the received one may hold any string.
+        if canonical_text(rotation.body()) != canonical_text(body):
             raise KeyRotationInvalid("rotation: the statement is not in canonical form")
         rotation.verify()
         return rotation

@@ -20,7 +20,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hpke
@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM768PrivateKey, 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from gsomia.core.agreement.terms import SUITES, Suite
+from gsomia.core.canonical import canonical
 from gsomia.core.errors import GsomiaError
 
 
@@ -82,7 +83,7 @@ class PublicKeys:
         if self.mlkem is not None and self.mldsa is not None:
             data["mlkem768"] = _b64(self.mlkem.public_bytes_raw())
             data["mldsa65"] = _b64(self.mldsa.public_bytes_raw())
-        return json.dumps(data, sort_keys=True, separators=(",", ":")).encode("ascii")
+        return canonical(data)  # ASCII only (see ``_party_suite``): kids never change
 
     @cached_property
     def kid(self) -> str:
@@ -114,7 +115,12 @@ class PublicKeys:
 
     @classmethod
     def from_bytes(cls, raw: bytes, what: str = "public key") -> PublicKeys:
-        data = _load_json(raw, what, "gsomia-public-key")
+        return cls.from_dict(_load_json(raw, what), what)
+
+    @classmethod
+    def from_dict(cls, data: Any, what: str = "public key") -> PublicKeys:
+        """A public key file already decoded (as a rotation statement carries one)."""
+        data = _key_file(data, what, "gsomia-public-key")
         party, suite = _party_suite(data, what)
         try:
             pq = suite == "pq-hybrid"
@@ -180,11 +186,11 @@ class PrivateKeys:
         if self.mlkem is not None and self.mldsa is not None:
             data["mlkem768"] = _b64(self.mlkem.private_bytes_raw())  # the 64-byte seed
             data["mldsa65"] = _b64(self.mldsa.private_bytes_raw())  # the 32-byte seed
-        return json.dumps(data, sort_keys=True, separators=(",", ":")).encode("ascii")
+        return canonical(data)  # ASCII only (see ``_party_suite``): kids never change
 
     @classmethod
     def from_bytes(cls, raw: bytes, what: str = "private key") -> PrivateKeys:
-        data = _load_json(raw, what, "gsomia-private-key")
+        data = _key_file(_load_json(raw, what), what, "gsomia-private-key")
         party, suite = _party_suite(data, what)
         try:
             pq = suite == "pq-hybrid"
@@ -200,7 +206,15 @@ class PrivateKeys:
             raise KeyFileInvalid(f"{what}: a key has the wrong length or form ({exc})") from None
 
 
+def _is_alpha3(party: object) -> TypeGuard[str]:
+    """Three letters A to Z (ISO 3166-1 alpha-3). ASCII, so a key file is ASCII throughout
+    and its canonical bytes, hence its kid, are those it has always had."""
+    return isinstance(party, str) and len(party) == 3 and party.isascii() and party.isalpha() and party.isupper()
+
+
 def generate(party: str, suite: Suite) -> PrivateKeys:
+    if not _is_alpha3(party):
+        raise KeyFileInvalid(f"party {party!r} is not an alpha-3 code")
     if suite not in SUITES:
         raise KeyFileInvalid(f"unknown suite {suite!r} (one of: {', '.join(SUITES)})")
     pq = suite == "pq-hybrid"
@@ -214,11 +228,15 @@ def generate(party: str, suite: Suite) -> PrivateKeys:
     )
 
 
-def _load_json(raw: bytes, what: str, kind: str) -> dict[str, Any]:
+def _load_json(raw: bytes, what: str) -> Any:
     try:
-        data = json.loads(raw.decode("utf-8"))
+        return json.loads(raw.decode("utf-8"))
     except (ValueError, RecursionError):  # incl. UnicodeDecodeError, JSONDecodeError, over-long integers
         raise KeyFileInvalid(f"{what}: not a gsomia key file (not JSON)") from None
+
+
+def _key_file(data: Any, what: str, kind: str) -> dict[str, Any]:
+    """``data`` if it is a key file of ``kind``, version 1."""
     if not isinstance(data, dict) or data.get("kind") != kind:
         found = data.get("kind") if isinstance(data, dict) else None
         if found == "gsomia-public-key":
@@ -234,7 +252,7 @@ def _load_json(raw: bytes, what: str, kind: str) -> dict[str, Any]:
 def _party_suite(data: dict[str, Any], what: str) -> tuple[str, Suite]:
     party = data.get("party")
     suite = data.get("suite")
-    if not isinstance(party, str) or len(party) != 3 or not party.isupper():
+    if not _is_alpha3(party):
         raise KeyFileInvalid(f"{what}: party {party!r} is not an alpha-3 code")
     if suite == "classic":
         return party, "classic"

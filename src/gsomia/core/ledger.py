@@ -13,29 +13,30 @@ one query, then run it: one round trip to the database per proof.
 Signed tree heads (``TreeHead``, signed by the node key: Ed25519, and ML-DSA-65 too
 in the pq-hybrid suite, ``PrivateKeys.sign``) are what nodes exchange: anyone holding the node's
 public key can check a head, an inclusion proof against it, and that a later head
-extends an earlier one (RFC 9162 sections 2.1.3 and 2.1.4).
+extends an earlier one (RFC 9162 sections 2.1.3 and 2.1.4), with the checks of
+``core.merkle``.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from gsomia.core.canonical import canonical
 from gsomia.core.keys import PrivateKeys, PublicKeys
-from gsomia.core.merkle import EMPTY_ROOT, leaf_hash, node_hash
+from gsomia.core.merkle import EMPTY_ROOT, node_hash, split
+
+# The proofs built here are checked by ``merkle.verify_inclusion`` and ``merkle.verify_consistency``;
+# named here as well for the node's witness, which reads them from the ledger.
+from gsomia.core.merkle import verify_consistency as verify_consistency
+from gsomia.core.merkle import verify_inclusion as verify_inclusion
 
 Get = Callable[[int, int], bytes]
 NodeKey = tuple[int, int]
 _HEAD = b"gsomia/ledger/v1/tree-head\x00"
 _CONTEXT = b"gsomia/ledger/v1"
-
-
-def _largest_power_below(n: int) -> int:
-    """The largest power of two strictly smaller than n (n >= 2)."""
-    return 1 << ((n - 1).bit_length() - 1)
 
 
 def append_nodes(size: int, leaf: bytes, get: Get) -> list[tuple[int, int, bytes]]:
@@ -73,7 +74,7 @@ def subtree_hash(lo: int, hi: int, get: Get) -> bytes:
         return EMPTY_ROOT
     if n & (n - 1) == 0 and lo % n == 0:
         return get(n.bit_length() - 1, lo // n)
-    k = _largest_power_below(n)
+    k = split(n)
     return node_hash(subtree_hash(lo, lo + k, get), subtree_hash(lo + k, hi, get))
 
 
@@ -88,7 +89,7 @@ def inclusion_proof(index: int, size: int, get: Get) -> list[bytes]:
     path: list[bytes] = []
     lo, hi = 0, size
     while hi - lo > 1:
-        k = _largest_power_below(hi - lo)
+        k = split(hi - lo)
         if index < lo + k:
             path.append(subtree_hash(lo + k, hi, get))
             hi = lo + k
@@ -112,64 +113,10 @@ def _subproof(m: int, lo: int, hi: int, complete: bool, get: Get) -> list[bytes]
     n = hi - lo
     if m == n:
         return [] if complete else [subtree_hash(lo, hi, get)]
-    k = _largest_power_below(n)
+    k = split(n)
     if m <= k:
         return [*_subproof(m, lo, lo + k, complete, get), subtree_hash(lo + k, hi, get)]
     return [*_subproof(m - k, lo + k, hi, False, get), subtree_hash(lo, lo + k, get)]
-
-
-def verify_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes], expected_root: bytes) -> bool:
-    """RFC 9162 section 2.1.3.2, with public data only."""
-    if not 0 <= index < size:
-        return False
-    fn, sn, r = index, size - 1, leaf
-    for p in proof:
-        if sn == 0:
-            return False
-        if fn & 1 or fn == sn:
-            r = node_hash(p, r)
-            while fn and not fn & 1:
-                fn >>= 1
-                sn >>= 1
-        else:
-            r = node_hash(r, p)
-        fn >>= 1
-        sn >>= 1
-    return sn == 0 and r == expected_root
-
-
-def verify_consistency(old: int, new: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]) -> bool:
-    """RFC 9162 section 2.1.4.2: the tree of ``new`` leaves extends the tree of ``old``."""
-    if old > new or old < 0:
-        return False
-    if old == new:
-        return not proof and old_root == new_root
-    if old == 0:
-        return not proof
-    if not proof:
-        return False
-    path = list(proof)
-    if old & (old - 1) == 0:  # old is a power of two: its root is the first node
-        path.insert(0, old_root)
-    fn, sn = old - 1, new - 1
-    while fn & 1:
-        fn >>= 1
-        sn >>= 1
-    fr = sr = path[0]
-    for c in path[1:]:
-        if sn == 0:
-            return False
-        if fn & 1 or fn == sn:
-            fr = node_hash(c, fr)
-            sr = node_hash(c, sr)
-            while fn and not fn & 1:
-                fn >>= 1
-                sn >>= 1
-        else:
-            sr = node_hash(sr, c)
-        fn >>= 1
-        sn >>= 1
-    return sn == 0 and fr == old_root and sr == new_root
 
 
 def plan(compute: Callable[[Get], object]) -> set[NodeKey]:
@@ -187,17 +134,12 @@ def plan(compute: Callable[[Get], object]) -> set[NodeKey]:
 # --- entries and signed tree heads --------------------------------------------------
 
 
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-
-
 def entry_bytes(entry: dict[str, object]) -> bytes:
-    """The canonical bytes of a ledger entry: what its leaf hash covers."""
-    # json.dumps with these options, without building an encoder per call.
-    return _CANONICAL.encode(entry).encode("utf-8")
+    """The canonical bytes of a ledger entry: what its leaf hash covers.
 
-
-def entry_hash(entry: dict[str, object]) -> bytes:
-    return leaf_hash(entry_bytes(entry))
+    A value of an entry's ``detail`` that JSON has no type for is written as its
+    ``str()``, as the ledger has always written it: stored entries must hash the same."""
+    return canonical(entry, default=str)
 
 
 @dataclass(frozen=True, slots=True)

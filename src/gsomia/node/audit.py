@@ -591,7 +591,7 @@ def check_proof(proof: Any, trusted: PublicKeys) -> dict[str, Any]:
             path = [bytes.fromhex(p) for p in e["proof"]]
         except (KeyError, ValueError, TypeError):
             raise AuditFailure(f"entry {n} of the proof is malformed") from None
-        if not ledger.verify_inclusion(merkle.leaf_hash(body), index, head.size, path, head.root):
+        if not merkle.verify_inclusion(merkle.leaf_hash(body), index, head.size, path, head.root):
             raise AuditFailure(
                 f"entry {index} is not in {head.party}'s log of {head.size} entries signed at {head.at.isoformat()}"
             )

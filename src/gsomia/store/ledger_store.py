@@ -6,10 +6,9 @@ The leaf index is gapless: a one-row counter (``ledger_state``) is bumped with
 appenders (PostgreSQL row lock; SQLite's single writer) so two transactions never
 take the same index.
 
-The hot paths run driver-level SQL built once per dialect: appends and node fetches
-through ``Connection.exec_driver_sql`` (no statement compilation per call, errors
-wrapped as SQLAlchemy wraps them, the same rows as Core inserts would write), the
-verification's scans straight from driver cursors. Node lookups are an OR of
+The hot paths run driver-level SQL built once per dialect (``ledger_sql``): appends and
+node fetches through ``Connection.exec_driver_sql``, the verification's scans straight
+from driver cursors; many rows go in as one statement (``inserts``). Node lookups are an OR of
 ``level = ? AND idx = ?`` pairs, which both SQLite and PostgreSQL answer from the
 primary key: SQLite answers a row-value ``IN (…)`` list by scanning the whole table,
 which made every proof and append O(n).
@@ -17,7 +16,6 @@ which made every proof and append O(n).
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections.abc import Callable, Generator, Iterable, Sequence
 from contextlib import closing
@@ -25,15 +23,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Column, Connection, LargeBinary, Table, func, select
-from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import Connection, Table, func, select
 
 from gsomia.core import ledger, merkle
 from gsomia.core.errors import IntegrityFailure
+from gsomia.store import ledger_sql
 from gsomia.store import schema as t
+from gsomia.store.inserts import Insert
 
-_CHUNK = 400  # keys per lookup query
+# Named here as well: the node's bulk writes have always taken it from the ledger's store.
+from gsomia.store.inserts import insert_many as insert_many
+
+_CHUNK = 400  # keys per lookup query: ``Statements.fetch`` ORs that many primary-key pairs
 
 
 def _utc(at: Any) -> datetime:
@@ -50,182 +51,10 @@ def entry_body(index: int, at: datetime, kind: str, actor: str, item_id: str | N
     )
 
 
-class _Statements:
-    """The ledger's driver-level SQL for one dialect.
-
-    Identifiers come from the schema, quoted by the dialect; every value is bound.
-    """
-
-    def __init__(self, dialect: Dialect) -> None:
-        mark = "?" if dialect.paramstyle == "qmark" else "%s"
-        q = dialect.identifier_preparer.quote
-        state, nodes = q(t.ledger_state.name), q(t.ledger_nodes.name)
-        size, level, idx = q("size"), q("level"), q("idx")
-        self.bump = f"UPDATE {state} SET {size} = {size} + {mark} WHERE {q('id')} = 1 RETURNING {size}"  # noqa: S608
-        self.select_nodes = f"SELECT {level}, {idx}, {q('hash')} FROM {nodes}"  # noqa: S608
-        self.node_key = f"({level} = {mark} AND {idx} = {mark})"
-        self.scan_level = f"SELECT {idx}, {q('hash')} FROM {nodes} WHERE {level} = {mark} ORDER BY {idx}"  # noqa: S608
-        entries = q(t.ledger_entries.name)
-        # The verification reads every column: the index first, each copy of a field of the
-        # hashed bytes, then the bytes and the leaf hash. SQLite hands a TEXT value that is not
-        # UTF-8 to Python as an error, not a value: the body is read as a BLOB there, so bytes
-        # an insider wrote are reported as an entry that does not decode.
-        copies = [c for c in t.ledger_entries.c if c.name not in _HASHED]
-        copies.sort(key=lambda c: c.name != "idx")
-        body = f"CAST({q('body')} AS BLOB)" if dialect.name == "sqlite" else q("body")
-        names = ", ".join(q(c.name) for c in copies)
-        self.scan_entries = f"SELECT {names}, {body}, {q('leaf_hash')} FROM {entries} ORDER BY {idx}"  # noqa: S608
-        self.copies = tuple(
-            (position, c.name, _FIELD.get(c.name, c.name), c.type.dialect_impl(dialect).result_processor(dialect, None))
-            for position, c in enumerate(copies)
-            if position
-        )
-        self.stray_nodes = (
-            f"SELECT {level}, {idx} FROM {nodes} WHERE {level} < 0 OR {level} > {mark} ORDER BY {level}, {idx}"  # noqa: S608
-        )
-        self.put_entries = _Insert(dialect, t.ledger_entries, mark)
-        self.put_nodes = _Insert(dialect, t.ledger_nodes, mark)
-        self._fetch: dict[int, str] = {}
-
-    def fetch(self, count: int) -> str:
-        """Nodes by key, ``count`` keys: each pair is a primary-key lookup on both backends."""
-        found = self._fetch.get(count)
-        if found is None:
-            found = self._fetch[count] = f"{self.select_nodes} WHERE {' OR '.join([self.node_key] * count)}"
-        return found
-
-
-class _Insert:
-    """Many rows into one table: the driver's ``executemany`` (SQLite), or with psycopg one
-    ``INSERT … SELECT FROM unnest(arrays)``, the arrays sent in binary (``%b``): psycopg's
-    ``executemany`` sends a statement per row, and text arrays are quoted in Python.
-    Each column's own bind processor is applied, as a Core insert would."""
-
-    def __init__(
-        self,
-        dialect: Dialect,
-        table: Table,
-        mark: str,
-        names: Sequence[str] | None = None,
-        ignore_conflicts_on: str | None = None,
-        returning: str | None = None,
-    ) -> None:
-        q = dialect.identifier_preparer.quote
-        columns: list[Column[Any]] = list(table.c) if names is None else [table.c[n] for n in names]
-        binders = []
-        for position, column in enumerate(columns):
-            if isinstance(column.type, LargeBinary):
-                continue  # its processor only wraps bytes in the driver's Binary; both drivers take bytes as they are
-            process = column.type.dialect_impl(dialect).bind_processor(dialect)
-            if process is not None:
-                binders.append((position, process))
-        self.binders = tuple(binders)
-        self.columnar = dialect.name == "postgresql" and dialect.driver == "psycopg"
-        self.returning = returning is not None
-        if self.returning and not self.columnar:
-            raise ValueError("RETURNING from many rows needs the columnar (PostgreSQL) form")
-        names_sql = ", ".join(q(c.name) for c in columns)
-        tail = f" ON CONFLICT ({q(ignore_conflicts_on)}) DO NOTHING" if ignore_conflicts_on else ""
-        if returning is not None:
-            tail += f" RETURNING {q(returning)}"
-        if self.columnar:
-            # Arrays of the column types without a length: an overlong value then fails on
-            # insert, as it would row by row (a cast to VARCHAR(n) would cut it silently).
-            # WITH ORDINALITY ... ORDER BY: rows are inserted (and numbered by an identity
-            # column) in the order given.
-            arrays = ", ".join(f"%b::{_base_type(c, dialect)}[]" for c in columns)
-            self.head = f"INSERT INTO {q(table.name)} ({names_sql}) SELECT {names_sql}"
-            self.rows_sql = f"FROM unnest({arrays}) WITH ORDINALITY AS u({names_sql}, gsomia_n)"
-            self.sql = f"{self.head} {self.rows_sql} ORDER BY gsomia_n{tail}"
-        else:
-            marks = ", ".join(mark for _ in columns)
-            self.sql = f"INSERT INTO {q(table.name)} ({names_sql}) VALUES ({marks}){tail}"  # noqa: S608
-
-    def bound(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-        """The rows with each column's bind processor applied."""
-        if not self.binders:
-            return rows
-        bound = []
-        for row in rows:
-            values = list(row)
-            for position, process in self.binders:
-                values[position] = process(values[position])
-            bound.append(tuple(values))
-        return bound
-
-    def arrays(self, rows: list[tuple[Any, ...]]) -> tuple[list[Any], ...]:
-        """The columnar form's parameters: one array a column."""
-        return tuple(list(column) for column in zip(*self.bound(rows), strict=True))
-
-    def __call__(self, conn: Connection, rows: list[tuple[Any, ...]]) -> list[Any]:
-        """Insert; with ``returning``, the returned column of the rows inserted."""
-        if not rows:
-            return []
-        if self.columnar:
-            result = conn.exec_driver_sql(self.sql, self.arrays(rows))
-            return list(result.scalars()) if self.returning else []
-        conn.exec_driver_sql(self.sql, self.bound(rows))
-        return []
-
-
-_INSERTS: dict[tuple[str, str, str, str, tuple[str, ...], str | None, str | None], _Insert] = {}
-
-
-def insert_many(
-    conn: Connection,
-    table: Table,
-    rows: Sequence[dict[str, Any]],
-    ignore_conflicts_on: str | None = None,
-    returning: str | None = None,
-) -> list[Any]:
-    """Many rows (dicts with the same keys) into ``table`` in one statement on PostgreSQL
-    (``unnest`` of binary arrays, as the ledger does), one ``executemany`` on SQLite.
-
-    Core's ``insert(table)`` with many rows sends, on psycopg, one prepared statement per
-    row or (with RETURNING) one statement of thousands of parameters that psycopg
-    re-parses in Python on every call (~25 ms for 256 items). Columns no row gives a value
-    for, and that have no default, are left out (NULL). ``returning`` (PostgreSQL only)
-    gives that column of the rows inserted, e.g. with ``ignore_conflicts_on`` the fresh ones.
-    """
-    if not rows:
-        return []
-    names = tuple(
-        name
-        for name in rows[0]
-        if table.c[name].default is not None
-        or table.c[name].server_default is not None
-        or any(r[name] is not None for r in rows)
-    )
-    dialect = conn.dialect
-    key = (dialect.name, dialect.driver, dialect.paramstyle, table.name, names, ignore_conflicts_on, returning)
-    statement = _INSERTS.get(key)
-    if statement is None:
-        mark = "?" if dialect.paramstyle == "qmark" else "%s"
-        statement = _INSERTS[key] = _Insert(dialect, table, mark, names, ignore_conflicts_on, returning)
-    return statement(conn, [tuple(r[n] for n in names) for r in rows])
-
-
-def _base_type(column: Column[Any], dialect: Dialect) -> str:
-    name = column.type.compile(dialect=dialect)
-    return name.split("(", 1)[0].strip()
-
-
-_STATEMENTS: dict[tuple[str, str, str], _Statements] = {}
-
-
-def _statements(conn: Connection) -> _Statements:
-    dialect = conn.dialect
-    key = (dialect.name, dialect.driver, dialect.paramstyle)
-    found = _STATEMENTS.get(key)
-    if found is None:
-        found = _STATEMENTS[key] = _Statements(dialect)
-    return found
-
-
 def fetch_nodes(conn: Connection, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
     wanted = list(keys)
     found: dict[tuple[int, int], bytes] = {}
-    sql = _statements(conn)
+    sql = ledger_sql.statements(conn)
     for start in range(0, len(wanted), _CHUNK):
         chunk = wanted[start : start + _CHUNK]
         params = tuple(v for key in chunk for v in key)
@@ -256,7 +85,7 @@ def append_rows(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[int]:
     if not rows:
         return []
     k = len(rows)
-    sql = _statements(conn)
+    sql = ledger_sql.statements(conn)
     size_after = conn.exec_driver_sql(sql.bump, (k,)).scalar_one()
     start = int(size_after) - k
     entries: list[tuple[Any, ...]] = []
@@ -303,9 +132,9 @@ def store_fresh_alerts(
     key = ("fresh alerts", dialect.name, items.name, alerts.name, names)
     found = _FRESH.get(key)
     if found is None:
-        new_items = _Insert(dialect, items, "%s", names[0])
-        entries = _Insert(dialect, t.ledger_queue, "%s", names[1])
-        new_alerts = _Insert(dialect, alerts, "%s", names[2])
+        new_items = Insert(dialect, items, "%s", names[0])
+        entries = Insert(dialect, t.ledger_queue, "%s", names[1])
+        new_alerts = Insert(dialect, alerts, "%s", names[2])
         fresh = f"SELECT {q('item_id')} FROM fresh"  # noqa: S608 - identifiers from the schema
         sql = (
             f"WITH fresh AS ({new_items.head} {new_items.rows_sql} ORDER BY gsomia_n"
@@ -350,10 +179,10 @@ def store_sent_alerts(
     found = _FRESH.get(key)
     if found is None:
         parts = (
-            _Insert(dialect, items, "%s", names[0]),
-            _Insert(dialect, outbox, "%s", names[1]),
-            _Insert(dialect, t.ledger_queue, "%s", names[2]),
-            _Insert(dialect, alerts, "%s", names[3]),
+            Insert(dialect, items, "%s", names[0]),
+            Insert(dialect, outbox, "%s", names[1]),
+            Insert(dialect, t.ledger_queue, "%s", names[2]),
+            Insert(dialect, alerts, "%s", names[3]),
         )
         new_items, sent, entries, new_alerts = (f"{p.head} {p.rows_sql} ORDER BY gsomia_n" for p in parts)
         columns = ", ".join(f"sent.{q(n)}" for n in returned)
@@ -408,7 +237,7 @@ def sequence_queued(conn: Connection, limit: int = 1000) -> int:
     q = t.ledger_queue
     if conn.execute(select(q.c.seq).limit(1)).first() is None:
         return 0
-    sql = _statements(conn)
+    sql = ledger_sql.statements(conn)
     conn.exec_driver_sql(sql.bump, (0,))  # the log's lock, held to commit
     rows = conn.execute(select(q).order_by(q.c.seq).limit(limit)).mappings().all()  # read again under it
     if not rows:
@@ -426,8 +255,6 @@ def sequence_queued(conn: Connection, limit: int = 1000) -> int:
 
 def queued(conn: Connection) -> int:
     """Entries committed but not yet in the log."""
-    from sqlalchemy import func
-
     return int(conn.execute(select(func.count()).select_from(t.ledger_queue)).scalar_one())
 
 
@@ -475,13 +302,8 @@ class Verified:
     root: bytes
 
 
-# What binds ``ledger_entries`` to its hashed bytes. ``body`` is the bytes the leaf hash covers
-# and ``leaf_hash`` is checked against them and against the tree; every other column is a copy
-# of the body's field of the same name (``idx`` of ``index``), there for indexes and listings,
-# and ``verify_all`` checks each copy against the bytes. A column added to the table is checked
-# the same way without a change here: it must be a field of the entry.
-_HASHED = ("body", "leaf_hash")
-_FIELD = {"idx": "index"}
+# Every column of ``ledger_entries`` but the hashed bytes and their leaf hash is a copy of a
+# field of those bytes (``ledger_sql.HASHED``): a field an entry lacks is ``_ABSENT``.
 _ABSENT = object()
 
 Watch = Callable[[int, dict[str, Any]], None]
@@ -503,7 +325,7 @@ def verify_all(
     not match.
     """
     n = _checked_size(conn)
-    sql = _statements(conn)
+    sql = ledger_sql.statements(conn)
     count = _verify_entries(conn, sql, n, progress, watch or {})
     level, width = 0, n
     while width > 1:
@@ -561,10 +383,10 @@ def _blob(value: Any) -> bytes | None:
     return bytes(value) if isinstance(value, bytearray | memoryview) else None
 
 
-def _nodes(conn: Connection, sql: _Statements, level: int) -> Generator[tuple[int, bytes], None, None]:
+def _nodes(conn: Connection, sql: ledger_sql.Statements, level: int) -> Generator[tuple[int, bytes], None, None]:
     """One level's stored nodes in order, as (index, hash). A row whose index is not an integer is
     no node (the count of stored nodes catches it), a hash that is not bytes matches nothing."""
-    with closing(_rows(conn, sql.scan_level, (level,))) as rows:
+    with closing(ledger_sql.rows(conn, sql.scan_level, (level,))) as rows:
         for idx, h in rows:
             if type(idx) is int:
                 yield idx, h if type(h) is bytes else _blob(h) or b""
@@ -603,7 +425,11 @@ def _same_instant(stored: Any, field: Any, process: Callable[[Any], Any]) -> boo
 
 
 def _verify_entries(
-    conn: Connection, sql: _Statements, n: int, progress: Callable[[int], None] | None, watch: dict[str, Watch]
+    conn: Connection,
+    sql: ledger_sql.Statements,
+    n: int,
+    progress: Callable[[int], None] | None,
+    watch: dict[str, Watch],
 ) -> int:
     """Every entry against its leaf hash and its columns; the leaf level of the tree against the entries.
 
@@ -614,7 +440,7 @@ def _verify_entries(
     stray: int | None = None  # a leaf-level node below the next entry's index: no entry's
     expected = 0
     leaf_hash, decoded, copies = merkle.leaf_hash, _decoded, sql.copies
-    with closing(_rows(conn, sql.scan_entries)) as entries, closing(_nodes(conn, sql, 0)) as level0:
+    with closing(ledger_sql.rows(conn, sql.scan_entries)) as entries, closing(_nodes(conn, sql, 0)) as level0:
         node = next(level0, None)
         for row in entries:
             idx, body, stored_leaf = row[0], row[-2], row[-1]
@@ -683,7 +509,7 @@ def _verify_entries(
     return expected
 
 
-def _verify_parents(conn: Connection, sql: _Statements, level: int, n: int) -> None:
+def _verify_parents(conn: Connection, sql: ledger_sql.Statements, level: int, n: int) -> None:
     """Each stored node of ``level + 1`` from its two children at ``level`` (already checked)."""
     node_hash = merkle.node_hash
     pending: tuple[int, bytes] | None = None
@@ -712,33 +538,3 @@ def _verify_parents(conn: Connection, sql: _Statements, level: int, n: int) -> N
             stray = row[0]
     if stray is not None:
         raise LedgerCorrupt(f"tree node {_node(level + 1, stray)} is no node of the log of {n} entries")
-
-
-_BATCH = 10_000  # rows per fetch when streaming
-_cursor_names = itertools.count()
-
-
-def _rows(conn: Connection, statement: str, params: tuple[Any, ...] = ()) -> Generator[tuple[Any, ...], None, None]:
-    """A query's rows in order, from a driver cursor of the connection (a server-side one on
-    PostgreSQL, so memory stays flat), without building a result row per row. Driver errors
-    are wrapped as SQLAlchemy wraps them."""
-    dbapi = conn.connection.dbapi_connection
-    assert dbapi is not None
-    error = conn.dialect.loaded_dbapi.Error
-    postgres = conn.dialect.name == "postgresql"
-    try:
-        cursor = dbapi.cursor(name=f"gsomia_ledger_{next(_cursor_names)}") if postgres else dbapi.cursor()
-        cursor.execute(statement, params)
-    except error as exc:
-        raise DBAPIError.instance(statement, params, exc, error, dialect=conn.dialect) from exc
-    try:
-        while True:
-            try:
-                rows = cursor.fetchmany(_BATCH)
-            except error as exc:
-                raise DBAPIError.instance(statement, params, exc, error, dialect=conn.dialect) from exc
-            if not rows:
-                return
-            yield from rows
-    finally:
-        cursor.close()
