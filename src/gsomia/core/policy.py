@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from gsomia.core.agreement.lifecycle import State, Status
+from gsomia.core.agreement.lifecycle import status as status_at
 from gsomia.core.agreement.schemes import MarkingError, equivalent, level_index, national_rank, valid_markings
 from gsomia.core.agreement.terms import Agreement
 from gsomia.core.errors import InvalidInput
@@ -387,6 +388,72 @@ _HANDLERS = {
     Action.RELEASE_TO_THIRD_PARTY: _release,
     Action.DESTROY: _destroy,
 }
+
+
+# --- what is not an action on one item: the inventory, notes, the register, cases, receipt ---
+
+
+def keeps_inventory(subject: Subject) -> bool:
+    """R8: the security authority and auditors keep the inventory; they see every entry
+    (never the content), anyone else only the items the access decision lets them read."""
+    return subject.role in (Role.SECURITY_AUTHORITY, Role.AUDITOR)
+
+
+def may_know(agreement: Agreement, subject: Subject, label: Label, status: Status, at: datetime) -> bool:
+    """Whether ``subject`` may learn that an item of this label exists (principle 5).
+
+    The keepers of the inventory may (R8); anyone else only when the item is one they may
+    read for some purpose, so a refusal of the purpose they declared tells them nothing new."""
+    if keeps_inventory(subject):
+        return True
+    return decide(agreement, subject, Action.READ, label, status, (), at).permit
+
+
+def record_note(subject: Subject) -> Decision:
+    """R13: a diplomatic note is recorded by the party's security authority."""
+    if subject.role is not Role.SECURITY_AUTHORITY:
+        return _deny(Reason("R13", "diplomatic notes are recorded by the security authority"))
+    return Decision(True, (Reason("R13", "the security authority records the party's diplomatic notes"),))
+
+
+def read_register(subject: Subject) -> Decision:
+    """R8: an item's register (holder, copies, destruction) is for the security authority and auditors."""
+    if not keeps_inventory(subject):
+        return _deny(Reason("R8", "the register is kept by the security authority"))
+    return Decision(True, (Reason("R8", "the security authority keeps the register; auditors read it"),))
+
+
+def list_cases(subject: Subject) -> Decision:
+    """R8: consent requests and compromise reports, with their records, for the keepers of the inventory."""
+    if not keeps_inventory(subject):
+        return _deny(Reason("R8", "cases are for the security authority and auditors"))
+    return Decision(True, (Reason("R8", "the security authority and auditors follow cases"),))
+
+
+#: How far ahead of the receiver's clock a release instant may lie (the two nodes' clocks differ).
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+def receive(agreement: Agreement, label: Label, me: str, peer: str, now: datetime) -> Decision:
+    """An item ``peer`` delivered to ``me``, its envelope opened: whether ``me`` keeps it.
+
+    The receiving side's own check, beside the sender's policy and egress guard: the
+    partner delivers only its own items (R1), released to ``me`` (R5), at a true release
+    instant (R9) at which the agreement was in force (R13, R14). The first failing rule
+    is the one reason given."""
+    if label.originator != peer:
+        return _deny(Reason("R1", f"{peer} delivers only its own items (originator {label.originator})"))
+    if me not in label.releasable_to:
+        return _deny(Reason("R5", f"the item is not releasable to {me}"))
+    if label.created_at > now + CLOCK_SKEW:
+        return _deny(Reason("R9", "the release instant lies in the future"))
+    then = status_at(agreement, label.created_at)
+    if not then.in_force:
+        release = agreement.local(label.created_at).isoformat()  # the agreement's zone, as its deadlines
+        return _deny(
+            Reason(then.refusing_rule, f"the agreement was {then.state.value} at the release instant {release}")
+        )
+    return Decision(True, (Reason("R1", f"provided directly by {peer}, its originator"),), ("record the receipt (R9)",))
 
 
 # --- reading subjects and consents from JSON (for ``policy explain`` and the API) ----------

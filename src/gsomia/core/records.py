@@ -14,13 +14,18 @@ import base64
 import json
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from gsomia.core.errors import GsomiaError
+from gsomia.core import policy
+from gsomia.core.agreement import lifecycle
+from gsomia.core.agreement.schemes import spelling
+from gsomia.core.agreement.terms import Agreement
+from gsomia.core.errors import GsomiaError, NotFound, Refused
 from gsomia.core.keyring import KeyHistory
 from gsomia.core.keys import PrivateKeys
+from gsomia.core.label import Label
 from gsomia.core.policy import Consent
 
 _SIGNED = b"gsomia/record/v1\x00"
@@ -202,3 +207,189 @@ def register(records: Iterable[Record], holder: str) -> dict[str, Any]:
         "item_destroyed": holder in destroyed_by,
         "destroyed_by": sorted(destroyed_by),
     }
+
+
+def effective_label(label: Label, history: Iterable[Record]) -> Label:
+    """The sealed label with the originator's latest reclassification applied (R6)."""
+    current = current_classification(history, label.originator, label.classification)
+    if current == label.classification:
+        return label
+    return replace(label, classification=current)
+
+
+def case_of(record: Record) -> str:
+    """The case a record belongs to: the consent request or compromise report it answers, or its own."""
+    return str(record.body.get("request_id") or record.body.get("report_id") or record.id)
+
+
+# --- who makes which record, and what it must say (R5, R6, R9, R11) ------------------------
+
+#: The rule under which a kind of record is made, for a refusal to cite.
+_RULE = {"reclassification": "R6", "destruction": "R9"}
+
+
+def maker(subject: policy.Subject, kind: str) -> policy.Decision:
+    """Whether ``subject``'s role makes records of ``kind``: copies and translations anyone
+    cleared makes (decided per item by ``policy.decide``), every other record the security authority."""
+    if subject.role is policy.Role.SECURITY_AUTHORITY or kind in ("reproduction", "translation"):
+        return policy.Decision(True, (policy.Reason("R8", f"a {kind} is recorded"),))
+    rule = _RULE.get(kind, "R5" if kind.startswith(("consent", "release")) else "R11")
+    return policy.Decision(False, (policy.Reason(rule, "this record is made by the security authority"),))
+
+
+@dataclass(frozen=True)
+class Ask:
+    """A record asked for: who asks, its kind and fields, about which item, under what, when."""
+
+    subject: policy.Subject
+    kind: str
+    fields: dict[str, Any]
+    label: Label  # the item's label as sealed
+    agreement: Agreement
+    history: list[Record]  # the item's records so far
+    holder: str  # the party whose holding this node keeps
+    now: datetime
+
+    def refuse(self, rule: str, text: str) -> Refused:
+        return Refused(policy.Decision(False, (policy.Reason(rule, text),)), f"making a {self.kind}")
+
+    def text(self, name: str) -> str:
+        value = self.fields.get(name)
+        if not isinstance(value, str) or not value.strip():
+            raise GsomiaError(f"{self.kind} needs {name}")
+        return value
+
+    def answered(self, field: str, kind: str, what: str) -> Record:
+        """The record of ``kind`` this one answers, named by ``field``."""
+        found = next((r for r in self.history if r.id == self.text(field)), None)
+        if found is None or found.kind != kind:
+            raise NotFound(f"no {what} {self.fields.get(field)} for item {self.label.item_id}")
+        return found
+
+
+def check(ask: Ask) -> dict[str, Any]:
+    """The fields a record of ``ask.kind`` adds to what was asked, once every rule on it holds.
+
+    Raises ``Refused`` citing the rule that does not, ``NotFound`` for a case that is not
+    this item's, ``GsomiaError`` for a field missing. A release also passes the egress
+    guard, which the shell asks (``node.egress.check_release``) with these fields."""
+    if ask.kind == "consent_request":
+        return _consent_request(ask)
+    if ask.kind == "consent_decision":
+        return _consent_decision(ask)
+    if ask.kind == "release":
+        return _release(ask)
+    if ask.kind == "compromise_report":
+        return {
+            "nature": ask.text("nature"),
+            "description": ask.text("description"),
+            "originator": ask.label.originator,
+        }
+    if ask.kind == "investigation":
+        return _investigation(ask)
+    if ask.kind in REGISTER:
+        return _register_record(ask)
+    raise GsomiaError(f"unknown record kind {ask.kind!r} (one of: {', '.join(KINDS)})")
+
+
+def _consent_request(ask: Ask) -> dict[str, Any]:
+    label = ask.label
+    if ask.subject.party == label.originator:
+        raise ask.refuse("R5", "the originator needs no consent for its own information")
+    recipient = ask.text("recipient")
+    if recipient in ask.agreement.parties:
+        raise ask.refuse("R5", f"{recipient} is a party to {ask.agreement.id}, not a third party")
+    return {"recipient": recipient, "purpose": ask.text("purpose"), "originator": label.originator}
+
+
+def _consent_decision(ask: Ask) -> dict[str, Any]:
+    request = ask.answered("request_id", "consent_request", "consent request")
+    if ask.subject.party != ask.label.originator:
+        raise ask.refuse("R5", f"only the originator {ask.label.originator} approves a release of its information")
+    if case_state(ask.history, request.id) != "requested":
+        raise ask.refuse("R5", "this request has been decided already")
+    if not isinstance(ask.fields.get("grant"), bool):
+        raise GsomiaError("consent_decision needs grant: true or false")
+    return {
+        "recipient": request.body["recipient"],
+        "purpose": request.body["purpose"],
+        "reason": ask.fields.get("reason"),
+    }
+
+
+def _release(ask: Ask) -> dict[str, Any]:
+    request = ask.answered("request_id", "consent_request", "consent request")
+    recipient, purpose = request.body["recipient"], request.body["purpose"]
+    decision = policy.decide(
+        ask.agreement,
+        ask.subject,
+        policy.Action.RELEASE_TO_THIRD_PARTY,
+        ask.label,
+        lifecycle.status(ask.agreement, ask.now),
+        consents(ask.history, ask.label.originator),
+        ask.now,
+        recipient=recipient,
+        purpose=purpose,
+    )
+    if not decision.permit:
+        raise Refused(decision, f"releasing {ask.label.item_id} to {recipient}")
+    return {"recipient": recipient, "purpose": purpose}
+
+
+def _investigation(ask: Ask) -> dict[str, Any]:
+    report = ask.answered("report_id", "compromise_report", "compromise report")
+    if ask.subject.party != report.by:
+        raise ask.refuse("R11", f"the investigation is {report.by}'s, which reported the compromise")
+    if case_state(ask.history, report.id) == "closed":
+        raise ask.refuse("R11", "the investigation is closed")
+    return {
+        "results": ask.text("results"),
+        "remedial_steps": ask.text("remedial_steps"),
+        "closed": ask.fields.get("closed") is True,
+    }
+
+
+_REGISTER_ACTION = {
+    "reproduction": policy.Action.REPRODUCE,
+    "translation": policy.Action.TRANSLATE,
+    "destruction": policy.Action.DESTROY,
+    "reclassification": policy.Action.RECLASSIFY,
+}
+
+
+def _register_record(ask: Ask) -> dict[str, Any]:
+    """Reproduction, translation, destruction (R9) and reclassification (R6), each decided by policy."""
+    kind, label, agreement = ask.kind, ask.label, ask.agreement
+    current = effective_label(label, ask.history)
+    new_classification = ask.fields.get("classification") if kind == "reclassification" else None
+    if kind == "reclassification" and not isinstance(new_classification, str):
+        raise GsomiaError("reclassification needs classification (the originator's new marking)")
+    if isinstance(new_classification, str):  # recorded as the agreement spells it: 군사Ⅱ급비밀 is 군사II급비밀
+        new_classification = spelling(agreement, label.originator, new_classification) or new_classification
+    decision = policy.decide(
+        agreement,
+        ask.subject,
+        _REGISTER_ACTION[kind],
+        current,
+        lifecycle.status(agreement, ask.now),
+        (),
+        ask.now,
+        new_classification=new_classification,
+    )
+    if not decision.permit:
+        raise Refused(decision, f"{kind} of {label.item_id}")
+    reg = register(ask.history, ask.holder)
+    if reg["item_destroyed"]:
+        raise Refused(policy.Decision(False, (policy.Reason("R9", "the item has been destroyed"),)), kind)
+    if kind in ("reproduction", "translation"):
+        extra: dict[str, Any] = {"copy_id": str(uuid.uuid4()), "location": ask.fields.get("location") or ask.holder}
+        if kind == "translation":
+            extra["language"] = ask.fields.get("language") or "und"
+        return extra
+    if kind == "destruction":
+        target = ask.fields.get("copy_id")
+        live = {c["copy_id"] for c in reg["copies"] if c["destroyed_at"] is None and c["holder"] == ask.holder}
+        if target is not None and target not in live:
+            raise NotFound(f"no live copy {target} of item {label.item_id} held by {ask.holder}")
+        return {"copy_id": target}
+    return {"classification": new_classification, "previous": current.classification}

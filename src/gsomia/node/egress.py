@@ -16,7 +16,7 @@ from gsomia.core.agreement import lifecycle
 from gsomia.core.agreement.schemes import level_index
 from gsomia.core.agreement.terms import Agreement
 from gsomia.core.label import Label
-from gsomia.core.policy import Consent
+from gsomia.core.policy import Consent, Decision, Reason
 
 
 def check(agreement: Agreement, label: Label, peer: str, me: str) -> str | None:
@@ -48,3 +48,11 @@ def check_release(label: Label, recipient: str, purpose: str, me: str, consents:
         if (c.item_id, c.recipient, c.purpose, c.granted_by) == (label.item_id, recipient, purpose, label.originator):
             return None
     return f"no approval by {label.originator} for item {label.item_id} to {recipient} for {purpose!r}"
+
+
+def release(label: Label, recipient: str, purpose: str, me: str, consents: Sequence[Consent]) -> Decision:
+    """``check_release`` as a decision for the shell to obey: a refusal cites R5."""
+    problem = check_release(label, recipient, purpose, me, consents)
+    if problem:
+        return Decision(False, (Reason("R5", f"egress guard: {problem}"),))
+    return Decision(True, (Reason("R5", "egress guard: the originator approved exactly this release"),))

@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -44,9 +44,10 @@ from gsomia.core import envelope, merkle, policy, records, users
 from gsomia.core.agreement import lifecycle
 from gsomia.core.agreement.schemes import spelling
 from gsomia.core.agreement.terms import Agreement, Note, NoteType
-from gsomia.core.errors import GsomiaError, InvalidHistory, NotFound, Refused
+from gsomia.core.errors import AlarmInvalid, GsomiaError, InvalidHistory, NoteInvalid, NotFound, Refused
 from gsomia.core.keyring import KeyRotationInvalid
 from gsomia.core.label import Label, LabelInvalid, display, is_item_id, marking_for, new_item_id
+from gsomia.core.records import effective_label
 from gsomia.node import audit as audit_kinds
 from gsomia.node import egress, keychain
 from gsomia.node.clock import Clock
@@ -261,7 +262,7 @@ class NodeLedger:
                 "detail": str(body["detail"]),
             }
         except (KeyError, ValueError):
-            raise InvalidHistory("alarm", "", "not an alarm") from None
+            raise AlarmInvalid("alarm: not an alarm") from None
         try:
             with gate.begin(self.engine) as conn:
                 conn.execute(insert(t.alarms).values(**values))
@@ -427,13 +428,9 @@ class Node(NodeLedger):
         ref: str | None,
     ) -> dict[str, Any]:
         """A security authority records a diplomatic note by its own party; it goes to the peer at once."""
-        if subject.role is not policy.Role.SECURITY_AUTHORITY:
-            raise Refused(
-                policy.Decision(
-                    False, (policy.Reason("R13", "diplomatic notes are recorded by the security authority"),)
-                ),
-                "recording a note",
-            )
+        decision = policy.record_note(subject)
+        if not decision.permit:
+            raise Refused(decision, "recording a note")
         note_id = str(uuid.uuid4())
         body: dict[str, Any] = {
             "note_id": note_id,
@@ -456,7 +453,7 @@ class Node(NodeLedger):
     def receive_note(self, peer: str, body: dict[str, Any]) -> bool:
         """A note delivered by the peer node; idempotent. Returns False for a repeat."""
         if body.get("by") != peer:
-            raise LabelInvalid(f"a note delivered by {peer} must be {peer}'s own note")
+            raise NoteInvalid(f"a note delivered by {peer} must be {peer}'s own note")
         try:
             with gate.begin(self.engine) as conn:
                 self._store_note(conn, body, origin=peer)
@@ -755,9 +752,10 @@ class Node(NodeLedger):
             except (envelope.EnvelopeError, LabelInvalid) as exc:
                 refused.append({"item_id": "", "reason": f"{type(exc).__name__}: {exc}"})
                 continue
-            problem = _inbound_problem(agreement, label, self.party, peer, now)
-            if problem:
-                refused.append({"item_id": label.item_id, "reason": problem})
+            decision = policy.receive(agreement, label, self.party, peer, now)
+            if not decision.permit:
+                reason = decision.reasons[0]
+                refused.append({"item_id": label.item_id, "reason": f"{reason.rule}: {reason.text}"})
                 continue
             accepted.append((label, env, payload))
         received: list[str] = []
@@ -852,9 +850,7 @@ class Node(NodeLedger):
         The cursor is the ``seq`` of the last item shown (``after`` itself when none is): it
         never lands on an item the subject may not know of, so a page that ends before ``limit``
         items ends the listing, and nothing counts the rows passed over (principle 5)."""
-        # R8: the security authority and auditors keep the inventory and see every entry (never
-        # the content); anyone else sees only the items the access decision lets them read.
-        inventory = subject.role in (policy.Role.SECURITY_AUTHORITY, policy.Role.AUDITOR)
+        inventory = policy.keeps_inventory(subject)
         out: list[dict[str, Any]] = []
         cursor = scanned = after
         now = self.clock.now()
@@ -964,7 +960,7 @@ class Node(NodeLedger):
         The security authority and auditors keep the inventory (R8); anyone else only when the
         item is one they may read for some purpose, so a refusal of the purpose they declared
         tells them nothing new."""
-        if subject.role in (policy.Role.SECURITY_AUTHORITY, policy.Role.AUDITOR):
+        if policy.keeps_inventory(subject):
             return True
         return policy.decide(agreement, subject, policy.Action.READ, label, status, (), now).permit
 
@@ -1355,11 +1351,9 @@ class Node(NodeLedger):
 
     def register(self, subject: policy.Subject, item_id: str) -> dict[str, Any]:
         """Where an item is (R8): holder, current marking, copies, translations, destruction."""
-        if subject.role not in (policy.Role.SECURITY_AUTHORITY, policy.Role.AUDITOR):
-            raise Refused(
-                policy.Decision(False, (policy.Reason("R8", "the register is kept by the security authority"),)),
-                "reading the register",
-            )
+        decision = policy.read_register(subject)
+        if not decision.permit:
+            raise Refused(decision, "reading the register")
         with self.engine.connect() as conn:
             row = conn.execute(select(t.items).where(t.items.c.item_id == item_id)).mappings().first()
             if row is None:
@@ -1403,12 +1397,9 @@ class Node(NodeLedger):
 
     def make_record(self, subject: policy.Subject, kind: str, item_id: str, fields: dict[str, Any]) -> dict[str, Any]:
         """A security authority's record about an item; checked, signed, kept and sent to the partner."""
-        if subject.role is not policy.Role.SECURITY_AUTHORITY and kind not in ("reproduction", "translation"):
-            rule = {"reclassification": "R6", "destruction": "R9"}.get(
-                kind, "R5" if kind.startswith(("consent", "release")) else "R11"
-            )
-            reason = policy.Reason(rule, "this record is made by the security authority")
-            raise Refused(policy.Decision(False, (reason,)), f"making a {kind}")
+        decision = records.maker(subject, kind)
+        if not decision.permit:
+            raise Refused(decision, f"making a {kind}")
         now = self.clock.now()
         with self.engine.connect() as conn:
             row = conn.execute(select(t.items).where(t.items.c.item_id == item_id)).mappings().first()
@@ -1425,7 +1416,12 @@ class Node(NodeLedger):
             with gate.begin(self.engine) as conn:
                 self._audit(conn, f"{kind}_denied", subject.id, item_id, decision.as_dict())
             raise NotFound(f"no item {item_id}")
-        extra = self._check_record(subject, kind, label, agreement, history, fields, now)
+        extra = records.check(records.Ask(subject, kind, fields, label, agreement, history, self.party, now))
+        if kind == "release":
+            consents = records.consents(history, label.originator)
+            guard = egress.release(label, extra["recipient"], extra["purpose"], self.party, consents)
+            if not guard.permit:
+                raise Refused(guard, f"making a {kind}")
         record = records.make(self.config.key, kind, self.party, subject.id, item_id, now, **{**fields, **extra})
         lane = "flash" if kind in records.FLASH else "bulk"
         with gate.begin(self.engine) as conn:
@@ -1438,143 +1434,8 @@ class Node(NodeLedger):
             )
         if lane == "flash":
             self._queued_flash(peer)
-        state = records.case_state([*history, record], _case_of(record))
+        state = records.case_state([*history, record], records.case_of(record))
         return {"record": record.body, "state": state, "peer": peer}
-
-    def _check_record(
-        self,
-        subject: policy.Subject,
-        kind: str,
-        label: Label,
-        agreement: Agreement,
-        history: list[records.Record],
-        fields: dict[str, Any],
-        now: datetime,
-    ) -> dict[str, Any]:
-        def refuse(rule: str, text: str) -> Refused:
-            return Refused(policy.Decision(False, (policy.Reason(rule, text),)), f"making a {kind}")
-
-        def text(name: str) -> str:
-            value = fields.get(name)
-            if not isinstance(value, str) or not value.strip():
-                raise GsomiaError(f"{kind} needs {name}")
-            return value
-
-        by_id = {r.id: r for r in history}
-        if kind == "consent_request":
-            if subject.party == label.originator:
-                raise refuse("R5", "the originator needs no consent for its own information")
-            recipient = text("recipient")
-            if recipient in agreement.parties:
-                raise refuse("R5", f"{recipient} is a party to {agreement.id}, not a third party")
-            return {"recipient": recipient, "purpose": text("purpose"), "originator": label.originator}
-        if kind == "consent_decision":
-            request = by_id.get(text("request_id"))
-            if request is None or request.kind != "consent_request":
-                raise NotFound(f"no consent request {fields.get('request_id')} for item {label.item_id}")
-            if subject.party != label.originator:
-                raise refuse("R5", f"only the originator {label.originator} approves a release of its information")
-            if records.case_state(history, request.id) != "requested":
-                raise refuse("R5", "this request has been decided already")
-            if not isinstance(fields.get("grant"), bool):
-                raise GsomiaError("consent_decision needs grant: true or false")
-            return {
-                "recipient": request.body["recipient"],
-                "purpose": request.body["purpose"],
-                "reason": fields.get("reason"),
-            }
-        if kind == "release":
-            request = by_id.get(text("request_id"))
-            if request is None or request.kind != "consent_request":
-                raise NotFound(f"no consent request {fields.get('request_id')} for item {label.item_id}")
-            recipient, purpose = request.body["recipient"], request.body["purpose"]
-            consents = records.consents(history, label.originator)
-            decision = policy.decide(
-                agreement,
-                subject,
-                policy.Action.RELEASE_TO_THIRD_PARTY,
-                label,
-                lifecycle.status(agreement, now),
-                consents,
-                now,
-                recipient=recipient,
-                purpose=purpose,
-            )
-            if not decision.permit:
-                raise Refused(decision, f"releasing {label.item_id} to {recipient}")
-            problem = egress.check_release(label, recipient, purpose, self.party, consents)
-            if problem:
-                raise refuse("R5", f"egress guard: {problem}")
-            return {"recipient": recipient, "purpose": purpose}
-        if kind == "compromise_report":
-            return {"nature": text("nature"), "description": text("description"), "originator": label.originator}
-        if kind == "investigation":
-            report = by_id.get(text("report_id"))
-            if report is None or report.kind != "compromise_report":
-                raise NotFound(f"no compromise report {fields.get('report_id')} for item {label.item_id}")
-            if subject.party != report.by:
-                raise refuse("R11", f"the investigation is {report.by}'s, which reported the compromise")
-            if records.case_state(history, report.id) == "closed":
-                raise refuse("R11", "the investigation is closed")
-            return {
-                "results": text("results"),
-                "remedial_steps": text("remedial_steps"),
-                "closed": fields.get("closed") is True,
-            }
-        if kind in records.REGISTER:
-            return self._check_register(subject, kind, label, agreement, history, fields, now)
-        raise GsomiaError(f"unknown record kind {kind!r} (one of: {', '.join(records.KINDS)})")
-
-    def _check_register(
-        self,
-        subject: policy.Subject,
-        kind: str,
-        label: Label,
-        agreement: Agreement,
-        history: list[records.Record],
-        fields: dict[str, Any],
-        now: datetime,
-    ) -> dict[str, Any]:
-        """Reproduction, translation, destruction (R9) and reclassification (R6), each decided by policy."""
-        current = effective_label(label, history)
-        action = {
-            "reproduction": policy.Action.REPRODUCE,
-            "translation": policy.Action.TRANSLATE,
-            "destruction": policy.Action.DESTROY,
-            "reclassification": policy.Action.RECLASSIFY,
-        }[kind]
-        new_classification = fields.get("classification") if kind == "reclassification" else None
-        if kind == "reclassification" and not isinstance(new_classification, str):
-            raise GsomiaError("reclassification needs classification (the originator's new marking)")
-        if isinstance(new_classification, str):  # recorded as the agreement spells it: 군사Ⅱ급비밀 is 군사II급비밀
-            new_classification = spelling(agreement, label.originator, new_classification) or new_classification
-        decision = policy.decide(
-            agreement,
-            subject,
-            action,
-            current,
-            lifecycle.status(agreement, now),
-            (),
-            now,
-            new_classification=new_classification,
-        )
-        if not decision.permit:
-            raise Refused(decision, f"{kind} of {label.item_id}")
-        reg = records.register(history, self.party)
-        if reg["item_destroyed"]:
-            raise Refused(policy.Decision(False, (policy.Reason("R9", "the item has been destroyed"),)), kind)
-        if kind in ("reproduction", "translation"):
-            extra: dict[str, Any] = {"copy_id": str(uuid.uuid4()), "location": fields.get("location") or self.party}
-            if kind == "translation":
-                extra["language"] = fields.get("language") or "und"
-            return extra
-        if kind == "destruction":
-            target = fields.get("copy_id")
-            live = {c["copy_id"] for c in reg["copies"] if c["destroyed_at"] is None and c["holder"] == self.party}
-            if target is not None and target not in live:
-                raise NotFound(f"no live copy {target} of item {label.item_id} held by {self.party}")
-            return {"copy_id": target}
-        return {"classification": new_classification, "previous": current.classification}
 
     def receive_record(self, peer: str, data: Any) -> bool:
         record = records.verify(data, self.peer_chains[peer], peer)
@@ -1591,11 +1452,9 @@ class Node(NodeLedger):
 
     def cases(self, subject: policy.Subject, item_id: str | None = None) -> list[dict[str, Any]]:
         """Every case (consent request, compromise report) with its records and derived state."""
-        if subject.role not in (policy.Role.SECURITY_AUTHORITY, policy.Role.AUDITOR):
-            raise Refused(
-                policy.Decision(False, (policy.Reason("R8", "cases are for the security authority and auditors"),)),
-                "listing cases",
-            )
+        decision = policy.list_cases(subject)
+        if not decision.permit:
+            raise Refused(decision, "listing cases")
         with self.engine.connect() as conn:
             q = select(t.records.c.body, t.records.c.signature).order_by(t.records.c.seq)
             if item_id:
@@ -1604,7 +1463,7 @@ class Node(NodeLedger):
         out = []
         for r in all_records:
             if r.kind in ("consent_request", "compromise_report"):
-                related = [x for x in all_records if _case_of(x) == r.id]
+                related = [x for x in all_records if records.case_of(x) == r.id]
                 out.append(
                     {
                         "case": r.id,
@@ -1849,18 +1708,6 @@ class _Bound:
     alarmed: set[tuple[str, str]] = field(default_factory=set)
 
 
-def effective_label(label: Label, history: Sequence[records.Record]) -> Label:
-    """The sealed label with the originator's latest reclassification applied (R6)."""
-    current = records.current_classification(history, label.originator, label.classification)
-    if current == label.classification:
-        return label
-    return replace(label, classification=current)
-
-
-def _case_of(record: records.Record) -> str:
-    return str(record.body.get("request_id") or record.body.get("report_id") or record.id)
-
-
 def _given(payload: bytes) -> Callable[[], bytes]:
     return lambda: payload
 
@@ -1883,21 +1730,6 @@ def _note(row: Any, index: int) -> Note:
         conditions=tuple(json.loads(row["conditions"])),
         ref=row["ref"],
     )
-
-
-def _inbound_problem(agreement: Agreement, label: Label, me: str, peer: str, now: datetime) -> str | None:
-    if label.originator != peer:
-        return f"R1 ({peer} delivers only its own items): originator is {label.originator}"
-    if me not in label.releasable_to:
-        return f"R5: the item is not releasable to {me}"
-    if label.created_at > now + timedelta(minutes=5):
-        return "R9: the release instant lies in the future"
-    status = lifecycle.status(agreement, label.created_at)
-    if not status.in_force:
-        rule = status.refusing_rule
-        release = agreement.local(label.created_at).isoformat()  # the agreement's zone, as its deadlines
-        return f"{rule}: the agreement was {status.state.value} at the release instant {release}"
-    return None
 
 
 def _item_row(
