@@ -309,88 +309,118 @@ def run(
             f"[bold]gsomia demo[/bold]: KOR and JPN nodes on loopback, mutual TLS between them, HTTPS for their "
             f"users, state under {root}/"
         )
-        story.set_clock(kst("2019-08-01T09:00"))
-        story.say(f"  agreement in force: KOR {story.state('KOR')}, JPN {story.state('JPN')}")
-        a, _ = story.share("KOR", "JPN", "군사II급비밀", items_per_side, "KOR report: KN-23 launch preparations")
-        b, _ = story.share("JPN", "KOR", "秘", items_per_side, "JPN report: radar track summary")
-        story.say(
-            f"  routine sharing: KOR→JPN {count(a, 'item')} (군사II급비밀, shown at JPN as 極秘), "
-            f"JPN→KOR {count(b, 'item')} (秘 → 군사III급비밀)"
-        )
-        watcher.start()
-        watcher.ready.wait(10)
-        story.flash(watcher, flash_count)
-        p50, p99 = _percentiles(story.flash_ms)
-        story.say(f"  {count(flash_count, 'flash report')} JPN→KOR over SSE: p50 {p50:.1f} ms, p99 {p99:.1f} ms (R17)")
-
-        story.set_clock(script.notice)
-        story.note("KOR", "termination_notice", ref="note verbale: KOR will not extend GSOMIA")
-        story.set_clock(script.suspension)
-        if suspension:
-            story.note(
-                "KOR",
-                "suspend_notice",
-                conditions=[
-                    "KOR–JPN export-control talks resume",
-                    "KOR's WTO complaint against JPN's export controls is withdrawn",
-                ],
-                ref="conditional suspension, six hours before expiry",
-            )
-        else:
-            story.say("  (counterfactual: no suspension)")
-        story.set_clock(script.midnight + timedelta(seconds=5))
-        story.say(f"  midnight has passed: KOR {story.state('KOR')}, JPN {story.state('JPN')}")
-        before = len(story.provided_before_end)
-        a, ra = story.share("KOR", "JPN", "군사II급비밀", 20, "KOR report after midnight")
-        b, rb = story.share("JPN", "KOR", "極秘", 20, "JPN report after midnight")
-        story.refused_after_termination = ra + rb
-        if suspension:
-            story.say(f"  the pact holds: {count(a + b, 'more item')} shared after midnight")
-        else:
-            story.say(f"  the pact has ended: {count(ra + rb, 'provision')} refused (R14)")
-            old = story.provided_before_end[:before][0]
-            r = story.client("JPN", "analyst").get(f"/items/{old}")
-            verdict = r.json()["decision"]["reasons"][-1]["text"] if r.status_code == 200 else r.text
-            story.say(
-                f"  an item provided before still reads at JPN for a cleared analyst: {r.status_code} ({verdict})"
-            )
-        story.wait_until(story.drained, "the outboxes to drain", timeout=60)
-        # A flash report the recipient has acknowledged may take a moment more to reach its inventory.
-        story.wait_until(lambda: story.delivered() >= story.sent, "the recipients' inventories", timeout=30)
-        status = story.status("KOR")
-        termination = status["termination"] or {}
-        result = {
-            "sent": story.sent,
-            "delivered": story.delivered(),
-            "flash": {"count": len(story.flash_ms), "p50_ms": round(p50, 2), "p99_ms": round(p99, 2)},
-            "agreement": status["agreement"],
-            "state_at_end": status["state"],
-            "in_force": status["in_force"],
-            # As the node says them: ISO 8601 at the agreement's offset (+09:00).
-            "notice_at": termination.get("notified_at"),
-            "suspended_at": termination.get("suspended_at"),
-            "deadline": termination.get("effective_at"),
-            "terminated_at": status["terminated_at"],
-            "refused_after_termination": story.refused_after_termination,
-        }
-        story.say(
-            f"\n  sent {result['sent']}, delivered {result['delivered']}, agreement {result['state_at_end']} "
-            f"({'in force' if result['in_force'] else 'not in force'})"
-        )
+        _routine_sharing(story, items_per_side)
+        flash_ms = _flash_reports(story, watcher, flash_count)
+        _notes(story, script)
+        _after_midnight(story, script)
+        result = _outcome(story, flash_ms)
         if keep_running and not headless:
-            for party, p in nodes.items():
-                story.say(f"  {party}: {p.user_url} (certificate {p.tls_cert}, tokens in {p.root / 'tokens.json'})")
-            story.say("  the nodes stay up; Ctrl-C to stop")
-            try:
-                while all(proc.proc and proc.proc.poll() is None for proc in procs):
-                    time.sleep(0.5)
-            except KeyboardInterrupt:
-                pass
+            _stay_up(story, procs)
         return result
     finally:
         watcher.stop.set()
         story.close()
         stop_all(procs)
+
+
+def _routine_sharing(story: Story, items_per_side: int) -> None:
+    """August 2019, the pact in force: routine items both ways, each in the other's marking."""
+    story.set_clock(kst("2019-08-01T09:00"))
+    story.say(f"  agreement in force: KOR {story.state('KOR')}, JPN {story.state('JPN')}")
+    a, _ = story.share("KOR", "JPN", "군사II급비밀", items_per_side, "KOR report: KN-23 launch preparations")
+    b, _ = story.share("JPN", "KOR", "秘", items_per_side, "JPN report: radar track summary")
+    story.say(
+        f"  routine sharing: KOR→JPN {count(a, 'item')} (군사II급비밀, shown at JPN as 極秘), "
+        f"JPN→KOR {count(b, 'item')} (秘 → 군사III급비밀)"
+    )
+
+
+def _flash_reports(story: Story, watcher: FlashWatcher, flash_count: int) -> tuple[float, float]:
+    """JPN's duty officer reports launches; KOR's sees them live. Returns (p50, p99) in ms."""
+    watcher.start()
+    watcher.ready.wait(10)
+    story.flash(watcher, flash_count)
+    p50, p99 = _percentiles(story.flash_ms)
+    story.say(f"  {count(flash_count, 'flash report')} JPN→KOR over SSE: p50 {p50:.1f} ms, p99 {p99:.1f} ms (R17)")
+    return p50, p99
+
+
+def _notes(story: Story, script: Script) -> None:
+    """KOR's termination notice, then (unless the counterfactual is told) its suspension."""
+    story.set_clock(script.notice)
+    story.note("KOR", "termination_notice", ref="note verbale: KOR will not extend GSOMIA")
+    story.set_clock(script.suspension)
+    if story.suspension:
+        story.note(
+            "KOR",
+            "suspend_notice",
+            conditions=[
+                "KOR–JPN export-control talks resume",
+                "KOR's WTO complaint against JPN's export controls is withdrawn",
+            ],
+            ref="conditional suspension, six hours before expiry",
+        )
+    else:
+        story.say("  (counterfactual: no suspension)")
+
+
+def _after_midnight(story: Story, script: Script) -> None:
+    """Both sides share again once the notice's deadline has passed: held, or refused (R14)."""
+    story.set_clock(script.midnight + timedelta(seconds=5))
+    story.say(f"  midnight has passed: KOR {story.state('KOR')}, JPN {story.state('JPN')}")
+    before = len(story.provided_before_end)
+    a, ra = story.share("KOR", "JPN", "군사II급비밀", 20, "KOR report after midnight")
+    b, rb = story.share("JPN", "KOR", "極秘", 20, "JPN report after midnight")
+    story.refused_after_termination = ra + rb
+    if story.suspension:
+        story.say(f"  the pact holds: {count(a + b, 'more item')} shared after midnight")
+        return
+    story.say(f"  the pact has ended: {count(ra + rb, 'provision')} refused (R14)")
+    old = story.provided_before_end[:before][0]
+    r = story.client("JPN", "analyst").get(f"/items/{old}")
+    verdict = r.json()["decision"]["reasons"][-1]["text"] if r.status_code == 200 else r.text
+    story.say(f"  an item provided before still reads at JPN for a cleared analyst: {r.status_code} ({verdict})")
+
+
+def _outcome(story: Story, flash_ms: tuple[float, float]) -> dict[str, Any]:
+    """Once every item has arrived: the figures and the agreement's state, as KOR's node has it."""
+    story.wait_until(story.drained, "the outboxes to drain", timeout=60)
+    # A flash report the recipient has acknowledged may take a moment more to reach its inventory.
+    story.wait_until(lambda: story.delivered() >= story.sent, "the recipients' inventories", timeout=30)
+    p50, p99 = flash_ms
+    status = story.status("KOR")
+    termination = status["termination"] or {}
+    result = {
+        "sent": story.sent,
+        "delivered": story.delivered(),
+        "flash": {"count": len(story.flash_ms), "p50_ms": round(p50, 2), "p99_ms": round(p99, 2)},
+        "agreement": status["agreement"],
+        "state_at_end": status["state"],
+        "in_force": status["in_force"],
+        # As the node says them: ISO 8601 at the agreement's offset (+09:00).
+        "notice_at": termination.get("notified_at"),
+        "suspended_at": termination.get("suspended_at"),
+        "deadline": termination.get("effective_at"),
+        "terminated_at": status["terminated_at"],
+        "refused_after_termination": story.refused_after_termination,
+    }
+    story.say(
+        f"\n  sent {result['sent']}, delivered {result['delivered']}, agreement {result['state_at_end']} "
+        f"({'in force' if result['in_force'] else 'not in force'})"
+    )
+    return result
+
+
+def _stay_up(story: Story, procs: list[NodeProcess]) -> None:
+    """Leave the nodes serving for the user to try, until Ctrl-C or one of them stops."""
+    for party, p in story.nodes.items():
+        story.say(f"  {party}: {p.user_url} (certificate {p.tls_cert}, tokens in {p.root / 'tokens.json'})")
+    story.say("  the nodes stay up; Ctrl-C to stop")
+    try:
+        while all(proc.proc and proc.proc.poll() is None for proc in procs):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
 
 
 def _percentiles(values: list[float]) -> tuple[float, float]:

@@ -76,7 +76,7 @@ def node_init(
     --host. Next: give the partner this node's file (export-partner-file) and import its own."""
     from gsomia.node.init import init_node
 
-    made = init_node(directory, party, agreement, listen, peer_listen, database_url, suite, host or (), now())
+    made = init_node(directory, party, agreement, listen, peer_listen, database_url, suite, host or (), now=now())
     out.print(f"{made.party} node in {made.directory} under {made.agreement.id}: {made.config}", soft_wrap=True)
     out.print(
         f"  keys: {made.keys.key} (private, 0600), {made.keys.public} (key id {made.kid})\n"

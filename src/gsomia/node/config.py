@@ -131,80 +131,61 @@ def _flag(source: str, key: str, value: Any) -> bool:
     return value
 
 
-def load(path: Path) -> NodeConfig:
-    source = str(path)
-    try:
-        data = tomllib.loads(read_bytes(path, "node configuration").decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise AgreementFileError(source, "", f"malformed TOML ({exc})") from None
-    unknown = set(data) - _KEYS
-    if unknown:
-        raise AgreementFileError(
-            source, sorted(unknown)[0], f"unknown key (expected one of: {', '.join(sorted(_KEYS))})"
-        )
-    base = path.parent
+class _File:
+    """The parsed file, with the checks every key shares; paths are relative to its directory."""
 
-    def need(key: str, kind: type = str) -> Any:
-        if key not in data:
-            raise AgreementFileError(source, key, "missing")
-        if not isinstance(data[key], kind):
-            raise AgreementFileError(source, key, f"must be {kind.__name__}")
-        return data[key]
-
-    def rel(value: str) -> Path:
-        p = Path(value)
-        return p if p.is_absolute() else base / p
-
-    party = need("party")
-    files = need("agreements", list)
-    agreements = tuple(terms.load(rel(f)) for f in files)
-    url = need("database_url")
-    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
-        url = f"sqlite:///{rel(url.removeprefix('sqlite:///'))}"
-    flash_db = data.get("flash_database_url")
-    if flash_db is not None:
-        if not isinstance(flash_db, str) or not flash_db.startswith("postgresql"):
-            raise AgreementFileError(source, "flash_database_url", "must be a postgresql+psycopg:// URL")
-        if not url.startswith("postgresql"):
+    def __init__(self, path: Path) -> None:
+        self.source = str(path)
+        self.base = path.parent
+        try:
+            self.data: dict[str, Any] = tomllib.loads(read_bytes(path, "node configuration").decode("utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise AgreementFileError(self.source, "", f"malformed TOML ({exc})") from None
+        unknown = set(self.data) - _KEYS
+        if unknown:
             raise AgreementFileError(
-                source, "flash_database_url", "needs a PostgreSQL database_url (on SQLite the flash file is beside it)"
+                self.source, sorted(unknown)[0], f"unknown key (expected one of: {', '.join(sorted(_KEYS))})"
             )
-        if flash_db == url:
-            raise AgreementFileError(source, "flash_database_url", "is database_url itself: leave it out to share it")
-    key_path = rel(need("key"))
+
+    def need(self, key: str, kind: type = str) -> Any:
+        if key not in self.data:
+            raise AgreementFileError(self.source, key, "missing")
+        if not isinstance(self.data[key], kind):
+            raise AgreementFileError(self.source, key, f"must be {kind.__name__}")
+        return self.data[key]
+
+    def rel(self, value: str) -> Path:
+        p = Path(value)
+        return p if p.is_absolute() else self.base / p
+
+    def address(self, key: str, required: bool = True) -> tuple[str, int]:
+        """HOST:PORT; an optional key (present) is checked as an address only."""
+        return _address(self.source, key, self.need(key) if required else self.data[key])
+
+    def flag(self, key: str, default: bool) -> bool:
+        return _flag(self.source, key, self.data.get(key, default))
+
+    def whole(self, key: str, default: int, low: int, high: int) -> int:
+        value = self.data.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise AgreementFileError(self.source, key, f"must be a whole number from {low} to {high}")
+        return value
+
+
+def load(path: Path) -> NodeConfig:
+    """The node's configuration from ``path``, every key checked and every file it names loaded."""
+    file = _File(path)
+    party = file.need("party")
+    agreements = tuple(terms.load(file.rel(f)) for f in file.need("agreements", list))
+    url, flash_db = _databases(file)
+    key_path = file.rel(file.need("key"))
     key = load_private(key_path)
     if key.party != party:
-        raise AgreementFileError(source, "key", f"is {key.party}'s key, not {party}'s")
-    peers: dict[str, Peer] = {}
-    for code, raw in need("peers", dict).items():
-        if not isinstance(raw, dict):
-            raise AgreementFileError(source, f"peers.{code}", "must be a table")
-        extra = set(raw) - _PEER_KEYS - _PEER_OPTIONAL
-        if extra:
-            raise AgreementFileError(source, f"peers.{code}.{sorted(extra)[0]}", "unknown key")
-        for k in _PEER_KEYS:
-            if not isinstance(raw.get(k), str):
-                raise AgreementFileError(source, f"peers.{code}.{k}", "missing")
-        pub = load_public(rel(raw["public_key"]))
-        if pub.party != code:
-            raise AgreementFileError(source, f"peers.{code}.public_key", f"is {pub.party}'s key")
-        flash_url = raw.get("flash_url")
-        for k in ("url", "flash_url") if flash_url is not None else ("url",):
-            if not (isinstance(raw[k], str) and raw[k].startswith("https://")):
-                raise AgreementFileError(source, f"peers.{code}.{k}", "must be an https:// URL (mutual TLS)")
-        peers[code] = Peer(
-            code, raw["url"].rstrip("/"), pub, rel(raw["tls_cert"]), flash_url.rstrip("/") if flash_url else None
-        )
-    flash = [k for k in ("flash_listen", "flash_peer_listen") if k in data]
-    if len(flash) == 1:
-        other = ({"flash_listen", "flash_peer_listen"} - set(flash)).pop()
-        raise AgreementFileError(source, other, f"missing (a flash process needs both {flash[0]} and {other})")
-    nice = data.get("bulk_nice", 19)
-    if not isinstance(nice, int) or isinstance(nice, bool) or not 0 <= nice <= 19:
-        raise AgreementFileError(source, "bulk_nice", "must be a whole number from 0 to 19")
-    streams = data.get("max_streams_per_user", 4)
-    if not isinstance(streams, int) or isinstance(streams, bool) or not 1 <= streams <= 1000:
-        raise AgreementFileError(source, "max_streams_per_user", "must be a whole number from 1 to 1000")
+        raise AgreementFileError(file.source, "key", f"is {key.party}'s key, not {party}'s")
+    peers = {code: _peer(file, code, raw) for code, raw in file.need("peers", dict).items()}
+    flash = _flash_process(file)
+    nice = file.whole("bulk_nice", 19, 0, 19)
+    streams = file.whole("max_streams_per_user", 4, 1, 1000)
     config = NodeConfig(
         path=path,
         party=party,
@@ -212,31 +193,97 @@ def load(path: Path) -> NodeConfig:
         database_url=url,
         key=key,
         key_path=key_path,
-        tls_cert=rel(need("tls_cert")),
-        tls_key=rel(need("tls_key")),
-        listen=_address(source, "listen", need("listen")),
-        peer_listen=_address(source, "peer_listen", need("peer_listen")),
-        demo=_flag(source, "demo", data.get("demo", False)),
+        tls_cert=file.rel(file.need("tls_cert")),
+        tls_key=file.rel(file.need("tls_key")),
+        listen=file.address("listen"),
+        peer_listen=file.address("peer_listen"),
+        demo=file.flag("demo", False),
         peers=peers,
-        flash_listen=_address(source, "flash_listen", data["flash_listen"]) if flash else None,
-        flash_peer_listen=_address(source, "flash_peer_listen", data["flash_peer_listen"]) if flash else None,
+        flash_listen=file.address("flash_listen", required=False) if flash else None,
+        flash_peer_listen=file.address("flash_peer_listen", required=False) if flash else None,
         bulk_nice=nice,
-        bulk_idle=_flag(source, "bulk_idle", data.get("bulk_idle", True)),
-        flash_realtime=_flag(source, "flash_realtime", data.get("flash_realtime", True)),
+        bulk_idle=file.flag("bulk_idle", True),
+        flash_realtime=file.flag("flash_realtime", True),
         flash_database_url=flash_db,
         max_streams_per_user=streams,
-        user_tls=_flag(source, "user_tls", data.get("user_tls", True)),
+        user_tls=file.flag("user_tls", True),
     )
-    if not config.user_tls:
-        # Bearer tokens in clear text: only where nothing but this machine can see them.
-        for name, address in (("listen", config.listen), ("flash_listen", config.flash_listen)):
-            if address is not None and not tls.is_loopback(address[0]):
-                raise AgreementFileError(
-                    source,
-                    "user_tls",
-                    f"false (plain HTTP) is allowed only on a loopback address, and {name} is {address[0]}: "
-                    "remove user_tls to serve HTTPS",
-                )
+    _check_user_tls(file.source, config)
+    _check_addresses(file.source, config)
+    _check_agreements(file.source, config)
+    return config
+
+
+def _databases(file: _File) -> tuple[str, str | None]:
+    """``database_url`` (a relative SQLite file made absolute) and ``flash_database_url``."""
+    url: str = file.need("database_url")
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        url = f"sqlite:///{file.rel(url.removeprefix('sqlite:///'))}"
+    flash_db = file.data.get("flash_database_url")
+    if flash_db is not None:
+        if not isinstance(flash_db, str) or not flash_db.startswith("postgresql"):
+            raise AgreementFileError(file.source, "flash_database_url", "must be a postgresql+psycopg:// URL")
+        if not url.startswith("postgresql"):
+            raise AgreementFileError(
+                file.source,
+                "flash_database_url",
+                "needs a PostgreSQL database_url (on SQLite the flash file is beside it)",
+            )
+        if flash_db == url:
+            raise AgreementFileError(
+                file.source, "flash_database_url", "is database_url itself: leave it out to share it"
+            )
+    return url, flash_db
+
+
+def _peer(file: _File, code: str, raw: Any) -> Peer:
+    """One ``[peers.PARTY]`` table: its URLs (mutual TLS), public key and certificate."""
+    source = file.source
+    if not isinstance(raw, dict):
+        raise AgreementFileError(source, f"peers.{code}", "must be a table")
+    extra = set(raw) - _PEER_KEYS - _PEER_OPTIONAL
+    if extra:
+        raise AgreementFileError(source, f"peers.{code}.{sorted(extra)[0]}", "unknown key")
+    for k in _PEER_KEYS:
+        if not isinstance(raw.get(k), str):
+            raise AgreementFileError(source, f"peers.{code}.{k}", "missing")
+    pub = load_public(file.rel(raw["public_key"]))
+    if pub.party != code:
+        raise AgreementFileError(source, f"peers.{code}.public_key", f"is {pub.party}'s key")
+    flash_url = raw.get("flash_url")
+    for k in ("url", "flash_url") if flash_url is not None else ("url",):
+        if not (isinstance(raw[k], str) and raw[k].startswith("https://")):
+            raise AgreementFileError(source, f"peers.{code}.{k}", "must be an https:// URL (mutual TLS)")
+    return Peer(
+        code, raw["url"].rstrip("/"), pub, file.rel(raw["tls_cert"]), flash_url.rstrip("/") if flash_url else None
+    )
+
+
+def _flash_process(file: _File) -> bool:
+    """Whether the node runs a flash process: both of its addresses are given, or neither."""
+    flash = [k for k in ("flash_listen", "flash_peer_listen") if k in file.data]
+    if len(flash) == 1:
+        other = ({"flash_listen", "flash_peer_listen"} - set(flash)).pop()
+        raise AgreementFileError(file.source, other, f"missing (a flash process needs both {flash[0]} and {other})")
+    return bool(flash)
+
+
+def _check_user_tls(source: str, config: NodeConfig) -> None:
+    if config.user_tls:
+        return
+    # Bearer tokens in clear text: only where nothing but this machine can see them.
+    for name, address in (("listen", config.listen), ("flash_listen", config.flash_listen)):
+        if address is not None and not tls.is_loopback(address[0]):
+            raise AgreementFileError(
+                source,
+                "user_tls",
+                f"false (plain HTTP) is allowed only on a loopback address, and {name} is {address[0]}: "
+                "remove user_tls to serve HTTPS",
+            )
+
+
+def _check_addresses(source: str, config: NodeConfig) -> None:
+    """No two of the node's listening addresses are the same."""
     named = {
         "listen": config.listen,
         "peer_listen": config.peer_listen,
@@ -248,11 +295,14 @@ def load(path: Path) -> NodeConfig:
         for earlier, seen in ports[:n]:
             if address == seen:
                 raise AgreementFileError(source, name, f"is the same address as {earlier}")
-    for code in peers:
+
+
+def _check_agreements(source: str, config: NodeConfig) -> None:
+    """Every peer is a party to one of the agreements loaded."""
+    for code in config.peers:
         try:
             config.agreement_with(code)
         except KeyError:
             raise AgreementFileError(
-                source, f"peers.{code}", f"no agreement between {party} and {code} is loaded"
+                source, f"peers.{code}", f"no agreement between {config.party} and {code} is loaded"
             ) from None
-    return config

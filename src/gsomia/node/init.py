@@ -27,7 +27,9 @@ from gsomia.core import keys
 from gsomia.core.agreement import terms
 from gsomia.core.agreement.terms import SUITES, Agreement
 from gsomia.core.errors import InvalidInput
+from gsomia.node import config as node_config
 from gsomia.node import tls
+from gsomia.store.db import open_node_database
 from gsomia.store.files import atomic_output, private_dir
 
 DEFAULT_LISTEN = "127.0.0.1:8701"
@@ -249,15 +251,14 @@ def init_node(
     database_url: str = DEFAULT_DATABASE,
     suite: str | None = None,
     hosts: Sequence[str] = (),
-    now: datetime | None = None,
+    *,
+    now: datetime,
 ) -> Initialised:
-    """Make ``directory`` a node of ``party`` under the agreement in ``agreement_file``.
+    """Make ``directory`` a node of ``party`` under the agreement in ``agreement_file``, at
+    ``now`` (its certificate's start and node.toml's date).
 
     Everything is checked before anything is written; the database is made (its migrations
     run) last, and a database that cannot be opened undoes the files written before it."""
-    from gsomia.node import config as node_config
-    from gsomia.store.db import open_node_database
-
     check_party(party)
     if directory.exists() and not directory.is_dir():
         raise InvalidInput(f"--dir: {directory} is a file, not a directory")
@@ -283,7 +284,6 @@ def init_node(
     names = certificate_hosts([user_address, peer_address], hosts)
     if not names:
         raise InvalidInput("--host: both addresses are wildcards; name the host the partner and users reach")
-    now = now or datetime.now().astimezone()
     created = not directory.exists()
     home = private_dir(directory)
     files, private = write_keys(home / "keys", party, agreement.suite, names, now)

@@ -40,9 +40,11 @@ from cryptography import x509
 from gsomia.core.errors import GsomiaError, InvalidInput
 from gsomia.core.keyring import KeyHistory, KeyRotationInvalid, Rotation
 from gsomia.core.keys import KeyFileInvalid, PublicKeys
-from gsomia.node import tls
+from gsomia.node import config as node_config
+from gsomia.node import keychain, tls
 from gsomia.node.config import NodeConfig
 from gsomia.node.init import WILDCARDS, PeerEntry, check_host, check_party, write_config
+from gsomia.store.db import open_node_database
 from gsomia.store.files import atomic_output, read_bytes
 
 KIND = "gsomia-partner-file"
@@ -238,9 +240,6 @@ def _url_for(host: str, port: int) -> str:
 def export(config: NodeConfig, peer_url: str | None = None) -> PartnerFile:
     """This node's partner file: its key chain as recorded in its database, its certificate,
     and ``peer_url`` (default: its ``peer_listen`` address, unless that binds every interface)."""
-    from gsomia.node import keychain
-    from gsomia.store.db import open_node_database
-
     agreements = [a for a in config.agreements if config.party in a.parties and len(a.parties) == 2]
     if len(agreements) != 1:
         raise InvalidInput(
@@ -377,9 +376,6 @@ def plan(config: NodeConfig, partner: PartnerFile, replace: bool = False) -> str
 
 def record(config: NodeConfig, partner: PartnerFile, replace: bool = False) -> Imported:
     """Record ``partner`` in the node's directory, node.toml and database (see the module)."""
-    from gsomia.node import keychain
-    from gsomia.store.db import open_node_database
-
     step = plan(config, partner, replace)
     if step == "same":
         return Imported(partner, changed=False, replaced=False)
@@ -438,8 +434,6 @@ def _install(config: NodeConfig, files: dict[Path, bytes], updated: str) -> None
     there, before anything changed); then node.toml, then the renames, the record last; then
     the configuration is loaded as ``node serve`` will load it, from the files in place (on a
     first import, the key files it names exist only then)."""
-    from gsomia.node import config as node_config
-
     before = {path: (_read(path), path.stat().st_mode & 0o777 if path.exists() else 0) for path in files}
     text = config.path.read_text(encoding="utf-8")
     staged: dict[Path, Path] = {}

@@ -13,12 +13,11 @@ import secrets
 import socket
 import ssl
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 from gsomia.node import config as node_config
 from gsomia.node import tls
-from gsomia.node.clock import SystemClock
+from gsomia.node.clock import Clock, SystemClock
 from gsomia.node.init import PeerEntry, render_config, write_config, write_keys
 from gsomia.node.service import Node
 from gsomia.store.db import open_node_database
@@ -126,8 +125,10 @@ def provision_pair(
     flash_process: bool = False,
     flash_database_urls: dict[str, str] | None = None,
     user_tls: bool = False,
+    clock: Clock | None = None,
 ) -> dict[str, Provisioned]:
-    """Create ``root/<PARTY>/`` for both parties and return how to reach each.
+    """Create ``root/<PARTY>/`` for both parties and return how to reach each; ``clock`` (the
+    system's unless given) dates their certificates, node.toml files and users.
 
     With ``flash_process`` each node runs its flash lane in a process of its own (R17);
     ``flash_database_urls`` give a party's flash lane a PostgreSQL database of its own.
@@ -137,7 +138,8 @@ def provision_pair(
     permits on loopback alone and says so in its log: the test and benchmark rigs' clients."""
     ports = {p: (free_port(), free_port()) for p in parties}
     flash_ports = {p: (free_port(), free_port()) for p in parties} if flash_process else {}
-    now = datetime.now().astimezone()
+    clock = clock or SystemClock()
+    now = clock.now().astimezone()
     for party in parties:
         home = private_dir(root / party)  # the node's database, log, keys and tokens: its operator's alone
         write_keys(home / "keys", party, suite, ("127.0.0.1", "localhost"), now)
@@ -172,7 +174,7 @@ def provision_pair(
         )
         write_config(home / "node.toml", text)
         cfg = node_config.load(home / "node.toml")
-        node = Node(cfg, open_node_database(cfg), SystemClock())
+        node = Node(cfg, open_node_database(cfg), clock)
         tokens = {}
         for user_id, role, clearance, ntk in DEMO_USERS[party]:
             tokens[ROLE_KEYS[role]] = node.add_user(user_id, role, clearance, ntk)

@@ -95,6 +95,7 @@ def remove_stale_partials(directory: Path, now: float | None = None) -> list[Pat
     files are touched, and a partial file whose process still runs is left unless nobody
     has written to it for ``STALE_AFTER`` seconds (its pid was reused)."""
     removed: list[Path] = []
+    # The file system's clock, not a node's: it is compared with the times the kernel wrote.
     now = time.time() if now is None else now
     try:
         names = os.listdir(directory)
