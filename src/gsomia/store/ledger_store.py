@@ -11,7 +11,7 @@ node fetches through ``Connection.exec_driver_sql``, the verification's scans st
 from driver cursors; many rows go in as one statement (``inserts``). Node lookups are an OR of
 ``level = ? AND idx = ?`` pairs, which both SQLite and PostgreSQL answer from the
 primary key: SQLite answers a row-value ``IN (…)`` list by scanning the whole table,
-which made every proof and append O(n).
+which would make every proof and append O(n).
 """
 
 from __future__ import annotations
