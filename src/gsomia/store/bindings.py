@@ -18,28 +18,29 @@ from gsomia.core import records
 from gsomia.core.keyring import KeyHistory, KeyRotationInvalid, Rotation
 from gsomia.store import schema as t
 
-# The tables kept beside the log whose rows the node's listings and checks read. Each row is
-# written in the same transaction as the ledger entry that records it, so every column is
-# checked against that entry's hashed bytes, except the bookkeeping columns named in
-# ``UNBOUND``: nothing decides on them (``seq`` orders rows stored one after another,
-# ``received_at`` of a tree head says when it arrived), and no entry could vouch for them.
+# Rotations and alarms are entered with the row they write; so are records (R5, R6, R8, R9,
+# R11), diplomatic notes (R13, R14) and users, which decide what a node lets anyone do
+# (``records.make`` / ``_received``, ``diplomatic_note`` / ``_received``, ``user_added`` /
+# ``user_revoked``).
 ROTATION_KINDS = ("key_rotation", "key_rotation_received")
 ALARM_KINDS = ("alarm", "alarm_received")
+RECORD_KINDS = frozenset({*records.KINDS, *(f"{k}_received" for k in records.KINDS)})
+NOTE_KINDS = ("diplomatic_note", "diplomatic_note_received")
+USER_KINDS = ("user_added", "user_revoked")
+# Every column of those tables is checked against the entry's hashed bytes, except these
+# bookkeeping columns: nothing decides on them (``seq`` orders rows stored one after another,
+# ``received_at`` of a tree head says when it arrived), and no entry could vouch for them.
 UNBOUND = frozenset(
     {
         ("tree_heads", "seq"),
         ("tree_heads", "received_at"),
         ("key_rotations", "seq"),
         ("alarms", "seq"),
+        ("records", "seq"),
+        ("notes", "seq"),
+        ("users", "seq"),
     }
 )
-# Records (R5, R6, R8, R9, R11), diplomatic notes (R13, R14) and users decide what a node lets
-# anyone do: each is entered with the row it writes (``records.make`` / ``_received``,
-# ``diplomatic_note`` / ``_received``, ``user_added`` / ``user_revoked``).
-RECORD_KINDS = frozenset({*records.KINDS, *(f"{k}_received" for k in records.KINDS)})
-NOTE_KINDS = ("diplomatic_note", "diplomatic_note_received")
-USER_KINDS = ("user_added", "user_revoked")
-UNBOUND = UNBOUND | {("records", "seq"), ("notes", "seq"), ("users", "seq")}
 
 
 def rotation_key(row: Any) -> tuple[str, int]:
