@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import functools
 import json
-import json.encoder
-import json.scanner
 import re
 import unicodedata
 import uuid

@@ -13,14 +13,26 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, LargeBinary, Table, cast, insert, select
+from sqlalchemy import Connection, Engine, LargeBinary, Table, cast, select
 
-from gsomia.core import ledger, merkle, records
+from gsomia.core import ledger, merkle
 from gsomia.core.errors import GsomiaError
 from gsomia.core.keyring import KeyHistory, KeyRotationInvalid, Rotation
 from gsomia.core.keys import PrivateKeys, PublicKeys
-from gsomia.store import flash, ledger_store
+from gsomia.node import keychain
+from gsomia.store import bindings, flash, heads, ledger_store
 from gsomia.store import schema as t
+
+# The kinds of entry that record a row, and how a row is compared with its entry, live in
+# ``store.bindings`` (the running node checks notes and users with them too); named here
+# as well for the callers that have always read them from the audit.
+from gsomia.store.bindings import NOTE_KINDS as NOTE_KINDS
+from gsomia.store.bindings import RECORD_KINDS as RECORD_KINDS
+from gsomia.store.bindings import UNBOUND as UNBOUND
+from gsomia.store.bindings import USER_KINDS as USER_KINDS
+from gsomia.store.bindings import note_differs as note_differs
+from gsomia.store.bindings import record_differs as record_differs
+from gsomia.store.bindings import user_differs as user_differs
 
 PROOF_FORMAT = "gsomia-inclusion-proof/2"
 # A proof's list of every entry naming its item, signed with the key of its head: the prefix
@@ -34,48 +46,16 @@ class AuditFailure(GsomiaError):
 
 
 def current_head(conn: Connection, key: PrivateKeys, at: datetime | None = None) -> ledger.TreeHead:
-    """Sign the log's current head and keep it (a node's own heads are evidence too)."""
-    size = ledger_store.size(conn)
-    head = ledger.sign_head(key, key.party, size, ledger_store.root(conn, size), at or datetime.now(UTC))
-    store_head(conn, head)
-    return head
+    """Sign the log's current head and keep it (``store.heads.sign_current``); without ``at``,
+    as of now: an auditor's ``prove`` is a command run now, and has no other clock."""
+    return heads.sign_current(conn, key, at or datetime.now(UTC))
 
 
 def store_head(conn: Connection, head: ledger.TreeHead) -> None:
-    conn.execute(
-        insert(t.tree_heads).values(
-            party=head.party,
-            size=head.size,
-            root=head.root,
-            at=head.at,
-            signature=head.signature,
-            received_at=datetime.now(UTC),
-        )
-    )
+    """Keep ``head``, received now (``store.heads.store`` takes the instant from a caller's clock)."""
+    heads.store(conn, head, datetime.now(UTC))
 
 
-# The tables kept beside the log whose rows the node's listings and checks read. Each row is
-# written in the same transaction as the ledger entry that records it, so every column is
-# checked against that entry's hashed bytes, except the bookkeeping columns named in
-# ``UNBOUND``: nothing decides on them (``seq`` orders rows stored one after another,
-# ``received_at`` of a tree head says when it arrived), and no entry could vouch for them.
-_ROTATION_KINDS = ("key_rotation", "key_rotation_received")
-_ALARM_KINDS = ("alarm", "alarm_received")
-UNBOUND = frozenset(
-    {
-        ("tree_heads", "seq"),
-        ("tree_heads", "received_at"),
-        ("key_rotations", "seq"),
-        ("alarms", "seq"),
-    }
-)
-# Records (R5, R6, R8, R9, R11), diplomatic notes (R13, R14) and users decide what a node lets
-# anyone do: each is entered with the row it writes (``records.make`` / ``_received``,
-# ``diplomatic_note`` / ``_received``, ``user_added`` / ``user_revoked``).
-RECORD_KINDS = frozenset({*records.KINDS, *(f"{k}_received" for k in records.KINDS)})
-NOTE_KINDS = ("diplomatic_note", "diplomatic_note_received")
-USER_KINDS = ("user_added", "user_revoked")
-UNBOUND = UNBOUND | {("records", "seq"), ("notes", "seq"), ("users", "seq")}
 # Tables a row can go missing from unnoticed: each tree head is a signed statement on its own,
 # which no entry records; losing one loses evidence the partner's witness holds as well.
 UNCOUNTED = frozenset({"tree_heads"})
@@ -94,25 +74,33 @@ CHECKED_TABLES = (
 )
 
 
-def verify_node(engine: Engine, own: PublicKeys, peers: dict[str, PublicKeys]) -> dict[str, Any]:
-    """Every entry, every stored node, every row beside the log, every stored tree head; the first failure raises.
+class _Recorded:
+    """What the log's entries say of the rows beside it, gathered while ``verify_all`` reads them:
+    per table, the entry (index and decoded body) that recorded each row, by the row's key."""
 
-    ``own`` and ``peers`` are the keys trusted out of band (node.toml); each party's
-    recorded rotations extend them to its whole key chain, and each head is checked
-    with the key of its size (``KeyHistory.key_for_head``)."""
-    from gsomia.node import keychain
+    def __init__(self) -> None:
+        self.rows: dict[str, dict[Any, tuple[int, dict[str, Any]]]] = {
+            "key_rotations": {},
+            "alarms": {},
+            "records": {},
+            "notes": {},
+            "users": {},
+        }
+        # Per user, the latest entry of each kind: a row holds what the last of them says.
+        self.user_entries: dict[str, dict[str, tuple[int, dict[str, Any]]]] = {}
 
-    recorded: dict[str, dict[Any, tuple[int, dict[str, Any]]]] = {
-        "key_rotations": {},
-        "alarms": {},
-        "records": {},
-        "notes": {},
-        "users": {},
-    }
-    # Per user, the latest entry of each kind: a row holds what the last of them says.
-    user_entries: dict[str, dict[str, tuple[int, dict[str, Any]]]] = {}
+    def watch(self) -> dict[str, ledger_store.Watch]:
+        """``verify_all``'s watch: each kind of entry that records a row, to what keeps it."""
+        watch = dict.fromkeys(bindings.ROTATION_KINDS, self._keep("key_rotations", lambda d: (d["party"], d["number"])))
+        watch.update(dict.fromkeys(bindings.ALARM_KINDS, self._keep("alarms", lambda d: d["alarm_id"])))
+        watch.update(dict.fromkeys(RECORD_KINDS, self._keep("records", lambda d: d["record_id"])))
+        watch.update(dict.fromkeys(NOTE_KINDS, self._keep("notes", lambda d: d["note_id"])))
+        watch.update(dict.fromkeys(USER_KINDS, self._user_seen))
+        return watch
 
-    def keep(table: str, key: Callable[[dict[str, Any]], Any], latest: bool = False) -> ledger_store.Watch:
+    def _keep(self, table: str, key: Callable[[dict[str, Any]], Any]) -> ledger_store.Watch:
+        """Keep the first entry naming each row of ``table`` (by ``key`` of its detail)."""
+
         def seen(index: int, data: dict[str, Any]) -> None:
             try:
                 found = key(data["detail"])
@@ -122,62 +110,32 @@ def verify_node(engine: Engine, own: PublicKeys, peers: dict[str, PublicKeys]) -
                 raise AuditFailure(
                     f"entry {index} ({data['kind']}) does not say which row of {table} it records"
                 ) from None
-            if latest:
-                recorded[table][found] = (index, data)
-            else:
-                recorded[table].setdefault(found, (index, data))
+            self.rows[table].setdefault(found, (index, data))
 
         return seen
 
-    def user_seen(index: int, data: dict[str, Any]) -> None:
+    def _user_seen(self, index: int, data: dict[str, Any]) -> None:
         detail = data.get("detail")
         user = detail.get("user") if isinstance(detail, dict) else None
         if not isinstance(user, str):
             raise AuditFailure(f"entry {index} ({data['kind']}) does not say which row of users it records")
-        user_entries.setdefault(user, {})[str(data["kind"])] = (index, data)
-        recorded["users"][user] = user_entries[user].get("user_added", (index, data))
+        self.user_entries.setdefault(user, {})[str(data["kind"])] = (index, data)
+        self.rows["users"][user] = self.user_entries[user].get("user_added", (index, data))
 
-    watch = dict.fromkeys(_ROTATION_KINDS, keep("key_rotations", lambda d: (d["party"], d["number"])))
-    watch.update(dict.fromkeys(_ALARM_KINDS, keep("alarms", lambda d: d["alarm_id"])))
-    watch.update(dict.fromkeys(RECORD_KINDS, keep("records", lambda d: d["record_id"])))
-    watch.update(dict.fromkeys(NOTE_KINDS, keep("notes", lambda d: d["note_id"])))
-    watch.update(dict.fromkeys(USER_KINDS, user_seen))
+
+def verify_node(engine: Engine, own: PublicKeys, peers: dict[str, PublicKeys]) -> dict[str, Any]:
+    """Every entry, every stored node, every row beside the log, every stored tree head; the first failure raises.
+
+    ``own`` and ``peers`` are the keys trusted out of band (node.toml); each party's
+    recorded rotations extend them to its whole key chain, and each head is checked
+    with the key of its size (``KeyHistory.key_for_head``)."""
+    recorded = _Recorded()
     with engine.connect() as conn:
         try:
-            result = ledger_store.verify_all(conn, watch=watch)
+            result = ledger_store.verify_all(conn, watch=recorded.watch())
         except ledger_store.LedgerCorrupt as exc:
             raise AuditFailure(f"ledger of {own.party}: {exc}") from None
-        _check_beside(conn, t.key_rotations, recorded["key_rotations"], _rotation_row, _rotation_says)
-        _check_beside(conn, t.alarms, recorded["alarms"], lambda r: r["alarm_id"], _alarm_says)
-        try:
-            chains = {own.party: keychain.own_history(conn, own.party, own)}
-            if chains[own.party].current.kid != own.kid:
-                raise AuditFailure(f"{own.party}'s key {own.kid} is not the current key of its recorded chain")
-            for code, key in peers.items():
-                chains[code] = keychain.history(conn, key)
-        except KeyRotationInvalid as exc:
-            raise AuditFailure(f"key chain: {exc}") from None
-        _check_beside(
-            conn,
-            t.records,
-            recorded["records"],
-            lambda r: r["record_id"],
-            lambda row, _i, data: record_differs(row, data, own.party, chains),
-        )
-        _check_beside(
-            conn,
-            t.notes,
-            recorded["notes"],
-            lambda r: r["note_id"],
-            lambda row, _i, data: note_differs(row, data, own.party),
-        )
-        _check_beside(
-            conn,
-            t.users,
-            recorded["users"],
-            lambda r: r["user_id"],
-            lambda row, _i, _d: user_differs(row, *_latest_user(user_entries, row["user_id"])),
-        )
+        chains = _check_rows(conn, recorded, own, peers)
         checked = _check_heads(conn, own.party, chains, result.size)
         _check_queue(conn, t.ledger_queue, "")
         queued = ledger_store.queued(conn)
@@ -193,6 +151,53 @@ def verify_node(engine: Engine, own: PublicKeys, peers: dict[str, PublicKeys]) -
         "tree_heads_checked": checked,
         "queued": queued,  # committed with flash reports, not yet in the log (the node's sequencer moves them)
     }
+
+
+def _chains(conn: Connection, own: PublicKeys, peers: dict[str, PublicKeys]) -> dict[str, KeyHistory]:
+    """Each party's recorded key chain, from the keys trusted out of band; ``own`` must be the current."""
+    try:
+        chains = {own.party: keychain.own_history(conn, own.party, own)}
+        if chains[own.party].current.kid != own.kid:
+            raise AuditFailure(f"{own.party}'s key {own.kid} is not the current key of its recorded chain")
+        for code, key in peers.items():
+            chains[code] = keychain.history(conn, key)
+    except KeyRotationInvalid as exc:
+        raise AuditFailure(f"key chain: {exc}") from None
+    return chains
+
+
+def _check_rows(
+    conn: Connection, recorded: _Recorded, own: PublicKeys, peers: dict[str, PublicKeys]
+) -> dict[str, KeyHistory]:
+    """Every row beside the log against the entry that recorded it; returns the key chains
+    (read from rotations just checked, so records are checked against a sound chain)."""
+    rows, party = recorded.rows, own.party
+    _check_beside(conn, t.key_rotations, rows["key_rotations"], bindings.rotation_key, bindings.rotation_differs)
+    _check_beside(conn, t.alarms, rows["alarms"], lambda r: r["alarm_id"], bindings.alarm_differs)
+    chains = _chains(conn, own, peers)
+    _check_beside(
+        conn,
+        t.records,
+        rows["records"],
+        lambda r: r["record_id"],
+        lambda row, _i, data: bindings.record_differs(row, data, party, chains),
+    )
+    _check_beside(
+        conn,
+        t.notes,
+        rows["notes"],
+        lambda r: r["note_id"],
+        lambda row, _i, data: bindings.note_differs(row, data, party),
+    )
+    users = recorded.user_entries
+    _check_beside(
+        conn,
+        t.users,
+        rows["users"],
+        lambda r: r["user_id"],
+        lambda row, _i, _d: bindings.user_differs(row, *bindings.latest_user(users, row["user_id"])),
+    )
+    return chains
 
 
 def _span(size: int) -> str:
@@ -226,157 +231,6 @@ def _check_heads(conn: Connection, party: str, chains: dict[str, KeyHistory], si
                 raise AuditFailure(f"{name} does not match the log: an entry before {head.size} was rewritten")
         checked += 1
     return checked
-
-
-def _rotation_row(row: Any) -> tuple[str, int]:
-    return (row["party"], row["number"])
-
-
-def _rotation_says(row: Any, index: int, data: dict[str, Any]) -> str | None:
-    """A stored rotation against its entry: the columns, and the signed statement itself."""
-    d = data["detail"]
-    said = {
-        "party": d["party"],
-        "number": d["number"],
-        "old_kid": d["old_kid"],
-        "new_kid": d["new_kid"],
-        "at": d["rotated_at"],
-        "received_at": data["at"],
-    }
-    wrong = _differs(row, said)
-    if wrong:
-        return wrong
-    try:
-        rotation = Rotation.from_bytes(str(row["statement"]).encode("ascii"))
-        rotation.verify()
-    except (KeyRotationInvalid, UnicodeEncodeError):
-        return "statement"
-    if rotation.to_bytes().decode("ascii") != row["statement"]:  # the canonical bytes, as stored: nothing else
-        return "statement"
-    stated = (rotation.party, rotation.number, rotation.old.kid, rotation.new.kid, rotation.tree_size, rotation.at)
-    if stated != (d["party"], d["number"], d["old_kid"], d["new_kid"], d["tree_size"], _instant(d["rotated_at"])):
-        return "statement"
-    return None
-
-
-def _alarm_says(row: Any, index: int, data: dict[str, Any]) -> str | None:
-    d = data["detail"]
-    return _differs(row, {c.name: d.get(c.name) for c in t.alarms.c if ("alarms", c.name) not in UNBOUND})
-
-
-def _origin(data: dict[str, Any], own: str) -> Any:
-    """The node a row came from: this one for its own entry, the sender for a ``…_received`` one."""
-    return data["actor"] if str(data["kind"]).endswith("_received") else own
-
-
-def record_differs(row: Any, data: dict[str, Any], own: str, chains: dict[str, KeyHistory]) -> str | None:
-    """A stored record against the entry that recorded it (its body is the record's body), and its
-    signature against its author's key chain: the entry does not hold the signature."""
-    d = data["detail"]
-    if not isinstance(d, dict):
-        return "detail"
-    wrong = _differs(
-        row,
-        {
-            "record_id": d["record_id"],
-            "kind": d["kind"],
-            "item_id": d["item_id"],
-            "ref": d.get("request_id") or d.get("report_id"),
-            "origin": _origin(data, own),
-            "body": records.canonical(d).decode("utf-8"),
-            "created_at": d["at"],
-        },
-    )
-    if wrong:
-        return wrong
-    chain = chains.get(str(d.get("by")))
-    if chain is None:
-        return "signature"
-    try:
-        records.verify({"body": d, "signature": row["signature"]}, chain, str(d["by"]))
-    except records.RecordInvalid:
-        return "signature"
-    return None
-
-
-def note_differs(row: Any, data: dict[str, Any], own: str) -> str | None:
-    """A stored diplomatic note against the entry that recorded it: every column."""
-    d = data["detail"]
-    if not isinstance(d, dict):
-        return "detail"
-    conditions = d.get("conditions") or []
-    if not isinstance(conditions, list):
-        return "conditions"
-    return _differs(
-        row,
-        {
-            "note_id": d["note_id"],
-            "agreement": d["agreement"],
-            "at": d["at"],
-            "by": d["by"],
-            "type": d["type"],
-            "conditions": json.dumps(conditions, ensure_ascii=False),
-            "ref": d.get("ref"),
-            "recorded_by": str(d.get("recorded_by") or _origin(data, own)),
-            "origin": _origin(data, own),
-        },
-    )
-
-
-def _latest_user(
-    entries: dict[str, dict[str, tuple[int, dict[str, Any]]]], user: Any
-) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    found = entries.get(str(user), {})
-    added = found.get("user_added")
-    if added is None:
-        raise KeyError(user)
-    revoked = found.get("user_revoked")
-    return added[1]["detail"], revoked[1] if revoked is not None and revoked[0] > added[0] else None
-
-
-def user_differs(row: Any, added: dict[str, Any], revoked: dict[str, Any] | None) -> str | None:
-    """A user's row against its ``user_added`` entry's detail and the ``user_revoked`` entry after it.
-
-    An entry written before need-to-know, party and the token's hash were recorded binds what it
-    records: role and clearance (docs/ledger.md says how such a user is bound afresh)."""
-    if not isinstance(added, dict):
-        return "detail"
-    said: dict[str, Any] = {"user_id": added["user"], "role": added["role"], "clearance": added.get("clearance")}
-    for name in ("party", "token_hash", "created_at"):
-        if name in added:
-            said[name] = added[name]
-    if "need_to_know" in added:
-        said["need_to_know"] = json.dumps(sorted(added["need_to_know"]), ensure_ascii=False)
-    wrong = _differs(row, said)
-    if wrong:
-        return wrong
-    if revoked is None:
-        return None if row["revoked_at"] is None else "revoked_at"
-    if not isinstance(row["revoked_at"], datetime):
-        return "revoked_at"
-    detail = revoked["detail"]
-    if isinstance(detail, dict) and "revoked_at" in detail and _instant(detail["revoked_at"]) != row["revoked_at"]:
-        return "revoked_at"
-    return None
-
-
-def _instant(text: Any) -> datetime | None:
-    try:
-        return datetime.fromisoformat(str(text))
-    except ValueError:
-        return None
-
-
-def _differs(row: Any, said: dict[str, Any]) -> str | None:
-    """The first column of ``row`` that is not what the entry says."""
-    for name, value in said.items():
-        stored = row[name]
-        if isinstance(stored, datetime):
-            if _instant(value) != stored:
-                return name
-        elif type(stored) is not type(value) or stored != value:
-            return name
-    return None
 
 
 def _check_beside(
@@ -523,8 +377,6 @@ def prove(engine: Engine, key: PrivateKeys, item_id: str) -> dict[str, Any]:
             ]
         except ledger_store.LedgerCorrupt as exc:
             raise AuditFailure(f"ledger of {key.party}: {exc}: run gsomia audit verify") from None
-        from gsomia.node import keychain
-
         chain = [r.as_dict() for r in keychain.rotations(conn, key.party)]
     indices = [idx for idx, _ in rows]
     covers = {"size": head.size, "entries": indices}

@@ -88,9 +88,12 @@ def summary(chains: list[KeyHistory]) -> list[dict[str, Any]]:
     return rows
 
 
-def store(conn: Connection, rotation: Rotation, actor: str, received: bool) -> int:
-    """Keep a verified rotation and enter it on the ledger, in the caller's transaction."""
-    now = datetime.now(UTC)
+def store(conn: Connection, rotation: Rotation, actor: str, received: bool, at: datetime | None = None) -> int:
+    """Keep a verified rotation and enter it on the ledger at ``at``, in the caller's transaction.
+
+    The running node passes its clock's instant; a command (``rotate``, a partner file's
+    import) runs now and may leave ``at`` out."""
+    now = at or datetime.now(UTC)
     conn.execute(
         insert(t.key_rotations).values(
             party=rotation.party,
@@ -115,8 +118,10 @@ def store(conn: Connection, rotation: Rotation, actor: str, received: bool) -> i
     return ledger_store.append_rows(conn, rows)[0]  # the entry's index
 
 
-def learn(engine: Engine, known: KeyHistory, offered: list[Rotation], actor: str) -> KeyHistory:
-    """Extend a partner's chain with the statements it offers; store the new ones."""
+def learn(
+    engine: Engine, known: KeyHistory, offered: list[Rotation], actor: str, at: datetime | None = None
+) -> KeyHistory:
+    """Extend a partner's chain with the statements it offers; store the new ones (received at ``at``)."""
     fresh = [r for r in offered if r.number > len(known.rotations)]
     for r in offered:
         if r.number <= len(known.rotations) and r.to_bytes() != known.rotations[r.number - 1].to_bytes():
@@ -131,7 +136,7 @@ def learn(engine: Engine, known: KeyHistory, offered: list[Rotation], actor: str
             with engine.begin() as conn:
                 already = len(rotations(conn, known.party))
                 for r in extended.rotations[already:]:
-                    store(conn, r, actor, received=True)
+                    store(conn, r, actor, received=True, at=at)
         except IntegrityError:
             pass  # another process of this node stored the same verified statements first
     return extended

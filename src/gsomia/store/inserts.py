@@ -101,7 +101,7 @@ def insert_many(
 
     Core's ``insert(table)`` with many rows sends, on psycopg, one prepared statement per
     row or (with RETURNING) one statement of thousands of parameters that psycopg
-    re-parses in Python on every call (~25 ms for 256 items). Columns no row gives a value
+    re-parses in Python on every call, costing more than the insert itself. Columns no row gives a value
     for, and that have no default, are left out (NULL). ``returning`` (PostgreSQL only)
     gives that column of the rows inserted, e.g. with ``ignore_conflicts_on`` the fresh ones.
     """

@@ -11,7 +11,7 @@ node fetches through ``Connection.exec_driver_sql``, the verification's scans st
 from driver cursors; many rows go in as one statement (``inserts``). Node lookups are an OR of
 ``level = ? AND idx = ?`` pairs, which both SQLite and PostgreSQL answer from the
 primary key: SQLite answers a row-value ``IN (…)`` list by scanning the whole table,
-which made every proof and append O(n).
+which would make every proof and append O(n).
 """
 
 from __future__ import annotations
@@ -424,6 +424,23 @@ def _same_instant(stored: Any, field: Any, process: Callable[[Any], Any]) -> boo
         return False
 
 
+def _check_copies(row: Sequence[Any], data: dict[str, Any], copies: tuple[Any, ...]) -> None:
+    """Each column of an entry's row that copies a field of its hashed bytes holds that field."""
+    for position, name, field, process in copies:
+        value = row[position]
+        said = data.get(field, _ABSENT)
+        if value == said and type(value) is type(said):  # text, numbers and null: as they are
+            continue
+        if process is None or not _same_instant(value, said, process):
+            if process is not None and value is not None:
+                value = _result(process, value)
+            said = "nothing" if said is _ABSENT else repr(said)
+            raise LedgerCorrupt(
+                f"entry {row[0]} ({data.get('kind')}): its {name} column ({value!r}) is not what its hashed"
+                f" bytes say ({said})"
+            )
+
+
 def _verify_entries(
     conn: Connection,
     sql: ledger_sql.Statements,
@@ -465,19 +482,7 @@ def _verify_entries(
                 raise LedgerCorrupt(
                     f"entry {idx} ({data.get('kind')}) was altered: its content no longer matches its leaf hash"
                 )
-            for position, name, field, process in copies:
-                value = row[position]
-                said = data.get(field, _ABSENT)
-                if value == said and type(value) is type(said):  # text, numbers and null: as they are
-                    continue
-                if process is None or not _same_instant(value, said, process):
-                    if process is not None and value is not None:
-                        value = _result(process, value)
-                    said = "nothing" if said is _ABSENT else repr(said)
-                    raise LedgerCorrupt(
-                        f"entry {idx} ({data.get('kind')}): its {name} column ({value!r}) is not what its hashed"
-                        f" bytes say ({said})"
-                    )
+            _check_copies(row, data, copies)
             if watch:
                 seen = watch.get(data.get("kind"))  # type: ignore[arg-type]
                 if seen is not None:
