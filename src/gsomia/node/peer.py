@@ -53,6 +53,16 @@ def decode_head(value: str | None) -> dict[str, Any] | None:
     return head if isinstance(head, dict) else None
 
 
+def wall_seconds() -> float:
+    """Seconds since the epoch by this machine's clock: a signed request's timestamp, and the
+    instant the receiver checks it against (``MAX_SKEW``, ``ReplayGuard``).
+
+    Not the node's clock: the timestamp is checked against the partner's system clock, and
+    a demo node's simulated clock, moved months away, would make every request stale. It
+    says only how fresh a request is; no rule reads it and nothing stored carries it."""
+    return time.time()
+
+
 def target(path: str, params: dict[str, Any] | None = None) -> str:
     """The request target as sent and as signed: the path, and ``?query`` when there is one.
 
@@ -79,7 +89,7 @@ def sign_request(key: PrivateKeys, method: str, path: str, body: bytes) -> dict[
     """Signature headers for a request to ``path``, the target with its query (``target``)."""
     # Microseconds: two requests with the same body, path and instant would carry the same
     # Ed25519 signature, and the receiver refuses the second as a replay.
-    timestamp = f"{time.time():.6f}"
+    timestamp = f"{wall_seconds():.6f}"
     signature = key.sign(_request_message(method, path, key.party, timestamp, body), _CONTEXT)
     return {
         "X-Gsomia-Party": key.party,
@@ -100,11 +110,12 @@ _TIMESTAMP = re.compile(r"[0-9]{1,11}\.[0-9]{3,6}")
 _SIGNATURE_CHARS = 8192  # base64 of an Ed25519 + ML-DSA-65 signature is about 4.5 KB
 
 
-def check_headers(chain: KeyHistory, headers: Any, now: float) -> str | None:
+def check_headers(chain: KeyHistory, headers: Any, now: float | None = None) -> str | None:
     """What can be refused before the body is read: None, or the reason.
 
-    The party, a timestamp within ``MAX_SKEW`` of ``now``, a signature of plausible size, and
-    a key id that is the party's current key; the signature itself covers the body."""
+    The party, a timestamp within ``MAX_SKEW`` of ``now`` (``wall_seconds``), a signature of
+    plausible size, and a key id that is the party's current key; the signature itself covers
+    the body."""
     party, timestamp, signature = (
         headers.get(h) for h in ("x-gsomia-party", "x-gsomia-timestamp", "x-gsomia-signature")
     )
@@ -112,7 +123,7 @@ def check_headers(chain: KeyHistory, headers: Any, now: float) -> str | None:
         return "missing or foreign request signature headers"
     if not _TIMESTAMP.fullmatch(timestamp):
         return "X-Gsomia-Timestamp: expected seconds since the epoch, such as 1574413200.000"
-    skew = abs(now - float(timestamp))
+    skew = abs((wall_seconds() if now is None else now) - float(timestamp))
     if skew > MAX_SKEW:
         return f"the request is {skew:.0f} s away from this node's clock"
     if len(signature) > _SIGNATURE_CHARS:
@@ -129,7 +140,7 @@ def verify_request(
     chain: KeyHistory, method: str, path: str, headers: Any, body: bytes, now: float | None = None
 ) -> str | None:
     """None if the request is signed by the party's current key within the allowed clock skew, else the reason."""
-    reason = check_headers(chain, headers, time.time() if now is None else now)
+    reason = check_headers(chain, headers, now)
     return reason or verify_signature(chain, method, path, headers, body)
 
 

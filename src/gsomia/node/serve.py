@@ -26,7 +26,7 @@ import uvloop
 
 from gsomia.core.errors import AgreementFileError
 from gsomia.node import tls
-from gsomia.node.app import Broker, create_peer_app, create_user_app
+from gsomia.node.api import Broker, create_peer_app, create_user_app
 from gsomia.node.checkpoint import Checkpointer
 from gsomia.node.clock import SimulatedClock, SystemClock
 from gsomia.node.config import NodeConfig
