@@ -43,7 +43,8 @@ class PeerSide:
 
 
 async def _side(request: Request) -> PeerSide:
-    return request.app.state.side
+    side: PeerSide = request.app.state.side  # set by the app's factory
+    return side
 
 
 Side = Annotated[PeerSide, Depends(_side)]

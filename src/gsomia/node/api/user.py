@@ -41,11 +41,12 @@ class UserSide:
 
 
 async def _side(request: Request) -> UserSide:
-    return request.app.state.side
+    side: UserSide = request.app.state.side  # set by the app's factory
+    return side
 
 
 async def _subject(request: Request, _: Annotated[Any, Depends(_bearer)] = None) -> policy.Subject:
-    found = getattr(request.state, "subject", None)
+    found: policy.Subject | None = getattr(request.state, "subject", None)
     if found is None:  # an open path: the intake asked for nothing
         raise Problem(401, "Unauthorized", "send Authorization: Bearer <token>")
     return found
