@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from gsomia.cli.demo import terms_only
 from gsomia.node import config as node_config
-from gsomia.node.app import Broker, create_peer_app, create_user_app
+from gsomia.node.api import Broker, create_peer_app, create_user_app
 from gsomia.node.clock import SystemClock
 from gsomia.node.delivery import Delivery
 from gsomia.node.provision import provision_pair

@@ -102,9 +102,9 @@ def test_peer_api_refuses_unsigned_requests(apps: dict[str, Any], raw: bytes, pa
 def test_a_partners_request_over_the_size_limit_is_refused_unread(
     apps: dict[str, Any], monkeypatch: pytest.MonkeyPatch, declared: bool
 ) -> None:
-    from gsomia.node import app as node_app
+    from gsomia.node import intake
 
-    monkeypatch.setattr(node_app.intake, "PEER_BODY_LIMIT", 1000)
+    monkeypatch.setattr(intake, "PEER_BODY_LIMIT", 1000)
     before = stored(apps["node"])
     raw = json.dumps({"lane": "bulk", "envelopes": ["A" * 1200]}).encode()
     headers = peer.sign_request(apps["jpn_key"], "POST", "/peer/items", raw)

@@ -33,7 +33,7 @@ from gsomia.cli import client
 from gsomia.cli import people as cli_people
 from gsomia.cli.main import app
 from gsomia.node import intake
-from gsomia.node.app import ItemIn
+from gsomia.node.api.models import ItemIn
 from nodes import Pair, node_pair
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -30,7 +30,7 @@ from gsomia.core.errors import NotFound
 from gsomia.core.keys import PrivateKeys
 from gsomia.node import config as node_config
 from gsomia.node import keychain, service
-from gsomia.node.app import Broker, create_user_app
+from gsomia.node.api import Broker, create_user_app
 from gsomia.node.clock import SystemClock
 from gsomia.node.delivery import Delivery
 from gsomia.node.provision import provision_pair

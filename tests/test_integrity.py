@@ -262,7 +262,7 @@ def test_a_stream_shows_a_fresh_report_as_decided_and_nothing_to_a_revoked_subsc
 
 def test_the_broker_hands_out_what_it_holds_and_defers_to_the_database_for_any_gap() -> None:
     from gsomia.core.label import Label
-    from gsomia.node.app import Broker
+    from gsomia.node.api import Broker
     from gsomia.node.service import FreshAlert
 
     def alert(seq: int) -> FreshAlert:

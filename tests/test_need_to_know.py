@@ -28,7 +28,7 @@ from gsomia.core.errors import NotFound
 from gsomia.core.label import Label
 from gsomia.node import config as node_config
 from gsomia.node import service
-from gsomia.node.app import Broker
+from gsomia.node.api import Broker
 from gsomia.node.clock import SystemClock
 from gsomia.node.service import FreshAlert, ItemSpec, Node
 from gsomia.store import flash

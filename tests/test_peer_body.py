@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gsomia.node.app import _parse_envelopes
+from gsomia.node.api.models import parse_envelopes
 from gsomia.node.delivery import item_run, items_body
 
 
@@ -18,7 +18,7 @@ from gsomia.node.delivery import item_run, items_body
 def test_a_body_is_the_json_the_receiver_reads_back_into_the_same_envelopes(lane: str, envelopes: list[bytes]) -> None:
     body = items_body(lane, envelopes)
     assert json.loads(body) == {"lane": lane, "envelopes": [base64.b64encode(e).decode() for e in envelopes]}
-    assert _parse_envelopes(body) == (lane, envelopes)
+    assert parse_envelopes(body) == (lane, envelopes)
 
 
 def test_a_lane_that_is_not_one_is_refused() -> None:

@@ -35,7 +35,7 @@ from gsomia.core.label import Label, LabelInvalid, new_item_id, validate
 from gsomia.core.policy import Action, Consent, Role, Subject, decide
 from gsomia.node import config as node_config
 from gsomia.node import egress, peer
-from gsomia.node.app import Broker, create_peer_app
+from gsomia.node.api import Broker, create_peer_app
 from gsomia.node.clock import SystemClock
 from gsomia.node.delivery import BATCH, Delivery, items_body
 from gsomia.node.provision import Provisioned, provision_pair

@@ -13,30 +13,39 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import json
 import logging
 import random
 import uuid
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 
 from gsomia.core.agreement.terms import Agreement
+from gsomia.core.canonical import canonical
 from gsomia.node import egress, heads, peer
 from gsomia.node.service import LANES, LEASE, Node, RowKey
 
 log = logging.getLogger("gsomia.delivery")
 FLASH_INLINE = 2  # flash rows guarded and encoded on the event loop itself
-# Rows per claim. Bulk: 512 move 20,000 items 8-20% faster than 256 on both backends
-# (bench/exchange.py), flash p99 unchanged: a flash report never waits for a bulk transaction (the flash
-# lane queues its ledger entries, and on SQLite writes a file of its own).
+# Rows per claim. Bulk: large, since a claim and a receipt are a transaction each, and fewer of
+# them move more items a second; no flash report waits for one (the flash lane queues its ledger
+# entries, and on SQLite writes a file of its own). Flash: small, so that a claim is short.
 BATCH = {"flash": 32, "bulk": 512}
 # Envelope bytes in one delivery of items (base64 adds a third): large items go in smaller
 # runs, so no body grows with the claim (512 items of 12 MB would be 6 GB), and at least one goes.
 BATCH_BYTES = 32 << 20
 POOLS = {"flash": "flash", "bulk": "delivery"}  # the lanes' threads for a worker's blocking calls
 PATHS = {"note": "/peer/notes", "alarm": "/peer/alarms", "record": "/peer/records"}
+
+
+class Encoded(NamedTuple):
+    """A run of items guarded and encoded, ready to go."""
+
+    allowed: list[dict[str, Any]]  # the rows the egress guard let through
+    blocked: dict[str, str]  # the item ids it held back, and why
+    body: bytes  # the allowed items' delivery (``items_body``)
+    agreement: Agreement  # as it stood when they were guarded: a note since, and they are guarded again
 
 
 def backoff(attempts: int) -> float:
@@ -252,7 +261,7 @@ class Delivery:
         keys, encoded = self._encoded.pop(code, ([], None)) if lane == "bulk" else ([], None)
         # Encoded ahead, the items were guarded against the agreement as it stood then: with a
         # note applied since, they are guarded again.
-        if encoded is None or keys != [r["key"] for r in rows] or encoded[3] is not node.applied_agreement(code):
+        if encoded is None or keys != [r["key"] for r in rows] or encoded.agreement is not node.applied_agreement(code):
             fresh = node.agreement_if_fresh(code) if lane == "flash" and len(rows) <= FLASH_INLINE else None
             if fresh is not None:
                 # A report or two: guarded and encoded here. A hop to a thread and back is two
@@ -260,7 +269,7 @@ class Delivery:
                 encoded = _guard_and_encode(node, code, lane, rows, fresh)
             else:  # off the event loop, in the lane's thread (it may look for new notes)
                 encoded = await node.lanes.run(POOLS[lane], _guard_and_encode, node, code, lane, rows)
-        allowed, blocked, body, _ = encoded
+        blocked = encoded.blocked
         if blocked:
             log.warning("egress guard held back %d item(s) for %s", len(blocked), code)
             await node.lanes.run(
@@ -271,9 +280,9 @@ class Delivery:
                 "",
                 blocked,
             )
-        if not allowed:
+        if not encoded.allowed:
             return True
-        return await self._post(code, "/peer/items", body, allowed, lane, after)
+        return await self._post(code, "/peer/items", encoded.body, encoded.allowed, lane, after)
 
     async def _post(
         self, code: str, path: str, body: bytes, rows: list[dict[str, Any]], lane: str, after: list[RowKey]
@@ -311,9 +320,7 @@ class Delivery:
             if response.status_code != 200:
                 raise RuntimeError(f"HTTP {response.status_code}: {response.text[:200]}")
             answer = response.json()
-            receipt_bytes = json.dumps(
-                answer["receipt"], sort_keys=True, separators=(",", ":"), ensure_ascii=False
-            ).encode()
+            receipt_bytes = canonical(answer["receipt"])  # as the partner signed it (``peer.sign_receipt``)
             kid = answer.get("kid") or node.peer_chains[code].current.kid
             if kid != node.peer_chains[code].current.kid and self.keys is not None:
                 await self.keys.refresh(code)  # signed by a key we do not know yet: a rotation?
@@ -380,10 +387,6 @@ async def _recordings(code: str, tasks: Iterable[asyncio.Future[None]]) -> None:
             log.warning("recording a receipt from %s failed: %s", code, exc)
 
 
-# Allowed rows, blocked ones (ref: reason), the body, and the agreement they were guarded against.
-Encoded = tuple[list[dict[str, Any]], dict[str, str], bytes, Agreement]
-
-
 def _guard_and_encode(
     node: Node, code: str, lane: str, rows: list[dict[str, Any]], agreement: Agreement | None = None
 ) -> Encoded:
@@ -399,7 +402,7 @@ def _guard_and_encode(
             allowed.append(row)
         else:
             blocked[row["ref"]] = f"egress guard: {problem}"
-    return allowed, blocked, items_body(lane, [r["body"] for r in allowed]), agreement
+    return Encoded(allowed, blocked, items_body(lane, [r["body"] for r in allowed]), agreement)
 
 
 def items_body(lane: str, envelopes: list[bytes]) -> bytes:

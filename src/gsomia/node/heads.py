@@ -2,12 +2,12 @@
 
 Signing a current head is a write transaction on the node's main database (the head is
 stored). On SQLite that waits for the one write lock, which a bulk transaction of 500
-items holds for a long while: a flash report's receipt once waited 210 ms for it, and
-every report posted behind that one waited as well (R17). A head seconds old is still a
-valid, signed statement of the log, and the partner's witness asks for the current one
-itself (``GET /peer/ledger/head``). So a head older than ``Node.own_head``'s second is
-used as it is while a fresh one is signed in the background; only a node that has
-signed none yet waits for one.
+items holds for a long while, and a flash report's receipt must not wait behind it, nor
+every report posted after that one (R17). A head seconds old is still a valid, signed
+statement of the log, and the partner's witness asks for the current one itself
+(``GET /peer/ledger/head``). So a head older than ``Node.own_head``'s second is used as it
+is while a fresh one is signed in the background; only a node that has signed none yet
+waits for one.
 """
 
 from __future__ import annotations

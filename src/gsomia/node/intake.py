@@ -73,13 +73,11 @@ class Intake:
         check: Check,
         limit: Callable[[str, str], int],
         open_paths: Iterable[str] = (),
-        party: str = "",
     ) -> None:
         self.app = app
         self.check = check
         self.limit = limit
         self.open_paths = frozenset(open_paths)
-        self.party = party
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

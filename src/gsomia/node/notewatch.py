@@ -3,10 +3,10 @@
 A note another process of the node records or receives (the CLI, the flash process, the
 main process) reaches this one through the database. ``Node.agreement`` looks for new ones
 when its last look is older than ``NOTES_REFRESH`` (0.25 s), so that a status is never
-older than that. Done there, the look was a database read inside one flash report in
-five, on each node (R17: 0.8 ms of a report's p90 on PostgreSQL). This task looks twice as
-often, from a control thread, so that a request finds the look done; a request still looks
-itself if the task falls behind, so the bound holds either way.
+older than that. Done there, the look would be a database read inside a flash report
+(R17). This task looks twice as often, from a control thread, so that a request finds the
+look done; a request still looks itself if the task falls behind, so the bound holds
+either way.
 """
 
 from __future__ import annotations

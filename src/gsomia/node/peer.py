@@ -23,6 +23,7 @@ from urllib.parse import urlencode
 import aiohttp
 import httpx
 
+from gsomia.core.canonical import canonical
 from gsomia.core.keyring import KeyHistory
 from gsomia.core.keys import PrivateKeys, PublicKeys
 
@@ -40,6 +41,9 @@ def key_id(key: PrivateKeys) -> str:
 
 
 def encode_head(head: dict[str, Any]) -> str:
+    """The tree head a request carries, as its header's value. Plain JSON, not canonical: no
+    signature covers these bytes and nothing compares them; the head is a signal that wakes
+    the receiver's witness, which fetches the signed head itself (``GET /peer/ledger/head``)."""
     return base64.b64encode(json.dumps(head, separators=(",", ":")).encode()).decode()
 
 
@@ -51,6 +55,16 @@ def decode_head(value: str | None) -> dict[str, Any] | None:
     except ValueError:
         return None
     return head if isinstance(head, dict) else None
+
+
+def wall_seconds() -> float:
+    """Seconds since the epoch by this machine's clock: a signed request's timestamp, and the
+    instant the receiver checks it against (``MAX_SKEW``, ``ReplayGuard``).
+
+    Not the node's clock: the timestamp is checked against the partner's system clock, and
+    a demo node's simulated clock, moved months away, would make every request stale. It
+    says only how fresh a request is; no rule reads it and nothing stored carries it."""
+    return time.time()
 
 
 def target(path: str, params: dict[str, Any] | None = None) -> str:
@@ -79,7 +93,7 @@ def sign_request(key: PrivateKeys, method: str, path: str, body: bytes) -> dict[
     """Signature headers for a request to ``path``, the target with its query (``target``)."""
     # Microseconds: two requests with the same body, path and instant would carry the same
     # Ed25519 signature, and the receiver refuses the second as a replay.
-    timestamp = f"{time.time():.6f}"
+    timestamp = f"{wall_seconds():.6f}"
     signature = key.sign(_request_message(method, path, key.party, timestamp, body), _CONTEXT)
     return {
         "X-Gsomia-Party": key.party,
@@ -100,11 +114,12 @@ _TIMESTAMP = re.compile(r"[0-9]{1,11}\.[0-9]{3,6}")
 _SIGNATURE_CHARS = 8192  # base64 of an Ed25519 + ML-DSA-65 signature is about 4.5 KB
 
 
-def check_headers(chain: KeyHistory, headers: Any, now: float) -> str | None:
+def check_headers(chain: KeyHistory, headers: Any, now: float | None = None) -> str | None:
     """What can be refused before the body is read: None, or the reason.
 
-    The party, a timestamp within ``MAX_SKEW`` of ``now``, a signature of plausible size, and
-    a key id that is the party's current key; the signature itself covers the body."""
+    The party, a timestamp within ``MAX_SKEW`` of ``now`` (``wall_seconds``), a signature of
+    plausible size, and a key id that is the party's current key; the signature itself covers
+    the body."""
     party, timestamp, signature = (
         headers.get(h) for h in ("x-gsomia-party", "x-gsomia-timestamp", "x-gsomia-signature")
     )
@@ -112,7 +127,7 @@ def check_headers(chain: KeyHistory, headers: Any, now: float) -> str | None:
         return "missing or foreign request signature headers"
     if not _TIMESTAMP.fullmatch(timestamp):
         return "X-Gsomia-Timestamp: expected seconds since the epoch, such as 1574413200.000"
-    skew = abs(now - float(timestamp))
+    skew = abs((wall_seconds() if now is None else now) - float(timestamp))
     if skew > MAX_SKEW:
         return f"the request is {skew:.0f} s away from this node's clock"
     if len(signature) > _SIGNATURE_CHARS:
@@ -129,7 +144,7 @@ def verify_request(
     chain: KeyHistory, method: str, path: str, headers: Any, body: bytes, now: float | None = None
 ) -> str | None:
     """None if the request is signed by the party's current key within the allowed clock skew, else the reason."""
-    reason = check_headers(chain, headers, time.time() if now is None else now)
+    reason = check_headers(chain, headers, now)
     return reason or verify_signature(chain, method, path, headers, body)
 
 
@@ -189,7 +204,9 @@ class ReplayGuard:
 
 
 def sign_receipt(key: PrivateKeys, receipt: dict[str, Any]) -> tuple[bytes, str]:
-    body = json.dumps(receipt, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    """The receipt's canonical bytes and their signature: the sender checks them, byte for byte,
+    against the receipt as it reads it from the answer (``verify_receipt``)."""
+    body = canonical(receipt)
     return body, base64.b64encode(key.sign(_RECEIPT + body, _CONTEXT)).decode()
 
 
@@ -243,13 +260,12 @@ class Answer:
 class FlashClient:
     """The flash lane's client to the partner's flash process (R17), over aiohttp.
 
-    Why not httpx, as everywhere else: a report is one small POST, and httpx spends
-    1.0-1.5 ms of CPU on it here (h11 and anyio's TLS stream, both in Python) against
-    0.3-0.5 ms for aiohttp (a C parser, the event loop's own TLS), measured side by side
-    against one uvicorn server with mutual TLS. The flash sender runs at real-time
-    priority beside the bulk lanes, so what it saves is the partner's latency and the
-    bulk lanes' CPU. Same mutual TLS context, connect and read timeouts and connection
-    limit as ``make_client``; the session is made on first use, inside the running loop."""
+    Not httpx, as everywhere else: a report is one small POST, and httpx parses HTTP (h11)
+    and streams TLS (anyio) in Python, where aiohttp has a C parser and the event loop's own
+    TLS, several times less CPU a request. The flash sender runs at real-time priority beside
+    the bulk lanes, so what it saves is the partner's latency and the bulk lanes' CPU. Same
+    mutual TLS context, connect and read timeouts and connection limit as ``make_client``;
+    the session is made on first use, inside the running loop."""
 
     def __init__(self, own_cert: str, own_key: str, peer_cert: str, base_url: str) -> None:
         self.base_url = base_url.rstrip("/")

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gsomia.core.errors import GsomiaError
+from gsomia.core.errors import GsomiaError, NotFound, Refused
 
 MEDIA_TYPE = "application/problem+json"
 
@@ -60,6 +60,23 @@ def validation_detail(raw: Sequence[Any], *prefix: str) -> tuple[str, list[dict[
     return f"{'.'.join(first['loc'])}: {first['msg']}", errors
 
 
+def refusal_response(exc: GsomiaError, instance: str | None = None) -> JSONResponse:
+    """``exc`` as its class answers it (``status``, ``title``: ``core.errors``).
+
+    A denial carries the reasons its subject may be shown (the ledger has the full text). Where
+    the title is general, ``error`` names the class; a 404 names nothing more, so that an item
+    a user may not know of answers exactly as one that does not exist."""
+    kind = type(exc)
+    extra: dict[str, Any]
+    if isinstance(exc, Refused):
+        extra = {"decision": "deny", "reasons": [{"rule": r.rule, "text": r.text} for r in exc.shown.reasons]}
+    elif isinstance(exc, NotFound):
+        extra = {}
+    else:
+        extra = {"error": kind.__name__}
+    return problem_response(kind.status, kind.title, str(exc), instance, **extra)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
@@ -67,7 +84,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(GsomiaError)
     async def _gsomia(request: Request, exc: GsomiaError) -> JSONResponse:
-        return problem_response(400, "Bad request", str(exc), request.url.path, error=type(exc).__name__)
+        return refusal_response(exc, request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

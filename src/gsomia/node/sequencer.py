@@ -25,7 +25,7 @@ class Sequencer:
 
     A node's flash process delegates to its main process (``node/link.py``): appending is
     bulk work (hashing, tree nodes, a wait for the log's counter), and in the flash process
-    it took a tenth of the CPU that flash reports need (R17).
+    it would take CPU that flash reports need (R17).
     """
 
     def __init__(
@@ -38,10 +38,9 @@ class Sequencer:
         self.node = node
         self.delegate = delegate
         # How soon entries queued here join the log; nothing waits for it (R17). A turn costs
-        # about 4 ms of CPU on PostgreSQL (ten statements) whatever it moves, and on SQLite also
-        # moves the flash file's rows (``store.flash``), so turns are spaced: 0.25 s gave 10% more
-        # items/s on PostgreSQL. (On SQLite they were 50 ms apart while flash writes waited for a
-        # turn's hold on the one write lock; they now write a file of their own.)
+        # about ten statements whatever it moves, and on SQLite also moves the flash file's rows
+        # (``store.flash``): turns a quarter of a second apart move many entries each, and leave
+        # the CPU to the items being delivered.
         self.interval = 0.25 if interval is None else interval
         self.sweep = sweep  # how soon entries queued by other processes do
         self.stopping = False

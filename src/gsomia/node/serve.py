@@ -26,7 +26,7 @@ import uvloop
 
 from gsomia.core.errors import AgreementFileError
 from gsomia.node import tls
-from gsomia.node.app import Broker, create_peer_app, create_user_app
+from gsomia.node.api import Broker, create_peer_app, create_user_app
 from gsomia.node.checkpoint import Checkpointer
 from gsomia.node.clock import SimulatedClock, SystemClock
 from gsomia.node.config import NodeConfig
@@ -111,7 +111,7 @@ def _on_signals(
     Open alert streams end as finished responses (``Broker.close``): left open, the servers would
     wait out their graceful timeout and then cancel them, with a traceback in the log. ``first``
     closes this process's connections to the partner: the partner's servers wait for them when it
-    stops too, as ours wait for its connections to us (a pair stopped together took 3 s longer).
+    stops too, as ours wait for its connections to us, up to their graceful timeout.
     Returns what to call when the servers are done: it puts the signal handlers back. A stop that
     was asked for is a clean exit (status 0), which is what a service manager expects of it."""
     loop = asyncio.get_running_loop()
@@ -338,7 +338,7 @@ async def serve(config: NodeConfig, flash_link: int | None = None) -> None:
         # Flash and bulk threads share this process's GIL: hand it over more often (default
         # 5 ms) so a flash report's thread is not kept waiting behind a bulk thread's time
         # slice (R17). Where flash work has a process of its own, neither process needs it,
-        # and in the flash process it made each report's threads wake each other more often.
+        # and in the flash process it would only make a report's threads wake each other more.
         sys.setswitchinterval(0.001)
     node, delivery, broker = build(config, ("bulk",) if split else LANES)
     flash = FlashProcess(config, node, delivery, broker) if split else None
