@@ -136,7 +136,7 @@ def test_a_receipt_or_a_request_never_waits_for_a_tree_head_while_bulk_holds_the
     kor = two["KOR"]
     assert asyncio.run(heads.for_peer(kor)) == kor.own_head()  # none cached yet: signed at once
     old = kor.own_head()
-    kor._head_cache = (time.monotonic() - 60, old)  # type: ignore[attr-defined]  # a minute old
+    kor.partner.head_cache = (time.monotonic() - 60, old)  # a minute old
     kor.provide_alert(user(kor, "duty_officer"), LAUNCH, "w1")
     kor.sequence_ledger()  # the log has grown: a new head is stored as it is signed
     assert kor.cached_head() is None

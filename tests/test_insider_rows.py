@@ -29,12 +29,12 @@ from gsomia.core import policy, records
 from gsomia.core.errors import NotFound
 from gsomia.core.keys import PrivateKeys
 from gsomia.node import config as node_config
-from gsomia.node import keychain, service
+from gsomia.node import keychain
 from gsomia.node.api import Broker, create_user_app
 from gsomia.node.clock import SystemClock
 from gsomia.node.delivery import Delivery
 from gsomia.node.provision import provision_pair
-from gsomia.node.service import ItemSpec, Node
+from gsomia.node.service import ItemSpec, Node, integrity
 from gsomia.store import schema as t
 from gsomia.store.db import open_database
 from gsomia.store.files import load_private
@@ -346,7 +346,7 @@ def test_a_revocation_by_another_process_is_not_undone_by_reviving_the_row(
     finally:
         cli.dispose()
     _raise_rights(kor, "kor.gone", revoked_at=None)
-    monkeypatch.setattr(service, "BOUND_RESCAN", 0.0)
+    monkeypatch.setattr(integrity, "BOUND_RESCAN", 0.0)
     assert kor.node.authenticate(token) is None
     assert kor.alarms("tampered_user")
 

@@ -444,9 +444,9 @@ def test_the_egress_guard_decides_on_the_label_in_the_envelope_even_when_another
 def test_the_labels_kept_for_the_egress_guard_are_bounded(
     kor: tuple[Node, dict[str, str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gsomia.node import service
+    from gsomia.node.service import provide
 
-    monkeypatch.setattr(service, "SEALED_LABELS_KEPT", 3)
+    monkeypatch.setattr(provide, "SEALED_LABELS_KEPT", 3)
     node = kor[0]
     spec = ItemSpec("JPN", "군사II급비밀", b"routine", (), ("nk-missile",), ())
     analyst = signed_in(kor, "analyst")

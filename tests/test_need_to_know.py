@@ -27,10 +27,10 @@ from gsomia.core import policy
 from gsomia.core.errors import NotFound
 from gsomia.core.label import Label
 from gsomia.node import config as node_config
-from gsomia.node import service
 from gsomia.node.api import Broker
 from gsomia.node.clock import SystemClock
 from gsomia.node.service import FreshAlert, ItemSpec, Node
+from gsomia.node.service import read as service_read
 from gsomia.store import flash
 from gsomia.store import schema as t
 from inprocess import in_process_apps
@@ -236,11 +236,11 @@ def test_subjects_alike_but_for_their_id_and_rank_get_the_same_decision(
 # --- finding 5: cursors and counts ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("scan", [2, service.LIST_SCAN])
+@pytest.mark.parametrize("scan", [2, service_read.LIST_SCAN])
 def test_the_listing_cursor_moves_only_over_what_the_user_may_see(
     kor: dict[str, Any], monkeypatch: pytest.MonkeyPatch, scan: int
 ) -> None:
-    monkeypatch.setattr(service, "LIST_SCAN", scan)  # 2: the listing reads several chunks to fill a page
+    monkeypatch.setattr(service_read, "LIST_SCAN", scan)  # 2: the listing reads several chunks to fill a page
     client, duty = kor["user"], as_user(kor, kor["tokens"]["duty_officer"])
     for _ in range(5):
         share(kor, compartments=(NUCLEAR,))

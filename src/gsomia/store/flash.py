@@ -36,7 +36,6 @@ import secrets
 import threading
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Column, Connection, Engine, MetaData, String, Table, Text, func, insert, inspect, select, update
@@ -47,6 +46,7 @@ from gsomia.core.errors import GsomiaError
 from gsomia.core.words import count
 from gsomia.store import db, gate
 from gsomia.store import schema as t
+from gsomia.store.lane import Store, main_store, where
 
 MIRRORED = ("items", "outbox", "alerts", "receipts", "ledger_queue")
 _metadata = MetaData()
@@ -68,32 +68,7 @@ class FlashFileError(GsomiaError):
     """The flash file cannot be used as it is (made by another version, with rows not yet moved)."""
 
 
-@dataclass(frozen=True)
-class FlashStore:
-    """Where the flash lane writes: an engine and its five tables."""
-
-    engine: Engine
-    items: Table
-    outbox: Table
-    alerts: Table
-    receipts: Table
-    queue: Table
-    separate: bool  # a file of its own, whose rows ``move`` brings into the main tables
-
-    @property
-    def path(self) -> str | None:
-        """The flash file, or the flash database's URL (no password); None when shared."""
-        return _where(self.engine) if self.separate else None
-
-
-def _where(engine: Engine) -> str:
-    """A flash store's name in messages: its file, or its database's URL without the password."""
-    if engine.dialect.name == "sqlite":
-        return str(engine.url.database)
-    return engine.url.render_as_string(hide_password=True)
-
-
-_STORES: weakref.WeakKeyDictionary[Engine, FlashStore] = weakref.WeakKeyDictionary()
+_STORES: weakref.WeakKeyDictionary[Engine, Store] = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
 
 
@@ -111,12 +86,7 @@ def _flash_url(engine: Engine) -> str | None:
     return f"sqlite:///{path}" if path is not None else db.flash_url_of(engine)
 
 
-def main_store(engine: Engine) -> FlashStore:
-    """The main file's tables, in the shape of a flash store (where the bulk lane writes)."""
-    return FlashStore(engine, t.items, t.outbox, t.alerts, t.receipts, t.ledger_queue, separate=False)
-
-
-def flash_store(engine: Engine) -> FlashStore:
+def flash_store(engine: Engine) -> Store:
     """The flash store of the node whose main engine this is (made on first use; one per engine)."""
     with _LOCK:
         found = _STORES.get(engine)
@@ -125,13 +95,13 @@ def flash_store(engine: Engine) -> FlashStore:
         return found
 
 
-def existing(engine: Engine) -> FlashStore | None:
+def existing(engine: Engine) -> Store | None:
     """The flash store, if the node has one already (for tools that must not make the file)."""
     path = flash_path(engine)  # a flash database on PostgreSQL is there to be opened: it was named
     return flash_store(engine) if path is None or os.path.exists(path) else None
 
 
-def _open(main: Engine) -> FlashStore:
+def _open(main: Engine) -> Store:
     url = _flash_url(main)
     if url is None:
         return main_store(main)
@@ -146,7 +116,7 @@ def _open(main: Engine) -> FlashStore:
         engine.dispose()
         raise
     tb = _TABLES
-    return FlashStore(engine, tb["items"], tb["outbox"], tb["alerts"], tb["receipts"], tb["ledger_queue"], True)
+    return Store(engine, tb["items"], tb["outbox"], tb["alerts"], tb["receipts"], tb["ledger_queue"], separate=True)
 
 
 def _prepare(conn: Connection, main: Engine) -> None:
@@ -164,7 +134,7 @@ def _prepare(conn: Connection, main: Engine) -> None:
             if name in tables
         )
         if left:
-            path = _where(conn.engine)
+            path = where(conn.engine)
             if meta.get("schema") != SCHEMA:
                 raise FlashFileError(
                     f"{path}: made by another version of gsomia and holds {count(left, 'row')} not yet moved into "
@@ -232,7 +202,7 @@ PAIR = "(pair)"  # the row of ``flash_moved`` that is no table's mark
 _KEEP_SEQ = {"alerts"}  # seqs that are ids to someone (stream event ids); others get the main file's
 
 
-def move(main: Engine, store: FlashStore, limit: int = 1000, trim_here: bool = True) -> int:
+def move(main: Engine, store: Store, limit: int = 1000, trim_here: bool = True) -> int:
     """Move committed rows of the flash file into the main tables; how many moved.
 
     Outbox rows move once delivered, and only in order (the first undelivered one stops
@@ -249,7 +219,7 @@ def move(main: Engine, store: FlashStore, limit: int = 1000, trim_here: bool = T
     return moved
 
 
-def trim_moved(main: Engine, store: FlashStore) -> None:
+def trim_moved(main: Engine, store: Store) -> None:
     """Delete from the flash file what the main file's marks say was moved (the second half
     of ``move``, in the process that writes the flash file)."""
     if store.separate:
@@ -267,7 +237,7 @@ def _marks(main: Engine) -> dict[str, int]:
         }
 
 
-def copy_rows(main: Engine, store: FlashStore, limit: int = 1000) -> tuple[int, dict[str, int]]:
+def copy_rows(main: Engine, store: Store, limit: int = 1000) -> tuple[int, dict[str, int]]:
     """The first half of ``move``: copy rows above the marks into the main file, raise the marks."""
     above = _marks(main)  # rows moved already may still be in the flash file, until it is trimmed
     with store.engine.connect() as fc, fc.begin():  # one snapshot: rows committed later move next time
@@ -295,7 +265,7 @@ def copy_rows(main: Engine, store: FlashStore, limit: int = 1000) -> tuple[int, 
     return moved, marks
 
 
-def trim(store: FlashStore, marks: dict[str, int]) -> None:
+def trim(store: Store, marks: dict[str, int]) -> None:
     """The second half of ``move``: delete from the flash file what the main file now holds."""
     with gate.begin(store.engine) as fc:
         if fc.dialect.name == "postgresql":  # after the writers that read the main tables (``hold_trims``)
@@ -341,7 +311,7 @@ def _insert(conn: Connection, name: str, rows: list[dict[str, Any]]) -> None:
     conn.execute(stmt, rows)
 
 
-def queued(main: Engine, store: FlashStore) -> int:
+def queued(main: Engine, store: Store) -> int:
     """Ledger entries waiting in the flash file (0 without one): not yet in the main file's queue."""
     if not store.separate:
         return 0
