@@ -17,9 +17,8 @@ from gsomia.core.keyring import KeyHistory, KeyRotationInvalid
 from gsomia.core.keys import PrivateKeys, PublicKeys
 from gsomia.node import keychain
 from gsomia.node.config import NodeConfig
-from gsomia.node.service import audited
 from gsomia.node.service.partner import PartnerLedger
-from gsomia.store import entries
+from gsomia.store import bindings, entries
 from gsomia.store import schema as t
 from gsomia.store.db import reading
 
@@ -122,7 +121,7 @@ class Integrity:
             last = entries.last_index(conn)
             if last is None or last <= bound.scanned:
                 return
-            found = entries.of_kinds(conn, bound.scanned, last, [*audited.USER_KINDS, *audited.NOTE_KINDS])
+            found = entries.of_kinds(conn, bound.scanned, last, [*bindings.USER_KINDS, *bindings.NOTE_KINDS])
         bound.scanned = last
         for idx, data, leaf in found:
             self._take_entry(idx, data, leaf)
@@ -135,14 +134,14 @@ class Integrity:
             entry = json.loads(data)
             detail = entry["detail"]
             kind = entry["kind"]
-            name = detail["note_id"] if kind in audited.NOTE_KINDS else detail["user"]
+            name = detail["note_id"] if kind in bindings.NOTE_KINDS else detail["user"]
         except (ValueError, KeyError, TypeError):
             return
-        if entry.get("index") != idx or kind not in (*audited.USER_KINDS, *audited.NOTE_KINDS):
+        if entry.get("index") != idx or kind not in (*bindings.USER_KINDS, *bindings.NOTE_KINDS):
             return
         if not isinstance(name, str):
             return
-        if kind in audited.NOTE_KINDS:
+        if kind in bindings.NOTE_KINDS:
             self._bound.notes.setdefault(name, entry)
         else:
             self._bound.users.setdefault(name, {})[kind] = (idx, entry)
@@ -155,7 +154,7 @@ class Integrity:
         for row in rows:
             entry = self._bound.notes.get(row["note_id"])
             try:
-                wrong = "no ledger entry" if entry is None else audited.note_differs(row, entry, self.party)
+                wrong = "no ledger entry" if entry is None else bindings.note_differs(row, entry, self.party)
             except (KeyError, TypeError):
                 wrong = "detail"
             if wrong is None:
@@ -185,7 +184,7 @@ class Integrity:
                 wrong: str | None = "no ledger entry"
             else:
                 later = revoked[1] if revoked is not None and revoked[0] > added[0] else None
-                wrong = audited.user_differs(row, added[1]["detail"], later)
+                wrong = bindings.user_differs(row, added[1]["detail"], later)
         except (KeyError, TypeError):
             wrong = "detail"
         if wrong is not None:

@@ -15,10 +15,9 @@ from gsomia.core.errors import AlarmInvalid, NotFound
 from gsomia.core.ledger import TreeHead
 from gsomia.node.clock import Clock
 from gsomia.node.config import NodeConfig
-from gsomia.node.service import audited
 from gsomia.node.service.ledger import entry
 from gsomia.node.service.outbox import Outbox
-from gsomia.store import gate, ledger_store
+from gsomia.store import gate, heads, ledger_store
 from gsomia.store import outbox as outbox_rows
 from gsomia.store import schema as t
 
@@ -70,7 +69,7 @@ class PartnerLedger:
             )
             if last is not None:
                 return TreeHead(self.party, size, bytes(last["root"]), last["at"], bytes(last["signature"])).as_dict()
-            return audited.current_head(conn, self.config.key).as_dict()
+            return heads.sign_current(conn, self.config.key, self.clock.now()).as_dict()
 
     def consistency(self, old: int, new: int) -> list[str]:
         with self.engine.connect() as conn:
@@ -96,7 +95,7 @@ class PartnerLedger:
 
     def keep_partner_head(self, head: Any) -> None:
         with gate.begin(self.engine) as conn:
-            audited.store_head(conn, head)
+            heads.store(conn, head, self.clock.now())
 
     def raise_alarm(self, kind: str, about: str, detail: str) -> dict[str, Any]:
         """Record an alarm and send it to every partner at once: each security authority sees it."""
