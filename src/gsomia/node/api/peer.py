@@ -130,9 +130,10 @@ async def items(request: Request, side: Side) -> JSONResponse:
     return await _answer(side, receipt, body)
 
 
-# The partner's Delivery reads a 4xx as a refusal for good. A note this node cannot record,
-# whatever the reason, means the two nodes disagree on the agreement (409: its sender raises
-# an alarm); an alarm or a record that cannot be taken is bad input (400).
+# What the partner's node reads in a refusal (its Delivery takes a 4xx as final): a note this
+# node cannot record, whatever the exception, means the two nodes disagree on the agreement
+# (409 Conflict; the sender raises an alarm); an alarm or a record it cannot take is bad input
+# (400). The peer protocol fixes these, so they do not follow the exception's class.
 
 
 @router.post("/peer/notes", openapi_extra=models.body_schema(PeerNoteIn.model_json_schema()))
