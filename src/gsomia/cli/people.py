@@ -33,6 +33,8 @@ from gsomia.core.agreement.terms import party_zone as zone_of  # each party's ow
 from gsomia.core.errors import GsomiaError
 from gsomia.core.words import count
 
+# The client (and with it the HTTP stack) is imported inside the commands that use it, so that
+# `gsomia --help` and the other commands start without loading it.
 if TYPE_CHECKING:
     from gsomia.cli.client import NodeClient
 
