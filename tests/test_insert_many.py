@@ -1,4 +1,4 @@
-"""``ledger_store.insert_many``: the rows as given, in the order given, on both backends."""
+"""``inserts.insert_many``: the rows as given, in the order given, on both backends."""
 
 from __future__ import annotations
 

@@ -30,8 +30,6 @@ from gsomia.core.merkle import EMPTY_ROOT, node_hash, split
 
 # The proofs built here are checked by ``merkle.verify_inclusion`` and ``merkle.verify_consistency``;
 # named here as well for the node's witness, which reads them from the ledger.
-from gsomia.core.merkle import verify_consistency as verify_consistency
-from gsomia.core.merkle import verify_inclusion as verify_inclusion
 
 Get = Callable[[int, int], bytes]
 NodeKey = tuple[int, int]

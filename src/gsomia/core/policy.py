@@ -430,6 +430,21 @@ def list_cases(subject: Subject) -> Decision:
     return Decision(True, (Reason("R8", "the security authority and auditors follow cases"),))
 
 
+def oversee(subject: Subject, rule: str, what: str) -> Decision:
+    """What the keepers of the inventory alone see (the ledger's head and alarms, R11; the key
+    chains, R8): the security authority and auditors."""
+    if not keeps_inventory(subject):
+        return _deny(Reason(rule, f"{what} are for the security authority and auditors"))
+    return Decision(True, (Reason(rule, f"the security authority and auditors oversee {what}"),))
+
+
+def send_flash(subject: Subject) -> Decision:
+    """R17: a flash report is sent by a duty officer (or the security authority)."""
+    if subject.role not in (Role.DUTY_OFFICER, Role.SECURITY_AUTHORITY):
+        return _deny(Reason("R17", "flash reports are sent by duty officers"))
+    return Decision(True, (Reason("R17", "a duty officer sends flash reports"),))
+
+
 #: How far ahead of the receiver's clock a release instant may lie (the two nodes' clocks differ).
 CLOCK_SKEW = timedelta(minutes=5)
 

@@ -26,13 +26,6 @@ from gsomia.store import schema as t
 # The kinds of entry that record a row, and how a row is compared with its entry, live in
 # ``store.bindings`` (the running node checks notes and users with them too); named here
 # as well for the callers that have always read them from the audit.
-from gsomia.store.bindings import NOTE_KINDS as NOTE_KINDS
-from gsomia.store.bindings import RECORD_KINDS as RECORD_KINDS
-from gsomia.store.bindings import UNBOUND as UNBOUND
-from gsomia.store.bindings import USER_KINDS as USER_KINDS
-from gsomia.store.bindings import note_differs as note_differs
-from gsomia.store.bindings import record_differs as record_differs
-from gsomia.store.bindings import user_differs as user_differs
 
 PROOF_FORMAT = "gsomia-inclusion-proof/2"
 # A proof's list of every entry naming its item, signed with the key of its head: the prefix
@@ -93,9 +86,9 @@ class _Recorded:
         """``verify_all``'s watch: each kind of entry that records a row, to what keeps it."""
         watch = dict.fromkeys(bindings.ROTATION_KINDS, self._keep("key_rotations", lambda d: (d["party"], d["number"])))
         watch.update(dict.fromkeys(bindings.ALARM_KINDS, self._keep("alarms", lambda d: d["alarm_id"])))
-        watch.update(dict.fromkeys(RECORD_KINDS, self._keep("records", lambda d: d["record_id"])))
-        watch.update(dict.fromkeys(NOTE_KINDS, self._keep("notes", lambda d: d["note_id"])))
-        watch.update(dict.fromkeys(USER_KINDS, self._user_seen))
+        watch.update(dict.fromkeys(bindings.RECORD_KINDS, self._keep("records", lambda d: d["record_id"])))
+        watch.update(dict.fromkeys(bindings.NOTE_KINDS, self._keep("notes", lambda d: d["note_id"])))
+        watch.update(dict.fromkeys(bindings.USER_KINDS, self._user_seen))
         return watch
 
     def _keep(self, table: str, key: Callable[[dict[str, Any]], Any]) -> ledger_store.Watch:

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from gsomia.core import ledger
+from gsomia.core import ledger, merkle
 from gsomia.node import peer as peer_proto
 from gsomia.node.service import Node
 
@@ -106,7 +106,7 @@ class Witness:
             bytes.fromhex(p)
             for p in (await self._get(code, "/peer/ledger/consistency", old=old.size, new=new.size))["proof"]
         ]
-        if not ledger.verify_consistency(old.size, new.size, old.root, new.root, proof):
+        if not merkle.verify_consistency(old.size, new.size, old.root, new.root, proof):
             return await self._fork(code, old, new, proof)
         if head.size < last.size:
             await asyncio.to_thread(

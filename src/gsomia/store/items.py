@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Engine, Table, insert, select
 from sqlalchemy.dialects import sqlite
 
 from gsomia.core.label import Label
-from gsomia.store import flash, gate, ledger_store, outbox
+from gsomia.store import flash, gate, inserts, ledger_store, outbox
 from gsomia.store import schema as t
 from gsomia.store.db import reading
 from gsomia.store.lane import Store
@@ -178,7 +178,7 @@ def _insert_rows(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> 
     """Many rows in one statement on PostgreSQL (``insert_many``); Core's executemany on SQLite,
     where a statement costs no round trip and one big statement is no faster."""
     if conn.dialect.name == "postgresql":
-        ledger_store.insert_many(conn, table, rows)
+        inserts.insert_many(conn, table, rows)
     else:
         conn.execute(_insert(table), rows)
 
@@ -187,7 +187,7 @@ def _insert_new_items(conn: Connection, items: Table, rows: list[dict[str, Any]]
     """Insert-or-ignore by item id: the ids of the rows stored (a redelivery, or a race between
     two senders' workers, stores nothing twice)."""
     if conn.dialect.name == "postgresql":
-        return set(ledger_store.insert_many(conn, items, rows, ignore_conflicts_on="item_id", returning="item_id"))
+        return set(inserts.insert_many(conn, items, rows, ignore_conflicts_on="item_id", returning="item_id"))
     return set(conn.execute(_insert_or_ignore(items), rows).scalars())
 
 

@@ -32,7 +32,6 @@ from gsomia.store import schema as t
 from gsomia.store.inserts import Insert
 
 # Named here as well: the node's bulk writes have always taken it from the ledger's store.
-from gsomia.store.inserts import insert_many as insert_many
 
 _CHUNK = 400  # keys per lookup query: ``Statements.fetch`` ORs that many primary-key pairs
 

@@ -16,6 +16,7 @@ from fastapi.security import HTTPBearer
 
 from gsomia.core import policy
 from gsomia.core.agreement import lifecycle
+from gsomia.core.errors import Refused
 from gsomia.node import docs, intake, problems
 from gsomia.node.api import models
 from gsomia.node.api.models import MAX_SEQ, AlertIn, ClockIn, NoteIn, ProvideIn, RecordIn
@@ -89,10 +90,10 @@ def _body_limit(method: str, path: str) -> int:
     return intake.PROVIDE_BODY_LIMIT if method == "POST" and path == "/items" else intake.USER_BODY_LIMIT
 
 
-def _overseer(who: policy.Subject, detail: str) -> None:
-    """Refuse unless ``who`` is the security authority or an auditor (``detail`` cites the rule)."""
-    if who.role not in (policy.Role.SECURITY_AUTHORITY, policy.Role.AUDITOR):
-        raise Problem(403, "Denied", detail)
+def _obey(decision: policy.Decision, what: str) -> None:
+    """The core decided (``core.policy``); a refusal answers 403 with its reasons."""
+    if not decision.permit:
+        raise Refused(decision, what)
 
 
 @router.get("/health")
@@ -145,8 +146,7 @@ async def read_item(item_id: str, who: Who, side: Side, purpose: str | None = No
 
 @router.post("/alerts", status_code=201)
 async def alert(body: AlertIn, who: Who, side: Side) -> dict[str, Any]:
-    if who.role not in (policy.Role.DUTY_OFFICER, policy.Role.SECURITY_AUTHORITY):
-        raise Problem(403, "Denied", "R17: flash reports are sent by duty officers", decision="deny")
+    _obey(policy.send_flash(who), "a flash report")
     node, delivery = side.node, side.delivery
     # Claimed at commit only where this process delivers the flash lane; else the node's
     # flash process is told and claims it (``node/link.py``). Not while stopping: its
@@ -209,19 +209,19 @@ async def cases(who: Who, side: Side, item_id: str | None = None) -> dict[str, A
 @router.get("/ledger/head")
 async def head(who: Who, side: Side) -> dict[str, Any]:
     # Its size counts every entry, denied reads of items a user may not know of among them.
-    _overseer(who, "R11: the ledger's head is for the security authority and auditors")
+    _obey(policy.oversee(who, "R11", "ledger heads"), "the ledger head")
     return await side.node.lanes.run("control", side.node.own_head)
 
 
 @router.get("/ledger/alarms")
 async def alarms(who: Who, side: Side) -> dict[str, Any]:
-    _overseer(who, "R11: alarms are for the security authority and auditors")
+    _obey(policy.oversee(who, "R11", "alarms"), "the alarms")
     return {"alarms": await side.node.lanes.run("control", side.node.alarms)}
 
 
 @router.get("/keys")
 async def keys(who: Who, side: Side) -> dict[str, Any]:
-    _overseer(who, "R8: the key chains are for the security authority and auditors")
+    _obey(policy.oversee(who, "R8", "key chains"), "the key chains")
     return {"keys": side.node.key_chains()}
 
 

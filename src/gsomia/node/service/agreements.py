@@ -134,7 +134,7 @@ class Agreements:
         """Extend ``peer``'s key chain with the rotations it offers (verified, stored, on the ledger)."""
         known = self.keys.peer_chains[peer]
         try:
-            chain = keychain.learn(self.engine, known, list(offered), peer)
+            chain = keychain.learn(self.engine, known, list(offered), peer, at=self.clock.now())
         except KeyRotationInvalid as exc:
             self.partner.raise_alarm("bad_key_chain", peer, str(exc))
             raise
