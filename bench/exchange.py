@@ -28,7 +28,7 @@ One run does all of it:
     the normal priority, as a console would; ``--probe-realtime`` runs them as SCHED_RR, like the
     nodes' flash processes, for a console on a machine of its own (on these two shared
     cores a normal process waits for a SCHED_IDLE bulk thread's timer tick at each
-    wake-up, ``gsomia.node.priority``). The two give the same figures within the
+    wake-up, ``gsomia.node.runtime.priority``). The two give the same figures within the
     machine's noise, since the flash path waits for no bulk work.
 (c) medallion (the TAXII 2.1 reference server) with its in-memory backend, run as
     its own server process (``medallion.scripts.run``, Flask's threaded server),
@@ -47,7 +47,7 @@ not depend on: ``.venv/bin/pip install medallion taxii2-client stix2`` (or
 ``--skip-medallion``). ``--py-spy DIR`` records both nodes during the bulk run
 with py-spy (``pip install py-spy``) and prints where their CPU time goes
 (``--py-spy-idle DIR``: during the ``--idle-flash`` reports, with no bulk traffic); ``--trace``
-has both nodes mark each flash report's hops (``gsomia.node.trace``) and prints how long
+has both nodes mark each flash report's hops (``gsomia.node.runtime.trace``) and prints how long
 the reports sent under load spent at each.
 
 ``--idle-streams N`` holds N alert streams open on KOR's user API for flash reports (its flash
@@ -96,11 +96,11 @@ from typing import Any
 import httpx
 
 from gsomia.cli.demo import terms_only
-from gsomia.node import config as node_config
-from gsomia.node.clock import SystemClock
 from gsomia.node.process import NodeProcess, start_all
-from gsomia.node.provision import Provisioned, free_port, provision_pair
+from gsomia.node.runtime import config as node_config
+from gsomia.node.runtime.clock import SystemClock
 from gsomia.node.service import Node
+from gsomia.node.setup.provision import Provisioned, free_port, provision_pair
 from gsomia.store.db import open_node_database
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -853,7 +853,7 @@ def phases(nodes: dict[str, Provisioned], flash_sets: dict[str, FlashTimes]) -> 
     """
     from sqlalchemy import select
 
-    from gsomia.node import config as node_config
+    from gsomia.node.runtime import config as node_config
     from gsomia.store import schema as t
     from gsomia.store.db import make_engine
 
@@ -986,7 +986,7 @@ def trace_hops(path: Path, times: FlashTimes, slowest: int = 5) -> tuple[dict[st
     """Per hop of ``trace.POINTS``, the time the probe's flash reports ``times`` spent there
     (ms), with the probe's own ends: its POST to the first mark, the last mark to its
     console; and, hop by hop, the ``slowest`` reports, to tell a stall from a spread."""
-    from gsomia.node.trace import POINTS
+    from gsomia.node.runtime.trace import POINTS
 
     marks: dict[str, dict[str, float]] = {}
     with contextlib.suppress(OSError), path.open(encoding="utf-8") as f:

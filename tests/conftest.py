@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from gsomia.node.provision import port_range
+from gsomia.node.setup.provision import port_range
 from nodes import Pair, node_pair
 
 

@@ -15,12 +15,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from gsomia.cli.demo import terms_only
-from gsomia.node import config as node_config
 from gsomia.node.api import Broker, create_peer_app, create_user_app
-from gsomia.node.clock import SystemClock
-from gsomia.node.delivery import Delivery
-from gsomia.node.provision import provision_pair
+from gsomia.node.runtime import config as node_config
+from gsomia.node.runtime.clock import SystemClock
 from gsomia.node.service import Node
+from gsomia.node.setup.provision import provision_pair
+from gsomia.node.workers.delivery import Delivery
 from gsomia.store import schema as t
 from gsomia.store.db import open_database
 from nodes import AGREEMENT

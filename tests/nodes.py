@@ -23,7 +23,7 @@ from sqlalchemy import create_engine, text
 
 from gsomia.cli.demo import terms_only
 from gsomia.node.process import NodeProcess, start_all, stop_all
-from gsomia.node.provision import Provisioned, provision_pair
+from gsomia.node.setup.provision import Provisioned, provision_pair
 
 ROOT = Path(__file__).resolve().parents[1]
 AGREEMENT = ROOT / "agreements" / "jp-kr-gsomia-2016.toml"

@@ -102,7 +102,7 @@ def test_peer_api_refuses_unsigned_requests(apps: dict[str, Any], raw: bytes, pa
 def test_a_partners_request_over_the_size_limit_is_refused_unread(
     apps: dict[str, Any], monkeypatch: pytest.MonkeyPatch, declared: bool
 ) -> None:
-    from gsomia.node import intake
+    from gsomia.node.api import intake
 
     monkeypatch.setattr(intake, "PEER_BODY_LIMIT", 1000)
     before = stored(apps["node"])

@@ -12,10 +12,10 @@ import pytest
 from sqlalchemy import create_engine, insert, select, text
 
 from gsomia.cli.demo import terms_only
-from gsomia.node import config as node_config
-from gsomia.node.clock import SystemClock
-from gsomia.node.provision import provision_pair
+from gsomia.node.runtime import config as node_config
+from gsomia.node.runtime.clock import SystemClock
 from gsomia.node.service import ItemSpec, Node
+from gsomia.node.setup.provision import provision_pair
 from gsomia.store import schema as t
 from gsomia.store.db import alembic_config, make_engine, open_database
 from nodes import AGREEMENT

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gsomia.cli.demo import terms_only
-from gsomia.node.provision import free_port, provision_pair
+from gsomia.node.setup.provision import free_port, provision_pair
 from nodes import AGREEMENT, pg_databases
 
 GSOMIA = str(Path(sys.executable).parent / "gsomia")

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from gsomia.cli.demo import terms_only
-from gsomia.node import config as node_config
-from gsomia.node.clock import SystemClock
-from gsomia.node.provision import provision_pair
+from gsomia.node.runtime import config as node_config
+from gsomia.node.runtime.clock import SystemClock
 from gsomia.node.service import Node
+from gsomia.node.setup.provision import provision_pair
 from gsomia.store.db import open_database
 from nodes import AGREEMENT
 

@@ -32,7 +32,7 @@ from typer.testing import CliRunner
 from gsomia.cli import client
 from gsomia.cli import people as cli_people
 from gsomia.cli.main import app
-from gsomia.node import intake
+from gsomia.node.api import intake
 from gsomia.node.api.models import ItemIn
 from nodes import Pair, node_pair
 

@@ -86,7 +86,7 @@ def test_a_database_that_does_not_answer_is_a_503_problem_document() -> None:
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
-    from gsomia.node import problems
+    from gsomia.node.api import problems
 
     app = FastAPI()
     problems.install(app)

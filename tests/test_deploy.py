@@ -40,9 +40,10 @@ import httpx
 import pytest
 
 from gsomia.core import keys
-from gsomia.node import partner, tls
-from gsomia.node.partner import PartnerFile
-from gsomia.node.provision import free_port
+from gsomia.node.runtime import tls
+from gsomia.node.setup import partner
+from gsomia.node.setup.partner import PartnerFile
+from gsomia.node.setup.provision import free_port
 from nodes import ROOT, pg_databases
 
 DOC = ROOT / "docs" / "deploy.md"

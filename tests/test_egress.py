@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 
 import pytest
 
+from gsomia.core import egress
 from gsomia.core.agreement import load
 from gsomia.core.agreement.terms import NoteType
 from gsomia.core.label import Label, new_item_id
-from gsomia.node import egress
 from nodes import AGREEMENT
 
 A = load(AGREEMENT)

@@ -32,12 +32,12 @@ import pytest
 from gsomia.cli.demo import terms_only
 from gsomia.core import users
 from gsomia.core.errors import InvalidInput
-from gsomia.node import config as node_config
 from gsomia.node import peer
-from gsomia.node.clock import SystemClock
-from gsomia.node.problems import without_paths
-from gsomia.node.provision import provision_pair
+from gsomia.node.api.problems import without_paths
+from gsomia.node.runtime import config as node_config
+from gsomia.node.runtime.clock import SystemClock
 from gsomia.node.service import Node
+from gsomia.node.setup.provision import provision_pair
 from gsomia.store import files
 from gsomia.store.db import open_database
 from inprocess import in_process_apps

@@ -19,8 +19,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gsomia.node import peer, tls
-from gsomia.node.provision import free_port
+from gsomia.node import peer
+from gsomia.node.runtime import tls
+from gsomia.node.setup.provision import free_port
 
 
 def _write_pair(directory: Path, party: str) -> tuple[Path, Path]:

@@ -25,12 +25,13 @@ from sqlalchemy import Engine, func, select, text
 
 from gsomia.cli.demo import terms_only
 from gsomia.core.policy import Subject
-from gsomia.node import audit, heads
-from gsomia.node import config as node_config
-from gsomia.node.clock import SystemClock
-from gsomia.node.delivery import Delivery
-from gsomia.node.provision import provision_pair
+from gsomia.node import audit
+from gsomia.node.runtime import config as node_config
+from gsomia.node.runtime.clock import SystemClock
 from gsomia.node.service import ItemSpec, Node
+from gsomia.node.setup.provision import provision_pair
+from gsomia.node.workers import heads
+from gsomia.node.workers.delivery import Delivery
 from gsomia.store import flash
 from gsomia.store import schema as t
 from gsomia.store.db import open_database

@@ -25,9 +25,9 @@ from sqlalchemy import create_engine, text
 
 from gsomia.cli.demo import terms_only
 from gsomia.core.errors import AgreementFileError
-from gsomia.node import config as node_config
 from gsomia.node.process import NodeProcess, answers
-from gsomia.node.provision import provision_pair
+from gsomia.node.runtime import config as node_config
+from gsomia.node.setup.provision import provision_pair
 from nodes import AGREEMENT, PG_ADMIN, FlashListener, Pair, node_pair
 
 GSOMIA = str(Path(sys.executable).parent / "gsomia")

@@ -28,13 +28,13 @@ from gsomia.cli.demo import terms_only
 from gsomia.core import policy, records
 from gsomia.core.errors import NotFound
 from gsomia.core.keys import PrivateKeys
-from gsomia.node import config as node_config
-from gsomia.node import keychain
 from gsomia.node.api import Broker, create_user_app
-from gsomia.node.clock import SystemClock
-from gsomia.node.delivery import Delivery
-from gsomia.node.provision import provision_pair
+from gsomia.node.runtime import config as node_config
+from gsomia.node.runtime import keychain
+from gsomia.node.runtime.clock import SystemClock
 from gsomia.node.service import ItemSpec, Node, integrity
+from gsomia.node.setup.provision import provision_pair
+from gsomia.node.workers.delivery import Delivery
 from gsomia.store import schema as t
 from gsomia.store.db import open_database
 from gsomia.store.files import load_private

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from gsomia.node import intake, peer
+from gsomia.node import peer
+from gsomia.node.api import intake
 from inprocess import assert_problem, in_process_apps, stored
 
 

@@ -16,11 +16,11 @@ from sqlalchemy import create_engine, select, update
 
 from gsomia.cli.demo import terms_only
 from gsomia.core.policy import Subject
-from gsomia.node import config as node_config
-from gsomia.node.clock import SystemClock
-from gsomia.node.delivery import Delivery
-from gsomia.node.provision import provision_pair
+from gsomia.node.runtime import config as node_config
+from gsomia.node.runtime.clock import SystemClock
 from gsomia.node.service import ItemSpec, Node
+from gsomia.node.setup.provision import provision_pair
+from gsomia.node.workers.delivery import Delivery
 from gsomia.store import schema as t
 from gsomia.store.db import open_database
 from nodes import AGREEMENT, FlashListener, Pair, User
@@ -312,7 +312,7 @@ def test_a_flash_reports_ledger_entry_is_queued_with_it_and_proven_once_sequence
 def test_entries_left_queued_by_a_crash_join_the_log_when_the_node_starts_again(
     kor: tuple[Node, dict[str, str]],
 ) -> None:
-    from gsomia.node.sequencer import Sequencer
+    from gsomia.node.workers.sequencer import Sequencer
     from gsomia.store import ledger_store
 
     node = kor[0]
@@ -418,7 +418,7 @@ def test_the_egress_guard_decides_on_the_label_in_the_envelope_even_when_another
     from io import BytesIO
 
     from gsomia.core.envelope import peek_label
-    from gsomia.node.delivery import _guard_and_encode
+    from gsomia.node.workers.delivery import _guard_and_encode
 
     node = kor[0]
     spec = ItemSpec("JPN", "군사II급비밀", b"routine", (), ("nk-missile",), ())
@@ -466,7 +466,7 @@ def test_a_claim_of_large_items_is_cut_into_deliveries_within_a_byte_budget(
     from io import BytesIO
 
     from gsomia.core.envelope import peek_label
-    from gsomia.node import delivery as delivery_module
+    from gsomia.node.workers import delivery as delivery_module
 
     node = kor[0]
     made = node.provide(

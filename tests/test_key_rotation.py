@@ -13,12 +13,12 @@ from sqlalchemy import create_engine, select
 
 from gsomia.cli.demo import terms_only
 from gsomia.core import keys
-from gsomia.node import config as node_config
-from gsomia.node import keychain
-from gsomia.node.clock import SystemClock
 from gsomia.node.process import start_all
-from gsomia.node.provision import provision_pair
+from gsomia.node.runtime import config as node_config
+from gsomia.node.runtime import keychain
+from gsomia.node.runtime.clock import SystemClock
 from gsomia.node.service import Node
+from gsomia.node.setup.provision import provision_pair
 from gsomia.store import schema as t
 from gsomia.store.db import open_database
 from nodes import AGREEMENT, Pair

@@ -29,11 +29,12 @@ from sqlalchemy.exc import DBAPIError
 
 from gsomia.cli.demo import terms_only
 from gsomia.core import ledger, merkle, records
-from gsomia.node import audit, keychain
-from gsomia.node import config as node_config
-from gsomia.node.clock import SystemClock
-from gsomia.node.provision import provision_pair
+from gsomia.node import audit
+from gsomia.node.runtime import config as node_config
+from gsomia.node.runtime import keychain
+from gsomia.node.runtime.clock import SystemClock
 from gsomia.node.service import ItemSpec, Node
+from gsomia.node.setup.provision import provision_pair
 from gsomia.store import bindings, ledger_store
 from gsomia.store import schema as t
 from gsomia.store.db import open_database

@@ -10,7 +10,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, delete, insert, select, update
 
 from gsomia.core import ledger, merkle
-from gsomia.node import config as node_config
+from gsomia.node.runtime import config as node_config
 from gsomia.store import schema as t
 from nodes import Pair
 

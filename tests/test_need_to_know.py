@@ -26,9 +26,9 @@ from sqlalchemy import Engine, create_engine, select
 from gsomia.core import policy
 from gsomia.core.errors import NotFound
 from gsomia.core.label import Label
-from gsomia.node import config as node_config
 from gsomia.node.api import Broker
-from gsomia.node.clock import SystemClock
+from gsomia.node.runtime import config as node_config
+from gsomia.node.runtime.clock import SystemClock
 from gsomia.node.service import FreshAlert, ItemSpec, Node
 from gsomia.node.service import read as service_read
 from gsomia.store import flash

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gsomia.node.api.models import parse_envelopes
-from gsomia.node.delivery import item_run, items_body
+from gsomia.node.workers.delivery import item_run, items_body
 
 
 @given(st.sampled_from(["flash", "bulk"]), st.lists(st.binary(max_size=300), max_size=20))

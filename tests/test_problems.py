@@ -18,7 +18,7 @@ from gsomia.core.errors import (
     NotFound,
     Refused,
 )
-from gsomia.node.problems import refusal_response
+from gsomia.node.api.problems import refusal_response
 from gsomia.store.ledger_store import LedgerCorrupt
 
 

@@ -24,12 +24,13 @@ from gsomia.cli import client
 from gsomia.cli.demo import terms_only
 from gsomia.core import users
 from gsomia.core.errors import GsomiaError
-from gsomia.node import config as node_config
-from gsomia.node import partner, peer
-from gsomia.node.clock import SystemClock
-from gsomia.node.init import PeerEntry
-from gsomia.node.provision import provision_pair
+from gsomia.node import peer
+from gsomia.node.runtime import config as node_config
+from gsomia.node.runtime.clock import SystemClock
 from gsomia.node.service import Node
+from gsomia.node.setup import partner
+from gsomia.node.setup.init import PeerEntry
+from gsomia.node.setup.provision import provision_pair
 from gsomia.store.db import open_database
 from inprocess import in_process_apps
 from nodes import AGREEMENT

@@ -310,7 +310,7 @@ def test_a_refusal_after_termination_names_the_instant_in_the_readers_zone() -> 
 
 def test_user_list_fits_80_columns_and_shows_revocation_in_the_nodes_zone(tmp_path: Path) -> None:
     from gsomia.cli.demo import terms_only
-    from gsomia.node.provision import provision_pair
+    from gsomia.node.setup.provision import provision_pair
 
     config = provision_pair(tmp_path, terms_only(AGREEMENT, tmp_path / "terms.toml"))["KOR"].config
     added = gsomia("user", "add", "--config", config, "park.analyst", "--role", "analyst", "--clearance", ROMAN_II)
@@ -372,7 +372,7 @@ def test_a_reclassification_to_a_roman_numeral_marking_is_recorded_in_the_agreem
 
 def test_key_history_fits_80_columns_with_every_key_id_whole(tmp_path: Path) -> None:
     from gsomia.cli.demo import terms_only
-    from gsomia.node.provision import provision_pair
+    from gsomia.node.setup.provision import provision_pair
 
     config = provision_pair(tmp_path, terms_only(AGREEMENT, tmp_path / "terms.toml"))["KOR"].config
     rotated = gsomia("keys", "rotate", "--config", config, env={"COLUMNS": "80"})

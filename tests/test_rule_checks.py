@@ -27,19 +27,19 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from gsomia.cli.demo import terms_only
-from gsomia.core import envelope, keys
+from gsomia.core import egress, envelope, keys
 from gsomia.core.agreement import State, load, status
 from gsomia.core.errors import Refused
 from gsomia.core.keys import PrivateKeys, PublicKeys
 from gsomia.core.label import Label, LabelInvalid, new_item_id, validate
 from gsomia.core.policy import Action, Consent, Role, Subject, decide
-from gsomia.node import config as node_config
-from gsomia.node import egress, peer
+from gsomia.node import peer
 from gsomia.node.api import Broker, create_peer_app
-from gsomia.node.clock import SystemClock
-from gsomia.node.delivery import BATCH, Delivery, items_body
-from gsomia.node.provision import Provisioned, provision_pair
+from gsomia.node.runtime import config as node_config
+from gsomia.node.runtime.clock import SystemClock
 from gsomia.node.service import ItemSpec, Node
+from gsomia.node.setup.provision import Provisioned, provision_pair
+from gsomia.node.workers.delivery import BATCH, Delivery, items_body
 from gsomia.store.db import open_node_database
 from nodes import AGREEMENT as AGREEMENT_FILE
 from nodes import pg_databases

@@ -12,7 +12,7 @@ from sqlalchemy import create_engine, text
 
 from gsomia.cli.demo import terms_only
 from gsomia.node.process import NodeProcess
-from gsomia.node.provision import free_port, provision_pair
+from gsomia.node.setup.provision import free_port, provision_pair
 from nodes import AGREEMENT, User, pg_databases
 
 
@@ -101,8 +101,8 @@ def test_a_note_recorded_by_one_process_is_enforced_by_the_others_within_a_momen
     from datetime import UTC, datetime
 
     from gsomia.core.agreement.lifecycle import State
-    from gsomia.node import config as node_config
-    from gsomia.node.clock import SimulatedClock
+    from gsomia.node.runtime import config as node_config
+    from gsomia.node.runtime.clock import SimulatedClock
     from gsomia.node.service import NOTES_REFRESH, Node
     from gsomia.store.db import open_database
 
@@ -132,10 +132,10 @@ def test_the_note_watch_applies_another_process_s_note_before_any_request_asks(t
     from sqlalchemy import event
 
     from gsomia.core.agreement.lifecycle import State
-    from gsomia.node import config as node_config
-    from gsomia.node.clock import SimulatedClock
-    from gsomia.node.notewatch import NoteWatch
+    from gsomia.node.runtime import config as node_config
+    from gsomia.node.runtime.clock import SimulatedClock
     from gsomia.node.service import Node
+    from gsomia.node.workers.notewatch import NoteWatch
     from gsomia.store.db import open_database
 
     nodes = provision_pair(tmp_path, terms_only(AGREEMENT, tmp_path / "terms.toml"))

@@ -1,7 +1,7 @@
 """What a stranger, or a user probing for items, still cannot get from a running node.
 
 Over real sockets: the request head is bounded by the node's HTTP protocol itself
-(``node/wire.py``), the paths anyone may ask for take no body, and a probe for an item id
+(``node/api/wire.py``), the paths anyone may ask for take no body, and a probe for an item id
 leaves the same trace whether or not the item exists.
 """
 
@@ -19,7 +19,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from gsomia.node import peer, wire
+from gsomia.node import peer
+from gsomia.node.api import wire
 from inprocess import assert_problem, in_process_apps
 from nodes import Pair, node_pair
 

@@ -20,10 +20,11 @@ import pytest
 
 from gsomia.cli.demo import terms_only
 from gsomia.core.errors import AgreementFileError
-from gsomia.node import config as node_config
-from gsomia.node import serve, tls
+from gsomia.node import serve
 from gsomia.node.process import NodeProcess, answers
-from gsomia.node.provision import Provisioned, free_port, provision_pair
+from gsomia.node.runtime import config as node_config
+from gsomia.node.runtime import tls
+from gsomia.node.setup.provision import Provisioned, free_port, provision_pair
 from nodes import AGREEMENT, FlashListener, Pair, node_pair
 
 GSOMIA = str(Path(sys.executable).parent / "gsomia")

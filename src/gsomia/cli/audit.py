@@ -21,8 +21,9 @@ app = typer.Typer(help="The ledger: verify it, prove an item, check a proof.", n
 @app.command("verify")
 def audit_verify(config: ConfigOption, as_json: JsonFlag = False) -> None:
     """Recompute every entry, tree node and stored tree head; exit 2 naming the first bad one."""
-    from gsomia.node import audit, keychain
-    from gsomia.node import config as node_config
+    from gsomia.node import audit
+    from gsomia.node.runtime import config as node_config
+    from gsomia.node.runtime import keychain
     from gsomia.store.db import open_node_database
 
     cfg = node_config.load(config)
@@ -54,8 +55,9 @@ def audit_prove(
     config: ConfigOption,
 ) -> None:
     """Print an inclusion proof (JSON) of every ledger entry about ITEM_ID under a freshly signed head."""
-    from gsomia.node import audit, keychain
-    from gsomia.node import config as node_config
+    from gsomia.node import audit
+    from gsomia.node.runtime import config as node_config
+    from gsomia.node.runtime import keychain
     from gsomia.store.db import open_node_database
 
     cfg = node_config.load(config)

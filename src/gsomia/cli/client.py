@@ -28,7 +28,7 @@ import httpx
 
 from gsomia.core.errors import GsomiaError
 
-# The user API's limits (``node/app.py`` ItemIn.payload_b64 and ``node/intake.py``): checked here
+# The user API's limits (``node/api/user.py`` ItemIn.payload_b64 and ``node/api/intake.py``): checked here
 # before a byte is sent, so a file too large is refused in one line instead of after an upload.
 PAYLOAD_B64_LIMIT = 16 << 20  # characters of base64 in one item
 PROVIDE_BODY_LIMIT = 64 << 20  # bytes of one POST /items body
@@ -221,7 +221,7 @@ class NodeClient:
         if cacert is not None:
             if not Path(cacert).is_file():
                 raise NodeError(f"--cacert: {cacert}: no such certificate file")
-            from gsomia.node import tls
+            from gsomia.node.runtime import tls
 
             try:
                 verify = tls.trust(Path(cacert))

@@ -36,7 +36,7 @@ from gsomia.core.agreement import lifecycle, terms
 from gsomia.core.agreement.terms import NoteType
 from gsomia.core.words import count
 from gsomia.node.process import NodeProcess, start_all, stop_all
-from gsomia.node.provision import Provisioned, provision_pair
+from gsomia.node.setup.provision import Provisioned, provision_pair
 from gsomia.store.files import private_dir
 
 KST = timezone(timedelta(hours=9))

@@ -38,7 +38,7 @@ def keys_generate(
     """Generate a party's node keys (KEM + signature) and its TLS certificate for the user and peer APIs.
 
     A running node's key is replaced with `gsomia keys rotate`, never by generating over it."""
-    from gsomia.node.init import key_files, write_node_keys, write_tls
+    from gsomia.node.setup.init import key_files, write_node_keys, write_tls
 
     if len(party) != 3 or not party.isascii() or not party.isupper():
         raise InvalidInput(f"--party: {party!r} is not an ISO 3166-1 alpha-3 code such as KOR")
@@ -74,8 +74,8 @@ def keys_rotate(config: ConfigOption) -> None:
     The old private key moves to retired/ beside the key file (items sealed to it stay
     readable); the partner learns the new key at the next message, from the statement.
     """
-    from gsomia.node import config as node_config
-    from gsomia.node import keychain
+    from gsomia.node.runtime import config as node_config
+    from gsomia.node.runtime import keychain
     from gsomia.store.db import open_node_database
 
     cfg = node_config.load(config)
@@ -90,8 +90,8 @@ def keys_rotate(config: ConfigOption) -> None:
 @app.command("history")
 def keys_history(config: ConfigOption, as_json: JsonFlag = False) -> None:
     """Every key of this node and of its partners, in order, with when each was retired."""
-    from gsomia.node import config as node_config
-    from gsomia.node import keychain
+    from gsomia.node.runtime import config as node_config
+    from gsomia.node.runtime import keychain
     from gsomia.store.db import open_node_database
 
     cfg = node_config.load(config)

@@ -31,7 +31,7 @@ def node_serve(
 
     With flash_listen in the configuration, flash work (R17) runs in a second process on
     ports of its own, which this one starts, watches and stops."""
-    from gsomia.node import config as node_config
+    from gsomia.node.runtime import config as node_config
     from gsomia.node.serve import run
 
     cfg = node_config.load(config)
@@ -74,7 +74,7 @@ def node_init(
 
     The certificate names the --listen and --peer-listen hosts (wildcards aside) and every
     --host. Next: give the partner this node's file (export-partner-file) and import its own."""
-    from gsomia.node.init import init_node
+    from gsomia.node.setup.init import init_node
 
     made = init_node(directory, party, agreement, listen, peer_listen, database_url, suite, host or (), now=now())
     out.print(f"{made.party} node in {made.directory} under {made.agreement.id}: {made.config}", soft_wrap=True)
@@ -113,8 +113,8 @@ def node_export_partner_file(
     The file holds the party, its public keys and key chain, its TLS certificate, the peer
     API address and the agreement's id. Read the fingerprint to the partner's security
     authority out of band (telephone, fax)."""
-    from gsomia.node import config as node_config
-    from gsomia.node import partner
+    from gsomia.node.runtime import config as node_config
+    from gsomia.node.setup import partner
 
     cfg = node_config.load(config)
     made = partner.export(cfg, peer_url)
@@ -146,8 +146,8 @@ def node_import_partner_file(
     (unless --yes), then records its keys, certificate and peer address for `node serve`
     (keys/ and node.toml). The same file again changes nothing; a different one for a
     known partner needs --replace."""
-    from gsomia.node import config as node_config
-    from gsomia.node import partner
+    from gsomia.node.runtime import config as node_config
+    from gsomia.node.setup import partner
 
     cfg = node_config.load(config)
     found = partner.load(file)

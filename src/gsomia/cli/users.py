@@ -19,8 +19,8 @@ app = typer.Typer(help="Local users of a node: tokens, roles, clearances.", no_a
 
 
 def _node(config: Path) -> Any:
-    from gsomia.node import config as node_config
-    from gsomia.node.clock import SystemClock
+    from gsomia.node.runtime import config as node_config
+    from gsomia.node.runtime.clock import SystemClock
     from gsomia.node.service import Node
     from gsomia.store.db import open_node_database
 
@@ -41,8 +41,8 @@ def user_add(
     USER_ID: 1 to 64 of a-z, 0-9, '.', '_' and '-'. --clearance: a marking of the node's
     own party's national scheme (R7)."""
     from gsomia.core import users
-    from gsomia.node import config as node_config
-    from gsomia.node.clock import SystemClock
+    from gsomia.node.runtime import config as node_config
+    from gsomia.node.runtime.clock import SystemClock
     from gsomia.node.service import Node
     from gsomia.store.db import open_node_database
 

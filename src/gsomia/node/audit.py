@@ -19,7 +19,7 @@ from gsomia.core import ledger, merkle
 from gsomia.core.errors import GsomiaError
 from gsomia.core.keyring import KeyHistory, KeyRotationInvalid, Rotation
 from gsomia.core.keys import PrivateKeys, PublicKeys
-from gsomia.node import keychain
+from gsomia.node.runtime import keychain
 from gsomia.store import bindings, flash, heads, ledger_store
 from gsomia.store import schema as t
 

@@ -25,20 +25,20 @@ import uvicorn
 import uvloop
 
 from gsomia.core.errors import AgreementFileError
-from gsomia.node import tls
 from gsomia.node.api import Broker, create_peer_app, create_user_app
-from gsomia.node.checkpoint import Checkpointer
-from gsomia.node.clock import SimulatedClock, SystemClock
-from gsomia.node.config import NodeConfig
-from gsomia.node.delivery import Delivery
-from gsomia.node.keysync import KeySync
+from gsomia.node.api.wire import BoundedHttpTools
 from gsomia.node.link import Handler, Link
-from gsomia.node.notewatch import NoteWatch
-from gsomia.node.priority import lower_priority, raise_database_sessions, raise_priority
-from gsomia.node.sequencer import Sequencer
+from gsomia.node.runtime import tls
+from gsomia.node.runtime.clock import SimulatedClock, SystemClock
+from gsomia.node.runtime.config import NodeConfig
+from gsomia.node.runtime.priority import lower_priority, raise_database_sessions, raise_priority
 from gsomia.node.service import LANES, Node
-from gsomia.node.wire import BoundedHttpTools
-from gsomia.node.witness import Witness
+from gsomia.node.workers.checkpoint import Checkpointer
+from gsomia.node.workers.delivery import Delivery
+from gsomia.node.workers.keysync import KeySync
+from gsomia.node.workers.notewatch import NoteWatch
+from gsomia.node.workers.sequencer import Sequencer
+from gsomia.node.workers.witness import Witness
 from gsomia.store.db import open_node_database
 
 log = logging.getLogger("gsomia.serve")

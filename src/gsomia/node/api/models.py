@@ -12,8 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from gsomia.node import problems
-from gsomia.node.problems import Problem
+from gsomia.node.api import problems
+from gsomia.node.api.problems import Problem
 from gsomia.node.service import ItemSpec
 
 

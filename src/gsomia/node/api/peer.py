@@ -16,15 +16,15 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
 
 from gsomia.core.errors import GsomiaError
-from gsomia.node import heads, intake, problems
 from gsomia.node import peer as peer_proto
-from gsomia.node.api import models
+from gsomia.node.api import intake, models, problems
 from gsomia.node.api.models import ENVELOPES_EXPECTED, PeerAlarmIn, PeerNoteIn
+from gsomia.node.api.problems import Problem
 from gsomia.node.api.streams import Broker
-from gsomia.node.keysync import KeySync
-from gsomia.node.problems import Problem
 from gsomia.node.service import Node
-from gsomia.node.witness import Witness
+from gsomia.node.workers import heads
+from gsomia.node.workers.keysync import KeySync
+from gsomia.node.workers.witness import Witness
 
 INLINE_BYTES = 64 * 1024  # bytes of a flash delivery parsed on the event loop itself
 OPEN_PATHS = ("/peer/keys", "/peer/health")

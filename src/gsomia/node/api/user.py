@@ -17,14 +17,13 @@ from fastapi.security import HTTPBearer
 from gsomia.core import policy
 from gsomia.core.agreement import lifecycle
 from gsomia.core.errors import Refused
-from gsomia.node import docs, intake, problems
-from gsomia.node.api import models
+from gsomia.node.api import docs, intake, models, problems
 from gsomia.node.api.models import MAX_SEQ, AlertIn, ClockIn, NoteIn, ProvideIn, RecordIn
+from gsomia.node.api.problems import Problem
 from gsomia.node.api.streams import AlertFeed, AlertStream, Broker, connect
-from gsomia.node.clock import SimulatedClock
-from gsomia.node.delivery import Delivery
-from gsomia.node.problems import Problem
+from gsomia.node.runtime.clock import SimulatedClock
 from gsomia.node.service import Node
+from gsomia.node.workers.delivery import Delivery
 
 # Paths a client may ask for without a token: the node's liveness and the API's own description.
 OPEN_PATHS = ("/health", "/openapi.json", *docs.OPEN_PATHS)

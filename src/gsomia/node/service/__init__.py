@@ -1,6 +1,6 @@
 """The node's use cases, each one database transaction, each decided by the core.
 
-Routes (``node.app``) and workers (``node.delivery``) call ``Node``; nothing here knows
+Routes (``node.api``) and workers (``node.workers.delivery``) call ``Node``; nothing here knows
 HTTP. Every write that matters commits together with its outbox row and its ledger
 entry, so a crash at any instant leaves either all of it or none of it.
 

@@ -22,9 +22,9 @@ from gsomia.core.agreement import lifecycle
 from gsomia.core.agreement.terms import Agreement, Note, NoteType
 from gsomia.core.errors import InvalidHistory, NoteInvalid, NotFound, Refused
 from gsomia.core.keyring import KeyRotationInvalid
-from gsomia.node import keychain
-from gsomia.node.clock import Clock
-from gsomia.node.config import NodeConfig
+from gsomia.node.runtime import keychain
+from gsomia.node.runtime.clock import Clock
+from gsomia.node.runtime.config import NodeConfig
 from gsomia.node.service.integrity import Integrity, Keys
 from gsomia.node.service.ledger import Ledger
 from gsomia.node.service.outbox import Outbox

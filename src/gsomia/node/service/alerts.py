@@ -12,7 +12,7 @@ from sqlalchemy import Engine, Table, func, select
 
 from gsomia.core import policy, records
 from gsomia.core.label import Label, display, marking_for
-from gsomia.node.clock import Clock
+from gsomia.node.runtime.clock import Clock
 from gsomia.node.service.agreements import Agreements
 from gsomia.node.service.casework import Casework
 from gsomia.node.service.ledger import Ledger, entry

@@ -14,13 +14,12 @@ from typing import Any
 from sqlalchemy import Connection, Engine, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from gsomia.core import policy, records
+from gsomia.core import egress, policy, records
 from gsomia.core.agreement import lifecycle
 from gsomia.core.errors import NotFound, Refused
 from gsomia.core.label import Label, display, marking_for
-from gsomia.node import egress
-from gsomia.node.clock import Clock
-from gsomia.node.config import NodeConfig
+from gsomia.node.runtime.clock import Clock
+from gsomia.node.runtime.config import NodeConfig
 from gsomia.node.service.agreements import Agreements
 from gsomia.node.service.integrity import Integrity
 from gsomia.node.service.ledger import Ledger, entry

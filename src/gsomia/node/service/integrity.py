@@ -15,8 +15,8 @@ from sqlalchemy import Engine
 from gsomia.core import merkle, records
 from gsomia.core.keyring import KeyHistory, KeyRotationInvalid
 from gsomia.core.keys import PrivateKeys, PublicKeys
-from gsomia.node import keychain
-from gsomia.node.config import NodeConfig
+from gsomia.node.runtime import keychain
+from gsomia.node.runtime.config import NodeConfig
 from gsomia.node.service.partner import PartnerLedger
 from gsomia.store import bindings, entries
 from gsomia.store import schema as t

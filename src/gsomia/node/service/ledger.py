@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from gsomia.node.clock import Clock
+from gsomia.node.runtime.clock import Clock
 from gsomia.store import flash, gate, ledger_store
 from gsomia.store.lane import Store
 

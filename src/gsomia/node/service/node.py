@@ -1,6 +1,6 @@
 """The node: its use cases built once, wired to each other, and called by name.
 
-Routes (``node.app``), workers (``node.delivery``) and the command line call ``Node``'s
+Routes (``node.api``), workers (``node.workers.delivery``) and the command line call ``Node``'s
 methods; each is one line handing the call to the use case that does it, so that what a
 user does (provide, receive, read, ...) sits in a module of its own and none shares
 state with another except through what it was given here.
@@ -19,10 +19,11 @@ from gsomia.core.agreement import lifecycle
 from gsomia.core.agreement.terms import Agreement
 from gsomia.core.label import Label
 from gsomia.core.ledger import TreeHead
-from gsomia.node import keychain
-from gsomia.node.clock import Clock, SystemClock
-from gsomia.node.config import NodeConfig
-from gsomia.node.lanes import Lanes
+from gsomia.node.runtime import keychain
+from gsomia.node.runtime.clock import Clock, SystemClock
+from gsomia.node.runtime.config import NodeConfig
+from gsomia.node.runtime.lanes import Lanes
+from gsomia.node.runtime.trace import Trace
 from gsomia.node.service.agreements import Agreements
 from gsomia.node.service.alerts import Alerts, FreshAlert
 from gsomia.node.service.casework import Casework
@@ -34,7 +35,6 @@ from gsomia.node.service.provide import ItemSpec, Provide
 from gsomia.node.service.read import Reading
 from gsomia.node.service.receive import Receive
 from gsomia.node.service.users import Users
-from gsomia.node.trace import Trace
 from gsomia.store import flash
 from gsomia.store.lane import main_store
 from gsomia.store.outbox import OutboxRow, RowKey

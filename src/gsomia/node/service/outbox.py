@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from gsomia.node.clock import SystemClock
+from gsomia.node.runtime.clock import SystemClock
 from gsomia.node.service.ledger import Ledger, entry
 from gsomia.store import gate
 from gsomia.store import outbox as rows

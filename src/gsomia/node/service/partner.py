@@ -13,8 +13,8 @@ from sqlalchemy.exc import IntegrityError
 
 from gsomia.core.errors import AlarmInvalid, NotFound
 from gsomia.core.ledger import TreeHead
-from gsomia.node.clock import Clock
-from gsomia.node.config import NodeConfig
+from gsomia.node.runtime.clock import Clock
+from gsomia.node.runtime.config import NodeConfig
 from gsomia.node.service.ledger import entry
 from gsomia.node.service.outbox import Outbox
 from gsomia.store import gate, heads, ledger_store

@@ -14,14 +14,14 @@ from gsomia.core.agreement import lifecycle
 from gsomia.core.agreement.schemes import spelling
 from gsomia.core.errors import Refused
 from gsomia.core.label import Label, new_item_id
-from gsomia.node.clock import Clock
-from gsomia.node.lanes import Lanes
+from gsomia.node.runtime.clock import Clock
+from gsomia.node.runtime.lanes import Lanes
+from gsomia.node.runtime.trace import Trace
 from gsomia.node.service.agreements import Agreements
 from gsomia.node.service.alerts import FreshAlert
 from gsomia.node.service.integrity import Keys
 from gsomia.node.service.ledger import Ledger, entry
 from gsomia.node.service.outbox import LEASE, Outbox
-from gsomia.node.trace import Trace
 from gsomia.store import items
 from gsomia.store import outbox as outbox_rows
 from gsomia.store.outbox import OutboxRow

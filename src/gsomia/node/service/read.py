@@ -11,7 +11,7 @@ from gsomia.core import envelope, policy, records
 from gsomia.core.agreement import lifecycle
 from gsomia.core.errors import NotFound, Refused
 from gsomia.core.label import Label, display, is_item_id, marking_for
-from gsomia.node.clock import Clock
+from gsomia.node.runtime.clock import Clock
 from gsomia.node.service.agreements import Agreements
 from gsomia.node.service.casework import Casework
 from gsomia.node.service.ledger import Ledger

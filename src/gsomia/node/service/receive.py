@@ -9,13 +9,13 @@ from typing import Any
 
 from gsomia.core import envelope, policy
 from gsomia.core.label import Label, LabelInvalid
-from gsomia.node.clock import Clock
-from gsomia.node.lanes import Lanes
+from gsomia.node.runtime.clock import Clock
+from gsomia.node.runtime.lanes import Lanes
+from gsomia.node.runtime.trace import Trace
 from gsomia.node.service.agreements import Agreements
 from gsomia.node.service.alerts import FreshAlert
 from gsomia.node.service.ledger import Ledger, entry
 from gsomia.node.service.outbox import Outbox
-from gsomia.node.trace import Trace
 from gsomia.store import items
 
 

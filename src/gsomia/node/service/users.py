@@ -13,8 +13,8 @@ from sqlalchemy.exc import IntegrityError
 
 from gsomia.core import policy, users
 from gsomia.core.errors import GsomiaError, NotFound
-from gsomia.node.clock import Clock
-from gsomia.node.config import NodeConfig
+from gsomia.node.runtime.clock import Clock
+from gsomia.node.runtime.config import NodeConfig
 from gsomia.node.service.integrity import Integrity
 from gsomia.node.service.ledger import Ledger
 from gsomia.store import schema as t

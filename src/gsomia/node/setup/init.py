@@ -27,8 +27,8 @@ from gsomia.core import keys
 from gsomia.core.agreement import terms
 from gsomia.core.agreement.terms import SUITES, Agreement
 from gsomia.core.errors import InvalidInput
-from gsomia.node import config as node_config
-from gsomia.node import tls
+from gsomia.node.runtime import config as node_config
+from gsomia.node.runtime import tls
 from gsomia.store.db import open_node_database
 from gsomia.store.files import atomic_output, private_dir
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
-from gsomia.node.problems import problem_response
+from gsomia.node.api.problems import problem_response
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -16,7 +16,7 @@ import logging
 
 from sqlalchemy import Engine
 
-from gsomia.node.lanes import Lanes
+from gsomia.node.runtime.lanes import Lanes
 from gsomia.store.db import checkpoint
 from gsomia.store.flash import flash_store
 

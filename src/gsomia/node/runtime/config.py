@@ -42,7 +42,7 @@ from gsomia.core.agreement import terms
 from gsomia.core.agreement.terms import Agreement
 from gsomia.core.errors import AgreementFileError
 from gsomia.core.keys import PrivateKeys, PublicKeys
-from gsomia.node import tls
+from gsomia.node.runtime import tls
 from gsomia.store.files import load_private, load_public, read_bytes
 
 _KEYS = {

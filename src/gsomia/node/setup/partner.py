@@ -40,10 +40,10 @@ from cryptography import x509
 from gsomia.core.errors import GsomiaError, InvalidInput
 from gsomia.core.keyring import KeyHistory, KeyRotationInvalid, Rotation
 from gsomia.core.keys import KeyFileInvalid, PublicKeys
-from gsomia.node import config as node_config
-from gsomia.node import keychain, tls
-from gsomia.node.config import NodeConfig
-from gsomia.node.init import WILDCARDS, PeerEntry, check_host, check_party, write_config
+from gsomia.node.runtime import config as node_config
+from gsomia.node.runtime import keychain, tls
+from gsomia.node.runtime.config import NodeConfig
+from gsomia.node.setup.init import WILDCARDS, PeerEntry, check_host, check_party, write_config
 from gsomia.store.db import open_node_database
 from gsomia.store.files import atomic_output, read_bytes
 

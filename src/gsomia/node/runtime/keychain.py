@@ -29,7 +29,7 @@ from gsomia.core import keyring, keys
 from gsomia.core.errors import GsomiaError
 from gsomia.core.keyring import KeyHistory, Rotation
 from gsomia.core.keys import PrivateKeys
-from gsomia.node.config import NodeConfig
+from gsomia.node.runtime.config import NodeConfig
 from gsomia.store import ledger_store
 from gsomia.store import schema as t
 from gsomia.store.files import atomic_output, load_private

@@ -15,11 +15,11 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
-from gsomia.node import config as node_config
-from gsomia.node import tls
-from gsomia.node.clock import Clock, SystemClock
-from gsomia.node.init import PeerEntry, render_config, write_config, write_keys
+from gsomia.node.runtime import config as node_config
+from gsomia.node.runtime import tls
+from gsomia.node.runtime.clock import Clock, SystemClock
 from gsomia.node.service import Node
+from gsomia.node.setup.init import PeerEntry, render_config, write_config, write_keys
 from gsomia.store.db import open_node_database
 from gsomia.store.files import atomic_output, private_dir
 

@@ -21,10 +21,12 @@ from typing import Any, NamedTuple
 
 import httpx
 
+from gsomia.core import egress
 from gsomia.core.agreement.terms import Agreement
 from gsomia.core.canonical import canonical
-from gsomia.node import egress, heads, peer
+from gsomia.node import peer
 from gsomia.node.service import LANES, LEASE, Node, RowKey
+from gsomia.node.workers import heads
 
 log = logging.getLogger("gsomia.delivery")
 FLASH_INLINE = 2  # flash rows guarded and encoded on the event loop itself

@@ -1,0 +1,1 @@
+"""What a running node is built from: its configuration, keys, clock, lanes, trace and TLS."""
