@@ -1,7 +1,10 @@
 """Access decisions: ``decide(subject, action, label, status, consents, at)``.
 
 Deny by default. Each rule (R1-R18, docs/rules.md) that bears on an action is checked
-here and nowhere else; every reason, permit or deny, cites its rule and article.
+here and nowhere else (what a record must say, ``records.check``, builds on these);
+every reason, permit or deny, cites its rule and article. Beside the actions on one
+item: who keeps the inventory, records notes, reads the register and cases, and what a
+receiving node keeps (``receive``).
 Pure and fast: no I/O, no clock, no crypto. Consents arrive from the shell,
 built from the originator's signed consent decisions (``records.consents``; a
 partner's record is verified by ``records.verify`` when it arrives), and are matched
