@@ -1,4 +1,4 @@
-"""Two real nodes over real HTTP (mutual TLS between them), on SQLite or PostgreSQL.
+"""Real nodes over real HTTP (mutual TLS between them), on SQLite or PostgreSQL.
 
 Imported by the integration tests. PostgreSQL comes from ``GSOMIA_TEST_PG``
 (default: the local server, trust auth); each pair gets two fresh databases.
@@ -12,7 +12,7 @@ import ssl
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +23,7 @@ from sqlalchemy import create_engine, text
 
 from gsomia.cli.demo import terms_only
 from gsomia.node.process import NodeProcess, start_all, stop_all
-from gsomia.node.setup.provision import Provisioned, provision_pair
+from gsomia.node.setup.provision import Provisioned, provision
 
 ROOT = Path(__file__).resolve().parents[1]
 AGREEMENT = ROOT / "agreements" / "jp-kr-gsomia-2016.toml"
@@ -145,10 +145,27 @@ def node_pair(
     if suite != "classic":
         text = agreement.read_text(encoding="utf-8")
         agreement.write_text(text.replace('suite = "classic"', f'suite = "{suite}"', 1), encoding="utf-8")
-    with _databases(backend) as (urls, flash_urls):
-        nodes = provision_pair(
+    with node_group(tmp, backend, [agreement], ("KOR", "JPN"), demo, suite, flash_process, user_tls) as group:
+        yield group
+
+
+@contextmanager
+def node_group(
+    tmp: Path,
+    backend: str,
+    agreements: Sequence[Path],
+    parties: Sequence[str],
+    demo: bool = False,
+    suite: str = "classic",
+    flash_process: bool = False,
+    user_tls: bool = False,
+) -> Iterator[Pair]:
+    """A node for each of ``parties``, each party to the ``agreements`` that name it."""
+    with _databases(backend, parties) as (urls, flash_urls):
+        nodes = provision(
             tmp,
-            agreement,
+            agreements,
+            parties,
             database_urls=urls,
             demo=demo,
             suite=suite,
@@ -168,14 +185,17 @@ def node_pair(
 
 
 @contextmanager
-def _databases(backend: str) -> Iterator[tuple[dict[str, str] | None, dict[str, str] | None]]:
+def _databases(
+    backend: str, parties: Sequence[str]
+) -> Iterator[tuple[dict[str, str] | None, dict[str, str] | None]]:
     """Each party's database URL, and its flash lane's (``postgresql+flash``: a database of its own)."""
     if backend == "sqlite":
         yield None, None
         return
-    with pg_databases(4 if backend == "postgresql+flash" else 2) as urls:
-        flash = {"KOR": urls[2], "JPN": urls[3]} if backend == "postgresql+flash" else None
-        yield {"KOR": urls[0], "JPN": urls[1]}, flash
+    n = len(parties)
+    with pg_databases(2 * n if backend == "postgresql+flash" else n) as urls:
+        flash = dict(zip(parties, urls[n:], strict=True)) if backend == "postgresql+flash" else None
+        yield dict(zip(parties, urls[:n], strict=True)), flash
 
 
 class FlashListener(threading.Thread):

@@ -151,8 +151,8 @@ def test_the_note_watch_applies_another_process_s_note_before_any_request_asks(t
         first.record_note(authority, "JPN", "termination_notice", datetime(2019, 8, 23, 9, tzinfo=UTC), (), None)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
-            applied = second.applied_agreement("JPN")  # no I/O: what a request would start from
-            if applied is not None and len(applied.notes) > len(cfg.agreement_with("JPN").notes):
+            applied = second.applied_agreements().with_peer("JPN")  # no I/O: what a request would start from
+            if len(applied.notes) > len(cfg.agreement_with("JPN").notes):
                 break
             await asyncio.sleep(0.01)
         await watch.stop()

@@ -173,14 +173,13 @@ class Story:
             r.raise_for_status()
         self.say(f"\n[bold]— {self.agreement.shown(at)} —[/bold]")  # the agreement's zone: KST
 
-    def status(self, party: str) -> dict[str, Any]:
-        """The agreement's status with the other party, as ``party``'s node has it now."""
-        other = next(p for p in self.nodes if p != party)
-        found: dict[str, Any] = self.client(party, "analyst").get("/status").json()[other]
+    def status(self, party: str, partner: str) -> dict[str, Any]:
+        """The status of ``party``'s agreement with ``partner``, as ``party``'s node has it now."""
+        found: dict[str, Any] = self.client(party, "analyst").get("/status").json()[partner]
         return found
 
-    def state(self, party: str) -> str:
-        return str(self.status(party)["state"])
+    def state(self, party: str, partner: str) -> str:
+        return str(self.status(party, partner)["state"])
 
     def share(self, frm: str, to: str, classification: str, n: int, topic: str, batch: int = 50) -> tuple[int, int]:
         """Provide ``n`` routine items; returns (accepted, refused)."""
@@ -210,17 +209,19 @@ class Story:
         self.sent += accepted
         return accepted, refused
 
-    def note(self, party: str, note_type: str, conditions: list[str] | None = None, ref: str | None = None) -> None:
-        other = next(p for p in self.nodes if p != party)
+    def note(
+        self, party: str, to: str, note_type: str, conditions: list[str] | None = None, ref: str | None = None
+    ) -> None:
+        """``party``'s security authority records a note on its agreement with ``to``."""
         r = self.client(party, "security_authority").post(
-            "/notes", {"to": other, "type": note_type, "conditions": conditions or [], "ref": ref}
+            "/notes", {"to": to, "type": note_type, "conditions": conditions or [], "ref": ref}
         )
         if r.status_code != 201:
             raise RuntimeError(f"POST /notes: {r.status_code} {r.text}")
-        self.wait_until(lambda: self.state(other) == self.state(party), "the note to reach the peer")
+        self.wait_until(lambda: self.state(to, party) == self.state(party, to), "the note to reach the peer")
         self.say(
-            f"  {party} records [bold]{note_type}[/bold]; {other} applies it: "
-            f"KOR {self.state('KOR')}, JPN {self.state('JPN')}"
+            f"  {party} records [bold]{note_type}[/bold]; {to} applies it: "
+            f"{party} {self.state(party, to)}, {to} {self.state(to, party)}"
         )
         for condition in conditions or []:
             self.say(f"    condition (R16, recorded, not judged): {condition}")
@@ -326,7 +327,7 @@ def run(
 def _routine_sharing(story: Story, items_per_side: int) -> None:
     """August 2019, the pact in force: routine items both ways, each in the other's marking."""
     story.set_clock(kst("2019-08-01T09:00"))
-    story.say(f"  agreement in force: KOR {story.state('KOR')}, JPN {story.state('JPN')}")
+    story.say(f"  agreement in force: KOR {story.state('KOR', 'JPN')}, JPN {story.state('JPN', 'KOR')}")
     a, _ = story.share("KOR", "JPN", "군사II급비밀", items_per_side, "KOR report: KN-23 launch preparations")
     b, _ = story.share("JPN", "KOR", "秘", items_per_side, "JPN report: radar track summary")
     story.say(
@@ -348,11 +349,12 @@ def _flash_reports(story: Story, watcher: FlashWatcher, flash_count: int) -> tup
 def _notes(story: Story, script: Script) -> None:
     """KOR's termination notice, then (unless the counterfactual is told) its suspension."""
     story.set_clock(script.notice)
-    story.note("KOR", "termination_notice", ref="note verbale: KOR will not extend GSOMIA")
+    story.note("KOR", "JPN", "termination_notice", ref="note verbale: KOR will not extend GSOMIA")
     story.set_clock(script.suspension)
     if story.suspension:
         story.note(
             "KOR",
+            "JPN",
             "suspend_notice",
             conditions=[
                 "KOR–JPN export-control talks resume",
@@ -367,7 +369,7 @@ def _notes(story: Story, script: Script) -> None:
 def _after_midnight(story: Story, script: Script) -> None:
     """Both sides share again once the notice's deadline has passed: held, or refused (R14)."""
     story.set_clock(script.midnight + timedelta(seconds=5))
-    story.say(f"  midnight has passed: KOR {story.state('KOR')}, JPN {story.state('JPN')}")
+    story.say(f"  midnight has passed: KOR {story.state('KOR', 'JPN')}, JPN {story.state('JPN', 'KOR')}")
     before = len(story.provided_before_end)
     a, ra = story.share("KOR", "JPN", "군사II급비밀", 20, "KOR report after midnight")
     b, rb = story.share("JPN", "KOR", "極秘", 20, "JPN report after midnight")
@@ -388,7 +390,7 @@ def _outcome(story: Story, flash_ms: tuple[float, float]) -> dict[str, Any]:
     # A flash report the recipient has acknowledged may take a moment more to reach its inventory.
     story.wait_until(lambda: story.delivered() >= story.sent, "the recipients' inventories", timeout=30)
     p50, p99 = flash_ms
-    status = story.status("KOR")
+    status = story.status("KOR", "JPN")
     termination = status["termination"] or {}
     result = {
         "sent": story.sent,

@@ -107,6 +107,13 @@ def node_export_partner_file(
         str | None,
         typer.Option(help="https://HOST:PORT the partner's node calls (default: peer_listen)."),
     ] = None,
+    for_party: Annotated[
+        str | None,
+        typer.Option(
+            "--for",
+            help="The partner the file is for (KOR, JPN, USA); needed where the node has several.",
+        ),
+    ] = None,
 ) -> None:
     """Write this node's partner file for the partner's node, and print its fingerprint.
 
@@ -117,7 +124,7 @@ def node_export_partner_file(
     from gsomia.node.setup import partner
 
     cfg = node_config.load(config)
-    made = partner.export(cfg, peer_url)
+    made = partner.export(cfg, peer_url, for_party)
     partner.write(made, output)
     out.print(f"{output}: {made.party}'s partner file for {made.agreement}, peer API {made.peer_url}", soft_wrap=True)
     _show_fingerprint(made.fingerprint)

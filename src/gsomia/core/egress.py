@@ -10,7 +10,7 @@ out only if both the policy (at provide time) and this guard (at send time) agre
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from gsomia.core.agreement import lifecycle
 from gsomia.core.agreement.schemes import level_index
@@ -38,6 +38,14 @@ def check(agreement: Agreement, label: Label, peer: str, me: str) -> str | None:
         rule = status.refusing_rule
         return f"{rule}: {agreement.id} was {status.state.value} at the release instant"
     return None
+
+
+def check_named(agreements: Mapping[str, Agreement], label: Label, peer: str, me: str) -> str | None:
+    """``check`` against the agreement the label names, among the node's ``agreements`` by id."""
+    agreement = agreements.get(label.agreement)
+    if agreement is None:
+        return f"R3: labelled for {label.agreement}, which is not an agreement of {me}"
+    return check(agreement, label, peer, me)
 
 
 def check_release(label: Label, recipient: str, purpose: str, me: str, consents: Sequence[Consent]) -> str | None:

@@ -238,7 +238,7 @@ def connect(broker: Broker, node: Node) -> None:
     """``broker`` asks ``node`` who may read a report, and has it make and record the events shown."""
 
     def readable(subject: policy.Subject, alert: FreshAlert) -> bool:
-        return node.may_read(subject, alert.peer, alert.label)
+        return node.may_read(subject, alert.label)
 
     broker.readable = readable
     broker.show = lambda asks: node.lanes.run("flash", node.fresh_alert_events_for, asks)

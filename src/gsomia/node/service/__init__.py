@@ -12,7 +12,7 @@ register, cases), ``outbox`` (delivery's claims), ``partner`` (tree heads, alarm
 """
 
 from gsomia.core.records import effective_label
-from gsomia.node.service.agreements import NOTES_REFRESH
+from gsomia.node.service.agreements import NOTES_REFRESH, Applied
 from gsomia.node.service.alerts import FreshAlert
 from gsomia.node.service.node import Node
 from gsomia.node.service.outbox import LANES, LEASE
@@ -24,6 +24,7 @@ __all__ = [
     "LANES",
     "LEASE",
     "NOTES_REFRESH",
+    "Applied",
     "FreshAlert",
     "ItemSpec",
     "Node",

@@ -1,5 +1,10 @@
 """The agreements this node is party to, as its notes make them, and the keys that seal under them.
 
+A node may be party to several agreements, and share with one partner under more than one
+(a bilateral agreement, and a trilateral arrangement routed through a third party): every
+agreement is known by its id, and an item names the one it travels under (``Label.agreement``).
+Each agreement's status comes from its own notes only.
+
 A diplomatic note recorded here, or received from a partner, ends, suspends or revives an
 agreement for every process of the node: each applies the notes whose ledger entry vouches
 for them (``Integrity.entered_notes``) to the agreement file's own history.
@@ -10,8 +15,10 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from io import BytesIO
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, insert, select
@@ -22,6 +29,7 @@ from gsomia.core.agreement import lifecycle
 from gsomia.core.agreement.terms import Agreement, Note, NoteType
 from gsomia.core.errors import InvalidHistory, NoteInvalid, NotFound, Refused
 from gsomia.core.keyring import KeyRotationInvalid
+from gsomia.core.label import LabelInvalid
 from gsomia.node.runtime import keychain
 from gsomia.node.runtime.clock import Clock
 from gsomia.node.runtime.config import NodeConfig
@@ -38,8 +46,52 @@ from gsomia.store.db import reading
 NOTES_REFRESH = 0.25
 
 
+@dataclass(frozen=True)
+class Applied:
+    """Every agreement of the node with the notes applied at one instant, and what seals and
+    opens under each: replaced whole when a note is applied, so a holder of one (a batch
+    guarded ahead of delivery) can tell by identity whether it is still current."""
+
+    by_id: Mapping[str, Agreement]
+    direct: Mapping[str, str]  # partner -> the bilateral agreement it shares under by default
+    shared: Mapping[str, tuple[str, ...]]  # partner -> every agreement both are party to
+    sealers: Mapping[str, envelope.Sealer]
+    openers: Mapping[str, envelope.Opener]
+
+    def get(self, agreement_id: str) -> Agreement:
+        try:
+            return self.by_id[agreement_id]
+        except KeyError:
+            raise NotFound(f"no agreement {agreement_id!r} on this node") from None
+
+    def with_peer(self, peer: str) -> Agreement:
+        """The bilateral agreement this node shares under with ``peer`` unless an item names another."""
+        try:
+            return self.by_id[self.direct[peer]]
+        except KeyError:
+            raise NotFound(f"no agreement with {peer!r} on this node") from None
+
+    def between(self, peer: str, agreement_id: str) -> Agreement:
+        """``agreement_id``, where ``peer`` is a party to it beside this node."""
+        if agreement_id not in self.shared.get(peer, ()):
+            raise NotFound(f"no agreement {agreement_id!r} with {peer!r} on this node")
+        return self.by_id[agreement_id]
+
+    def opener_for(self, peer: str, data: bytes) -> envelope.Opener:
+        """The opener of the agreement an envelope from ``peer`` names (its label, unverified:
+        the opener then checks the label against that agreement). With one agreement shared
+        with ``peer``, no look inside is needed."""
+        shared = self.shared.get(peer, ())
+        if len(shared) == 1:
+            return self.openers[shared[0]]
+        named = envelope.peek_label(BytesIO(data)).agreement
+        if named not in shared:
+            raise LabelInvalid(f"label: {peer} and this node share no agreement {named!r}")
+        return self.openers[named]
+
+
 class Agreements:
-    """Each partner's agreement with the notes applied, its sealer and opener; notes and key chains."""
+    """The node's agreements with their notes applied (``Applied``); notes and key chains."""
 
     def __init__(
         self,
@@ -61,9 +113,7 @@ class Agreements:
         self.partner = partner
         self.outbox = outbox
         self.ledger = ledger
-        self._agreements: dict[str, Agreement] = {}
-        self.sealers: dict[str, envelope.Sealer] = {}
-        self.openers: dict[str, envelope.Opener] = {}
+        self.applied = Applied({}, {}, {}, {}, {})
         self._notes_mark = (0, 0)  # (count, last seq) of the notes applied
         self._notes_checked = 0.0
 
@@ -78,17 +128,29 @@ class Agreements:
         rows = self.integrity.entered_notes(rows)
         self._notes_checked = time.monotonic()
         own = self.keys.own_chain
-        for code in self.config.peers:
-            base = self.config.agreement_with(code)
+        by_id: dict[str, Agreement] = {}
+        sealers: dict[str, envelope.Sealer] = {}
+        openers: dict[str, envelope.Opener] = {}
+        shared: dict[str, list[str]] = {}
+        for base in self.config.agreements:
+            if self.party not in base.parties:
+                continue
             extra = [r for r in rows if r["agreement"] == base.id]
             agreement = base.with_notes(base.notes + tuple(_note(r, len(base.notes) + i) for i, r in enumerate(extra)))
             lifecycle.compile_history(agreement)  # refuse an impossible history now, not later
-            self._agreements[code] = agreement
-            self.sealers[code] = envelope.Sealer(self.config.key, agreement)
-            chain = self.keys.peer_chains[code]
-            self.openers[code] = envelope.Opener(
-                self.keys.own, [*chain.keys, *own.keys], agreement, retired={**chain.windows(), **own.windows()}
-            )
+            by_id[agreement.id] = agreement
+            partners = [p for p in agreement.parties if p in self.keys.peer_chains]
+            if not partners:
+                continue
+            for p in partners:
+                shared.setdefault(p, []).append(agreement.id)
+            chains = [self.keys.peer_chains[p] for p in partners]
+            sealers[agreement.id] = envelope.Sealer(self.config.key, agreement)
+            retired = {k: w for chain in (*chains, own) for k, w in chain.windows().items()}
+            trusted = [key for chain in (*chains, own) for key in chain.keys]
+            openers[agreement.id] = envelope.Opener(self.keys.own, trusted, agreement, retired=retired)
+        direct = {code: self.config.agreement_with(code).id for code in self.config.peers}
+        self.applied = Applied(by_id, direct, {p: tuple(ids) for p, ids in shared.items()}, sealers, openers)
 
     def refresh_notes(self, older_than: float = 0.0) -> None:
         """Apply notes another process of this node recorded (or received) since the last look,
@@ -101,32 +163,29 @@ class Agreements:
         if (int(count), int(last)) != self._notes_mark:
             self.reload_notes()
 
-    def agreement(self, peer: str) -> Agreement:
+    def current(self) -> Applied:
+        """The agreements as they stand: notes another process recorded are looked for first
+        when the last look is older than ``NOTES_REFRESH``."""
         if time.monotonic() - self._notes_checked > NOTES_REFRESH:
             self.refresh_notes()
-        try:
-            return self._agreements[peer]
-        except KeyError:
-            raise NotFound(f"{self.party} has no agreement with {peer!r}") from None
+        return self.applied
 
-    def applied_agreement(self, peer: str) -> Agreement | None:
-        """The agreement with ``peer`` as last applied here, without looking for new notes (no I/O)."""
-        return self._agreements.get(peer)
-
-    def agreement_if_fresh(self, peer: str) -> Agreement | None:
-        """What ``agreement`` would return, where that needs no look for new notes (no I/O); else None."""
+    def if_fresh(self) -> Applied | None:
+        """What ``current`` would return, where that needs no look for new notes (no I/O); else None."""
         if time.monotonic() - self._notes_checked > NOTES_REFRESH:
             return None
-        return self._agreements.get(peer)
+        return self.applied
+
+    def agreement(self, peer: str) -> Agreement:
+        """The bilateral agreement with ``peer``, as it stands."""
+        return self.current().with_peer(peer)
+
+    def by_id(self, agreement_id: str) -> Agreement:
+        """The agreement ``agreement_id`` (an item's, a note's), as it stands."""
+        return self.current().get(agreement_id)
 
     def status(self, peer: str, at: datetime | None = None) -> lifecycle.Status:
         return lifecycle.status(self.agreement(peer), at or self.clock.now())
-
-    def _peer_of(self, agreement_id: str) -> str:
-        for code, a in self._agreements.items():
-            if a.id == agreement_id:
-                return code
-        raise NotFound(f"no agreement {agreement_id!r} on this node")
 
     # --- key chains ---------------------------------------------------------------------
 
@@ -170,9 +229,10 @@ class Agreements:
         if not decision.permit:
             raise Refused(decision, "recording a note")
         note_id = str(uuid.uuid4())
+        agreement = self.agreement(peer)
         body: dict[str, Any] = {
             "note_id": note_id,
-            "agreement": self.agreement(peer).id,
+            "agreement": agreement.id,
             "at": (at or self.clock.now()).astimezone(UTC).isoformat(),
             "by": self.party,
             "type": note_type,
@@ -180,11 +240,15 @@ class Agreements:
             "ref": ref,
             "recorded_by": subject.id,
         }
+        # Every partner party to the agreement is told (one, for a bilateral agreement).
+        partners = [p for p in agreement.parties if p != self.party and p in self.config.peers]
         with gate.begin(self.engine) as conn:
             self._store_note(conn, body, origin=self.party)
-            self.outbox.enqueue(conn, peer, "flash", "note", note_id, json.dumps(body).encode())
+            for p in partners:
+                self.outbox.enqueue(conn, p, "flash", "note", note_id, json.dumps(body).encode())
             self.ledger.audit(conn, "diplomatic_note", subject.id, None, body)
-        self.outbox.queued_flash(peer)
+        for p in partners:
+            self.outbox.queued_flash(p)
         self.reload_notes()
         return body
 
@@ -192,6 +256,8 @@ class Agreements:
         """A note delivered by the peer node; idempotent. Returns False for a repeat."""
         if body.get("by") != peer:
             raise NoteInvalid(f"a note delivered by {peer} must be {peer}'s own note")
+        if not isinstance(body.get("agreement"), str) or body["agreement"] not in self.current().shared.get(peer, ()):
+            raise NoteInvalid(f"a note delivered by {peer} must be on an agreement {peer} is party to with this node")
         try:
             with gate.begin(self.engine) as conn:
                 self._store_note(conn, body, origin=peer)
@@ -211,7 +277,7 @@ class Agreements:
             raise InvalidHistory("note", "at", "must carry a UTC offset")
         if not 1900 <= at.year <= 9000:  # past the last datetime once moved to another zone
             raise InvalidHistory("note", "at", "must lie between the years 1900 and 9000")
-        current = self.agreement(self._peer_of(body["agreement"]))
+        current = self.by_id(body["agreement"])
         conditions = tuple(body.get("conditions") or ())
         note = Note(at.astimezone(UTC), body["by"], note_type, len(current.notes), conditions, body.get("ref"))
         lifecycle.compile_history(current.with_notes((*current.notes, note)))  # InvalidHistory names the note

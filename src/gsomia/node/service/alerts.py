@@ -120,7 +120,7 @@ class Alerts:
         for row in rows:
             sealed = Label.from_bytes(row["label"].encode("utf-8"))
             label = records.effective_label(sealed, history.get(row["alert_id"], []))
-            if self.reading.may_read(subject, row["peer"], label):
+            if self.reading.may_read(subject, label):
                 payload = functools.partial(self._opened_payload, row)
                 shown.append((row["seq"], self._alert_view(row, label, payload)))
         if shown and self.users.authenticate(token) is None:
@@ -148,7 +148,7 @@ class Alerts:
             for a in alerts:
                 permit = decided.get((weighed, a.seq))
                 if permit is None:
-                    permit = decided[(weighed, a.seq)] = self.reading.may_read(subject, a.peer, a.label)
+                    permit = decided[(weighed, a.seq)] = self.reading.may_read(subject, a.label)
                 if permit:
                     view = views.get(a.seq)
                     if view is None:
@@ -162,7 +162,7 @@ class Alerts:
 
     def _alert_view(self, alert: dict[str, Any], label: Label, payload: Callable[[], bytes]) -> dict[str, Any]:
         """One flash report as a subscriber who may read it sees it: in its current marking."""
-        agreement = self.agreements.agreement(alert["peer"])
+        agreement = self.agreements.by_id(label.agreement)
         return {
             "alert_id": alert["alert_id"],
             "origin": alert["origin"],

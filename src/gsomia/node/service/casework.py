@@ -90,7 +90,7 @@ class Casework:
         row, history = self._item(item_id)
         sealed = Label.from_bytes(row["label"].encode("utf-8"))
         current = records.effective_label(sealed, history)
-        agreement = self.agreements.agreement(row["peer"])
+        agreement = self.agreements.by_id(row["agreement"])
         reg = records.register(history, self.party)
         marking = marking_for(current, agreement, self.party)
         return {
@@ -132,7 +132,7 @@ class Casework:
         row, history = self._item(item_id)
         label = Label.from_bytes(row["label"].encode("utf-8"))
         peer = row["peer"]
-        agreement = self.agreements.agreement(peer)
+        agreement = self.agreements.by_id(row["agreement"])
         status, current = lifecycle.status(agreement, now), records.effective_label(label, history)
         if not policy.may_know(agreement, subject, current, status, now):
             # Answered as an unknown id (principle 5); why, the ledger says.

@@ -24,7 +24,7 @@ from gsomia.node.runtime.clock import Clock, SystemClock
 from gsomia.node.runtime.config import NodeConfig
 from gsomia.node.runtime.lanes import Lanes
 from gsomia.node.runtime.trace import Trace
-from gsomia.node.service.agreements import Agreements
+from gsomia.node.service.agreements import Agreements, Applied
 from gsomia.node.service.alerts import Alerts, FreshAlert
 from gsomia.node.service.casework import Casework
 from gsomia.node.service.integrity import Integrity, Keys
@@ -156,11 +156,15 @@ class Node:
     def agreement(self, peer: str) -> Agreement:
         return self.agreements.agreement(peer)
 
-    def applied_agreement(self, peer: str) -> Agreement | None:
-        return self.agreements.applied_agreement(peer)
+    def current_agreements(self) -> Applied:
+        return self.agreements.current()
 
-    def agreement_if_fresh(self, peer: str) -> Agreement | None:
-        return self.agreements.agreement_if_fresh(peer)
+    def applied_agreements(self) -> Applied:
+        """The agreements as last applied here, without looking for new notes (no I/O)."""
+        return self.agreements.applied
+
+    def agreements_if_fresh(self) -> Applied | None:
+        return self.agreements.if_fresh()
 
     def status(self, peer: str, at: datetime | None = None) -> lifecycle.Status:
         return self.agreements.status(peer, at)
@@ -229,8 +233,8 @@ class Node:
     def read_item(self, subject: policy.Subject, item_id: str, purpose: str | None = None) -> dict[str, Any]:
         return self.reading.read_item(subject, item_id, purpose)
 
-    def may_read(self, subject: policy.Subject, peer: str, label: Label) -> bool:
-        return self.reading.may_read(subject, peer, label)
+    def may_read(self, subject: policy.Subject, label: Label) -> bool:
+        return self.reading.may_read(subject, label)
 
     def alerts_after(self, after: int, limit: int = 100) -> list[dict[str, Any]]:
         return self.alerts.alerts_after(after, limit)

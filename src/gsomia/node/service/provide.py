@@ -87,13 +87,16 @@ class Provide:
 
     def _decided(
         self, subject: policy.Subject, specs: Sequence[ItemSpec], lane: str, now: datetime
-    ) -> dict[str, list[tuple[bytes, Label]]]:
-        """Each item labelled and decided (R1, R5, R13, R14); the first refusal ends the provision."""
-        by_peer: dict[str, list[tuple[bytes, Label]]] = {}
+    ) -> dict[tuple[str, str], list[tuple[bytes, Label]]]:
+        """Each item labelled and decided (R1, R5, R13, R14); the first refusal ends the provision.
+
+        Grouped by recipient and the agreement each travels under, to be sealed together."""
+        by_peer: dict[tuple[str, str], list[tuple[bytes, Label]]] = {}
+        applied = self.agreements.current()
         for n, spec in enumerate(specs):
             if lane == "bulk" and n % 16 == 0:
                 self.lanes.yield_to_flash()
-            agreement = self.agreements.agreement(spec.to)
+            agreement = applied.with_peer(spec.to)
             label = Label(
                 item_id=new_item_id(),
                 agreement=agreement.id,
@@ -112,7 +115,7 @@ class Provide:
             if not decision.permit:
                 self.ledger.audit_alone("provide_denied", subject.id, label.item_id, decision.as_dict())
                 raise Refused(decision, f"providing to {spec.to}")
-            by_peer.setdefault(spec.to, []).append((spec.payload, label))
+            by_peer.setdefault((spec.to, agreement.id), []).append((spec.payload, label))
         return by_peer
 
     def _provide(
@@ -127,9 +130,10 @@ class Provide:
         sent: list[dict[str, Any]] = []
         entries: list[dict[str, Any]] = []
         opened: list[tuple[str, Label, bytes]] = []
-        for peer, batch in by_peer.items():
+        sealers = self.agreements.applied.sealers  # those the items were just decided under
+        for (peer, agreement_id), batch in by_peer.items():
             keys = [self.keys.peer_chains[peer].current, self.keys.public]
-            for (payload, label), env in zip(batch, self.agreements.sealers[peer].seal_batch(batch, keys), strict=True):
+            for (payload, label), env in zip(batch, sealers[agreement_id].seal_batch(batch, keys), strict=True):
                 rows.append(items.item_row(label, env, "out", peer, lane, now, None))
                 # A bulk envelope is stored once, in ``items``: the claim reads it from there. A flash
                 # report's outbox row keeps its own copy: its item may have moved to the main file.
@@ -165,7 +169,7 @@ class Provide:
                 self.sealed_labels.clear()  # rows another process sent, or a long backlog: start afresh
             self.sealed_labels.update((label.item_id, label) for _, label, _ in opened)
         if lane == "flash" and worker is None:
-            for peer in by_peer:
+            for peer in {peer for peer, _ in by_peer}:
                 self.outbox.queued_flash(peer)
         return results, written.claimed, fresh
 

@@ -66,11 +66,11 @@ class Reading:
                 label = records.effective_label(
                     Label.from_bytes(r["label"].encode("utf-8")), reclassified.get(r["item_id"], [])
                 )
-                agreement = self.agreements.agreement(r["peer"])
+                agreement = self.agreements.by_id(r["agreement"])
                 if not inventory:
-                    status = statuses.get(r["peer"])
+                    status = statuses.get(agreement.id)
                     if status is None:
-                        status = statuses[r["peer"]] = lifecycle.status(agreement, now)
+                        status = statuses[agreement.id] = lifecycle.status(agreement, now)
                     if not policy.decide(agreement, subject, policy.Action.READ, label, status, (), now).permit:
                         continue
                 cursor = r["seq"]
@@ -80,6 +80,8 @@ class Reading:
                         "item_id": r["item_id"],
                         "direction": r["direction"],
                         "peer": r["peer"],
+                        "agreement": agreement.id,
+                        "route": r["route"],
                         "lane": r["lane"],
                         "originator": label.originator,
                         "marking": marking_for(label, agreement, self.party),
@@ -98,7 +100,7 @@ class Reading:
         with self.main.engine.connect() as conn:
             rows = (
                 conn.execute(
-                    select(i.seq, i.item_id, i.label, i.direction, i.peer, i.lane)
+                    select(i.seq, i.item_id, i.label, i.agreement, i.direction, i.peer, i.lane, i.route)
                     .where(i.seq > after)
                     .order_by(i.seq)
                     .limit(chunk)
@@ -124,7 +126,7 @@ class Reading:
             self.ledger.audit_alone("read_denied", subject.id, item_id, missing.as_dict())
             raise unknown
         label = records.effective_label(Label.from_bytes(row["label"].encode("utf-8")), history)
-        agreement = self.agreements.agreement(row["peer"])
+        agreement = self.agreements.by_id(row["agreement"])
         now = self.clock.now()
         status = lifecycle.status(agreement, now)
         decision = policy.decide(agreement, subject, policy.Action.READ, label, status, (), now, purpose=purpose)
@@ -148,9 +150,9 @@ class Reading:
             "decision": decision.shown().as_dict(),
         }
 
-    def may_read(self, subject: policy.Subject, peer: str, label: Label) -> bool:
+    def may_read(self, subject: policy.Subject, label: Label) -> bool:
         """Whether ``subject`` may read an item of this label now (R7): pure, no database."""
-        agreement = self.agreements.agreement(peer)
+        agreement = self.agreements.by_id(label.agreement)
         now = self.clock.now()
         status = lifecycle.status(agreement, now)
         return policy.decide(agreement, subject, policy.Action.READ, label, status, (), now).permit
@@ -173,7 +175,7 @@ class Reading:
 
         Decisions read the label copy in ``items.label`` (no decryption before a permit); a
         copy edited in the database to open more than it should is caught here."""
-        opened, payload = self.agreements.openers[row["peer"]].open(row["envelope"])
+        opened, payload = self.agreements.current().openers[row["agreement"]].open(row["envelope"])
         if opened.to_bytes().decode("utf-8") != row["label"]:
             detail = f"item {opened.item_id}: the stored label differs from the sealed label (database edited)"
             self.partner.raise_alarm("tampered_item", self.party, detail)

@@ -47,19 +47,19 @@ class Receive:
 
         Returns the receipt and the flash reports newly stored, opened, for the alert streams."""
         now = self.clock.now()
-        opener = self.agreements.openers[peer]
-        agreement = self.agreements.agreement(peer)
+        applied = self.agreements.current()
         accepted: list[tuple[Label, bytes, bytes]] = []
         refused: list[dict[str, str]] = []
         for n, env in enumerate(envelopes):
             if lane == "bulk" and n % 16 == 0:
                 self.lanes.yield_to_flash()
             try:
+                opener = applied.opener_for(peer, env)
                 label, payload = opener.open(env)
             except (envelope.EnvelopeError, LabelInvalid) as exc:
                 refused.append({"item_id": "", "reason": f"{type(exc).__name__}: {exc}"})
                 continue
-            decision = policy.receive(agreement, label, self.party, peer, now)
+            decision = policy.receive(opener.agreement, label, self.party, peer, now)
             if not decision.permit:
                 reason = decision.reasons[0]
                 refused.append({"item_id": label.item_id, "reason": f"{reason.rule}: {reason.text}"})

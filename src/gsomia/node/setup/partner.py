@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 
 from cryptography import x509
 
+from gsomia.core.agreement.terms import Agreement
 from gsomia.core.errors import GsomiaError, InvalidInput
 from gsomia.core.keyring import KeyHistory, KeyRotationInvalid, Rotation
 from gsomia.core.keys import KeyFileInvalid, PublicKeys
@@ -237,14 +238,12 @@ def _url_for(host: str, port: int) -> str:
     return f"https://[{host}]:{port}" if ":" in host and not host.startswith("[") else f"https://{host}:{port}"
 
 
-def export(config: NodeConfig, peer_url: str | None = None) -> PartnerFile:
-    """This node's partner file: its key chain as recorded in its database, its certificate,
-    and ``peer_url`` (default: its ``peer_listen`` address, unless that binds every interface)."""
-    agreements = [a for a in config.agreements if config.party in a.parties and len(a.parties) == 2]
-    if len(agreements) != 1:
-        raise InvalidInput(
-            f"{config.path}: a partner file names one bilateral agreement; this node has {len(agreements)}"
-        )
+def export(config: NodeConfig, peer_url: str | None = None, partner: str | None = None) -> PartnerFile:
+    """This node's partner file for ``partner``: its key chain as recorded in its database, its
+    certificate, ``peer_url`` (default: its ``peer_listen`` address, unless that binds every
+    interface) and the bilateral agreement the two share under. ``partner`` may be left out
+    where the node has one bilateral agreement."""
+    agreement = _bilateral_for(config, partner)
     engine = open_node_database(config)
     try:
         _, _, chain = keychain.resolve(config, engine)
@@ -264,7 +263,7 @@ def export(config: NodeConfig, peer_url: str | None = None) -> PartnerFile:
     cert = read_bytes(config.tls_cert, "TLS certificate")
     made = PartnerFile(
         config.party,
-        agreements[0].id,
+        agreement.id,
         chain.keys[0].suite,
         chain.keys[0],
         chain.rotations,
@@ -279,6 +278,28 @@ def export(config: NodeConfig, peer_url: str | None = None) -> PartnerFile:
             f"{exc}: name it in the certificate with "
             f"gsomia keys generate --tls-only --force --party {config.party} --out {config.tls_cert.parent} --host NAME"
         ) from None
+
+
+def _bilateral_for(config: NodeConfig, partner: str | None) -> Agreement:
+    """The bilateral agreement a partner file names: the one with ``partner``."""
+    bilateral = {
+        other: a
+        for a in config.agreements
+        if config.party in a.parties and len(a.parties) == 2
+        for other in a.parties
+        if other != config.party
+    }
+    if partner is None:
+        if len(bilateral) == 1:
+            return next(iter(bilateral.values()))
+        named = ", ".join(sorted(bilateral)) or "nobody"
+        raise InvalidInput(
+            f"--for: {config.party} has bilateral agreements with {named}; name the partner the file is for"
+        )
+    if partner not in bilateral:
+        named = ", ".join(sorted(bilateral)) or "nobody"
+        raise InvalidInput(f"--for: {config.party} has no bilateral agreement with {partner!r} (it has with {named})")
+    return bilateral[partner]
 
 
 def write(partner: PartnerFile, path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Provision a pair of nodes on loopback: keys, certificates, node.toml, users, tokens.
+"""Provision nodes on loopback: keys, certificates, node.toml, users, tokens.
 
 Used by the demo, the integration tests and the benchmarks, so all three run the
 same nodes a party would run, only on one machine: the keys, certificate and node.toml
@@ -12,9 +12,11 @@ import os
 import secrets
 import socket
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from gsomia.core.agreement import terms
 from gsomia.node.runtime import config as node_config
 from gsomia.node.runtime import tls
 from gsomia.node.runtime.clock import Clock, SystemClock
@@ -35,6 +37,12 @@ DEMO_USERS = {
         ("jpn.duty", "duty_officer", "極秘", ["nk-missile", "flash"]),
         ("jpn.authority", "security_authority", "特定秘密", ["nk-missile", "nk-nuclear", "flash"]),
         ("jpn.auditor", "auditor", None, []),
+    ],
+    "USA": [
+        ("usa.analyst", "analyst", "SECRET", ["nk-missile", "nk-nuclear"]),
+        ("usa.duty", "duty_officer", "SECRET", ["nk-missile", "flash"]),
+        ("usa.authority", "security_authority", "TOP SECRET", ["nk-missile", "nk-nuclear", "flash"]),
+        ("usa.auditor", "auditor", None, []),
     ],
 }
 ROLE_KEYS = {
@@ -127,8 +135,44 @@ def provision_pair(
     user_tls: bool = False,
     clock: Clock | None = None,
 ) -> dict[str, Provisioned]:
-    """Create ``root/<PARTY>/`` for both parties and return how to reach each; ``clock`` (the
+    """``provision`` for the two parties of one bilateral agreement."""
+    return provision(
+        root,
+        [agreement_file],
+        parties,
+        database_urls=database_urls,
+        demo=demo,
+        suite=suite,
+        flash_process=flash_process,
+        flash_database_urls=flash_database_urls,
+        user_tls=user_tls,
+        clock=clock,
+    )
+
+
+def partners(agreements: Sequence[terms.Agreement], party: str, among: Sequence[str]) -> list[str]:
+    """The parties of ``among`` with which ``party`` has a bilateral agreement: its node's peers."""
+    pairs = {frozenset(a.parties) for a in agreements if len(a.parties) == 2}
+    return [p for p in among if p != party and frozenset((party, p)) in pairs]
+
+
+def provision(
+    root: Path,
+    agreement_files: Sequence[Path],
+    parties: Sequence[str],
+    database_urls: dict[str, str] | None = None,
+    demo: bool = False,
+    suite: str = "classic",
+    flash_process: bool = False,
+    flash_database_urls: dict[str, str] | None = None,
+    user_tls: bool = False,
+    clock: Clock | None = None,
+) -> dict[str, Provisioned]:
+    """Create ``root/<PARTY>/`` for each party and return how to reach each; ``clock`` (the
     system's unless given) dates their certificates, node.toml files and users.
+
+    Each node is given the agreements of ``agreement_files`` it is party to, and a peer for
+    every party it has a bilateral agreement with.
 
     With ``flash_process`` each node runs its flash lane in a process of its own (R17);
     ``flash_database_urls`` give a party's flash lane a PostgreSQL database of its own.
@@ -136,6 +180,7 @@ def provision_pair(
     node's certificate (``Provisioned.trust``), as every node does unless told otherwise;
     without it they are written ``user_tls = false`` and serve plain HTTP, which a node
     permits on loopback alone and says so in its log: the test and benchmark rigs' clients."""
+    loaded = [(path.resolve(), terms.load(path)) for path in agreement_files]
     ports = {p: (free_port(), free_port()) for p in parties}
     flash_ports = {p: (free_port(), free_port()) for p in parties} if flash_process else {}
     clock = clock or SystemClock()
@@ -145,27 +190,31 @@ def provision_pair(
         write_keys(home / "keys", party, suite, ("127.0.0.1", "localhost"), now)
     result: dict[str, Provisioned] = {}
     for party in parties:
-        other = next(p for p in parties if p != party)
         home = root / party
-        (home / "keys" / f"{other}.pub").write_bytes((root / other / "keys" / f"{other}.pub").read_bytes())
-        (home / "keys" / f"{other}.crt").write_bytes((root / other / "keys" / f"{other}.crt").read_bytes())
+        own = [(path, a) for path, a in loaded if party in a.parties]
+        peers = []
+        for other in partners([a for _, a in own], party, parties):
+            (home / "keys" / f"{other}.pub").write_bytes((root / other / "keys" / f"{other}.pub").read_bytes())
+            (home / "keys" / f"{other}.crt").write_bytes((root / other / "keys" / f"{other}.crt").read_bytes())
+            peers.append(
+                PeerEntry(
+                    other,
+                    f"https://127.0.0.1:{ports[other][1]}",
+                    f"keys/{other}.pub",
+                    f"keys/{other}.crt",
+                    f"https://127.0.0.1:{flash_ports[other][1]}" if flash_process else None,
+                )
+            )
         url = (database_urls or {}).get(party) or "sqlite:///node.db"
         user_port, peer_port = ports[party]
-        peer = PeerEntry(
-            other,
-            f"https://127.0.0.1:{ports[other][1]}",
-            f"keys/{other}.pub",
-            f"keys/{other}.crt",
-            f"https://127.0.0.1:{flash_ports[other][1]}" if flash_process else None,
-        )
         text = render_config(
             party,
-            [agreement_file.resolve()],
+            [path for path, _ in own],
             url,
             ("127.0.0.1", user_port),
             ("127.0.0.1", peer_port),
             now,
-            [peer],
+            peers,
             user_tls=user_tls,
             demo=demo,
             flash_database_url=(flash_database_urls or {}).get(party),

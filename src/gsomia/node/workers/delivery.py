@@ -22,10 +22,9 @@ from typing import Any, NamedTuple
 import httpx
 
 from gsomia.core import egress
-from gsomia.core.agreement.terms import Agreement
 from gsomia.core.canonical import canonical
 from gsomia.node import peer
-from gsomia.node.service import LANES, LEASE, Node, RowKey
+from gsomia.node.service import LANES, LEASE, Applied, Node, RowKey
 from gsomia.node.workers import heads
 
 log = logging.getLogger("gsomia.delivery")
@@ -47,7 +46,7 @@ class Encoded(NamedTuple):
     allowed: list[dict[str, Any]]  # the rows the egress guard let through
     blocked: dict[str, str]  # the item ids it held back, and why
     body: bytes  # the allowed items' delivery (``items_body``)
-    agreement: Agreement  # as it stood when they were guarded: a note since, and they are guarded again
+    agreements: Applied  # as they stood when they were guarded: a note since, and they are guarded again
 
 
 def backoff(attempts: int) -> float:
@@ -263,8 +262,8 @@ class Delivery:
         keys, encoded = self._encoded.pop(code, ([], None)) if lane == "bulk" else ([], None)
         # Encoded ahead, the items were guarded against the agreement as it stood then: with a
         # note applied since, they are guarded again.
-        if encoded is None or keys != [r["key"] for r in rows] or encoded.agreement is not node.applied_agreement(code):
-            fresh = node.agreement_if_fresh(code) if lane == "flash" and len(rows) <= FLASH_INLINE else None
+        if encoded is None or keys != [r["key"] for r in rows] or encoded.agreements is not node.applied_agreements():
+            fresh = node.agreements_if_fresh() if lane == "flash" and len(rows) <= FLASH_INLINE else None
             if fresh is not None:
                 # A report or two: guarded and encoded here. A hop to a thread and back is two
                 # wake-ups, each a wait for a core while bulk work runs (R17).
@@ -390,21 +389,22 @@ async def _recordings(code: str, tasks: Iterable[asyncio.Future[None]]) -> None:
 
 
 def _guard_and_encode(
-    node: Node, code: str, lane: str, rows: list[dict[str, Any]], agreement: Agreement | None = None
+    node: Node, code: str, lane: str, rows: list[dict[str, Any]], agreements: Applied | None = None
 ) -> Encoded:
     """Check every outgoing item again (egress guard), then encode the ones that may go.
 
-    Against ``agreement``, or else the node's as it stands now (which may read new notes)."""
-    agreement = agreement or node.agreement(code)
+    Each against the agreement its label names, as in ``agreements``, or else as the node's
+    stand now (which may read new notes)."""
+    agreements = agreements or node.current_agreements()
     allowed: list[dict[str, Any]] = []
     blocked: dict[str, str] = {}
     for row in rows:
-        problem = egress.check(agreement, node.label_to_send(row["ref"], row["body"]), code, node.party)
+        problem = egress.check_named(agreements.by_id, node.label_to_send(row["ref"], row["body"]), code, node.party)
         if problem is None:
             allowed.append(row)
         else:
             blocked[row["ref"]] = f"egress guard: {problem}"
-    return Encoded(allowed, blocked, items_body(lane, [r["body"] for r in allowed]), agreement)
+    return Encoded(allowed, blocked, items_body(lane, [r["body"] for r in allowed]), agreements)
 
 
 def items_body(lane: str, envelopes: list[bytes]) -> bytes:
