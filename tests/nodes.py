@@ -185,9 +185,7 @@ def node_group(
 
 
 @contextmanager
-def _databases(
-    backend: str, parties: Sequence[str]
-) -> Iterator[tuple[dict[str, str] | None, dict[str, str] | None]]:
+def _databases(backend: str, parties: Sequence[str]) -> Iterator[tuple[dict[str, str] | None, dict[str, str] | None]]:
     """Each party's database URL, and its flash lane's (``postgresql+flash``: a database of its own)."""
     if backend == "sqlite":
         yield None, None

@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from nodes import AGREEMENT, Pair, node_group
 
 from gsomia.cli.demo import terms_only
 from gsomia.core.errors import InvalidInput, NoteInvalid
@@ -22,6 +21,7 @@ from gsomia.node.runtime.clock import SystemClock
 from gsomia.node.service import Node
 from gsomia.node.setup import partner
 from gsomia.store.db import open_node_database
+from nodes import AGREEMENT, Pair, node_group
 
 KR_US = """\
 id = "kr-us-terms"
