@@ -8,6 +8,7 @@ after, and every receipt is signed back.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -136,42 +137,56 @@ async def items(request: Request, side: Side) -> JSONResponse:
 # (400). The peer protocol fixes these, so they do not follow the exception's class.
 
 
-@router.post("/peer/notes", openapi_extra=models.body_schema(PeerNoteIn.model_json_schema()))
-async def notes(request: Request, side: Side) -> JSONResponse:
+async def _message(
+    request: Request,
+    side: PeerSide,
+    parse: Callable[[bytes], Any],
+    receive: Callable[[str, Any], bool],
+    refusal: tuple[int, str],
+    about: dict[str, str] | None = None,
+) -> tuple[JSONResponse, bool]:
+    """A note, alarm or record from the partner: authenticated, parsed, taken on the flash lane
+    and answered with a signed receipt; what it cannot take is answered ``refusal``."""
     party, body = await _authenticated(request, side)
     node = side.node
-    data = models.peer_message(PeerNoteIn, "note", body)
+    data = parse(body)
     try:
-        fresh = await node.lanes.run("flash", node.receive_note, party, data)
-    except GsomiaError as exc:
-        raise Problem(409, "Note refused", str(exc)) from None
-    return await _answer(side, _receipt(node, fresh, note=data.get("note_id")), body)
+        fresh = await node.lanes.run("flash", receive, party, data)
+    except (ValueError, GsomiaError) as exc:
+        raise Problem(refusal[0], refusal[1], str(exc)) from None
+    named = {key: data.get(field) for key, field in (about or {}).items()}
+    return await _answer(side, _receipt(node, fresh, **named), body), fresh
+
+
+@router.post("/peer/notes", openapi_extra=models.body_schema(PeerNoteIn.model_json_schema()))
+async def notes(request: Request, side: Side) -> JSONResponse:
+    def parse(body: bytes) -> dict[str, Any]:
+        return models.peer_message(PeerNoteIn, "note", body)
+
+    answer, _ = await _message(request, side, parse, side.node.receive_note, (409, "Note refused"), {"note": "note_id"})
+    return answer
 
 
 @router.post("/peer/alarms", openapi_extra=models.body_schema(PeerAlarmIn.model_json_schema()))
 async def alarms(request: Request, side: Side) -> JSONResponse:
-    party, body = await _authenticated(request, side)
-    node = side.node
-    data = models.peer_message(PeerAlarmIn, "alarm", body)
-    try:
-        fresh = await node.lanes.run("flash", node.receive_alarm, party, data)
-    except GsomiaError as exc:
-        raise Problem(400, "Invalid request", str(exc)) from None
-    return await _answer(side, _receipt(node, fresh, alarm=data.get("alarm_id")), body)
+    def parse(body: bytes) -> dict[str, Any]:
+        return models.peer_message(PeerAlarmIn, "alarm", body)
+
+    answer, _ = await _message(
+        request, side, parse, side.node.receive_alarm, (400, "Invalid request"), {"alarm": "alarm_id"}
+    )
+    return answer
 
 
 @router.post("/peer/records", openapi_extra=models.body_schema(models.RECORD_SCHEMA))
 async def peer_records(request: Request, side: Side) -> JSONResponse:
-    party, body = await _authenticated(request, side)
-    node = side.node
-    data = models.json_body(body, "a record is a JSON object {body, signature}")
-    try:
-        fresh = await node.lanes.run("flash", node.receive_record, party, data)
-    except (ValueError, GsomiaError) as exc:
-        raise Problem(400, "Invalid record", str(exc)) from None
+    def parse(body: bytes) -> Any:
+        return models.json_body(body, "a record is a JSON object {body, signature}")
+
+    answer, fresh = await _message(request, side, parse, side.node.receive_record, (400, "Invalid record"))
     if fresh:
         side.broker.publish()
-    return await _answer(side, _receipt(node, fresh), body)
+    return answer
 
 
 @router.get("/peer/ledger/head")

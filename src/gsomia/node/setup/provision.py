@@ -156,6 +156,17 @@ def partners(agreements: Sequence[terms.Agreement], party: str, among: Sequence[
     return [p for p in among if p != party and frozenset((party, p)) in pairs]
 
 
+def _peer_entry(
+    root: Path, party: str, other: str, ports: dict[str, tuple[int, int]], flash_ports: dict[str, tuple[int, int]]
+) -> PeerEntry:
+    """``other`` as a peer of ``party``'s node: its public key and certificate copied over."""
+    keys = root / party / "keys"
+    (keys / f"{other}.pub").write_bytes((root / other / "keys" / f"{other}.pub").read_bytes())
+    (keys / f"{other}.crt").write_bytes((root / other / "keys" / f"{other}.crt").read_bytes())
+    flash_url = f"https://127.0.0.1:{flash_ports[other][1]}" if other in flash_ports else None
+    return PeerEntry(other, f"https://127.0.0.1:{ports[other][1]}", f"keys/{other}.pub", f"keys/{other}.crt", flash_url)
+
+
 def provision(
     root: Path,
     agreement_files: Sequence[Path],
@@ -192,19 +203,8 @@ def provision(
     for party in parties:
         home = root / party
         own = [(path, a) for path, a in loaded if party in a.parties]
-        peers = []
-        for other in partners([a for _, a in own], party, parties):
-            (home / "keys" / f"{other}.pub").write_bytes((root / other / "keys" / f"{other}.pub").read_bytes())
-            (home / "keys" / f"{other}.crt").write_bytes((root / other / "keys" / f"{other}.crt").read_bytes())
-            peers.append(
-                PeerEntry(
-                    other,
-                    f"https://127.0.0.1:{ports[other][1]}",
-                    f"keys/{other}.pub",
-                    f"keys/{other}.crt",
-                    f"https://127.0.0.1:{flash_ports[other][1]}" if flash_process else None,
-                )
-            )
+        others = partners([a for _, a in own], party, parties)
+        peers = [_peer_entry(root, party, other, ports, flash_ports) for other in others]
         url = (database_urls or {}).get(party) or "sqlite:///node.db"
         user_port, peer_port = ports[party]
         text = render_config(
