@@ -12,13 +12,14 @@ give the same bytes.
 
 from __future__ import annotations
 
+import binascii
 import json
 import json.scanner
 from collections.abc import Callable, Sequence
 from functools import cache
 from typing import Any
 
-__all__ = ["canonical", "canonical_text", "loads"]
+__all__ = ["b64", "canonical", "canonical_text", "loads", "unb64"]
 
 
 Default = Callable[[Any], Any]
@@ -73,3 +74,21 @@ def loads(text: str) -> Any:
     except (StopIteration, json.JSONDecodeError):
         return json.loads(text)  # its own error, or a value after leading whitespace
     return value if end == len(text) else json.loads(text)
+
+
+def b64(raw: bytes) -> str:
+    """Standard base64 with padding: how signatures and keys are spelt in every format."""
+    return binascii.b2a_base64(raw, newline=False).decode("ascii")
+
+
+def unb64(text: str) -> bytes:
+    """The bytes ``text`` spells in base64, refused (ValueError) unless ``b64`` spells them so:
+    a signature sits outside what it signs, so the unused bits of its last character, or any
+    other second spelling, must not make a second valid copy of a signed value."""
+    try:
+        raw = binascii.a2b_base64(text, strict_mode=True)
+    except ValueError:  # binascii.Error, or text that is not ASCII
+        raw = None
+    if raw is None or b64(raw) != text:
+        raise ValueError("not canonical base64")
+    return raw

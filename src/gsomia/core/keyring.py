@@ -27,7 +27,6 @@ Pure: keys and instants are parameters; nothing here reads a file or a clock.
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from typing import Any, Final
 
 from cryptography.exceptions import InvalidSignature
 
-from gsomia.core.canonical import canonical, canonical_text
+from gsomia.core.canonical import b64, canonical, canonical_text, unb64
 from gsomia.core.errors import GsomiaError
 from gsomia.core.keys import KeyFileInvalid, PrivateKeys, PublicKeys
 
@@ -52,10 +51,6 @@ _SIG_FIELDS: Final = {
 
 class KeyRotationInvalid(GsomiaError):
     """A rotation statement or key chain that does not check out."""
-
-
-def _b64(raw: bytes) -> str:
-    return base64.b64encode(raw).decode("ascii")
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,9 +146,9 @@ def _unb64(value: object, what: str) -> bytes:
     if not isinstance(value, str):
         raise KeyRotationInvalid(f"{what}: a signature is missing")
     try:
-        return base64.b64decode(value, validate=True)
+        return unb64(value)
     except ValueError:
-        raise KeyRotationInvalid(f"{what}: a signature is not base64") from None
+        raise KeyRotationInvalid(f"{what}: a signature is not canonical base64") from None
 
 
 def rotate(old: PrivateKeys, new: PrivateKeys, number: int, at: datetime, tree_size: int) -> Rotation:
@@ -166,9 +161,9 @@ def rotate(old: PrivateKeys, new: PrivateKeys, number: int, at: datetime, tree_s
     message = unsigned.message()
     sigs: dict[str, str] = {}
     for side, key in (("old", old), ("new", new)):
-        sigs[f"{side}_ed25519"] = _b64(key.ed25519.sign(message))
+        sigs[f"{side}_ed25519"] = b64(key.ed25519.sign(message))
         if key.mldsa is not None:
-            sigs[f"{side}_mldsa65"] = _b64(key.mldsa.sign(message, _MLDSA_CONTEXT))
+            sigs[f"{side}_mldsa65"] = b64(key.mldsa.sign(message, _MLDSA_CONTEXT))
     rotation = Rotation(unsigned.party, number, unsigned.at, tree_size, unsigned.old, unsigned.new, sigs)
     rotation.verify()
     return rotation

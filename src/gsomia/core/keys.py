@@ -15,7 +15,6 @@ serialises keys. Key files are JSON (base64 of raw key bytes or seeds).
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM768PrivateKey, 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from gsomia.core.agreement.terms import SUITES, Suite
-from gsomia.core.canonical import canonical
+from gsomia.core.canonical import b64, canonical, unb64
 from gsomia.core.errors import GsomiaError
 
 
@@ -38,18 +37,14 @@ class KeyFileInvalid(GsomiaError):
     """A key file that is malformed, of the wrong kind, or for the wrong suite."""
 
 
-def _b64(raw: bytes) -> str:
-    return base64.b64encode(raw).decode("ascii")
-
-
 def _unb64(data: dict[str, Any], key: str, what: str) -> bytes:
     value = data.get(key)
     if not isinstance(value, str):
         raise KeyFileInvalid(f"{what}: missing {key}")
     try:
-        return base64.b64decode(value, validate=True)
+        return unb64(value)
     except ValueError:
-        raise KeyFileInvalid(f"{what}: {key} is not base64") from None
+        raise KeyFileInvalid(f"{what}: {key} is not canonical base64") from None
 
 
 ED25519_SIGNATURE: Final = 64
@@ -77,12 +72,12 @@ class PublicKeys:
             "v": 1,
             "party": self.party,
             "suite": self.suite,
-            "x25519": _b64(self.x25519.public_bytes_raw()),
-            "ed25519": _b64(self.ed25519.public_bytes_raw()),
+            "x25519": b64(self.x25519.public_bytes_raw()),
+            "ed25519": b64(self.ed25519.public_bytes_raw()),
         }
         if self.mlkem is not None and self.mldsa is not None:
-            data["mlkem768"] = _b64(self.mlkem.public_bytes_raw())
-            data["mldsa65"] = _b64(self.mldsa.public_bytes_raw())
+            data["mlkem768"] = b64(self.mlkem.public_bytes_raw())
+            data["mldsa65"] = b64(self.mldsa.public_bytes_raw())
         return canonical(data)  # ASCII only (see ``_party_suite``): kids never change
 
     @cached_property
@@ -180,12 +175,12 @@ class PrivateKeys:
             "v": 1,
             "party": self.party,
             "suite": self.suite,
-            "x25519": _b64(self.x25519.private_bytes_raw()),
-            "ed25519": _b64(self.ed25519.private_bytes_raw()),
+            "x25519": b64(self.x25519.private_bytes_raw()),
+            "ed25519": b64(self.ed25519.private_bytes_raw()),
         }
         if self.mlkem is not None and self.mldsa is not None:
-            data["mlkem768"] = _b64(self.mlkem.private_bytes_raw())  # the 64-byte seed
-            data["mldsa65"] = _b64(self.mldsa.private_bytes_raw())  # the 32-byte seed
+            data["mlkem768"] = b64(self.mlkem.private_bytes_raw())  # the 64-byte seed
+            data["mldsa65"] = b64(self.mldsa.private_bytes_raw())  # the 32-byte seed
         return canonical(data)  # ASCII only (see ``_party_suite``): kids never change
 
     @classmethod

@@ -19,12 +19,11 @@ extends an earlier one (RFC 9162 sections 2.1.3 and 2.1.4), with the checks of
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from gsomia.core.canonical import canonical
+from gsomia.core.canonical import b64, canonical, unb64
 from gsomia.core.keys import PrivateKeys, PublicKeys
 from gsomia.core.merkle import EMPTY_ROOT, node_hash, split
 
@@ -160,7 +159,7 @@ class TreeHead:
             "size": self.size,
             "root": self.root.hex(),
             "at": self.at.astimezone(UTC).isoformat(),
-            "signature": base64.b64encode(self.signature).decode(),
+            "signature": b64(self.signature),
         }
 
     @classmethod
@@ -175,7 +174,7 @@ class TreeHead:
                 size=size,
                 root=bytes.fromhex(str(data["root"])),
                 at=at,
-                signature=base64.b64decode(str(data["signature"]), validate=True),
+                signature=unb64(str(data["signature"])),
             )
         except (KeyError, ValueError, TypeError):
             raise ValueError("not a signed tree head") from None

@@ -10,7 +10,6 @@ Pure: keys and instants are parameters.
 
 from __future__ import annotations
 
-import base64
 import json
 import uuid
 from collections.abc import Iterable
@@ -22,6 +21,7 @@ from gsomia.core import policy
 from gsomia.core.agreement import lifecycle
 from gsomia.core.agreement.schemes import spelling
 from gsomia.core.agreement.terms import Agreement
+from gsomia.core.canonical import b64, unb64
 from gsomia.core.errors import GsomiaError, NotFound, Refused
 from gsomia.core.keyring import KeyHistory
 from gsomia.core.keys import PrivateKeys
@@ -92,7 +92,7 @@ def make(key: PrivateKeys, kind: str, by: str, actor: str, item_id: str, at: dat
         "at": at.isoformat(),
         **fields,
     }
-    return Record(body, base64.b64encode(key.sign(_SIGNED + canonical(body), _CONTEXT)).decode())
+    return Record(body, b64(key.sign(_SIGNED + canonical(body), _CONTEXT)))
 
 
 def verify(data: Any, chain: KeyHistory, party: str) -> Record:
@@ -115,7 +115,7 @@ def verify(data: Any, chain: KeyHistory, party: str) -> Record:
         raise RecordInvalid(f"a record delivered by {party} must be {party}'s own, not {record.by}'s")
     try:
         at = datetime.fromisoformat(body["at"])
-        signature = base64.b64decode(record.signature, validate=True)
+        signature = unb64(record.signature)
     except ValueError:
         raise RecordInvalid("the record's instant or signature is malformed") from None
     if at.tzinfo is None:

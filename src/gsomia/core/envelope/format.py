@@ -6,14 +6,14 @@ Shared by sealing and opening, so that both write and read one layout
 
 from __future__ import annotations
 
-import binascii
 import json
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import IO, Any, Final
 
-from gsomia.core.canonical import canonical, canonical_text, loads
+from gsomia.core.canonical import b64, canonical, canonical_text, loads
+from gsomia.core.canonical import unb64 as canonical_unb64
 from gsomia.core.errors import IntegrityFailure
 
 MAGIC: Final = b"GSOM"
@@ -173,18 +173,11 @@ def trailer_block(size: int, index: int, path: Sequence[bytes], sigs: dict[str, 
     return block(f'{{"batch":{{"index":{index},"path":"{hashes}","size":{size}}},{signed}}}'.encode("ascii"))
 
 
-def b64(raw: bytes) -> str:
-    return binascii.b2a_base64(raw, newline=False).decode("ascii")  # base64.b64encode
-
-
 def unb64(value: object, what: str) -> bytes:
     if not isinstance(value, str):
         raise Tampered(f"{what} is not base64 text")
     try:
-        raw = binascii.a2b_base64(value, strict_mode=True)
+        # One spelling per value: the trailer is not signed, so unused bits must not vary.
+        return canonical_unb64(value)
     except ValueError:  # incl. binascii.Error; non-ASCII text
-        raise Tampered(f"{what} is not base64") from None
-    # One spelling per value: the trailer is not signed, so unused bits must not vary.
-    if b64(raw) != value:
-        raise Tampered(f"{what} is not canonical base64")
-    return raw
+        raise Tampered(f"{what} is not canonical base64") from None

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from gsomia.core import merkle
 from gsomia.core.agreement.terms import Agreement
+from gsomia.core.canonical import b64
 from gsomia.core.envelope.format import (
     DEFAULT_SEGMENT,
     EPOCH_INFO,
@@ -28,7 +29,6 @@ from gsomia.core.envelope.format import (
     EnvelopeError,
     Header,
     aad_prefix,
-    b64,
     block,
     fill,
     json_string,
