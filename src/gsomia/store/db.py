@@ -92,7 +92,7 @@ def make_engine(url: str, own_checkpoints: bool = False, flash_url: str | None =
         if own_checkpoints:
             event.listen(engine, "connect", _no_autocheckpoint)
         return engine
-    state = EngineState(None, flash_url, own_checkpoints)
+    state = EngineState(None, flash_url, own_checkpoints=False)  # the server checkpoints its log
     engine = create_engine(url, pool_size=10, max_overflow=10, execution_options={OPTION: state})
     event.listen(engine, "checkout", _check_alive)
     return engine

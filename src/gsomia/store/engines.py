@@ -4,7 +4,7 @@ A node's database comes with state of its own beside the connection pool: the wr
 that orders its writers (SQLite, ``store.gate``), where its flash lane writes (``store.flash``),
 and whether its commits checkpoint the WAL (``store.db``). ``db.make_engine`` makes it
 together with the engine and hands it to ``create_engine`` as a user-defined execution
-option, so it lives exactly as long as the engine, two engines (two files, or two opens
+option, so it lives as long as the engine and its copies, two engines (two files, or two opens
 of one file) never share it, and every copy the engine makes of itself
 (``engine.execution_options(...)``, whose options start from the engine's) reaches the same
 gate and flash store as the engine. Reading it costs a dictionary look-up; no module keeps
@@ -50,8 +50,9 @@ class EngineState:
 
 
 def state_of(engine: Engine) -> EngineState:
-    """The state made with ``engine``; an engine made by other means has none, and is refused
-    rather than given one here: a gate made on the side would not order the engine's writers."""
+    """The state made with ``engine`` by ``db.make_engine``. An engine made by other means has
+    none and is refused: state made for it here would have to be kept in a registry of engines
+    to be found again, and a copy of the engine would not find it."""
     found = engine.get_execution_options().get(OPTION)
     if not isinstance(found, EngineState):
         raise LookupError(
