@@ -10,9 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from gsomia.store import gate
+from gsomia.store.db import make_engine
 
 
 def test_urgent_waiter_goes_before_bulk_waiters_that_came_first() -> None:
@@ -75,7 +76,7 @@ def test_a_gated_writer_goes_ahead_after_the_wait_limit(monkeypatch: pytest.Monk
 
 
 def test_begin_gates_sqlite_only_and_commits(tmp_path: Path) -> None:
-    engine = create_engine(f"sqlite:///{tmp_path}/g.db")
+    engine = make_engine(f"sqlite:///{tmp_path}/g.db")
     assert gate.gate_of(engine) is gate.gate_of(engine) is not None
     with gate.begin(engine) as conn:
         conn.execute(text("CREATE TABLE t (x INTEGER)"))

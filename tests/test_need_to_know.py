@@ -21,7 +21,7 @@ from typing import Any, cast
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, create_engine, select
+from sqlalchemy import Engine, select
 
 from gsomia.core import policy
 from gsomia.core.errors import NotFound
@@ -33,6 +33,7 @@ from gsomia.node.service import FreshAlert, ItemSpec, Node
 from gsomia.node.service import read as service_read
 from gsomia.store import flash
 from gsomia.store import schema as t
+from gsomia.store.db import make_engine
 from inprocess import in_process_apps
 from nodes import FlashListener, Pair
 
@@ -436,7 +437,7 @@ def test_streams_are_bounded_per_user_and_a_report_is_one_read_however_many_show
     first = flash_report(pair, "極秘", "one")
     second = flash_report(pair, "極秘", "two")
     pair.wait(lambda: all(texts(s) == ["one", "two"] for s in streams), "both reports on three streams", timeout=30)
-    engine = create_engine(node_config.load(kor.config).database_url)
+    engine = make_engine(node_config.load(kor.config).database_url)
     try:
         pair.wait(lambda: len(entries(engine, "read", "kor.duty", second)) >= 1, "the second report's read")
         assert len(entries(engine, "read", "kor.duty", first)) == 1

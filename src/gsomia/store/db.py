@@ -6,16 +6,17 @@ import contextlib
 import os
 import select
 import stat
-import weakref
 from pathlib import Path
 from typing import Any, Protocol
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.exc import DisconnectionError
 
 from gsomia.core.errors import InvalidInput
+from gsomia.store.engines import OPTION, EngineState, state_of
+from gsomia.store.gate import WriteGate
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -47,12 +48,9 @@ def _no_autocheckpoint(dbapi_connection: object, _record: object) -> None:
     cursor.close()
 
 
-_OWN_CHECKPOINTS: weakref.WeakSet[Engine] = weakref.WeakSet()
-
-
 def owns_checkpoints(engine: Engine) -> bool:
     """Whether ``engine`` was made with ``own_checkpoints`` (its commits never checkpoint)."""
-    return engine in _OWN_CHECKPOINTS
+    return state_of(engine).own_checkpoints
 
 
 def checkpoint(engine: Engine) -> None:
@@ -73,21 +71,29 @@ def reading(engine: Engine) -> Connection:
     return conn
 
 
-def make_engine(url: str, own_checkpoints: bool = False) -> Engine:
-    """``own_checkpoints``: the caller runs ``checkpoint`` itself; commits never do (SQLite)."""
+def make_engine(url: str, own_checkpoints: bool = False, flash_url: str | None = None) -> Engine:
+    """``own_checkpoints``: the caller runs ``checkpoint`` itself; commits never do (SQLite).
+    ``flash_url``: the flash lane's own PostgreSQL database (``store.flash``).
+
+    The engine carries the store's state for its database (``store.engines``), made here with it."""
     if not url.startswith(("sqlite", "postgresql")):
         raise InvalidInput(
             f"database_url: {url.split(':', 1)[0]!r} is not supported (sqlite:/// or postgresql+psycopg://)"
         )
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
+        database = make_url(url).database
+        on_disk = database if database and database != ":memory:" else None  # a file: a gate across processes
+        state = EngineState(WriteGate(on_disk), flash_url, own_checkpoints)
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 10}, execution_options={OPTION: state}
+        )
         _private_sqlite_files(engine.url.database)
         event.listen(engine, "connect", _sqlite_pragmas)
         if own_checkpoints:
             event.listen(engine, "connect", _no_autocheckpoint)
-            _OWN_CHECKPOINTS.add(engine)
         return engine
-    engine = create_engine(url, pool_size=10, max_overflow=10)
+    state = EngineState(None, flash_url, own_checkpoints=False)  # the server checkpoints its log
+    engine = create_engine(url, pool_size=10, max_overflow=10, execution_options={OPTION: state})
     event.listen(engine, "checkout", _check_alive)
     return engine
 
@@ -152,19 +158,14 @@ def open_node_database(config: _NodeDatabases, own_checkpoints: bool = False) ->
     return open_database(config.database_url, own_checkpoints, config.flash_database_url)
 
 
-_FLASH_URLS: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
-
-
 def flash_url_of(engine: Engine) -> str | None:
     """The flash lane's own PostgreSQL database given to ``open_database`` (``store.flash``)."""
-    return _FLASH_URLS.get(engine)
+    return state_of(engine).flash_url
 
 
 def open_database(url: str, own_checkpoints: bool = False, flash_url: str | None = None) -> Engine:
     """The node's database, schema current; ``flash_url``: its flash lane's own PostgreSQL
     database (``flash_database_url``), which the flash store opens when first used."""
-    engine = make_engine(url, own_checkpoints)
+    engine = make_engine(url, own_checkpoints, flash_url)
     upgrade(engine)
-    if flash_url is not None:
-        _FLASH_URLS[engine] = flash_url
     return engine

@@ -33,8 +33,6 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
-import threading
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -46,6 +44,7 @@ from gsomia.core.errors import GsomiaError
 from gsomia.core.words import count
 from gsomia.store import db, gate
 from gsomia.store import schema as t
+from gsomia.store.engines import state_of
 from gsomia.store.lane import Store, main_store, where
 
 MIRRORED = ("items", "outbox", "alerts", "receipts", "ledger_queue")
@@ -68,10 +67,6 @@ class FlashFileError(GsomiaError):
     """The flash file cannot be used as it is (made by another version, with rows not yet moved)."""
 
 
-_STORES: weakref.WeakKeyDictionary[Engine, Store] = weakref.WeakKeyDictionary()
-_LOCK = threading.Lock()
-
-
 def flash_path(engine: Engine) -> str | None:
     """The flash file of a SQLite database file; None where there is no file to make."""
     database = engine.url.database
@@ -87,12 +82,9 @@ def _flash_url(engine: Engine) -> str | None:
 
 
 def flash_store(engine: Engine) -> Store:
-    """The flash store of the node whose main engine this is (made on first use; one per engine)."""
-    with _LOCK:
-        found = _STORES.get(engine)
-        if found is None:
-            found = _STORES[engine] = _open(engine)
-        return found
+    """The flash store of the node whose main engine this is (made on first use; one per database
+    opened, kept with the engine and reached from its copies too: ``store.engines``)."""
+    return state_of(engine).flash.get(lambda: _open(engine))
 
 
 def existing(engine: Engine) -> Store | None:

@@ -32,11 +32,12 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
-import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine
+
+from gsomia.store.engines import state_of
 
 WAIT = 10.0  # seconds; SQLite's busy_timeout, after which a gated writer goes ahead anyway
 
@@ -135,19 +136,10 @@ def _take_behind_urgent(gate: int, mark: int) -> None:
         return
 
 
-_GATES: weakref.WeakKeyDictionary[Engine, WriteGate] = weakref.WeakKeyDictionary()
-_GATES_LOCK = threading.Lock()
-
-
 def gate_of(engine: Engine) -> WriteGate | None:
-    if engine.dialect.name != "sqlite":
-        return None
-    with _GATES_LOCK:
-        found = _GATES.get(engine)
-        if found is None:
-            database = engine.url.database
-            found = _GATES[engine] = WriteGate(database if database and database != ":memory:" else None)
-        return found
+    """The engine's write gate (SQLite; None on PostgreSQL): one per database opened, made with its
+    engine by ``db.make_engine`` and shared by the engine's copies (``store.engines``)."""
+    return state_of(engine).gate
 
 
 @contextmanager
