@@ -202,10 +202,11 @@ def test_timeline_table() -> None:
 
 
 def test_check_accepts_the_shipped_agreements() -> None:
-    result = gsomia("agreement", "check", *sorted((ROOT / "agreements").glob("*.toml")))
+    files = sorted((ROOT / "agreements").glob("*.toml"))
+    result = gsomia("agreement", "check", *files)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
-    assert "2 agreement files valid" in result.stdout
+    assert f"{len(files)} agreement files valid" in result.stdout
 
 
 def test_check_reports_one_line_per_problem(tmp_path: Path) -> None:

@@ -2,7 +2,8 @@
 
 An agreement file (TOML, see ``docs/agreement-format.md``) is the policy: parties,
 term and renewal, notice period, classification equivalence (R3), national schemes,
-the protection suite, and the diplomatic notes recorded so far. ``parse`` checks
+the protection suite, the diplomatic notes recorded so far, and for an arrangement that
+routes items through a hub (R18) its scope tags, hub, forwarding rule and carriers. ``parse`` checks
 every key and refuses anything it does not know, naming the file, the key and the
 problem; it never guesses.
 """
@@ -25,10 +26,18 @@ from gsomia.core.errors import AgreementFileError
 
 ResumeEffect = Literal["immediate", "renotice"]
 Suite = Literal["classic", "pq-hybrid"]
+Approval = Literal["originator"]
 
 RESUME_EFFECTS: tuple[ResumeEffect, ...] = ("immediate", "renotice")
 SUITES: tuple[Suite, ...] = ("classic", "pq-hybrid")
+APPROVALS: tuple[Approval, ...] = ("originator",)
 _PARTY = re.compile(r"^[A-Z]{3}$")
+# A scope tag is written in a label's ``purposes`` (``nk-missile``): lower-case words joined by
+# hyphens, so the file and the label cannot spell one tag two ways.
+_TAG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+# Agreement ids as the shipped files spell them (``kr-us-gsomia-1987``): ``carried_by`` names
+# other files by these.
+_AGREEMENT_ID = re.compile(r"^[a-z0-9]+(?:[-_.][a-z0-9]+)*$")
 
 
 # Each party's own civil time, in which its people read every instant (``Agreement.zone_of``).
@@ -107,6 +116,16 @@ class Level:
     receive_as: Mapping[str, str]
 
 
+@dataclass(frozen=True, slots=True)
+class Forwarding:
+    """What the hub of a multi-party arrangement needs before it passes an item on (R18).
+
+    ``approval = "originator"``: the hub forwards an item to a party other than the one that
+    gave it only with that originator's approval."""
+
+    approval: Approval
+
+
 @dataclass(frozen=True, eq=False)
 class Agreement:
     """The parsed, validated terms of one agreement. Instants are UTC."""
@@ -124,6 +143,14 @@ class Agreement:
     suite: Suite = "classic"
     binding: bool = True
     scope: str | None = None
+    # What a label's ``purposes`` must stay within for an item to be in scope (``route.in_scope``);
+    # empty: the agreement sets no machine-checked limit.
+    scope_tags: tuple[str, ...] = ()
+    # The party every item passes through (R18: the USA), or None for direct sharing.
+    hub: str | None = None
+    forwarding: Forwarding | None = None
+    # Ids of the bilateral agreements each hop to or from the hub travels under.
+    carried_by: tuple[str, ...] = ()
     source: str = "<agreement>"
     # Memo for the lifecycle engine (derived data only, never state).
     cache: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -162,6 +189,10 @@ class Agreement:
             suite=self.suite,
             binding=self.binding,
             scope=self.scope,
+            scope_tags=self.scope_tags,
+            hub=self.hub,
+            forwarding=self.forwarding,
+            carried_by=self.carried_by,
             source=self.source,
         )
 
@@ -180,6 +211,10 @@ _TOP_KEYS = {
     "protection",
     "binding",
     "scope",
+    "scope_tags",
+    "hub",
+    "forwarding",
+    "carried_by",
     "description",
 }
 
@@ -304,6 +339,9 @@ def parse(data: Mapping[str, Any], source: str = "<agreement>") -> Agreement:
         raise top.error("readings", "readings of a resumed notice need a [term] with notice rules")
     if notes and term is None:
         raise top.error("notes", "diplomatic notes need a [term] with notice rules")
+    scope = top.text("scope", required=False)
+    scope_tags = _parse_scope_tags(top, scope)
+    hub, forwarding, carried_by = _parse_route(top, agreement_id, parties)
 
     return Agreement(
         id=agreement_id,
@@ -318,9 +356,83 @@ def parse(data: Mapping[str, Any], source: str = "<agreement>") -> Agreement:
         schemes=MappingProxyType(schemes),
         suite=suite,
         binding=cast(bool, top.get("binding", bool, required=False, default=True)),
-        scope=top.text("scope", required=False),
+        scope=scope,
+        scope_tags=scope_tags,
+        hub=hub,
+        forwarding=forwarding,
+        carried_by=carried_by,
         source=source,
     )
+
+
+def _parse_scope_tags(top: _Reader, scope: str | None) -> tuple[str, ...]:
+    if "scope_tags" not in top.table:
+        return ()
+    tags = top.strings("scope_tags")
+    if not tags:
+        raise top.error("scope_tags", "needs at least one tag (leave the key out for no machine-checked scope)")
+    for i, tag in enumerate(tags):
+        if not _TAG.match(tag):
+            raise AgreementFileError(
+                top.source,
+                f"scope_tags[{i}]",
+                f"{tag!r} is not a tag: lower-case letters and digits in words joined by hyphens, such as nk-missile",
+            )
+    if len(set(tags)) != len(tags):
+        raise top.error("scope_tags", "a tag is listed twice")
+    if scope is None:
+        raise top.error("scope_tags", "needs scope, the words the tags stand for")
+    return tags
+
+
+def _parse_route(
+    top: _Reader, agreement_id: str, parties: tuple[str, ...]
+) -> tuple[str | None, Forwarding | None, tuple[str, ...]]:
+    """``hub``, ``[forwarding]`` and ``carried_by``: how items travel under an arrangement of more
+    than two parties (R18). Each needs the one before it; none is possible between two parties,
+    who share directly."""
+    raw_hub = top.get("hub", str, required=False)
+    raw_forwarding = top.get("forwarding", dict, required=False)
+    has_carriers = "carried_by" in top.table
+    present = {"hub": raw_hub is not None, "forwarding": raw_forwarding is not None, "carried_by": has_carriers}
+    for key, given in present.items():
+        if given and len(parties) < 3:
+            raise top.error(
+                key, f"only an arrangement of more than two parties routes items through a hub; {agreement_id} has two"
+            )
+    hub = None if raw_hub is None else _party(top, "hub", raw_hub, parties)
+    if hub is not None and not has_carriers:
+        raise top.error("hub", "a hub needs carried_by: the bilateral agreements its hops travel under")
+    if hub is None and has_carriers:
+        raise top.error("carried_by", "needs hub: the party whose bilateral agreements carry the items")
+    forwarding = None
+    if raw_forwarding is not None:
+        if hub is None:
+            raise top.error("forwarding", "needs hub: only a hub forwards")
+        fwd = _Reader(top.source, raw_forwarding, "forwarding", {"approval"})
+        approval = fwd.get("approval", str)
+        if approval not in APPROVALS:
+            raise fwd.error("approval", f"{approval!r} is not one of: {', '.join(APPROVALS)}")
+        forwarding = Forwarding(approval=cast(Approval, approval))
+    carried_by: tuple[str, ...] = ()
+    if has_carriers:
+        carried_by = top.strings("carried_by")
+        if not carried_by:
+            raise top.error("carried_by", "needs at least one agreement id")
+        for i, other in enumerate(carried_by):
+            key = f"carried_by[{i}]"
+            if not _AGREEMENT_ID.match(other):
+                raise AgreementFileError(top.source, key, f"{other!r} is not an agreement id such as kr-us-gsomia-1987")
+            if other == agreement_id:
+                raise AgreementFileError(top.source, key, f"{agreement_id} cannot be carried by itself")
+        if len(set(carried_by)) != len(carried_by):
+            raise top.error("carried_by", "an agreement is listed twice")
+        if len(carried_by) > len(parties) - 1:
+            raise top.error(
+                "carried_by",
+                f"names {len(carried_by)} agreements, but the hub {hub} has only {len(parties) - 1} partners",
+            )
+    return hub, forwarding, carried_by
 
 
 def _parse_term(source: str, table: Mapping[str, Any] | None) -> Term | None:
