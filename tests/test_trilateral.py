@@ -1,0 +1,184 @@
+"""The route between KOR and JPN (R1, R18), decided from the shipped agreement files.
+
+With the 2016 agreement in force the two share directly. In the counterfactual of
+2019-11-23 (KOR's termination notice never suspended) an item within the trilateral
+arrangement's scope goes through the USA, each hop under the USA's bilateral agreement with
+that party, and the USA passes it on only with the originator's approval for exactly that
+item and recipient. The provider's decision, the hub's decision and the hub's egress guard
+are each tested on their own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from gsomia.core import trilateral
+from gsomia.core.agreement import terms
+from gsomia.core.agreement.terms import Agreement
+from gsomia.core.label import Label
+from gsomia.core.policy import Decision
+from gsomia.core.trilateral import Approval
+
+KST = ZoneInfo("Asia/Seoul")
+FILES = Path(__file__).resolve().parents[1] / "agreements"
+GSOMIA, TISA = "jp-kr-gsomia-2016", "us-kr-jp-tisa-2014"
+KR_US, JP_US = "kr-us-gsomia-1987", "jp-us-gsomia-2007"
+EXPIRY = datetime(2019, 11, 23, tzinfo=KST)
+IN_FORCE = datetime(2019, 9, 1, tzinfo=KST)
+ITEM, OTHER = "5f0b8d1e-0c1a-4c55-9d36-2f4b8e7a1c01", "5f0b8d1e-0c1a-4c55-9d36-2f4b8e7a1c02"
+
+
+def shipped() -> dict[str, Agreement]:
+    return {a.id: a for a in (terms.load(p) for p in sorted(FILES.glob("*.toml")))}
+
+
+def counterfactual() -> dict[str, Agreement]:
+    """The files as they are, but KOR's termination notice never suspended."""
+    found = shipped()
+    gsomia = found[GSOMIA]
+    found[GSOMIA] = gsomia.with_notes(tuple(n for n in gsomia.notes if n.type.value == "termination_notice"))
+    return found
+
+
+def label(item: str = ITEM, purposes: tuple[str, ...] = ("nk-missile",), route: str = "trilateral") -> Label:
+    return Label(
+        item_id=item,
+        agreement=TISA if route == "trilateral" else GSOMIA,
+        originator="KOR",
+        classification="군사II급비밀",
+        releasable_to=("JPN",) if route == "direct" else ("USA", "JPN"),
+        created_at=EXPIRY + timedelta(hours=1),
+        purposes=purposes,
+        route=route,  # type: ignore[arg-type]
+    )
+
+
+def test_with_the_agreement_in_force_kor_and_jpn_share_directly() -> None:
+    decision, chosen = trilateral.choose(shipped(), "KOR", "JPN", ("nk-missile",), IN_FORCE)
+    assert decision.permit
+    assert chosen is not None
+    assert (chosen.kind, chosen.agreement.id, chosen.hops) == ("direct", GSOMIA, (("KOR", "JPN"),))
+    assert chosen.hub is None
+    assert [r.rule for r in decision.reasons] == ["R1"]
+
+
+def test_after_termination_an_item_in_scope_goes_through_the_usa_under_its_two_agreements() -> None:
+    decision, chosen = trilateral.choose(counterfactual(), "KOR", "JPN", ("nk-missile",), EXPIRY + timedelta(hours=1))
+    assert decision.permit
+    assert chosen is not None
+    assert chosen.kind == "trilateral"
+    assert chosen.hub == "USA"
+    assert chosen.hops == (("KOR", "USA"), ("USA", "JPN"))
+    assert [c.id for c in chosen.carriers] == [KR_US, JP_US]
+    assert [r.rule for r in decision.reasons] == ["R14", "R18"]  # why not direct, and why through the USA
+    assert decision.obligations == ("USA holds the item until KOR approves passing it to JPN (R18)",)
+
+
+def test_the_suspension_kept_the_direct_route_open_at_the_same_instant() -> None:
+    _, chosen = trilateral.choose(shipped(), "KOR", "JPN", ("nk-missile",), EXPIRY + timedelta(hours=1))
+    assert chosen is not None
+    assert chosen.kind == "direct"
+
+
+@pytest.mark.parametrize("purposes", [("training",), ("nk-missile", "training"), ()])
+def test_an_item_outside_the_arrangements_scope_is_refused_naming_r18(purposes: tuple[str, ...]) -> None:
+    decision, chosen = trilateral.choose(counterfactual(), "KOR", "JPN", purposes, EXPIRY + timedelta(hours=1))
+    assert not decision.permit
+    assert chosen is None
+    assert [r.rule for r in decision.reasons] == ["R14", "R18"]
+    assert "limited to nk-nuclear, nk-missile" in decision.reasons[1].text
+
+
+def test_without_the_arrangement_loaded_a_terminated_agreement_is_the_only_reason() -> None:
+    found = counterfactual()
+    del found[TISA]
+    decision, _ = trilateral.choose(found, "KOR", "JPN", ("nk-missile",), EXPIRY + timedelta(hours=1))
+    assert not decision.permit
+    assert [r.rule for r in decision.reasons] == ["R14"]
+
+
+def test_before_2016_the_arrangement_was_the_route_and_before_2014_there_was_none() -> None:
+    decision, chosen = trilateral.choose(shipped(), "KOR", "JPN", ("nk-nuclear",), datetime(2015, 6, 1, tzinfo=KST))
+    assert decision.permit
+    assert chosen is not None
+    assert chosen.kind == "trilateral"
+    decision, chosen = trilateral.choose(shipped(), "KOR", "JPN", ("nk-nuclear",), datetime(2014, 6, 1, tzinfo=KST))
+    assert not decision.permit
+    assert [r.rule for r in decision.reasons] == ["R13", "R13"]  # neither the agreement nor the arrangement yet
+
+
+def test_a_hop_whose_carrier_is_not_in_force_closes_the_route() -> None:
+    found = counterfactual()
+    found[JP_US] = dataclasses.replace(found[JP_US], entry_into_force=datetime(2030, 1, 1, tzinfo=KST))
+    decision, chosen = trilateral.choose(found, "KOR", "JPN", ("nk-missile",), EXPIRY + timedelta(hours=1))
+    assert not decision.permit
+    assert chosen is None
+    assert decision.reasons[-1].rule == "R13"
+    assert JP_US in decision.reasons[-1].text
+
+
+def approval(item: str = ITEM, recipient: str = "JPN", by: str = "KOR") -> Approval:
+    return Approval(item, recipient, by, EXPIRY + timedelta(hours=2))
+
+
+def forward(approvals: list[Approval], item: Label | None = None, recipient: str = "JPN") -> Decision:
+    found = counterfactual()
+    return trilateral.forward(
+        found[TISA], found[JP_US], item or label(), "USA", recipient, approvals, EXPIRY + timedelta(hours=3)
+    )
+
+
+def test_the_hub_passes_an_item_on_with_the_originators_approval_for_exactly_it() -> None:
+    decision = forward([approval()])
+    assert decision.permit
+    assert trilateral.check_forward(label(), "USA", "JPN", [approval()]) is None
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        [],
+        [approval(item=OTHER)],  # another item
+        [approval(recipient="USA")],  # another recipient
+        [approval(by="JPN")],  # not the originator's
+    ],
+)
+def test_without_an_approval_for_this_item_and_recipient_the_hub_refuses_on_both_checks(
+    given: list[Approval],
+) -> None:
+    decision = forward(given)
+    assert not decision.permit
+    assert [r.rule for r in decision.reasons] == ["R18"]
+    assert f"no approval by KOR to pass {ITEM} on to JPN" in decision.reasons[0].text
+    guard = trilateral.check_forward(label(), "USA", "JPN", given)
+    assert guard == f"R18: no approval by KOR to pass {ITEM} on to JPN"
+
+
+def test_the_hub_never_passes_on_a_direct_item_even_with_an_approval() -> None:
+    direct = label(route="direct")
+    decision = forward([approval()], item=direct)
+    assert not decision.permit
+    assert "R18" in [r.rule for r in decision.reasons]
+    assert trilateral.check_forward(direct, "USA", "JPN", [approval()]) is not None
+
+
+def test_the_hub_does_not_pass_on_an_item_outside_the_scope_or_back_to_its_originator() -> None:
+    outside = label(purposes=("training",))
+    assert not forward([approval()], item=outside).permit
+    back = forward([approval(recipient="KOR")], recipient="KOR")
+    assert not back.permit
+    assert trilateral.check_forward(label(), "USA", "KOR", [approval(recipient="KOR")]) is not None
+
+
+def test_only_the_hub_passes_items_on() -> None:
+    found = counterfactual()
+    decision = trilateral.forward(
+        found[TISA], found[JP_US], label(), "KOR", "JPN", [approval()], EXPIRY + timedelta(hours=3)
+    )
+    assert not decision.permit
+    assert decision.reasons[0].text == "KOR is not the hub of us-kr-jp-tisa-2014"
