@@ -209,6 +209,22 @@ def test_check_accepts_the_shipped_agreements() -> None:
     assert f"{len(files)} agreement files valid" in result.stdout
 
 
+def test_check_refuses_an_arrangement_without_the_agreements_that_carry_its_hops() -> None:
+    alone = gsomia("agreement", "check", TISA)
+    assert alone.returncode == 2
+    lines = alone.stderr.strip().splitlines()
+    assert lines == [
+        f"{TISA}: carried_by[0]: kr-us-gsomia-1987 is not loaded",
+        f"{TISA}: carried_by[1]: jp-us-gsomia-2007 is not loaded",
+        f"{TISA}: carried_by: no agreement carries USA–KOR",
+        f"{TISA}: carried_by: no agreement carries USA–JPN",
+    ]
+    with_one = gsomia("agreement", "check", TISA, ROOT / "agreements" / "kr-us-gsomia-1987.toml")
+    assert with_one.returncode == 2
+    assert "carried_by[1]: jp-us-gsomia-2007 is not loaded" in with_one.stderr
+    assert "kr-us-gsomia-1987 is not loaded" not in with_one.stderr
+
+
 def test_check_reports_one_line_per_problem(tmp_path: Path) -> None:
     text = REAL.read_text("utf-8")
     history = tmp_path / "history.toml"  # JPN cannot suspend KOR's notice

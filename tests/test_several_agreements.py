@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 
 from gsomia.cli.demo import terms_only
-from gsomia.core.errors import InvalidInput, NoteInvalid
+from gsomia.core.errors import AgreementFileError, InvalidInput, NoteInvalid
 from gsomia.node.runtime import config as node_config
 from gsomia.node.runtime.clock import SystemClock
 from gsomia.node.service import Node
 from gsomia.node.setup import partner
+from gsomia.node.setup.provision import provision
 from gsomia.store.db import open_node_database
 from nodes import AGREEMENT, Pair, node_group
 
@@ -140,3 +141,16 @@ def test_a_partner_note_on_an_agreement_it_is_not_party_to_is_refused(three: Pai
         assert node.agreement("JPN").notes == ()
     finally:
         node.dispose()
+
+
+def test_a_node_given_an_arrangement_without_its_carriers_refuses_to_load(tmp_path: Path) -> None:
+    tisa = Path(AGREEMENT).parent / "us-kr-jp-tisa-2014.toml"
+    kr_us = Path(AGREEMENT).parent / "kr-us-gsomia-1987.toml"
+    kor = provision(tmp_path / "kor", [terms_only(AGREEMENT, tmp_path / "jp-kr.toml"), kr_us, tisa], ("KOR",))
+    assert {a.id for a in node_config.load(kor["KOR"].config).agreements} == {
+        "jp-kr-gsomia-2016",
+        "kr-us-gsomia-1987",
+        "us-kr-jp-tisa-2014",
+    }  # KOR's hop to the hub is carried; the USA–JPN hop is not KOR's to carry
+    with pytest.raises(AgreementFileError, match="no agreement in carried_by carries USA–JPN"):
+        provision(tmp_path / "usa", [kr_us, tisa], ("USA",))  # the hub needs both of its agreements

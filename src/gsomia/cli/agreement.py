@@ -15,7 +15,7 @@ from rich.table import Table
 from gsomia.cli.replay import replay
 from gsomia.cli.terminal import AgreementFile, JsonFlag, at_or_now, err, out, parse_instant
 from gsomia.cli.timeline import STATE_STYLE, timeline_table
-from gsomia.core.agreement import lifecycle, terms
+from gsomia.core.agreement import lifecycle, route, terms
 from gsomia.core.errors import GsomiaError, InvalidInput
 from gsomia.core.words import count
 
@@ -122,6 +122,7 @@ def agreement_timeline(
 def agreement_check(files: Annotated[list[Path], typer.Argument(help="Agreement files to check.")]) -> None:
     """Validate agreement files: exit 0, or exit 2 with one line per problem."""
     problems: list[str] = []
+    loaded: dict[str, tuple[Path, terms.Agreement]] = {}
     for file in files:
         try:
             agreement = terms.load(file)
@@ -129,6 +130,11 @@ def agreement_check(files: Annotated[list[Path], typer.Argument(help="Agreement 
             problems.append(str(exc))
             continue
         problems.extend(lifecycle.validate(agreement))
+        loaded[agreement.id] = (file, agreement)
+    # An arrangement's carriers are other files: checked against those given with it.
+    by_id = {i: a for i, (_, a) in loaded.items()}
+    for file, agreement in loaded.values():
+        problems.extend(f"{file}: {p}" for p in route.carrier_problems(agreement, by_id))
     for line in problems:
         err.print(line, markup=False, soft_wrap=True)
     if problems:

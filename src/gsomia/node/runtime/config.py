@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gsomia.core.agreement import terms
+from gsomia.core.agreement import route, terms
 from gsomia.core.agreement.terms import Agreement
 from gsomia.core.errors import AgreementFileError
 from gsomia.core.keys import PrivateKeys, PublicKeys
@@ -298,7 +298,20 @@ def _check_addresses(source: str, config: NodeConfig) -> None:
 
 
 def _check_agreements(source: str, config: NodeConfig) -> None:
-    """Every peer is a party to one of the agreements loaded."""
+    """Every peer is a party to one of the agreements loaded, and every arrangement through a
+    hub has loaded beside it the agreements that carry this node's hops: its own to the hub,
+    or, on the hub, each party's."""
+    by_id = {a.id: a for a in config.agreements}
+    for agreement in config.agreements:
+        hub = agreement.hub
+        if hub is None:
+            continue
+        others = [p for p in agreement.parties if p != hub] if config.party == hub else [config.party]
+        for other in others:
+            try:
+                route.carrier(agreement, (hub, other), by_id)
+            except route.RouteError as exc:
+                raise AgreementFileError(source, "agreements", str(exc)) from None
     for code in config.peers:
         try:
             config.agreement_with(code)
