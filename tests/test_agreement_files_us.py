@@ -23,7 +23,8 @@ from gsomia.core.agreement.route import (
     needs_approval,
     scope_problem,
 )
-from gsomia.core.errors import AgreementFileError
+from gsomia.core.agreement.terms import Note, NoteType
+from gsomia.core.errors import AgreementFileError, InvalidHistory
 from gsomia.core.label import Label, new_item_id
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -231,6 +232,8 @@ MALFORMED: list[tuple[str, dict[str, Any], str, str]] = [
     ("tag twice", with_(tisa_data(), scope_tags=["nk-missile", "nk-missile"]), "scope_tags", "listed twice"),
     ("tags without scope", without(tisa_data(), "scope"), "scope_tags", "needs scope"),
     ("misspelt key", with_(tisa_data(), hubs="USA"), "hubs", "unknown key"),
+    ("hub without scope tags", without(tisa_data(), "scope_tags"), "hub", "needs scope_tags"),
+    ("hub without forwarding", without(tisa_data(), "forwarding"), "hub", "needs [forwarding]"),
 ]
 
 
@@ -347,10 +350,10 @@ def test_the_hub_forwarding_anothers_item_needs_the_originators_approval() -> No
     assert not needs_approval(BILATERAL, "KOR", ("KOR", "JPN"))
 
 
-def test_without_a_forwarding_rule_the_hub_needs_no_approval() -> None:
-    free = parse(without(tisa_data(), "forwarding"), "free.toml")
-    assert free.forwarding is None
-    assert not needs_approval(free, "KOR", ("USA", "JPN"))
+def test_the_hub_needs_the_originators_approval_to_pass_on_and_for_nothing_else() -> None:
+    assert needs_approval(TISA, "KOR", ("USA", "JPN"))
+    assert not needs_approval(TISA, "KOR", ("KOR", "USA"))  # the originator's own hop
+    assert not needs_approval(TISA, "USA", ("USA", "JPN"))  # the hub's own item
 
 
 def test_each_hop_is_carried_by_the_hubs_bilateral_agreement_with_that_party() -> None:
@@ -394,3 +397,10 @@ def test_carrier_problems_name_each_unusable_carrier() -> None:
         "carried_by[1]: kr-us-gsomia-1987-bis and kr-us-gsomia-1987 both carry USA–KOR",
         "carried_by: no agreement carries USA–JPN",
     ]
+
+
+def test_a_termination_notice_on_an_agreement_without_a_term_is_refused_as_history() -> None:
+    kr_us = load(ROOT / "agreements" / "kr-us-gsomia-1987.toml")
+    note = Note(datetime(2020, 1, 1, tzinfo=UTC), "KOR", NoteType.TERMINATION, 0)
+    with pytest.raises(InvalidHistory, match="has no term: it records no termination notice"):
+        lifecycle.compile_history(kr_us.with_notes((note,)))

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from gsomia.cli.demo import terms_only
+from gsomia.core import records
 from gsomia.core.errors import AgreementFileError, InvalidInput, NoteInvalid
 from gsomia.node.runtime import config as node_config
 from gsomia.node.runtime.clock import SystemClock
@@ -22,6 +23,7 @@ from gsomia.node.service import Node
 from gsomia.node.setup import partner
 from gsomia.node.setup.provision import provision
 from gsomia.store.db import open_node_database
+from gsomia.store.files import load_private
 from nodes import AGREEMENT, Pair, node_group
 
 KR_US = """\
@@ -154,3 +156,24 @@ def test_a_node_given_an_arrangement_without_its_carriers_refuses_to_load(tmp_pa
     }  # KOR's hop to the hub is carried; the USA–JPN hop is not KOR's to carry
     with pytest.raises(AgreementFileError, match="no agreement in carried_by carries USA–JPN"):
         provision(tmp_path / "usa", [kr_us, tisa], ("USA",))  # the hub needs both of its agreements
+
+
+def test_a_record_from_a_partner_about_an_item_it_has_no_part_in_is_refused(three: Pair) -> None:
+    [item] = three.share("KOR", "JPN", "군사II급비밀", 1)
+    usa_key = load_private(three.nodes["USA"].root / "keys" / "USA.key")
+    record = records.make(usa_key, "destruction", "USA", "usa.authority", item, datetime.now(UTC), method="shredded")
+    cfg = node_config.load(three.nodes["KOR"].config)
+    node = Node(cfg, open_node_database(cfg), SystemClock())
+    try:
+        with pytest.raises(records.RecordInvalid, match=f"USA has no part in item {item}"):
+            node.receive_record("USA", record.as_dict())
+    finally:
+        node.dispose()
+
+
+def test_a_node_refuses_two_bilateral_agreements_with_one_partner(tmp_path: Path) -> None:
+    first = terms_only(AGREEMENT, tmp_path / "jp-kr.toml")
+    second = tmp_path / "jp-kr-again.toml"
+    second.write_text(first.read_text("utf-8").replace('id = "jp-kr-gsomia-2016"', 'id = "jp-kr-again"'), "utf-8")
+    with pytest.raises(AgreementFileError, match="jp-kr-gsomia-2016 and jp-kr-again are both between JPN and KOR"):
+        provision(tmp_path / "nodes", [first, second], ("KOR",))

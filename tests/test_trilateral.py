@@ -17,10 +17,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gsomia.core import trilateral
+from gsomia.core import policy, trilateral
 from gsomia.core.agreement import terms
 from gsomia.core.agreement.terms import Agreement
-from gsomia.core.label import Label
+from gsomia.core.label import Label, LabelInvalid
 from gsomia.core.policy import Decision
 from gsomia.core.trilateral import Approval
 
@@ -122,6 +122,13 @@ def test_a_hop_whose_carrier_is_not_in_force_closes_the_route() -> None:
     assert JP_US in decision.reasons[-1].text
 
 
+LATER = EXPIRY + timedelta(hours=3)
+
+
+def carrier() -> Agreement:
+    return shipped()[JP_US]
+
+
 def approval(item: str = ITEM, recipient: str = "JPN", by: str = "KOR") -> Approval:
     return Approval(item, recipient, by, EXPIRY + timedelta(hours=2))
 
@@ -136,7 +143,7 @@ def forward(approvals: list[Approval], item: Label | None = None, recipient: str
 def test_the_hub_passes_an_item_on_with_the_originators_approval_for_exactly_it() -> None:
     decision = forward([approval()])
     assert decision.permit
-    assert trilateral.check_forward(label(), "USA", "JPN", [approval()]) is None
+    assert trilateral.check_forward(carrier(), label(), "USA", "JPN", [approval()], LATER) is None
 
 
 @pytest.mark.parametrize(
@@ -155,7 +162,7 @@ def test_without_an_approval_for_this_item_and_recipient_the_hub_refuses_on_both
     assert not decision.permit
     assert [r.rule for r in decision.reasons] == ["R18"]
     assert f"no approval by KOR to pass {ITEM} on to JPN" in decision.reasons[0].text
-    guard = trilateral.check_forward(label(), "USA", "JPN", given)
+    guard = trilateral.check_forward(carrier(), label(), "USA", "JPN", given, LATER)
     assert guard == f"R18: no approval by KOR to pass {ITEM} on to JPN"
 
 
@@ -164,7 +171,7 @@ def test_the_hub_never_passes_on_a_direct_item_even_with_an_approval() -> None:
     decision = forward([approval()], item=direct)
     assert not decision.permit
     assert "R18" in [r.rule for r in decision.reasons]
-    assert trilateral.check_forward(direct, "USA", "JPN", [approval()]) is not None
+    assert trilateral.check_forward(carrier(), direct, "USA", "JPN", [approval()], LATER) is not None
 
 
 def test_the_hub_does_not_pass_on_an_item_outside_the_scope_or_back_to_its_originator() -> None:
@@ -172,7 +179,8 @@ def test_the_hub_does_not_pass_on_an_item_outside_the_scope_or_back_to_its_origi
     assert not forward([approval()], item=outside).permit
     back = forward([approval(recipient="KOR")], recipient="KOR")
     assert not back.permit
-    assert trilateral.check_forward(label(), "USA", "KOR", [approval(recipient="KOR")]) is not None
+    back_guard = trilateral.check_forward(carrier(), label(), "USA", "KOR", [approval(recipient="KOR")], LATER)
+    assert back_guard is not None
 
 
 def test_only_the_hub_passes_items_on() -> None:
@@ -182,3 +190,49 @@ def test_only_the_hub_passes_items_on() -> None:
     )
     assert not decision.permit
     assert decision.reasons[0].text == "KOR is not the hub of us-kr-jp-tisa-2014"
+
+
+def test_an_approval_given_after_the_instant_does_not_serve_and_a_closed_arrangement_forwards_nothing() -> None:
+    late = Approval(ITEM, "JPN", "KOR", LATER + timedelta(seconds=1))
+    assert not forward([late]).permit
+    assert trilateral.check_forward(carrier(), label(), "USA", "JPN", [late], LATER) is not None
+    found = counterfactual()
+    closed = dataclasses.replace(found[TISA], entry_into_force=datetime(2030, 1, 1, tzinfo=KST))
+    decision = trilateral.forward(closed, found[JP_US], label(), "USA", "JPN", [approval()], LATER)
+    assert not decision.permit
+    assert decision.reasons[0].rule == "R13"
+
+
+def test_the_hubs_guard_checks_release_carrier_and_never_passes_on_its_own_items() -> None:
+    assert trilateral.check_forward(carrier(), label(), "USA", "JPN", [approval()], LATER) is None
+    only_usa = dataclasses.replace(label(), releasable_to=("USA",))
+    assert (
+        trilateral.check_forward(carrier(), only_usa, "USA", "JPN", [approval()], LATER) == "R5: not releasable to JPN"
+    )
+    wrong = shipped()[KR_US]
+    assert trilateral.check_forward(wrong, label(), "USA", "JPN", [approval()], LATER) is not None
+    own = dataclasses.replace(label(), originator="USA")
+    assert trilateral.check_forward(carrier(), own, "USA", "JPN", [approval(by="USA")], LATER) is not None
+
+
+def test_a_partner_other_than_the_hub_delivers_nothing_under_the_arrangement() -> None:
+    from_jpn = dataclasses.replace(label(), originator="JPN", releasable_to=("USA", "KOR"))
+    decision = policy.receive(shipped()[TISA], from_jpn, "KOR", "JPN", LATER)
+    assert not decision.permit
+    assert decision.reasons[0].text == "under us-kr-jp-tisa-2014 items travel through USA only"
+    to_hub = policy.receive(shipped()[TISA], label(), "USA", "KOR", LATER)
+    assert to_hub.permit
+    outside = policy.receive(shipped()[TISA], label(purposes=("training",)), "USA", "KOR", LATER)
+    assert not outside.permit
+    assert outside.reasons[0].rule == "R18"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"[" * 100_000, b'{"v":' + b"9" * 5000 + b"}", b"\xff", b'{"v":1}'],
+    ids=["deeply nested", "over-long integer", "not UTF-8", "not a label"],
+)
+def test_a_label_block_that_is_not_a_label_is_refused_as_one(raw: bytes) -> None:
+    # What a partner's envelope may carry; the receiver reads it before choosing an opener.
+    with pytest.raises(LabelInvalid):
+        Label.from_bytes(raw)

@@ -17,7 +17,6 @@ be read two ways (the lesson of OpenTDF's ambiguous policy binding).
 from __future__ import annotations
 
 import functools
-import json
 import re
 import unicodedata
 import uuid
@@ -191,12 +190,16 @@ class Label:
         try:
             text = raw.decode("utf-8")
             data = loads(text)
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        # Over-long integers, deep nesting: whoever sent the bytes gets a refusal, not a crash.
+        except (ValueError, RecursionError, OverflowError):  # incl. UnicodeDecodeError, JSONDecodeError
             raise LabelInvalid("label: not canonical JSON") from None
         label = _canonical_label(cls, data, raw, text)
         if label is not None:
             return label
-        label = cls.from_dict(data)
+        try:
+            label = cls.from_dict(data)
+        except (ValueError, RecursionError, OverflowError):  # dates out of range and the like
+            raise LabelInvalid("label: not a valid label") from None
         if label.to_bytes() != raw:
             raise LabelInvalid("label: not in canonical form")
         return label

@@ -20,6 +20,7 @@ from enum import StrEnum
 
 from gsomia.core.agreement.lifecycle import State, Status
 from gsomia.core.agreement.lifecycle import status as status_at
+from gsomia.core.agreement.route import scope_problem
 from gsomia.core.agreement.schemes import MarkingError, equivalent, level_index, national_rank, valid_markings
 from gsomia.core.agreement.terms import Agreement
 from gsomia.core.errors import InvalidInput
@@ -461,6 +462,12 @@ def receive(agreement: Agreement, label: Label, me: str, peer: str, now: datetim
     is the one reason given."""
     if label.originator != peer:
         return _deny(Reason("R1", f"{peer} delivers only its own items (originator {label.originator})"))
+    if agreement.hub is not None:  # an arrangement through a hub: to or from the hub, within scope
+        if agreement.hub not in (peer, me):
+            return _deny(Reason("R18", f"under {agreement.id} items travel through {agreement.hub} only"))
+        outside = scope_problem(agreement, label)
+        if outside is not None:
+            return _deny(Reason("R18", outside))
     if me not in label.releasable_to:
         return _deny(Reason("R5", f"the item is not releasable to {me}"))
     if label.created_at > now + CLOCK_SKEW:

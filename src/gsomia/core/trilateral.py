@@ -134,9 +134,10 @@ class _Purposes:
     purposes: tuple[str, ...]
 
 
-def _approved(approvals: Sequence[Approval], label: Label, recipient: str) -> Approval | None:
+def _approved(approvals: Sequence[Approval], label: Label, recipient: str, at: datetime) -> Approval | None:
     for a in approvals:
-        if (a.item_id, a.recipient, a.granted_by) == (label.item_id, recipient, label.originator):
+        exact = (a.item_id, a.recipient, a.granted_by) == (label.item_id, recipient, label.originator)
+        if exact and a.granted_at <= at:
             return a
     return None
 
@@ -154,6 +155,9 @@ def forward(
     denied: list[Reason] = []
     if arrangement.hub != me:
         denied.append(Reason("R18", f"{me} is not the hub of {arrangement.id}"))
+    closed = _out_of_force(arrangement, at)
+    if closed is not None:
+        denied.append(closed)
     if label.agreement != arrangement.id or label.route != "trilateral":
         denied.append(Reason("R18", f"the item travels under {label.agreement} ({label.route}), not {arrangement.id}"))
     if recipient in (me, label.originator) or recipient not in arrangement.parties:
@@ -169,7 +173,7 @@ def forward(
         ended = _out_of_force(carrier, at)
         if ended is not None:
             denied.append(ended)
-    approval = _approved(approvals, label, recipient)
+    approval = _approved(approvals, label, recipient, at)
     if approval is None:
         denied.append(Reason("R18", f"no approval by {label.originator} to pass {label.item_id} on to {recipient}"))
     if denied or approval is None:
@@ -184,18 +188,30 @@ def forward(
     )
 
 
-def check_forward(label: Label, me: str, recipient: str, approvals: Sequence[Approval]) -> str | None:
-    """The hub's egress guard on an item it passes on: None to let it go, else why not.
+def check_forward(
+    carrier: Agreement, label: Label, me: str, recipient: str, approvals: Sequence[Approval], at: datetime
+) -> str | None:
+    """The hub's egress guard on an item it passes on under ``carrier``: None to let it go,
+    else why not.
 
-    It reads the label and the approvals alone: an item not its own goes from the hub only
-    to a party its originator approved for exactly this item."""
+    It reads the label, the approvals and the carrier alone: an item goes from the hub only to
+    a party its originator approved, before now, for exactly this item, within what the label
+    releases it to, while the agreement carrying the hop is in force."""
     if label.route != "trilateral":
         return f"R18: {me} passes on only items routed through it (route {label.route})"
-    if label.originator == me:
-        return None  # the hub's own item is not passed on: egress.check guards it
-    if recipient == label.originator:
-        return f"R18: {label.item_id} goes back to its originator {recipient} only as its own copy"
+    if label.originator in (me, recipient):
+        return f"R18: {me} passes on only another party's items, to a third party"
+    if recipient not in label.releasable_to:
+        return f"R5: not releasable to {recipient}"
+    if set(carrier.parties) != {me, recipient}:
+        return f"R18: {carrier.id} does not carry {me}–{recipient}"
+    if not lifecycle.status(carrier, at).in_force:
+        return f"R13: {carrier.id} is not in force"
     for a in approvals:
-        if a.item_id == label.item_id and a.recipient == recipient and a.granted_by == label.originator:
+        if (a.item_id, a.recipient, a.granted_by) == (
+            label.item_id,
+            recipient,
+            label.originator,
+        ) and a.granted_at <= at:
             return None
     return f"R18: no approval by {label.originator} to pass {label.item_id} on to {recipient}"

@@ -212,6 +212,8 @@ def _apply(agreement: Agreement, current: Termination | None, note: Note, effect
                 note,
                 f"a termination notice by {current.by} is already pending; withdraw or suspend it first",
             )
+        if agreement.term is None:  # nothing to count a notice period against
+            raise _fail(agreement, note, f"{agreement.id} has no term: it records no termination notice")
         # A fresh notice replaces a suspended one: the party says so anew (R15).
         return Termination(note.by, note.at, effective_end(agreement, note.at), None, note.conditions)
     if current is None:

@@ -342,6 +342,11 @@ def parse(data: Mapping[str, Any], source: str = "<agreement>") -> Agreement:
     scope = top.text("scope", required=False)
     scope_tags = _parse_scope_tags(top, scope)
     hub, forwarding, carried_by = _parse_route(top, agreement_id, parties)
+    # A hub with nothing to judge scope or forwarding by would pass on anything (R18).
+    if hub is not None and not scope_tags:
+        raise top.error("hub", "a hub needs scope_tags: what may travel through it")
+    if hub is not None and forwarding is None:
+        raise top.error("hub", "a hub needs [forwarding]: what it needs before it passes an item on")
 
     return Agreement(
         id=agreement_id,

@@ -302,6 +302,17 @@ def _check_agreements(source: str, config: NodeConfig) -> None:
     hub has loaded beside it the agreements that carry this node's hops: its own to the hub,
     or, on the hub, each party's."""
     by_id = {a.id: a for a in config.agreements}
+    pairs: dict[frozenset[str], str] = {}
+    for agreement in config.agreements:
+        if len(agreement.parties) == 2:  # one bilateral agreement per pair: items go under it
+            pair = frozenset(agreement.parties)
+            if pair in pairs:
+                raise AgreementFileError(
+                    source,
+                    "agreements",
+                    f"{pairs[pair]} and {agreement.id} are both between {' and '.join(sorted(pair))}",
+                )
+            pairs[pair] = agreement.id
     for agreement in config.agreements:
         hub = agreement.hub
         if hub is None:

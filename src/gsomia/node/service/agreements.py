@@ -139,7 +139,12 @@ class Agreements:
             agreement = base.with_notes(base.notes + tuple(_note(r, len(base.notes) + i) for i, r in enumerate(extra)))
             lifecycle.compile_history(agreement)  # refuse an impossible history now, not later
             by_id[agreement.id] = agreement
-            partners = [p for p in agreement.parties if p in self.keys.peer_chains]
+            # Under an arrangement through a hub, items go to and from the hub only (R18): two
+            # other parties never share directly under it.
+            hub = agreement.hub
+            partners = [
+                p for p in agreement.parties if p in self.keys.peer_chains and (hub is None or hub in (self.party, p))
+            ]
             if not partners:
                 continue
             for p in partners:

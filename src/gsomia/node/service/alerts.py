@@ -86,7 +86,7 @@ class Alerts:
             a, i = store.alerts, store.items
             with reading(store.engine) as conn:
                 rows = conn.execute(
-                    select(a, i.c.label, i.c.envelope, i.c.peer, i.c.agreement)
+                    select(a, i.c.item_id, i.c.label, i.c.envelope, i.c.peer, i.c.agreement)
                     .join(i, i.c.item_id == a.c.alert_id)
                     .where(a.c.seq > after)
                     .order_by(a.c.seq)

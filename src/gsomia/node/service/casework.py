@@ -90,7 +90,7 @@ class Casework:
         row, history = self._item(item_id)
         sealed = Label.from_bytes(row["label"].encode("utf-8"))
         current = records.effective_label(sealed, history)
-        agreement = self.agreements.by_id(row["agreement"])
+        agreement = self.agreements.by_id(sealed.agreement)
         reg = records.register(history, self.party)
         marking = marking_for(current, agreement, self.party)
         return {
@@ -132,7 +132,7 @@ class Casework:
         row, history = self._item(item_id)
         label = Label.from_bytes(row["label"].encode("utf-8"))
         peer = row["peer"]
-        agreement = self.agreements.by_id(row["agreement"])
+        agreement = self.agreements.by_id(label.agreement)
         status, current = lifecycle.status(agreement, now), records.effective_label(label, history)
         if not policy.may_know(agreement, subject, current, status, now):
             # Answered as an unknown id (principle 5); why, the ledger says.
@@ -161,6 +161,13 @@ class Casework:
         now = self.clock.now()
         try:
             with gate.begin(self.engine) as conn:
+                # A record is about an item shared with the partner that made it. One about an
+                # item not here yet is kept: the item may come on the slower lane after it.
+                shared = conn.execute(
+                    select(t.items.c.peer).where(t.items.c.item_id == record.body["item_id"])
+                ).scalar_one_or_none()
+                if shared is not None and shared != peer:
+                    raise records.RecordInvalid(f"{peer} has no part in item {record.body['item_id']}")
                 self._store_record(conn, record, peer)
                 received = entry(now, f"{record.kind}_received", peer, record.body["item_id"], record.body)
                 self.ledger.log(conn, "bulk", [received])

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from gsomia.core import envelope, policy, records
 from gsomia.core.agreement import lifecycle
 from gsomia.core.errors import NotFound, Refused
-from gsomia.core.label import Label, display, is_item_id, marking_for
+from gsomia.core.label import Label, LabelInvalid, display, is_item_id, marking_for
 from gsomia.node.runtime.clock import Clock
 from gsomia.node.service.agreements import Agreements
 from gsomia.node.service.casework import Casework
@@ -66,7 +66,11 @@ class Reading:
                 label = records.effective_label(
                     Label.from_bytes(r["label"].encode("utf-8")), reclassified.get(r["item_id"], [])
                 )
-                agreement = self.agreements.by_id(r["agreement"])
+                # Decided under the agreement the label copy names, as a read is; the sealed label
+                # must say the same when the item is opened (``open_stored``).
+                agreement = self.agreements.current().by_id.get(label.agreement)
+                if agreement is None:  # nothing to decide under: shown to no one
+                    continue
                 if not inventory:
                     status = statuses.get(agreement.id)
                     if status is None:
@@ -126,7 +130,9 @@ class Reading:
             self.ledger.audit_alone("read_denied", subject.id, item_id, missing.as_dict())
             raise unknown
         label = records.effective_label(Label.from_bytes(row["label"].encode("utf-8")), history)
-        agreement = self.agreements.by_id(row["agreement"])
+        agreement = self.agreements.current().by_id.get(label.agreement)
+        if agreement is None:
+            raise unknown
         now = self.clock.now()
         status = lifecycle.status(agreement, now)
         decision = policy.decide(agreement, subject, policy.Action.READ, label, status, (), now, purpose=purpose)
@@ -175,7 +181,15 @@ class Reading:
 
         Decisions read the label copy in ``items.label`` (no decryption before a permit); a
         copy edited in the database to open more than it should is caught here."""
-        opened, payload = self.agreements.current().openers[row["agreement"]].open(row["envelope"])
+        opener = self.agreements.current().openers.get(row["agreement"])
+        try:
+            if opener is None:
+                raise LabelInvalid(f"label: no agreement {row['agreement']!r} on this node")
+            opened, payload = opener.open(row["envelope"])
+        except (envelope.EnvelopeError, LabelInvalid) as exc:  # it opened when it was stored
+            detail = f"item {row['item_id']}: the stored item no longer opens ({exc}; database edited)"
+            self.partner.raise_alarm("tampered_item", self.party, detail)
+            raise envelope.Tampered(detail) from None
         if opened.to_bytes().decode("utf-8") != row["label"]:
             detail = f"item {opened.item_id}: the stored label differs from the sealed label (database edited)"
             self.partner.raise_alarm("tampered_item", self.party, detail)
