@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, LargeBinary, Table, cast, select
 
 from gsomia.core import ledger, merkle
+from gsomia.core.canonical import unb64
 from gsomia.core.errors import GsomiaError
 from gsomia.core.keyring import KeyHistory, KeyRotationInvalid, Rotation
 from gsomia.core.keys import PrivateKeys, PublicKeys
@@ -400,7 +401,7 @@ def check_proof(proof: Any, trusted: PublicKeys) -> dict[str, Any]:
         item_id = proof["item_id"]
         covers = proof["covers"]
         listed = covers["entries"]
-        covers_signature = base64.b64decode(str(proof["covers_signature"]), validate=True)
+        covers_signature = unb64(str(proof["covers_signature"]))
         if (
             not isinstance(entries, list)
             or not entries

@@ -23,7 +23,7 @@ from urllib.parse import urlencode
 import aiohttp
 import httpx
 
-from gsomia.core.canonical import canonical
+from gsomia.core.canonical import canonical, unb64
 from gsomia.core.keyring import KeyHistory
 from gsomia.core.keys import PrivateKeys, PublicKeys
 
@@ -155,7 +155,7 @@ def verify_signature(chain: KeyHistory, method: str, path: str, headers: Any, bo
         headers.get(h) for h in ("x-gsomia-party", "x-gsomia-timestamp", "x-gsomia-signature")
     )
     try:
-        raw = base64.b64decode(signature, validate=True)
+        raw = unb64(signature)
     except ValueError:
         return "the request signature does not verify"
     if not chain.current.verify(raw, _request_message(method, path, party, timestamp, body), _CONTEXT):
@@ -181,10 +181,10 @@ class ReplayGuard:
         at = float(timestamp)
         if at <= self._floor:
             return False
-        # The decoded bytes, not the header: base64 spells one signature several ways (the
-        # unused bits of its last character), and the verifier accepts each of them.
+        # The decoded bytes, not the header: one signature, whatever spelling would be sent
+        # (``unb64`` takes only the canonical one, so the two agree).
         try:
-            key = hashlib.sha256(base64.b64decode(signature, validate=True)).digest()
+            key = hashlib.sha256(unb64(signature)).digest()
         except ValueError:
             return False
         if key in self._seen:
@@ -213,7 +213,7 @@ def sign_receipt(key: PrivateKeys, receipt: dict[str, Any]) -> tuple[bytes, str]
 def verify_receipt(peer: PublicKeys, body: bytes, signature: str) -> bool:
     """``peer``: the partner's current key (receipts are signed as they are made)."""
     try:
-        raw = base64.b64decode(signature, validate=True)
+        raw = unb64(signature)
     except ValueError:
         return False
     return peer.verify(raw, _RECEIPT + body, _CONTEXT)
