@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from gsomia.core.agreement import lifecycle
+from gsomia.core.agreement.route import scope_problem
 from gsomia.core.agreement.schemes import level_index
 from gsomia.core.agreement.terms import Agreement
 from gsomia.core.label import Label
@@ -31,7 +32,14 @@ def check(agreement: Agreement, label: Label, peer: str, me: str) -> str | None:
         return f"R5: not releasable to {peer}"
     if level_index(agreement, label.originator, label.classification) is None:
         return f"R3: {label.classification} is outside {agreement.id}"
-    if label.route != "direct":
+    if label.route == "trilateral":
+        # An item routed through a hub goes to the hub only, within the arrangement's scope (R18).
+        if agreement.hub is None or peer != agreement.hub:
+            return f"R18: a trilateral item goes to the hub of {agreement.id} only, not {peer}"
+        outside = scope_problem(agreement, label)
+        if outside is not None:
+            return f"R18: {outside}"
+    elif label.route != "direct":
         return f"R18: route {label.route} is not allowed on the direct link"
     status = lifecycle.status(agreement, label.created_at)
     if not status.in_force:
