@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gsomia.core import policy, trilateral
+from gsomia.core import egress, policy, trilateral
 from gsomia.core.agreement import terms
 from gsomia.core.agreement.terms import Agreement
 from gsomia.core.label import Label, LabelInvalid
@@ -256,3 +256,32 @@ def test_the_originator_leaves_the_hubs_own_hop_to_the_hub() -> None:
     assert not decision.permit
     assert chosen is None
     assert any("carries KOR–USA" in r.text for r in decision.reasons)
+
+
+def test_the_originators_guard_lets_a_trilateral_item_go_to_the_hub_alone() -> None:
+    found = counterfactual()
+    item = label()
+    assert egress.check_named(found, item, "USA", "KOR") is None
+    to_jpn = egress.check_named(found, item, "JPN", "KOR")
+    assert to_jpn is not None
+    assert to_jpn.startswith("R18")
+    outside = egress.check_named(found, label(purposes=("trade",)), "USA", "KOR")
+    assert outside is not None
+    assert outside.startswith("R18")
+    del found[KR_US]  # the hop to the hub is carried by nothing this node holds
+    uncarried = egress.check_named(found, item, "USA", "KOR")
+    assert uncarried is not None
+    assert uncarried.startswith("R18")
+
+
+def test_the_recipient_keeps_another_partys_item_only_from_the_hub() -> None:
+    found = counterfactual()
+    at = LATER + timedelta(minutes=1)
+    from_hub = policy.receive(found[TISA], label(), "JPN", "USA", at)
+    assert from_hub.permit
+    assert from_hub.reasons[0].rule == "R18"
+    assert not policy.receive(found[TISA], label(route="direct"), "JPN", "USA", at).permit
+    assert not policy.receive(found[TISA], label(purposes=("trade",)), "JPN", "USA", at).permit
+    not_hub = policy.receive(found[TISA], dataclasses.replace(label(), originator="USA"), "JPN", "KOR", at)
+    assert not not_hub.permit
+    assert not_hub.reasons[0].rule == "R1"

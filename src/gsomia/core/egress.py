@@ -53,7 +53,17 @@ def check_named(agreements: Mapping[str, Agreement], label: Label, peer: str, me
     agreement = agreements.get(label.agreement)
     if agreement is None:
         return f"R3: labelled for {label.agreement}, which is not an agreement of {me}"
-    return check(agreement, label, peer, me)
+    problem = check(agreement, label, peer, me)
+    if problem is None and label.route == "trilateral":
+        # The hop to the hub travels under the bilateral agreement that carries it (R18).
+        carriers = [agreements[i] for i in agreement.carried_by if i in agreements]
+        found = [c for c in carriers if set(c.parties) == {me, peer}]
+        if len(found) != 1:
+            return f"R18: no one agreement of {me} carries {me}–{peer} under {agreement.id}"
+        status = lifecycle.status(found[0], label.created_at)
+        if not status.in_force:
+            return f"{status.refusing_rule}: {found[0].id} was {status.state.value} at the release instant"
+    return problem
 
 
 def check_release(label: Label, recipient: str, purpose: str, me: str, consents: Sequence[Consent]) -> str | None:
