@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gsomia.core import policy, trilateral
+from gsomia.core import egress, policy, trilateral
 from gsomia.core.agreement import terms
 from gsomia.core.agreement.terms import Agreement
 from gsomia.core.label import Label, LabelInvalid
@@ -193,9 +193,13 @@ def test_only_the_hub_passes_items_on() -> None:
 
 
 def test_an_approval_given_after_the_instant_does_not_serve_and_a_closed_arrangement_forwards_nothing() -> None:
-    late = Approval(ITEM, "JPN", "KOR", LATER + timedelta(seconds=1))
+    late = Approval(ITEM, "JPN", "KOR", LATER + policy.CLOCK_SKEW + timedelta(seconds=1))
     assert not forward([late]).permit
     assert trilateral.check_forward(carrier(), label(), "USA", "JPN", [late], LATER) is not None
+    # The originator's clock may run a little ahead of the hub's: its approval still serves.
+    skewed = Approval(ITEM, "JPN", "KOR", LATER + timedelta(seconds=1))
+    assert forward([skewed]).permit
+    assert trilateral.check_forward(carrier(), label(), "USA", "JPN", [skewed], LATER) is None
     found = counterfactual()
     closed = dataclasses.replace(found[TISA], entry_into_force=datetime(2030, 1, 1, tzinfo=KST))
     decision = trilateral.forward(closed, found[JP_US], label(), "USA", "JPN", [approval()], LATER)
@@ -236,3 +240,48 @@ def test_a_label_block_that_is_not_a_label_is_refused_as_one(raw: bytes) -> None
     # What a partner's envelope may carry; the receiver reads it before choosing an opener.
     with pytest.raises(LabelInvalid):
         Label.from_bytes(raw)
+
+
+def test_the_originator_leaves_the_hubs_own_hop_to_the_hub() -> None:
+    """KOR does not hold the USA–JPN agreement: it judges its own hop, the USA the other."""
+    found = counterfactual()
+    del found[JP_US]
+    decision, chosen = trilateral.choose(found, "KOR", "JPN", ("nk-missile",), EXPIRY + timedelta(hours=1))
+    assert decision.permit
+    assert chosen is not None
+    assert chosen.kind == "trilateral"
+    assert [c.id for c in chosen.carriers] == [KR_US]
+    del found[KR_US]
+    decision, chosen = trilateral.choose(found, "KOR", "JPN", ("nk-missile",), EXPIRY + timedelta(hours=1))
+    assert not decision.permit
+    assert chosen is None
+    assert any("carries KOR–USA" in r.text for r in decision.reasons)
+
+
+def test_the_originators_guard_lets_a_trilateral_item_go_to_the_hub_alone() -> None:
+    found = counterfactual()
+    item = label()
+    assert egress.check_named(found, item, "USA", "KOR") is None
+    to_jpn = egress.check_named(found, item, "JPN", "KOR")
+    assert to_jpn is not None
+    assert to_jpn.startswith("R18")
+    outside = egress.check_named(found, label(purposes=("trade",)), "USA", "KOR")
+    assert outside is not None
+    assert outside.startswith("R18")
+    del found[KR_US]  # the hop to the hub is carried by nothing this node holds
+    uncarried = egress.check_named(found, item, "USA", "KOR")
+    assert uncarried is not None
+    assert uncarried.startswith("R18")
+
+
+def test_the_recipient_keeps_another_partys_item_only_from_the_hub() -> None:
+    found = counterfactual()
+    at = LATER + timedelta(minutes=1)
+    from_hub = policy.receive(found[TISA], label(), "JPN", "USA", at)
+    assert from_hub.permit
+    assert from_hub.reasons[0].rule == "R18"
+    assert not policy.receive(found[TISA], label(route="direct"), "JPN", "USA", at).permit
+    assert not policy.receive(found[TISA], label(purposes=("trade",)), "JPN", "USA", at).permit
+    not_hub = policy.receive(found[TISA], dataclasses.replace(label(), originator="USA"), "JPN", "KOR", at)
+    assert not not_hub.permit
+    assert not_hub.reasons[0].rule == "R1"

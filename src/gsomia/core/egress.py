@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from gsomia.core.agreement import lifecycle
+from gsomia.core.agreement.route import scope_problem
 from gsomia.core.agreement.schemes import level_index
 from gsomia.core.agreement.terms import Agreement
 from gsomia.core.label import Label
@@ -31,7 +32,14 @@ def check(agreement: Agreement, label: Label, peer: str, me: str) -> str | None:
         return f"R5: not releasable to {peer}"
     if level_index(agreement, label.originator, label.classification) is None:
         return f"R3: {label.classification} is outside {agreement.id}"
-    if label.route != "direct":
+    if label.route == "trilateral":
+        # An item routed through a hub goes to the hub only, within the arrangement's scope (R18).
+        if agreement.hub is None or peer != agreement.hub:
+            return f"R18: a trilateral item goes to the hub of {agreement.id} only, not {peer}"
+        outside = scope_problem(agreement, label)
+        if outside is not None:
+            return f"R18: {outside}"
+    elif label.route != "direct":
         return f"R18: route {label.route} is not allowed on the direct link"
     status = lifecycle.status(agreement, label.created_at)
     if not status.in_force:
@@ -45,7 +53,17 @@ def check_named(agreements: Mapping[str, Agreement], label: Label, peer: str, me
     agreement = agreements.get(label.agreement)
     if agreement is None:
         return f"R3: labelled for {label.agreement}, which is not an agreement of {me}"
-    return check(agreement, label, peer, me)
+    problem = check(agreement, label, peer, me)
+    if problem is None and label.route == "trilateral":
+        # The hop to the hub travels under the bilateral agreement that carries it (R18).
+        carriers = [agreements[i] for i in agreement.carried_by if i in agreements]
+        found = [c for c in carriers if set(c.parties) == {me, peer}]
+        if len(found) != 1:
+            return f"R18: no one agreement of {me} carries {me}–{peer} under {agreement.id}"
+        status = lifecycle.status(found[0], label.created_at)
+        if not status.in_force:
+            return f"{status.refusing_rule}: {found[0].id} was {status.state.value} at the release instant"
+    return problem
 
 
 def check_release(label: Label, recipient: str, purpose: str, me: str, consents: Sequence[Consent]) -> str | None:

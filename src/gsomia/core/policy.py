@@ -460,7 +460,10 @@ def receive(agreement: Agreement, label: Label, me: str, peer: str, now: datetim
     partner delivers only its own items (R1), released to ``me`` (R5), at a true release
     instant (R9) at which the agreement was in force (R13, R14). The first failing rule
     is the one reason given."""
-    if label.originator != peer:
+    # Through a hub (R18) the hub delivers its partners' items it was approved to pass on; else
+    # a partner delivers only its own (R1).
+    relayed = agreement.hub == peer and label.route == "trilateral" and label.originator != me
+    if label.originator != peer and not relayed:
         return _deny(Reason("R1", f"{peer} delivers only its own items (originator {label.originator})"))
     if agreement.hub is not None:  # an arrangement through a hub: to or from the hub, within scope
         if agreement.hub not in (peer, me):
@@ -478,6 +481,9 @@ def receive(agreement: Agreement, label: Label, me: str, peer: str, now: datetim
         return _deny(
             Reason(then.refusing_rule, f"the agreement was {then.state.value} at the release instant {release}")
         )
+    if label.originator != peer:
+        how = Reason("R18", f"passed on by {peer}, the hub of {agreement.id}, from its originator {label.originator}")
+        return Decision(True, (how,), ("record the receipt (R9)",))
     return Decision(True, (Reason("R1", f"provided directly by {peer}, its originator"),), ("record the receipt (R9)",))
 
 

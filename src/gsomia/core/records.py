@@ -27,6 +27,7 @@ from gsomia.core.keyring import KeyHistory
 from gsomia.core.keys import PrivateKeys
 from gsomia.core.label import Label
 from gsomia.core.policy import Consent
+from gsomia.core.trilateral import Approval
 
 _SIGNED = b"gsomia/record/v1\x00"
 _CONTEXT = b"gsomia/record/v1"
@@ -41,6 +42,7 @@ KINDS = (
     "translation",
     "destruction",
     "reclassification",
+    "forward_approval",
 )
 #: Register records (R8, R9): where an item is, its copies, translations, destruction, marking.
 REGISTER = ("reproduction", "translation", "destruction", "reclassification")
@@ -149,6 +151,21 @@ def consents(records: Iterable[Record], originator: str) -> list[Consent]:
     return found
 
 
+def approvals(records: Iterable[Record]) -> list[Approval]:
+    """Approvals to pass items on through a hub (R18), as their makers signed them; whether
+    each is the originator's, for this item and recipient, ``trilateral.forward`` judges."""
+    return [
+        Approval(
+            item_id=str(r.body["item_id"]),
+            recipient=str(r.body.get("recipient")),
+            granted_by=r.by,
+            granted_at=datetime.fromisoformat(r.body["at"]),
+        )
+        for r in records
+        if r.kind == "forward_approval"
+    ]
+
+
 def case_state(records: Iterable[Record], case_id: str) -> str:
     """requested | granted | refused | released  or  open | closed."""
     related = [
@@ -225,7 +242,7 @@ def case_of(record: Record) -> str:
 # --- who makes which record, and what it must say (R5, R6, R9, R11) ------------------------
 
 #: The rule under which a kind of record is made, for a refusal to cite.
-_RULE = {"reclassification": "R6", "destruction": "R9"}
+_RULE = {"reclassification": "R6", "destruction": "R9", "forward_approval": "R18"}
 
 
 def maker(subject: policy.Subject, kind: str) -> policy.Decision:
@@ -289,7 +306,22 @@ def check(ask: Ask) -> dict[str, Any]:
         return _investigation(ask)
     if ask.kind in REGISTER:
         return _register_record(ask)
+    if ask.kind == "forward_approval":
+        return _forward_approval(ask)
     raise GsomiaError(f"unknown record kind {ask.kind!r} (one of: {', '.join(KINDS)})")
+
+
+def _forward_approval(ask: Ask) -> dict[str, Any]:
+    """The originator's approval that the hub pass its item on to one party (R18)."""
+    label, hub = ask.label, ask.agreement.hub
+    if ask.subject.party != label.originator:
+        raise ask.refuse("R18", f"only the originator {label.originator} approves passing its item on")
+    if hub is None or label.route != "trilateral":
+        raise ask.refuse("R18", f"{label.item_id} does not travel through a hub (route {label.route})")
+    recipient = ask.text("recipient")
+    if recipient in (hub, label.originator) or recipient not in label.releasable_to:
+        raise ask.refuse("R18", f"{hub} passes {label.item_id} on only to a party it is releasable to, not {recipient}")
+    return {"recipient": recipient, "hub": hub}
 
 
 def _consent_request(ask: Ask) -> dict[str, Any]:

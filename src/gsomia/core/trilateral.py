@@ -21,7 +21,7 @@ from typing import Literal
 from gsomia.core.agreement import lifecycle, route
 from gsomia.core.agreement.terms import Agreement
 from gsomia.core.label import Label
-from gsomia.core.policy import Decision, Reason
+from gsomia.core.policy import CLOCK_SKEW, Decision, Reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,8 +36,9 @@ class Approval:
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """How an item travels: the agreement its label names, the hops, and for each hop the
-    agreement whose protection it travels under."""
+    """How an item travels: the agreement its label names, the hops, and the agreements whose
+    protection they travel under, as far as the one choosing holds them (the originator does
+    not hold the hub's agreement with the recipient: the hub judges that hop)."""
 
     kind: Literal["direct", "trilateral"]
     agreement: Agreement
@@ -121,6 +122,10 @@ def _through_hub(
         try:
             carrier = route.carrier(arrangement, hop, agreements)
         except route.RouteError as exc:
+            if originator not in hop and any(i not in agreements for i in arrangement.carried_by):
+                # The hub's hop to the recipient, under an agreement the originator is not party
+                # to and does not hold: the hub judges it when it passes the item on (``forward``).
+                continue
             return [Reason("R18", str(exc))]
         ended = _out_of_force(carrier, at)
         if ended is not None:
@@ -137,7 +142,7 @@ class _Purposes:
 def _approved(approvals: Sequence[Approval], label: Label, recipient: str, at: datetime) -> Approval | None:
     for a in approvals:
         exact = (a.item_id, a.recipient, a.granted_by) == (label.item_id, recipient, label.originator)
-        if exact and a.granted_at <= at:
+        if exact and a.granted_at <= at + CLOCK_SKEW:
             return a
     return None
 
@@ -195,7 +200,8 @@ def check_forward(
     else why not.
 
     It reads the label, the approvals and the carrier alone: an item goes from the hub only to
-    a party its originator approved, before now, for exactly this item, within what the label
+    a party its originator approved, before now (by the originator's clock, which may run up
+    to ``CLOCK_SKEW`` ahead of the hub's), for exactly this item, within what the label
     releases it to, while the agreement carrying the hop is in force."""
     if label.route != "trilateral":
         return f"R18: {me} passes on only items routed through it (route {label.route})"
@@ -212,6 +218,6 @@ def check_forward(
             label.item_id,
             recipient,
             label.originator,
-        ) and a.granted_at <= at:
+        ) and a.granted_at <= at + CLOCK_SKEW:
             return None
     return f"R18: no approval by {label.originator} to pass {label.item_id} on to {recipient}"

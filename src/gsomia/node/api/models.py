@@ -100,6 +100,7 @@ class RecordIn(Strict):
         "translation",
         "destruction",
         "reclassification",
+        "forward_approval",
     ]
     item_id: str = Field(min_length=36, max_length=36)
     recipient: str | None = Field(default=None, max_length=64)

@@ -149,7 +149,10 @@ class Agreements:
                 continue
             for p in partners:
                 shared.setdefault(p, []).append(agreement.id)
-            chains = [self.keys.peer_chains[p] for p in partners]
+            # Yet an item the hub passes on is signed by its originator: under an arrangement the
+            # opener trusts every party's keys known here, and the policy judges who delivered it.
+            known = [p for p in agreement.parties if p in self.keys.peer_chains] if hub else partners
+            chains = [self.keys.peer_chains[p] for p in known]
             sealers[agreement.id] = envelope.Sealer(self.config.key, agreement)
             retired = {k: w for chain in (*chains, own) for k, w in chain.windows().items()}
             trusted = [key for chain in (*chains, own) for key in chain.keys]

@@ -14,8 +14,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from gsomia.core import egress, policy, records
-from gsomia.core.agreement import lifecycle
+from gsomia.core import egress, policy, records, trilateral
+from gsomia.core.agreement import lifecycle, route
 from gsomia.core.errors import NotFound, Refused
 from gsomia.core.label import Label, display, marking_for
 from gsomia.node.runtime.clock import Clock
@@ -171,9 +171,40 @@ class Casework:
                 self._store_record(conn, record, peer)
                 received = entry(now, f"{record.kind}_received", peer, record.body["item_id"], record.body)
                 self.ledger.log(conn, "bulk", [received])
+                if record.kind == "forward_approval" and shared is not None:
+                    self._pass_on(conn, record, now)
         except IntegrityError:
             return False
         return True
+
+    def _pass_on(self, conn: Connection, approval: records.Record, now: datetime) -> None:
+        """As the hub, pass an item on as its originator approved, if the core permits (R18):
+        queued for the recipient with its ledger entry, in the caller's transaction."""
+        item_id, recipient = approval.body["item_id"], str(approval.body.get("recipient"))
+        raw = conn.execute(select(t.items.c.label).where(t.items.c.item_id == item_id)).scalar_one()
+        label = Label.from_bytes(raw.encode("utf-8"))
+        approvals = records.approvals(self.records_of(conn, item_id))
+        applied = self.agreements.current()
+        arrangement = applied.by_id.get(label.agreement)
+        try:
+            if arrangement is None:
+                raise route.RouteError(f"{label.agreement} is not an agreement of {self.party}")
+            carrier = route.carrier(arrangement, (self.party, recipient), applied.by_id)
+        except route.RouteError as exc:
+            decision = policy.Decision(False, (policy.Reason(exc.rule, str(exc)),))
+        else:
+            decision = trilateral.forward(arrangement, carrier, label, self.party, recipient, approvals, now)
+        detail = {"recipient": recipient, "approval": approval.id, "decision": decision.as_dict()}
+        if decision.permit and recipient in self.config.peers:
+            self.outbox.enqueue(conn, recipient, "bulk", "item", item_id, b"")
+            self.ledger.log(conn, "bulk", [entry(now, "forward", self.party, item_id, detail)])
+        else:
+            self.ledger.log(conn, "bulk", [entry(now, "forward_denied", self.party, item_id, detail)])
+
+    def approvals(self, item_id: str) -> list[trilateral.Approval]:
+        """The approvals kept here to pass ``item_id`` on through this node (R18)."""
+        with self.engine.connect() as conn:
+            return records.approvals(self.records_of(conn, item_id))
 
     def cases(self, subject: policy.Subject, item_id: str | None = None) -> list[dict[str, Any]]:
         """Every case (consent request, compromise report) with its records and derived state."""

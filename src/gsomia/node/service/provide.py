@@ -9,15 +9,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from gsomia.core import envelope, policy
+from gsomia.core import envelope, policy, trilateral
 from gsomia.core.agreement import lifecycle
 from gsomia.core.agreement.schemes import spelling
+from gsomia.core.agreement.terms import Agreement
 from gsomia.core.errors import Refused
 from gsomia.core.label import Label, new_item_id
 from gsomia.node.runtime.clock import Clock
 from gsomia.node.runtime.lanes import Lanes
 from gsomia.node.runtime.trace import Trace
-from gsomia.node.service.agreements import Agreements
+from gsomia.node.service.agreements import Agreements, Applied
 from gsomia.node.service.alerts import FreshAlert
 from gsomia.node.service.integrity import Keys
 from gsomia.node.service.ledger import Ledger, entry
@@ -87,36 +88,56 @@ class Provide:
 
     def _decided(
         self, subject: policy.Subject, specs: Sequence[ItemSpec], lane: str, now: datetime
-    ) -> dict[tuple[str, str], list[tuple[bytes, Label]]]:
-        """Each item labelled and decided (R1, R5, R13, R14); the first refusal ends the provision.
+    ) -> dict[tuple[str, str, str], list[tuple[bytes, Label]]]:
+        """Each item routed (R1, R18), labelled and decided (R5, R13, R14); the first refusal
+        ends the provision.
 
-        Grouped by recipient and the agreement each travels under, to be sealed together."""
-        by_peer: dict[tuple[str, str], list[tuple[bytes, Label]]] = {}
+        Grouped by the peer it goes to, the agreement it travels under and its final recipient,
+        to be sealed together."""
+        by_peer: dict[tuple[str, str, str], list[tuple[bytes, Label]]] = {}
         applied = self.agreements.current()
         for n, spec in enumerate(specs):
             if lane == "bulk" and n % 16 == 0:
                 self.lanes.yield_to_flash()
-            agreement = applied.with_peer(spec.to)
+            agreement, peer, hub = self._route(subject, applied, spec, now)
             label = Label(
                 item_id=new_item_id(),
                 agreement=agreement.id,
                 originator=self.party,
                 # The agreement's own spelling (군사Ⅱ급비밀 is 군사II급비밀): never a second one in a label.
                 classification=spelling(agreement, self.party, spec.classification) or spec.classification,
-                releasable_to=spec.releasable_to or (spec.to,),
+                releasable_to=(hub, spec.to) if hub else spec.releasable_to or (spec.to,),
                 created_at=now,
                 purposes=spec.purposes,
                 compartments=spec.compartments,
+                route="trilateral" if hub else "direct",
             )
             status = lifecycle.status(agreement, now)
-            decision = policy.decide(
-                agreement, subject, policy.Action.PROVIDE, label, status, (), now, recipient=spec.to
-            )
+            decision = policy.decide(agreement, subject, policy.Action.PROVIDE, label, status, (), now, recipient=peer)
             if not decision.permit:
                 self.ledger.audit_alone("provide_denied", subject.id, label.item_id, decision.as_dict())
                 raise Refused(decision, f"providing to {spec.to}")
-            by_peer.setdefault((spec.to, agreement.id), []).append((spec.payload, label))
+            by_peer.setdefault((peer, agreement.id, spec.to), []).append((spec.payload, label))
         return by_peer
+
+    def _route(
+        self, subject: policy.Subject, applied: Applied, spec: ItemSpec, now: datetime
+    ) -> tuple[Agreement, str, str | None]:
+        """The agreement an item travels under, the peer it goes to and the hub it goes through
+        (None: direct), as the core chooses (R1, R18). Where no arrangement joins this node and
+        the recipient, the bilateral agreement decides alone, in force or not (R13, R14)."""
+        through_hub = spec.to != self.party and any(
+            a.hub is not None and spec.to in a.parties for a in applied.by_id.values()
+        )
+        if not through_hub:
+            return applied.with_peer(spec.to), spec.to, None
+        decision, chosen = trilateral.choose(applied.by_id, self.party, spec.to, spec.purposes, now)
+        if chosen is not None and chosen.kind == "trilateral" and chosen.hub is not None:
+            return chosen.agreement, chosen.hub, chosen.hub
+        if chosen is None:
+            self.ledger.audit_alone("provide_denied", subject.id, None, decision.as_dict())
+            raise Refused(decision, f"providing to {spec.to}")
+        return applied.with_peer(spec.to), spec.to, None
 
     def _provide(
         self, subject: policy.Subject, specs: Sequence[ItemSpec], lane: str, worker: str | None
@@ -131,14 +152,20 @@ class Provide:
         entries: list[dict[str, Any]] = []
         opened: list[tuple[str, Label, bytes]] = []
         sealers = self.agreements.applied.sealers  # those the items were just decided under
-        for (peer, agreement_id), batch in by_peer.items():
-            keys = [self.keys.peer_chains[peer].current, self.keys.public]
+        for (peer, agreement_id, recipient), batch in by_peer.items():
+            # Through a hub, sealed for the final recipient too: the hub passes the envelope on
+            # as its originator signed it (R18).
+            ends = [peer] if recipient == peer else [peer, recipient]
+            keys = [*(self.keys.peer_chains[p].current for p in ends), self.keys.public]
             for (payload, label), env in zip(batch, sealers[agreement_id].seal_batch(batch, keys), strict=True):
                 rows.append(items.item_row(label, env, "out", peer, lane, now, None))
                 # A bulk envelope is stored once, in ``items``: the claim reads it from there. A flash
                 # report's outbox row keeps its own copy: its item may have moved to the main file.
                 sent.append(self.outbox.row(peer, lane, "item", label.item_id, env if lane == "flash" else b""))
-                entries.append(entry(now, "provide", subject.id, label.item_id, {"to": peer, "lane": lane}))
+                detail: dict[str, Any] = {"to": peer, "lane": lane}
+                if recipient != peer:
+                    detail.update(route="trilateral", recipient=recipient)
+                entries.append(entry(now, "provide", subject.id, label.item_id, detail))
                 results.append({"item_id": label.item_id, "to": peer, "classification": label.classification})
                 opened.append((peer, label, payload))
         if worker is not None:  # leases are real time (``Outbox``)
@@ -169,7 +196,7 @@ class Provide:
                 self.sealed_labels.clear()  # rows another process sent, or a long backlog: start afresh
             self.sealed_labels.update((label.item_id, label) for _, label, _ in opened)
         if lane == "flash" and worker is None:
-            for peer in {peer for peer, _ in by_peer}:
+            for peer in {peer for peer, _, _ in by_peer}:
                 self.outbox.queued_flash(peer)
         return results, written.claimed, fresh
 

@@ -399,7 +399,11 @@ def _guard_and_encode(
     allowed: list[dict[str, Any]] = []
     blocked: dict[str, str] = {}
     for row in rows:
-        problem = egress.check_named(agreements.by_id, node.label_to_send(row["ref"], row["body"]), code, node.party)
+        label = node.label_to_send(row["ref"], row["body"])
+        if label.originator == node.party:
+            problem = egress.check_named(agreements.by_id, label, code, node.party)
+        else:  # another party's item, passed on through this node as a hub (R18)
+            problem = node.check_forward(agreements, label, code)
         if problem is None:
             allowed.append(row)
         else:
