@@ -8,6 +8,8 @@ termination notice (no suspension): from 2019-11-23 00:00 KST it is terminated.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -165,3 +167,33 @@ def test_while_the_bilateral_agreement_is_in_force_the_item_goes_direct(three: P
     assert (got["route"], got["agreement"], got["peer"]) == ("direct", GSOMIA, "KOR")
     assert three.user("USA", "auditor").get(f"/items/{item}").status_code == 404
     assert item not in listed(three, "USA")
+
+
+def test_each_node_proves_the_hops_it_saw_with_public_keys_only(three: Pair, tmp_path: Path) -> None:
+    three.set_clock(TERMINATED)
+    [item] = three.share("KOR", "JPN", "군사II급비밀", 1)
+    three.wait(lambda: item in listed(three, "USA"), "the USA to hold the item")
+    assert approve(three, item, "JPN").status_code == 201
+    three.wait(lambda: item in listed(three, "JPN"), "JPN to receive the approved item")
+    gsomia = str(Path(sys.executable).parent / "gsomia")
+    seen: dict[str, set[str]] = {}
+    for party, node in three.nodes.items():
+        proof = subprocess.run(
+            [gsomia, "audit", "prove", item, "--config", str(node.config)], capture_output=True, text=True, check=False
+        )
+        assert proof.returncode == 0, proof.stderr
+        path = tmp_path / f"{party}.proof.json"
+        path.write_text(proof.stdout, encoding="utf-8")
+        pub = node.root / "keys" / f"{party}.pub"  # the node's public key: nothing else
+        checked = subprocess.run(
+            [gsomia, "audit", "check-proof", str(path), "--trust", str(pub), "--json"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert checked.returncode == 0, checked.stderr
+        seen[party] = {e.rsplit(":", 1)[1] for e in json.loads(checked.stdout)["entries"]}
+    assert {"provide", "forward_approval"} <= seen["KOR"]  # sent to the hub, and approved
+    assert {"receipt", "forward_approval_received", "forward"} <= seen["USA"]  # held, approved, passed on
+    assert "receipt" in seen["JPN"]  # received from the hub
+    assert "provide" not in seen["USA"] | seen["JPN"]
