@@ -151,3 +151,25 @@ def test_demo_headless_json(tmp_path: Path, suspension: bool) -> None:
     tokens = json.loads((tmp_path / ".demo" / "KOR" / "tokens.json").read_text())
     assert set(tokens) == {"analyst", "duty_officer", "security_authority", "auditor"}
     assert (tmp_path / ".demo" / "JPN" / "node.toml").exists()
+
+
+def test_demo_trilateral_headless_json(tmp_path: Path) -> None:
+    """Both routes of R18 on three nodes, counted from what each node lists."""
+    root = tmp_path / ".demo"
+    r = run("demo", "--trilateral", "--headless", "--json", "--items", "3", "--root", str(root))
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert result == {
+        "direct": 3,
+        "usa_saw_direct": 0,
+        "via_USA": 3,
+        "forwarded_without_consent": 0,
+        "held_at_USA_without_approval": 1,
+        "out_of_scope_refused": 3,
+        "state_at_end": "terminated",
+    }
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == ["JPN", "KOR", "USA"]
+    text = run("demo", "--trilateral", "--headless", "--items", "1", "--root", str(root))
+    assert text.returncode == 0, text.stderr
+    assert "1 through the USA with KOR's approval, 0 without it, 1 held unapproved" in text.stdout
+    assert "outside the arrangement's scope: 1 refused (R18)" in text.stdout

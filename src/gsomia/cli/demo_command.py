@@ -23,12 +23,22 @@ def demo(
     root: Annotated[Path, typer.Option(help="Where the nodes keep their state.")] = Path(".demo"),
     items: Annotated[int, typer.Option(min=1, max=100000, help="Routine items each side shares.")] = 200,
     flash: Annotated[int, typer.Option(min=1, max=10000, help="Flash reports JPN sends.")] = 20,
+    trilateral: Annotated[
+        bool,
+        typer.Option(
+            "--trilateral",
+            help="KOR, JPN and USA nodes: the direct route, then the route through the USA after termination (R18).",
+        ),
+    ] = False,
 ) -> None:
     """KOR and JPN nodes on loopback replay the 2019 story on a simulated clock.
 
     --headless prints a short summary (items, flash reports, the notes' instants in the
     agreement's zone, whether the pact is in force); --json prints the same as one JSON
     object, instants in ISO 8601 with their offset."""
+    if trilateral:
+        _trilateral(agreement_file, root, headless, as_json, items)
+        return
     # The story needs the node, its store and an HTTP client: loaded when it runs, not for --help.
     from gsomia.cli.demo import run, summary
 
@@ -48,4 +58,16 @@ def demo(
         print(json.dumps(result, ensure_ascii=False))
     elif headless:
         for line in summary(result, terms.load(agreement_file)):
+            out.print(line, markup=False, soft_wrap=True)
+
+
+def _trilateral(agreement_file: Path, root: Path, headless: bool, as_json: bool, items: int) -> None:
+    """``demo --trilateral``: ``items`` on each route, and as many out of scope."""
+    from gsomia.cli import trilateral_demo
+
+    result = trilateral_demo.run(root, agreement_file, out, headless=headless or as_json, items=items)
+    if as_json:
+        print(json.dumps(result, ensure_ascii=False))
+    elif headless:
+        for line in trilateral_demo.summary(result):
             out.print(line, markup=False, soft_wrap=True)
