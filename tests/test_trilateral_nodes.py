@@ -22,6 +22,7 @@ from gsomia.core import records
 from gsomia.node.runtime import config as node_config
 from gsomia.node.runtime.clock import SystemClock
 from gsomia.node.service import Node
+from gsomia.store import gate
 from gsomia.store import schema as t
 from gsomia.store.db import open_node_database
 from gsomia.store.files import load_private
@@ -197,3 +198,22 @@ def test_each_node_proves_the_hops_it_saw_with_public_keys_only(three: Pair, tmp
     assert {"receipt", "forward_approval_received", "forward"} <= seen["USA"]  # held, approved, passed on
     assert "receipt" in seen["JPN"]  # received from the hub
     assert "provide" not in seen["USA"] | seen["JPN"]
+
+
+def test_the_hubs_egress_guard_alone_stops_a_forward_without_approval(three: Pair) -> None:
+    """An insider at the USA queues a held item for JPN behind the node's back (no approval, no
+    decision): the delivery's guard refuses it on its own, and JPN never gets it (R18)."""
+    three.set_clock(TERMINATED)
+    [item] = three.share("KOR", "JPN", "군사II급비밀", 1)
+    three.wait(lambda: item in listed(three, "USA"), "the USA to hold the item")
+    cfg = node_config.load(three.nodes["USA"].config)
+    node = Node(cfg, open_node_database(cfg), SystemClock())
+    try:
+        with gate.begin(node.engine) as conn:
+            node.outbox.enqueue(conn, "JPN", "bulk", "item", item, b"")
+    finally:
+        node.dispose()
+    three.wait(lambda: any(e["item_id"] == item for e in ledger(three, "USA", "delivery_refused")), "the guard")
+    [refused] = [e for e in ledger(three, "USA", "delivery_refused") if e["item_id"] == item]
+    assert refused["detail"]["reason"] == f"egress guard: R18: no approval by KOR to pass {item} on to JPN"
+    assert item not in listed(three, "JPN")
