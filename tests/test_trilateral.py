@@ -17,9 +17,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gsomia.core import egress, policy, trilateral
+from gsomia.core import egress, keys, policy, records, trilateral
 from gsomia.core.agreement import terms
 from gsomia.core.agreement.terms import Agreement
+from gsomia.core.keyring import KeyHistory
 from gsomia.core.label import Label, LabelInvalid
 from gsomia.core.policy import Decision
 from gsomia.core.trilateral import Approval
@@ -285,3 +286,24 @@ def test_the_recipient_keeps_another_partys_item_only_from_the_hub() -> None:
     not_hub = policy.receive(found[TISA], dataclasses.replace(label(), originator="USA"), "JPN", "KOR", at)
     assert not not_hub.permit
     assert not_hub.reasons[0].rule == "R1"
+
+
+def test_a_hub_relays_only_the_originators_approval_naming_the_recipient() -> None:
+    kor = keys.generate("KOR", "classic")
+    chains = {"KOR": KeyHistory.start(kor.public())}
+    at = LATER
+
+    def made(kind: str, **fields: str) -> dict[str, object]:
+        return records.make(kor, kind, "KOR", "kor.authority", ITEM, at, **fields).as_dict()
+
+    relayed = records.verify_relayed(made("forward_approval", recipient="JPN", hub="USA"), chains, "USA", "JPN")
+    assert (relayed.kind, relayed.by, relayed.body["recipient"]) == ("forward_approval", "KOR", "JPN")
+    for data in (
+        made("forward_approval", recipient="USA", hub="USA"),  # names another recipient
+        made("forward_approval", recipient="JPN", hub="CHN"),  # through another hub
+        made("destruction", method="shredded"),  # not an approval
+    ):
+        with pytest.raises(records.RecordInvalid, match="relays only an approval"):
+            records.verify_relayed(data, chains, "USA", "JPN")
+    with pytest.raises(records.RecordInvalid, match="relays only a record by a party this node knows"):
+        records.verify_relayed(made("forward_approval", recipient="JPN", hub="USA"), {}, "USA", "JPN")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -149,6 +149,20 @@ def consents(records: Iterable[Record], originator: str) -> list[Consent]:
             )
         )
     return found
+
+
+def verify_relayed(data: Any, chains: Mapping[str, KeyHistory], hub: str, me: str) -> Record:
+    """An originator's approval that the hub ``hub`` passes on to ``me`` ahead of the item it
+    approves (R18): signed by the originator's node, naming ``me`` and ``hub``. A hub relays
+    nothing else: any other record comes from the party that made it."""
+    body = data.get("body") if isinstance(data, dict) else None
+    by = body.get("by") if isinstance(body, dict) else None
+    if not isinstance(by, str) or by not in chains:
+        raise RecordInvalid(f"{hub} relays only a record by a party this node knows")
+    record = verify(data, chains[by], by)
+    if record.kind != "forward_approval" or record.body.get("recipient") != me or record.body.get("hub") != hub:
+        raise RecordInvalid(f"{hub} relays only an approval to pass an item on through it to {me}")
+    return record
 
 
 def approvals(records: Iterable[Record]) -> list[Approval]:

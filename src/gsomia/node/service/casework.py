@@ -157,7 +157,13 @@ class Casework:
         return {"record": record.body, "state": state, "peer": peer}
 
     def receive_record(self, peer: str, data: Any) -> bool:
-        record = records.verify(data, self.agreements.keys.peer_chains[peer], peer)
+        chains = self.agreements.keys.peer_chains
+        body = data.get("body") if isinstance(data, dict) else None
+        relayed = isinstance(body, dict) and body.get("by") not in (peer, None)
+        if relayed:  # an originator's approval, passed on by the hub ahead of the item (R18)
+            record = records.verify_relayed(data, chains, peer, self.party)
+        else:
+            record = records.verify(data, chains[peer], peer)
         now = self.clock.now()
         try:
             with gate.begin(self.engine) as conn:
@@ -171,7 +177,7 @@ class Casework:
                 self._store_record(conn, record, peer)
                 received = entry(now, f"{record.kind}_received", peer, record.body["item_id"], record.body)
                 self.ledger.log(conn, "bulk", [received])
-                if record.kind == "forward_approval" and shared is not None:
+                if record.kind == "forward_approval" and shared is not None and not relayed:
                     self._pass_on(conn, record, now)
         except IntegrityError:
             return False
@@ -196,6 +202,10 @@ class Casework:
             decision = trilateral.forward(arrangement, carrier, label, self.party, recipient, approvals, now)
         detail = {"recipient": recipient, "approval": approval.id, "decision": decision.as_dict()}
         if decision.permit and recipient in self.config.peers:
+            # The approval first, then the item: the recipient's ledger holds the originator's
+            # signed word for the hop as well as the item (the same lane keeps them in order).
+            body = json.dumps(approval.as_dict()).encode()
+            self.outbox.enqueue(conn, recipient, "bulk", "record", approval.id, body)
             self.outbox.enqueue(conn, recipient, "bulk", "item", item_id, b"")
             self.ledger.log(conn, "bulk", [entry(now, "forward", self.party, item_id, detail)])
         else:
