@@ -307,3 +307,11 @@ def test_a_hub_relays_only_the_originators_approval_naming_the_recipient() -> No
             records.verify_relayed(data, chains, "USA", "JPN")
     with pytest.raises(records.RecordInvalid, match="relays only a record by a party this node knows"):
         records.verify_relayed(made("forward_approval", recipient="JPN", hub="USA"), {}, "USA", "JPN")
+
+
+def test_the_recipient_takes_an_item_from_the_hub_only_with_the_originators_approval_on_hand() -> None:
+    assert trilateral.accept_relayed(label(), "USA", "JPN", [approval()]).permit
+    for given in ([], [approval(item=OTHER)], [approval(recipient="USA")], [approval(by="USA")]):
+        refused = trilateral.accept_relayed(label(), "USA", "JPN", given)
+        assert not refused.permit
+        assert refused.reasons[0].text == f"no approval by KOR to pass {ITEM} on to JPN is on hand"

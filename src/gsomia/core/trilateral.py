@@ -221,3 +221,14 @@ def check_forward(
         ) and a.granted_at <= at + CLOCK_SKEW:
             return None
     return f"R18: no approval by {label.originator} to pass {label.item_id} on to {recipient}"
+
+
+def accept_relayed(label: Label, hub: str, me: str, approvals: Sequence[Approval]) -> Decision:
+    """The recipient's own check on another party's item its hub passes on (R18): the
+    originator's signed approval naming this item and this node must be on hand (the hub
+    passes it on ahead of the item), so a hub cannot pass on what the originator never approved."""
+    for a in approvals:
+        if (a.item_id, a.recipient, a.granted_by) == (label.item_id, me, label.originator):
+            return Decision(True, (Reason("R18", f"{label.originator} approved passing it on to {me} through {hub}"),))
+    missing = f"no approval by {label.originator} to pass {label.item_id} on to {me} is on hand"
+    return Decision(False, (Reason("R18", missing),))

@@ -84,7 +84,16 @@ class Node:
         self.providing = Provide(
             self.party, clock, self.agreements, self.keys, self.outbox, self.ledger, self.lanes, self.trace
         )
-        self.receiving = Receive(self.party, clock, self.agreements, self.outbox, self.ledger, self.lanes, self.trace)
+        self.receiving = Receive(
+            self.party,
+            clock,
+            self.agreements,
+            self.outbox,
+            self.ledger,
+            self.lanes,
+            self.trace,
+            self.casework.approvals,
+        )
 
     # --- state others read or set -------------------------------------------------------
 

@@ -3,11 +3,11 @@ instant (``policy.receive``), stored once however often delivered; a receipt for
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from gsomia.core import envelope, policy
+from gsomia.core import envelope, policy, trilateral
 from gsomia.core.label import Label, LabelInvalid
 from gsomia.node.runtime.clock import Clock
 from gsomia.node.runtime.lanes import Lanes
@@ -31,8 +31,12 @@ class Receive:
         ledger: Ledger,
         lanes: Lanes,
         trace: Trace,
+        approvals: Callable[[str], list[trilateral.Approval]],
     ) -> None:
         self.party = party
+        # The approvals kept here for an item (``Casework.approvals``): what an item passed on by
+        # a hub is checked against.
+        self.approvals = approvals
         self.clock = clock
         self.agreements = agreements
         self.outbox = outbox
@@ -60,6 +64,8 @@ class Receive:
                 refused.append({"item_id": "", "reason": f"{type(exc).__name__}: {exc}"})
                 continue
             decision = policy.receive(opener.agreement, label, self.party, peer, now)
+            if decision.permit and label.originator != peer:  # passed on by the hub (R18)
+                decision = trilateral.accept_relayed(label, peer, self.party, self.approvals(label.item_id))
             if not decision.permit:
                 reason = decision.reasons[0]
                 refused.append({"item_id": label.item_id, "reason": f"{reason.rule}: {reason.text}"})
