@@ -315,3 +315,22 @@ def test_the_recipient_takes_an_item_from_the_hub_only_with_the_originators_appr
         refused = trilateral.accept_relayed(label(), "USA", "JPN", given)
         assert not refused.permit
         assert refused.reasons[0].text == f"no approval by KOR to pass {ITEM} on to JPN is on hand"
+
+
+def test_a_releasability_that_leaves_the_hub_out_is_refused_not_widened() -> None:
+    decision, released = trilateral.release_through("USA", "JPN", ("JPN",))
+    assert not decision.permit
+    assert released == ()
+    assert decision.reasons[0].rule == "R5"
+    assert trilateral.release_through("USA", "JPN", ())[1] == ("USA", "JPN")
+    assert trilateral.release_through("USA", "JPN", ("USA", "JPN"))[1] == ("USA", "JPN")
+
+
+def test_the_hubs_guard_checks_the_arrangement_itself_now() -> None:
+    found = counterfactual()
+    assert trilateral.check_arrangement(found[TISA], label(), "USA", LATER) is None
+    assert trilateral.check_arrangement(found[TISA], label(), "KOR", LATER) == f"R18: KOR is not the hub of {TISA}"
+    closed = dataclasses.replace(found[TISA], entry_into_force=datetime(2030, 1, 1, tzinfo=KST), cache={})
+    assert (trilateral.check_arrangement(closed, label(), "USA", LATER) or "").startswith("R13")
+    outside = trilateral.check_arrangement(found[TISA], label(purposes=("training",)), "USA", LATER)
+    assert (outside or "").startswith("R18")

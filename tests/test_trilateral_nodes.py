@@ -217,3 +217,12 @@ def test_the_hubs_egress_guard_alone_stops_a_forward_without_approval(three: Pai
     [refused] = [e for e in ledger(three, "USA", "delivery_refused") if e["item_id"] == item]
     assert refused["detail"]["reason"] == f"egress guard: R18: no approval by KOR to pass {item} on to JPN"
     assert item not in listed(three, "JPN")
+
+
+def test_an_item_the_originator_released_to_the_recipient_alone_is_not_sent_through_the_hub(three: Pair) -> None:
+    three.set_clock(TERMINATED)
+    body = {"to": "JPN", "classification": "군사II급비밀", "text": "x", "purposes": ["nk-missile"]}
+    r = three.user("KOR", "analyst").post("/items", {"items": [{**body, "releasable_to": ["JPN"]}]})
+    assert r.status_code == 403, r.text
+    assert r.json()["reasons"][-1]["rule"] == "R5"
+    assert listed(three, "USA") == {}

@@ -232,3 +232,26 @@ def accept_relayed(label: Label, hub: str, me: str, approvals: Sequence[Approval
             return Decision(True, (Reason("R18", f"{label.originator} approved passing it on to {me} through {hub}"),))
     missing = f"no approval by {label.originator} to pass {label.item_id} on to {me} is on hand"
     return Decision(False, (Reason("R18", missing),))
+
+
+def release_through(hub: str, recipient: str, requested: Sequence[str]) -> tuple[Decision, tuple[str, ...]]:
+    """Whom an item through ``hub`` is released to: the hub and the recipient. A releasability
+    the originator gave that leaves the hub out is its word that the item must not reach the
+    hub (R5): refused, never widened."""
+    if requested and hub not in requested:
+        named = ", ".join(requested)
+        text = f"released to {named} only: the route through {hub} needs {hub} among them"
+        return Decision(False, (Reason("R5", text),)), ()
+    return Decision(True, (Reason("R5", f"released to {hub} and {recipient}"),)), (hub, recipient)
+
+
+def check_arrangement(arrangement: Agreement, label: Label, me: str, at: datetime) -> str | None:
+    """Beside ``check_forward``: the hub's egress guard on the arrangement itself, now: this node
+    its hub, the arrangement in force, the item within its scope (R18). None to let it go."""
+    if arrangement.hub != me:
+        return f"R18: {me} is not the hub of {arrangement.id}"
+    status = lifecycle.status(arrangement, at)
+    if not status.in_force:
+        return f"{status.refusing_rule}: {arrangement.id} is {status.state.value}"
+    outside = route.scope_problem(arrangement, label)
+    return None if outside is None else f"R18: {outside}"

@@ -186,8 +186,12 @@ class Node:
             carrier = route.carrier(arrangement, (self.party, peer), agreements.by_id)
         except route.RouteError as exc:
             return f"{exc.rule}: {exc}"
+        now = self.clock.now()
+        problem = trilateral.check_arrangement(arrangement, label, self.party, now)
+        if problem is not None:
+            return problem
         approvals = self.casework.approvals(label.item_id)
-        return trilateral.check_forward(carrier, label, self.party, peer, approvals, self.clock.now())
+        return trilateral.check_forward(carrier, label, self.party, peer, approvals, now)
 
     def status(self, peer: str, at: datetime | None = None) -> lifecycle.Status:
         return self.agreements.status(peer, at)

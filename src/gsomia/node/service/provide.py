@@ -13,7 +13,7 @@ from gsomia.core import envelope, policy, trilateral
 from gsomia.core.agreement import lifecycle
 from gsomia.core.agreement.schemes import spelling
 from gsomia.core.agreement.terms import Agreement
-from gsomia.core.errors import Refused
+from gsomia.core.errors import NotFound, Refused
 from gsomia.core.label import Label, new_item_id
 from gsomia.node.runtime.clock import Clock
 from gsomia.node.runtime.lanes import Lanes
@@ -99,18 +99,18 @@ class Provide:
         for n, spec in enumerate(specs):
             if lane == "bulk" and n % 16 == 0:
                 self.lanes.yield_to_flash()
-            agreement, peer, hub = self._route(subject, applied, spec, now)
+            agreement, peer, released = self._route(subject, applied, spec, now)
             label = Label(
                 item_id=new_item_id(),
                 agreement=agreement.id,
                 originator=self.party,
                 # The agreement's own spelling (군사Ⅱ급비밀 is 군사II급비밀): never a second one in a label.
                 classification=spelling(agreement, self.party, spec.classification) or spec.classification,
-                releasable_to=(hub, spec.to) if hub else spec.releasable_to or (spec.to,),
+                releasable_to=released,
                 created_at=now,
                 purposes=spec.purposes,
                 compartments=spec.compartments,
-                route="trilateral" if hub else "direct",
+                route="trilateral" if peer != spec.to else "direct",
             )
             status = lifecycle.status(agreement, now)
             decision = policy.decide(agreement, subject, policy.Action.PROVIDE, label, status, (), now, recipient=peer)
@@ -122,22 +122,28 @@ class Provide:
 
     def _route(
         self, subject: policy.Subject, applied: Applied, spec: ItemSpec, now: datetime
-    ) -> tuple[Agreement, str, str | None]:
-        """The agreement an item travels under, the peer it goes to and the hub it goes through
-        (None: direct), as the core chooses (R1, R18). Where no arrangement joins this node and
-        the recipient, the bilateral agreement decides alone, in force or not (R13, R14)."""
+    ) -> tuple[Agreement, str, tuple[str, ...]]:
+        """The agreement an item travels under, the peer it goes to (the hub, on the route
+        through it) and whom it is released to, as the core chooses (R1, R5, R18). Where no
+        arrangement joins this node and the recipient, the bilateral agreement decides alone,
+        in force or not (R13, R14)."""
+        direct = spec.releasable_to or (spec.to,)
         through_hub = spec.to != self.party and any(
             a.hub is not None and spec.to in a.parties for a in applied.by_id.values()
         )
         if not through_hub:
-            return applied.with_peer(spec.to), spec.to, None
+            return applied.with_peer(spec.to), spec.to, direct
         decision, chosen = trilateral.choose(applied.by_id, self.party, spec.to, spec.purposes, now)
         if chosen is not None and chosen.kind == "trilateral" and chosen.hub is not None:
-            return chosen.agreement, chosen.hub, chosen.hub
-        if chosen is None:
+            if spec.to not in self.keys.peer_chains:  # sealed for the recipient too: its key is needed
+                raise NotFound(f"no partner {spec.to!r} on this node")
+            decision, released = trilateral.release_through(chosen.hub, spec.to, spec.releasable_to)
+            if decision.permit:
+                return chosen.agreement, chosen.hub, released
+        if chosen is None or not decision.permit:
             self.ledger.audit_alone("provide_denied", subject.id, None, decision.as_dict())
             raise Refused(decision, f"providing to {spec.to}")
-        return applied.with_peer(spec.to), spec.to, None
+        return applied.with_peer(spec.to), spec.to, direct
 
     def _provide(
         self, subject: policy.Subject, specs: Sequence[ItemSpec], lane: str, worker: str | None
