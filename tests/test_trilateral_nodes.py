@@ -26,7 +26,7 @@ from gsomia.store import gate
 from gsomia.store import schema as t
 from gsomia.store.db import open_node_database
 from gsomia.store.files import load_private
-from nodes import Pair, node_group
+from nodes import Pair, User, node_group
 
 ROOT = Path(__file__).resolve().parent.parent / "agreements"
 GSOMIA = "jp-kr-gsomia-2016"
@@ -226,3 +226,25 @@ def test_an_item_the_originator_released_to_the_recipient_alone_is_not_sent_thro
     assert r.status_code == 403, r.text
     assert r.json()["reasons"][-1]["rule"] == "R5"
     assert listed(three, "USA") == {}
+
+
+def test_at_the_recipient_clearance_is_weighed_under_the_arrangements_levels(three: Pair) -> None:
+    """KOR's 군사II급비밀 is SECRET under the arrangement: 極秘 at JPN. A JPN analyst cleared
+    to 秘 (CONFIDENTIAL) does not learn of it; one cleared to 極秘 reads it (R3, R7)."""
+    three.set_clock(TERMINATED)
+    [item] = three.share("KOR", "JPN", "군사II급비밀", 1)
+    three.wait(lambda: item in listed(three, "USA"), "the USA to hold the item")
+    assert approve(three, item, "JPN").status_code == 201
+    three.wait(lambda: item in listed(three, "JPN"), "JPN to receive the approved item")
+    cfg = node_config.load(three.nodes["JPN"].config)
+    node = Node(cfg, open_node_database(cfg), SystemClock())
+    try:
+        low = node.add_user("jpn.low", "analyst", "秘", ["nk-missile"])
+    finally:
+        node.dispose()
+    jpn = three.nodes["JPN"]
+    lower = User(jpn.user_url, low, jpn.trust())
+    assert lower.get(f"/items/{item}").status_code == 404  # answered as an unknown id
+    cleared = three.user("JPN", "analyst").get(f"/items/{item}")
+    assert cleared.status_code == 200
+    assert cleared.json()["marking"] == "極秘"
