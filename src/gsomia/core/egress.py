@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from gsomia.core.agreement import lifecycle
+from gsomia.core.agreement import lifecycle, route
 from gsomia.core.agreement.route import scope_problem
 from gsomia.core.agreement.schemes import level_index
 from gsomia.core.agreement.terms import Agreement
@@ -56,13 +56,13 @@ def check_named(agreements: Mapping[str, Agreement], label: Label, peer: str, me
     problem = check(agreement, label, peer, me)
     if problem is None and label.route == "trilateral":
         # The hop to the hub travels under the bilateral agreement that carries it (R18).
-        carriers = [agreements[i] for i in agreement.carried_by if i in agreements]
-        found = [c for c in carriers if set(c.parties) == {me, peer}]
-        if len(found) != 1:
+        try:
+            carrier = route.carrier(agreement, (me, peer), agreements)
+        except route.RouteError:
             return f"R18: no one agreement of {me} carries {me}–{peer} under {agreement.id}"
-        status = lifecycle.status(found[0], label.created_at)
+        status = lifecycle.status(carrier, label.created_at)
         if not status.in_force:
-            return f"{status.refusing_rule}: {found[0].id} was {status.state.value} at the release instant"
+            return f"{status.refusing_rule}: {carrier.id} was {status.state.value} at the release instant"
     return problem
 
 

@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Literal
 
 from gsomia.core.agreement import lifecycle, route
-from gsomia.core.agreement.terms import Agreement
+from gsomia.core.agreement.terms import Agreement, bilaterals
 from gsomia.core.label import Label
 from gsomia.core.policy import CLOCK_SKEW, Decision, Reason
 
@@ -50,13 +50,6 @@ class Route:
         return self.agreement.hub if self.kind == "trilateral" else None
 
 
-def _bilateral(agreements: Mapping[str, Agreement], a: str, b: str) -> Agreement | None:
-    for agreement in agreements.values():
-        if set(agreement.parties) == {a, b}:
-            return agreement
-    return None
-
-
 def _arrangements(agreements: Mapping[str, Agreement], a: str, b: str) -> list[Agreement]:
     found = [x for x in agreements.values() if x.hub is not None and {a, b} <= set(x.parties)]
     return sorted(found, key=lambda x: x.id)
@@ -77,7 +70,7 @@ def choose(
     Direct under the bilateral agreement while it is in force (R1); else through the hub of
     an arrangement the two are party to, if the item is within its scope and the agreement
     carrying each hop is in force (R18); else refused, each reason citing its rule."""
-    bilateral = _bilateral(agreements, originator, recipient)
+    bilateral = bilaterals(agreements.values(), originator).get(recipient)
     denied: list[Reason] = []
     if bilateral is not None:
         ended = _out_of_force(bilateral, at)

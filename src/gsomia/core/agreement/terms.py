@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import tomllib
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -548,6 +548,17 @@ def _parse_readings(source: str, table: Mapping[str, Any], parties: tuple[str, .
             raise r.error(code, f"{value!r} is not one of: {', '.join(RESUME_EFFECTS)}")
         readings[code] = cast(ResumeEffect, value)
     return readings
+
+
+def bilaterals(agreements: Iterable[Agreement], party: str) -> dict[str, Agreement]:
+    """``party``'s bilateral agreements among ``agreements``, by the other party (the first
+    where two join one pair: a node's configuration refuses that)."""
+    found: dict[str, Agreement] = {}
+    for agreement in agreements:
+        if len(agreement.parties) == 2 and party in agreement.parties:
+            other = next(p for p in agreement.parties if p != party)
+            found.setdefault(other, agreement)
+    return found
 
 
 def load(path: str | Path) -> Agreement:

@@ -109,10 +109,7 @@ class NodeConfig:
 
     def agreement_with(self, party: str) -> Agreement:
         """The bilateral agreement between this node's party and ``party``."""
-        for a in self.agreements:
-            if set(a.parties) == {self.party, party}:
-                return a
-        raise KeyError(party)
+        return terms.bilaterals(self.agreements, self.party)[party]  # KeyError: none
 
 
 def _address(source: str, key: str, value: Any) -> tuple[str, int]:

@@ -57,6 +57,8 @@ class Applied:
     shared: Mapping[str, tuple[str, ...]]  # partner -> every agreement both are party to
     sealers: Mapping[str, envelope.Sealer]
     openers: Mapping[str, envelope.Opener]
+    # Parties an arrangement through a hub joins this node with: only for them is a route chosen.
+    via_hub: frozenset[str] = frozenset()
 
     def get(self, agreement_id: str) -> Agreement:
         try:
@@ -70,12 +72,6 @@ class Applied:
             return self.by_id[self.direct[peer]]
         except KeyError:
             raise NotFound(f"no agreement with {peer!r} on this node") from None
-
-    def between(self, peer: str, agreement_id: str) -> Agreement:
-        """``agreement_id``, where ``peer`` is a party to it beside this node."""
-        if agreement_id not in self.shared.get(peer, ()):
-            raise NotFound(f"no agreement {agreement_id!r} with {peer!r} on this node")
-        return self.by_id[agreement_id]
 
     def opener_for(self, peer: str, data: bytes) -> envelope.Opener:
         """The opener of the agreement an envelope from ``peer`` names (its label, unverified:
@@ -158,7 +154,8 @@ class Agreements:
             trusted = [key for chain in (*chains, own) for key in chain.keys]
             openers[agreement.id] = envelope.Opener(self.keys.own, trusted, agreement, retired=retired)
         direct = {code: self.config.agreement_with(code).id for code in self.config.peers}
-        self.applied = Applied(by_id, direct, {p: tuple(ids) for p, ids in shared.items()}, sealers, openers)
+        via_hub = frozenset(p for a in by_id.values() if a.hub is not None for p in a.parties if p != self.party)
+        self.applied = Applied(by_id, direct, {p: tuple(ids) for p, ids in shared.items()}, sealers, openers, via_hub)
 
     def refresh_notes(self, older_than: float = 0.0) -> None:
         """Apply notes another process of this node recorded (or received) since the last look,

@@ -16,11 +16,12 @@ from sqlalchemy.exc import IntegrityError
 
 from gsomia.core import egress, policy, records, trilateral
 from gsomia.core.agreement import lifecycle, route
+from gsomia.core.agreement.terms import Agreement
 from gsomia.core.errors import NotFound, Refused
 from gsomia.core.label import Label, display, marking_for
 from gsomia.node.runtime.clock import Clock
 from gsomia.node.runtime.config import NodeConfig
-from gsomia.node.service.agreements import Agreements
+from gsomia.node.service.agreements import Agreements, Applied
 from gsomia.node.service.integrity import Integrity
 from gsomia.node.service.ledger import Ledger, entry
 from gsomia.node.service.outbox import Outbox
@@ -190,12 +191,8 @@ class Casework:
         raw = conn.execute(select(t.items.c.label).where(t.items.c.item_id == item_id)).scalar_one()
         label = Label.from_bytes(raw.encode("utf-8"))
         approvals = records.approvals(self.records_of(conn, item_id))
-        applied = self.agreements.current()
-        arrangement = applied.by_id.get(label.agreement)
         try:
-            if arrangement is None:
-                raise route.RouteError(f"{label.agreement} is not an agreement of {self.party}")
-            carrier = route.carrier(arrangement, (self.party, recipient), applied.by_id)
+            arrangement, carrier = self._hop(self.agreements.current(), label, recipient)
         except route.RouteError as exc:
             decision = policy.Decision(False, (policy.Reason(exc.rule, str(exc)),))
         else:
@@ -210,6 +207,28 @@ class Casework:
             self.ledger.log(conn, "bulk", [entry(now, "forward", self.party, item_id, detail)])
         else:
             self.ledger.log(conn, "bulk", [entry(now, "forward_denied", self.party, item_id, detail)])
+
+    def _hop(self, applied: Applied, label: Label, recipient: str) -> tuple[Agreement, Agreement]:
+        """The arrangement ``label`` travels under and the agreement carrying this node's hop to
+        ``recipient``; ``route.RouteError`` where either is missing."""
+        arrangement = applied.by_id.get(label.agreement)
+        if arrangement is None:
+            raise route.RouteError(f"labelled for {label.agreement}, which is not an agreement of {self.party}", "R3")
+        return arrangement, route.carrier(arrangement, (self.party, recipient), applied.by_id)
+
+    def check_forward(self, applied: Applied, label: Label, peer: str) -> str | None:
+        """The hub's egress guard on another party's item it passes on to ``peer`` (R18): the
+        label, the approvals kept here and the agreement carrying the hop, apart from the
+        decision that queued it. None to let it go, else why not."""
+        try:
+            arrangement, carrier = self._hop(applied, label, peer)
+        except route.RouteError as exc:
+            return f"{exc.rule}: {exc}"
+        now = self.clock.now()
+        problem = trilateral.check_arrangement(arrangement, label, self.party, now)
+        if problem is not None:
+            return problem
+        return trilateral.check_forward(carrier, label, self.party, peer, self.approvals(label.item_id), now)
 
     def approvals(self, item_id: str) -> list[trilateral.Approval]:
         """The approvals kept here to pass ``item_id`` on through this node (R18)."""

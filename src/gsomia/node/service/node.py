@@ -14,8 +14,8 @@ from typing import Any, cast
 
 from sqlalchemy import Engine
 
-from gsomia.core import policy, trilateral
-from gsomia.core.agreement import lifecycle, route
+from gsomia.core import policy
+from gsomia.core.agreement import lifecycle
 from gsomia.core.agreement.terms import Agreement
 from gsomia.core.label import Label
 from gsomia.core.ledger import TreeHead
@@ -176,22 +176,7 @@ class Node:
         return self.agreements.if_fresh()
 
     def check_forward(self, agreements: Applied, label: Label, peer: str) -> str | None:
-        """The hub's egress guard on another party's item it passes on to ``peer`` (R18): the
-        label, the approvals kept here and the agreement carrying the hop, apart from the
-        decision that queued it. None to let it go, else why not."""
-        arrangement = agreements.by_id.get(label.agreement)
-        if arrangement is None:
-            return f"R3: labelled for {label.agreement}, which is not an agreement of {self.party}"
-        try:
-            carrier = route.carrier(arrangement, (self.party, peer), agreements.by_id)
-        except route.RouteError as exc:
-            return f"{exc.rule}: {exc}"
-        now = self.clock.now()
-        problem = trilateral.check_arrangement(arrangement, label, self.party, now)
-        if problem is not None:
-            return problem
-        approvals = self.casework.approvals(label.item_id)
-        return trilateral.check_forward(carrier, label, self.party, peer, approvals, now)
+        return self.casework.check_forward(agreements, label, peer)
 
     def status(self, peer: str, at: datetime | None = None) -> lifecycle.Status:
         return self.agreements.status(peer, at)

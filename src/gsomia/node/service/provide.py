@@ -128,10 +128,7 @@ class Provide:
         arrangement joins this node and the recipient, the bilateral agreement decides alone,
         in force or not (R13, R14)."""
         direct = spec.releasable_to or (spec.to,)
-        through_hub = spec.to != self.party and any(
-            a.hub is not None and spec.to in a.parties for a in applied.by_id.values()
-        )
-        if not through_hub:
+        if spec.to not in applied.via_hub:
             return applied.with_peer(spec.to), spec.to, direct
         decision, chosen = trilateral.choose(applied.by_id, self.party, spec.to, spec.purposes, now)
         if chosen is not None and chosen.kind == "trilateral" and chosen.hub is not None:

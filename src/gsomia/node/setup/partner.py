@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 
 from cryptography import x509
 
-from gsomia.core.agreement.terms import Agreement
+from gsomia.core.agreement.terms import Agreement, bilaterals
 from gsomia.core.errors import GsomiaError, InvalidInput
 from gsomia.core.keyring import KeyHistory, KeyRotationInvalid, Rotation
 from gsomia.core.keys import KeyFileInvalid, PublicKeys
@@ -282,13 +282,7 @@ def export(config: NodeConfig, peer_url: str | None = None, partner: str | None 
 
 def _bilateral_for(config: NodeConfig, partner: str | None) -> Agreement:
     """The bilateral agreement a partner file names: the one with ``partner``."""
-    bilateral = {
-        other: a
-        for a in config.agreements
-        if config.party in a.parties and len(a.parties) == 2
-        for other in a.parties
-        if other != config.party
-    }
+    bilateral = bilaterals(config.agreements, config.party)
     if partner is None:
         if len(bilateral) == 1:
             return next(iter(bilateral.values()))

@@ -152,8 +152,8 @@ def provision_pair(
 
 def partners(agreements: Sequence[terms.Agreement], party: str, among: Sequence[str]) -> list[str]:
     """The parties of ``among`` with which ``party`` has a bilateral agreement: its node's peers."""
-    pairs = {frozenset(a.parties) for a in agreements if len(a.parties) == 2}
-    return [p for p in among if p != party and frozenset((party, p)) in pairs]
+    bilateral = terms.bilaterals(agreements, party)
+    return [p for p in among if p in bilateral]
 
 
 def _peer_entry(
